@@ -1,0 +1,178 @@
+//! Command-line arguments (clap). Each command's body lives in `cmd/`.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "digestif", version, about = "Daily newsletter digest builder and mailer", long_about = None)]
+pub struct Cli {
+    /// Config file (default: $DIGESTIF_CONFIG, else ./digestif.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log format: text on a terminal, json for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the issue of a date and archive it under digests/<date>/.
+    Build(DateArgs),
+    /// Show the issue of a date (HTML, text or JSON) without archiving anything.
+    Preview(PreviewArgs),
+    /// List the candidate pool with scores and why each was (not) picked.
+    Articles(ArticlesArgs),
+    /// Build and "send" the example issue with the built-in example config, feeds and
+    /// subscribers, writing .eml files instead of mailing: no server needed.
+    Demo(DemoArgs),
+    /// Manage subscribers.
+    #[command(subcommand)]
+    Subscribers(SubscribersCmd),
+    /// Send the issue of a date to every active subscriber.
+    Send(SendArgs),
+    /// Check the message of an issue against the sending rules.
+    Lint(DateArgs),
+    /// Show the delivery ledger of a date: counts by state and failures.
+    Ledger(LedgerArgs),
+    /// Unsubscribe an address (for the List-Unsubscribe mailto route).
+    Unsubscribe(UnsubscribeArgs),
+    /// Run the service: daily schedule and HTTP (unsubscribe, sign-up, archive, health, metrics).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DateArgs {
+    /// Issue date, YYYY-MM-DD (default: today in the newsletter's time zone).
+    #[arg(long, value_parser = parse_date)]
+    pub date: Option<NaiveDate>,
+    /// Fix "now" (RFC 3339) for reproducible runs; items dated after it are ignored.
+    #[arg(long, value_parser = parse_now)]
+    pub now: Option<DateTime<FixedOffset>>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum PreviewFormat {
+    Html,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PreviewArgs {
+    #[command(flatten)]
+    pub when: DateArgs,
+    #[arg(long, value_enum, default_value_t = PreviewFormat::Text)]
+    pub format: PreviewFormat,
+    /// Write to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Open the HTML in the browser.
+    #[arg(long)]
+    pub open: bool,
+    /// Build afresh even if the date is archived.
+    #[arg(long)]
+    pub rebuild: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ArticlesArgs {
+    #[command(flatten)]
+    pub when: DateArgs,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Folder for the demo's config, archive, database and outbox.
+    #[arg(long, default_value = "digestif-demo")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubscribersCmd {
+    /// Import a CSV file (header row; email required; name,locale,categories,timezone,status optional).
+    Import {
+        file: PathBuf,
+        /// Check every row and report, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Export all subscribers as CSV (to FILE or stdout).
+    Export { file: Option<PathBuf> },
+    /// List subscribers.
+    List {
+        /// active, pending, unsubscribed or bounced.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Add (or update) one subscriber as active.
+    Add {
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        locale: Option<String>,
+        /// `;`-separated.
+        #[arg(long)]
+        categories: Option<String>,
+        #[arg(long)]
+        timezone: Option<String>,
+    },
+    /// Remove a subscriber and their ledger rows.
+    Remove { email: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub when: DateArgs,
+    /// Render and check everything, send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Send one test copy to this address, outside the ledger.
+    #[arg(long, value_name = "EMAIL")]
+    pub to: Option<String>,
+    /// Send at most N messages in this run.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LedgerArgs {
+    #[arg(long, value_parser = parse_date)]
+    pub date: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnsubscribeArgs {
+    pub email: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Override `[server] listen`.
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("{s:?} is not a date: write YYYY-MM-DD"))
+}
+
+fn parse_now(s: &str) -> Result<DateTime<FixedOffset>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map_err(|_| format!("{s:?} is not an RFC 3339 time: write e.g. 2026-11-27T06:30:00+01:00"))
+}

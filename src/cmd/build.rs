@@ -1,0 +1,198 @@
+//! `digestif build`, `preview`, `articles`: the editor's view of an issue.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::archive;
+use crate::cli::{ArticlesArgs, DateArgs, PreviewArgs, PreviewFormat};
+use crate::pipeline::{self, Built};
+
+use super::{date_of, load_config, now_of, runtime, CmdResult, Failure};
+
+fn report_sources(built: &Built) {
+    for s in built.failed_sources() {
+        eprintln!(
+            "warning: source {:?} skipped: {}",
+            s.name,
+            s.error.as_deref().unwrap_or("")
+        );
+    }
+}
+
+fn all_sources_failed(built: &Built) -> bool {
+    !built.sources.is_empty() && built.sources.iter().all(|s| s.error.is_some())
+}
+
+pub fn build(config: Option<&Path>, a: &DateArgs) -> CmdResult {
+    let cfg = load_config(config)?;
+    let now = now_of(a);
+    let date = date_of(&cfg, a, now);
+    let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
+    let built = runtime()?.block_on(pipeline::build(&cfg, date, now))?;
+    report_sources(&built);
+    if all_sources_failed(&built) {
+        return Err(Failure::job(anyhow::anyhow!(
+            "every source failed; no issue written for {date}. Check the URLs and paths in [[sources]]."
+        )));
+    }
+    let Some(digest) = built.digest.as_ref() else {
+        println!("Nothing new for {date}: no issue written.");
+        return Ok(());
+    };
+    let (dir, _) = pipeline::archive_issue(&cfg, &assets, digest)?;
+    let failed: Vec<&str> = built.failed_sources().map(|s| s.name.as_str()).collect();
+    println!(
+        "Issue {date}: {} stories ({}), ≈ {} min reading → {}",
+        digest.stories.len(),
+        digest.categories().join(", "),
+        digest.reading_minutes,
+        dir.display()
+    );
+    if failed.is_empty() {
+        println!("Sources: {} read, none failed.", built.sources.len());
+    } else {
+        println!(
+            "Sources: {} read, {} failed: {}",
+            built.sources.len(),
+            failed.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub fn preview(config: Option<&Path>, a: &PreviewArgs) -> CmdResult {
+    let cfg = load_config(config)?;
+    let now = now_of(&a.when);
+    let date = date_of(&cfg, &a.when, now);
+    let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
+    // An archived issue is shown as archived (fast, exactly what went out),
+    // unless the editor asks for a rebuild.
+    let archived = if a.rebuild {
+        None
+    } else {
+        archive::read_digest(&cfg.archive_dir(), date)?
+    };
+    let digest = match archived {
+        Some(d) => d,
+        None => {
+            let built = runtime()?.block_on(pipeline::build(&cfg, date, now))?;
+            report_sources(&built);
+            match built.digest {
+                Some(d) => d,
+                None => {
+                    eprintln!("Nothing new for {date}: there would be no issue.");
+                    return Err(Failure::job(anyhow::anyhow!("no issue for {date}")));
+                }
+            }
+        }
+    };
+    let body = match a.format {
+        PreviewFormat::Json => {
+            serde_json::to_string_pretty(&digest).context("serialising the digest")? + "\n"
+        }
+        PreviewFormat::Html | PreviewFormat::Text => {
+            let email = pipeline::render_public(&cfg, &assets, &digest);
+            if a.format == PreviewFormat::Html {
+                email.html
+            } else {
+                email.text
+            }
+        }
+    };
+    let out_path = match (&a.out, a.open) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => Some(std::env::temp_dir().join(format!("digestif-preview-{date}.html"))),
+        (None, false) => None,
+    };
+    match &out_path {
+        Some(p) => {
+            let bytes = if a.open && a.format != PreviewFormat::Html {
+                pipeline::render_public(&cfg, &assets, &digest).html
+            } else {
+                body
+            };
+            archive::write_atomic(p, bytes.as_bytes())?;
+            eprintln!("Preview of {date} written to {}", p.display());
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(body.as_bytes())
+                .context("writing to stdout")?;
+        }
+    }
+    if a.open {
+        let p = out_path.expect("set above");
+        open_in_browser(&p).map_err(Failure::job)?;
+    }
+    Ok(())
+}
+
+fn open_in_browser(p: &Path) -> anyhow::Result<()> {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else if cfg!(windows) {
+        "explorer"
+    } else {
+        "xdg-open"
+    };
+    std::process::Command::new(opener)
+        .arg(p)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot start {opener} to open {}; open it by hand",
+                p.display()
+            )
+        })?;
+    Ok(())
+}
+
+pub fn articles(config: Option<&Path>, a: &ArticlesArgs) -> CmdResult {
+    let cfg = load_config(config)?;
+    let now = now_of(&a.when);
+    let date = date_of(&cfg, &a.when, now);
+    let built = runtime()?.block_on(pipeline::build(&cfg, date, now))?;
+    report_sources(&built);
+    let mut out = std::io::stdout().lock();
+    for c in &built.candidates {
+        let line = if a.json {
+            serde_json::json!({
+                "title": c.article.title,
+                "url": c.article.url,
+                "source": c.article.source,
+                "category": c.article.category,
+                "published": c.article.published.to_rfc3339(),
+                "score": (c.score * 1000.0).round() / 1000.0,
+                "picked": c.picked,
+                "reason": c.reason.as_ref().map(|r| r.to_string()),
+            })
+            .to_string()
+        } else {
+            format!(
+                "{} {:>6.3}  {:<12} {:<14} {}{}",
+                if c.picked { "✔" } else { "·" },
+                c.score,
+                truncate(&c.article.category, 12),
+                truncate(&c.article.source, 14),
+                c.article.title,
+                match &c.reason {
+                    Some(r) => format!("  [{r}]"),
+                    None => String::new(),
+                }
+            )
+        };
+        writeln!(out, "{line}").context("writing to stdout")?;
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n - 1).collect::<String>() + "…"
+    }
+}

@@ -1,0 +1,105 @@
+//! One thin function per command; they load the config, call the pipeline, print.
+
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::cli::{Cli, Command, DateArgs, LogFormat};
+use crate::config::{self, Config};
+use crate::domain::today_in;
+
+pub mod build;
+pub mod demo;
+pub mod send;
+pub mod serve;
+pub mod subscribers;
+
+/// A failed command: the error for people and the exit code (1 job failed, 2 usage or config).
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// Usage or configuration error: exit code 2.
+    pub fn usage(e: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: 2,
+            error: e.into(),
+        }
+    }
+    /// The job failed: exit code 1.
+    pub fn job(e: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: 1,
+            error: e.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::job(e)
+    }
+}
+
+pub type CmdResult = Result<(), Failure>;
+
+/// Logs go to stderr: text by default, JSON lines with `--log-format json`.
+/// `RUST_LOG` sets the level (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_target(false).try_init(),
+    };
+}
+
+/// Loads the config named on the command line (or by the environment).
+pub fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
+    let p = config::locate(path);
+    Config::from_file(&p).map_err(Failure::usage)
+}
+
+/// The `--now` of a command, else the wall clock.
+pub fn now_of(args: &DateArgs) -> DateTime<Utc> {
+    args.now
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(crate::clock::now)
+}
+
+/// The `--date` of a command, else today in the newsletter's zone at `now`.
+pub fn date_of(cfg: &Config, args: &DateArgs, now: DateTime<Utc>) -> NaiveDate {
+    args.date
+        .unwrap_or_else(|| today_in(now, cfg.newsletter.timezone.0))
+}
+
+/// A multi-threaded runtime for the commands that do I/O.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::job(anyhow::anyhow!("cannot start the async runtime: {e}")))
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> CmdResult {
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Build(a) => build::build(config, &a),
+        Command::Preview(a) => build::preview(config, &a),
+        Command::Articles(a) => build::articles(config, &a),
+        Command::Demo(a) => demo::demo(&a),
+        Command::Subscribers(c) => subscribers::run(config, c),
+        Command::Send(a) => send::send(config, &a),
+        Command::Lint(a) => send::lint(config, &a),
+        Command::Ledger(a) => send::ledger(config, &a),
+        Command::Unsubscribe(a) => send::unsubscribe(config, &a),
+        Command::Serve(a) => serve::serve(config, &a),
+    }
+}

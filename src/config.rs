@@ -1,0 +1,749 @@
+//! Strict TOML → validated [`Config`]. `Config::parse` checks, `Config::from_file` only reads.
+//!
+//! Unknown keys, wrong types, an unknown time zone or a bad URL are refused with
+//! a message that names the file, the key and the line, so that an operator can
+//! fix the config without reading code.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveTime;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::domain::Locale;
+
+/// Where the config was looked for, in order: `--config`, `$DIGESTIF_CONFIG`, `./digestif.toml`.
+pub fn locate(cli: Option<&Path>) -> PathBuf {
+    if let Some(p) = cli {
+        return p.to_path_buf();
+    }
+    if let Ok(p) = std::env::var("DIGESTIF_CONFIG") {
+        if !p.is_empty() {
+            return PathBuf::from(p);
+        }
+    }
+    PathBuf::from("digestif.toml")
+}
+
+/// A config that could not be used. Its `Display` is the whole message for people.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "cannot read config file {path}: {source}. Pass --config PATH or set DIGESTIF_CONFIG."
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub newsletter: Newsletter,
+    #[serde(default)]
+    pub sources: Vec<Source>,
+    #[serde(default)]
+    pub ranking: Ranking,
+    #[serde(default)]
+    pub fetch: Fetch,
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default)]
+    pub sender: Sender,
+    #[serde(default)]
+    pub smtp: Smtp,
+    #[serde(default)]
+    pub dkim: Option<Dkim>,
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Folder the config file lives in; relative paths are resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Newsletter {
+    pub name: String,
+    #[serde(default)]
+    pub tagline: String,
+    #[serde(default)]
+    pub locale: Locale,
+    pub timezone: Timezone,
+    pub base_url: HttpUrl,
+    #[serde(default = "default_send_time")]
+    pub send_time: SendTime,
+    #[serde(default = "default_window_hours")]
+    pub window_hours: u32,
+    #[serde(default = "default_budget")]
+    pub reading_budget_minutes: u32,
+    #[serde(default = "default_wpm")]
+    pub words_per_minute: u32,
+    #[serde(default = "default_max_articles")]
+    pub max_articles: usize,
+    #[serde(default = "default_archive_dir")]
+    pub archive_dir: PathBuf,
+    /// Folder with `theme.toml` and `<locale>.toml`; built-in copies are used when absent.
+    #[serde(default)]
+    pub templates_dir: Option<PathBuf>,
+    /// Categories offered at sign-up; defaults to the sources' categories.
+    #[serde(default)]
+    pub categories: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub name: String,
+    #[serde(default)]
+    pub url: Option<HttpUrl>,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+/// Where a source is read from, once validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceLocation {
+    Url(Url),
+    Path(PathBuf),
+}
+
+impl Source {
+    /// The URL or the file (resolved against the config's folder).
+    pub fn location(&self, base_dir: &Path) -> SourceLocation {
+        match (&self.url, &self.path) {
+            (Some(u), _) => SourceLocation::Url(u.0.clone()),
+            (None, Some(p)) => SourceLocation::Path(base_dir.join(p)),
+            (None, None) => unreachable!("validated in Config::parse"),
+        }
+    }
+}
+
+/// Weights of the ranking score. Defaults suit a daily briefing.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ranking {
+    /// Hours after which a story's recency score halves.
+    pub recency_half_life_hours: f64,
+    /// How much the recency part counts (0..).
+    pub recency_weight: f64,
+    /// How much the source weight counts (0..).
+    pub source_weight: f64,
+    /// Bonus for a story that several sources carry, per extra source.
+    pub coverage_bonus: f64,
+    /// Score multiplier applied for each story already picked in the same category.
+    pub category_penalty: f64,
+    /// At most this many stories of one category while other categories have candidates.
+    pub max_per_category: usize,
+}
+
+impl Default for Ranking {
+    fn default() -> Self {
+        Ranking {
+            recency_half_life_hours: 12.0,
+            recency_weight: 1.0,
+            source_weight: 1.0,
+            coverage_bonus: 0.25,
+            category_penalty: 0.6,
+            max_per_category: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fetch {
+    pub timeout_s: u64,
+    pub max_bytes: u64,
+    pub max_redirects: usize,
+    pub user_agent: String,
+    /// Remembers ETag / Last-Modified and first-seen dates between runs (relative to the config).
+    pub cache_file: PathBuf,
+    /// How many feeds are fetched at once.
+    pub concurrency: usize,
+}
+
+impl Default for Fetch {
+    fn default() -> Self {
+        Fetch {
+            timeout_s: 15,
+            max_bytes: 5 * 1024 * 1024,
+            max_redirects: 5,
+            user_agent: format!(
+                "digestif/{} (daily newsletter digest builder)",
+                env!("CARGO_PKG_VERSION")
+            ),
+            cache_file: PathBuf::from(".digestif-cache.json"),
+            concurrency: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// `sqlite://PATH` (relative to the config file) or `sqlite::memory:`.
+    pub database: String,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            database: "sqlite://digestif.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sender {
+    /// `Name <address>`.
+    pub from: String,
+    pub reply_to: Option<String>,
+    /// Subject template: `{name}`, `{date}`, `{top_title}`.
+    pub subject: String,
+    /// Address for the mailto in List-Unsubscribe; defaults to `unsubscribe@<from domain>`.
+    pub unsubscribe_mailto: Option<String>,
+}
+
+impl Default for Sender {
+    fn default() -> Self {
+        Sender {
+            from: "Digestif <briefing@localhost>".into(),
+            reply_to: None,
+            subject: "{name} · {date} · {top_title}".into(),
+            unsubscribe_mailto: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    #[default]
+    Smtp,
+    File,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    #[default]
+    Starttls,
+    Tls,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Smtp {
+    pub transport: TransportKind,
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub username: Option<String>,
+    /// Name of the environment variable holding the SMTP password.
+    pub password_env: Option<String>,
+    pub pool_size: usize,
+    /// Messages per second across all connections; 0 means no limit.
+    pub rate_per_second: f64,
+    pub timeout_s: u64,
+    /// Attempts for a transient failure before the subscriber is left pending.
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt (with jitter).
+    pub retry_base_ms: u64,
+    /// Folder for `transport = "file"` (relative to the config file).
+    pub file_dir: PathBuf,
+}
+
+impl Default for Smtp {
+    fn default() -> Self {
+        Smtp {
+            transport: TransportKind::Smtp,
+            host: "localhost".into(),
+            port: 25,
+            tls: TlsMode::Starttls,
+            username: None,
+            password_env: None,
+            pool_size: 4,
+            rate_per_second: 0.0,
+            timeout_s: 30,
+            max_attempts: 5,
+            retry_base_ms: 500,
+            file_dir: PathBuf::from("outbox"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dkim {
+    pub domain: String,
+    pub selector: String,
+    pub private_key_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    pub listen: String,
+    /// Sign-up requests allowed per client address per minute.
+    pub subscribe_per_minute: u32,
+    /// Hours a confirmation link stays valid.
+    pub confirm_ttl_hours: u32,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "127.0.0.1:8080".into(),
+            subscribe_per_minute: 5,
+            confirm_ttl_hours: 48,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Schedule {
+    pub enabled: bool,
+    /// A missed issue is still sent if the service is back within this many hours.
+    pub catch_up_hours: u32,
+    /// Seconds a send lease lasts without renewal.
+    pub lease_seconds: u64,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            enabled: true,
+            catch_up_hours: 3,
+            lease_seconds: 300,
+        }
+    }
+}
+
+fn default_send_time() -> SendTime {
+    SendTime(NaiveTime::from_hms_opt(7, 0, 0).expect("valid"))
+}
+fn default_window_hours() -> u32 {
+    24
+}
+fn default_budget() -> u32 {
+    5
+}
+fn default_wpm() -> u32 {
+    230
+}
+fn default_max_articles() -> usize {
+    10
+}
+fn default_archive_dir() -> PathBuf {
+    PathBuf::from("digests")
+}
+fn default_weight() -> f64 {
+    1.0
+}
+
+/// An IANA time zone name, checked when the config is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Timezone(pub chrono_tz::Tz);
+
+impl TryFrom<String> for Timezone {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse::<chrono_tz::Tz>().map(Timezone).map_err(|_| {
+            format!("unknown time zone {s:?}: use an IANA name such as \"Europe/Paris\"")
+        })
+    }
+}
+impl From<Timezone> for String {
+    fn from(t: Timezone) -> String {
+        t.0.name().to_string()
+    }
+}
+
+/// An absolute http(s) URL.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HttpUrl(pub Url);
+
+impl TryFrom<String> for HttpUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let u = Url::parse(&s).map_err(|e| format!("bad URL {s:?}: {e}"))?;
+        match u.scheme() {
+            "http" | "https" if u.host().is_some() => Ok(HttpUrl(u)),
+            _ => Err(format!(
+                "bad URL {s:?}: only http and https URLs are allowed"
+            )),
+        }
+    }
+}
+impl From<HttpUrl> for String {
+    fn from(u: HttpUrl) -> String {
+        u.0.to_string()
+    }
+}
+impl fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+impl HttpUrl {
+    /// The URL without a trailing slash, to append `/unsubscribe` and friends.
+    pub fn trimmed(&self) -> &str {
+        self.0.as_str().trim_end_matches('/')
+    }
+}
+
+/// A local time of day, written `HH:MM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SendTime(pub NaiveTime);
+
+impl TryFrom<String> for SendTime {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        NaiveTime::parse_from_str(&s, "%H:%M")
+            .map(SendTime)
+            .map_err(|_| format!("bad time {s:?}: write it as HH:MM, e.g. \"07:00\""))
+    }
+}
+impl From<SendTime> for String {
+    fn from(t: SendTime) -> String {
+        t.0.format("%H:%M").to_string()
+    }
+}
+
+impl Config {
+    /// Reads and validates the file; relative paths resolve against its folder.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p.to_path_buf()
+                }
+            })
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::parse(&text, &base).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses and validates config text. The error names the key and its line.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, String> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        cfg.base_dir = base_dir.to_path_buf();
+        cfg.validate(text)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), String> {
+        let line_of = |needle: &str| -> String {
+            text.lines()
+                .position(|l| l.trim_start().starts_with(needle))
+                .map(|i| format!(" (line {})", i + 1))
+                .unwrap_or_default()
+        };
+        let n = &self.newsletter;
+        if n.name.trim().is_empty() {
+            return Err(format!(
+                "newsletter.name must not be empty{}",
+                line_of("name")
+            ));
+        }
+        if n.words_per_minute == 0 {
+            return Err(format!(
+                "newsletter.words_per_minute must be at least 1{}",
+                line_of("words_per_minute")
+            ));
+        }
+        if n.reading_budget_minutes == 0 {
+            return Err(format!(
+                "newsletter.reading_budget_minutes must be at least 1{}",
+                line_of("reading_budget_minutes")
+            ));
+        }
+        if n.max_articles == 0 {
+            return Err(format!(
+                "newsletter.max_articles must be at least 1{}",
+                line_of("max_articles")
+            ));
+        }
+        if n.window_hours == 0 {
+            return Err(format!(
+                "newsletter.window_hours must be at least 1{}",
+                line_of("window_hours")
+            ));
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            let at = format!("sources[{i}] ({:?})", s.name);
+            match (&s.url, &s.path) {
+                (Some(_), Some(_)) => {
+                    return Err(format!("{at}: give either url or path, not both"));
+                }
+                (None, None) => {
+                    return Err(format!("{at}: needs a url or a path"));
+                }
+                _ => {}
+            }
+            if !(s.weight.is_finite() && s.weight >= 0.0) {
+                return Err(format!(
+                    "{at}: weight must be a number ≥ 0, got {}",
+                    s.weight
+                ));
+            }
+        }
+        if self.smtp.pool_size == 0 {
+            return Err(format!(
+                "smtp.pool_size must be at least 1{}",
+                line_of("pool_size")
+            ));
+        }
+        if !(self.smtp.rate_per_second.is_finite() && self.smtp.rate_per_second >= 0.0) {
+            return Err(format!(
+                "smtp.rate_per_second must be ≥ 0 (0 = no limit){}",
+                line_of("rate_per_second")
+            ));
+        }
+        if self.smtp.transport == TransportKind::Smtp && self.smtp.host.trim().is_empty() {
+            return Err(format!("smtp.host must not be empty{}", line_of("host")));
+        }
+        self.sender
+            .from
+            .parse::<lettre::message::Mailbox>()
+            .map_err(|e| {
+                format!(
+                    "sender.from {:?} is not a valid mailbox ({e}); write it as \"Name <address@domain>\"{}",
+                    self.sender.from,
+                    line_of("from")
+                )
+            })?;
+        if let Some(r) = &self.sender.reply_to {
+            r.parse::<lettre::message::Mailbox>().map_err(|e| {
+                format!(
+                    "sender.reply_to {r:?} is not a valid mailbox ({e}){}",
+                    line_of("reply_to")
+                )
+            })?;
+        }
+        if let Some(db) = self.storage.database.strip_prefix("sqlite:") {
+            if db.trim_start_matches("//").is_empty() {
+                return Err(format!(
+                    "storage.database needs a file: sqlite://digestif.db{}",
+                    line_of("database")
+                ));
+            }
+        } else {
+            return Err(format!(
+                "storage.database {:?}: only sqlite://PATH is supported in this version{}",
+                self.storage.database,
+                line_of("database")
+            ));
+        }
+        self.server
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| {
+                format!(
+                    "server.listen {:?} must be an address and port such as \"127.0.0.1:8080\"{}",
+                    self.server.listen,
+                    line_of("listen")
+                )
+            })?;
+        Ok(())
+    }
+
+    /// Resolves a path from the config against the config's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn archive_dir(&self) -> PathBuf {
+        self.resolve(&self.newsletter.archive_dir)
+    }
+
+    /// The SQLite file, or `None` for an in-memory database.
+    pub fn database_path(&self) -> Option<PathBuf> {
+        let rest = self.storage.database.strip_prefix("sqlite:")?;
+        if rest == ":memory:" {
+            return None;
+        }
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        Some(self.resolve(Path::new(rest)))
+    }
+
+    /// Categories offered at sign-up: configured, else the sources' own, in order, once each.
+    pub fn categories(&self) -> Vec<String> {
+        if !self.newsletter.categories.is_empty() {
+            return self.newsletter.categories.clone();
+        }
+        let mut out: Vec<String> = Vec::new();
+        for s in &self.sources {
+            if let Some(c) = &s.category {
+                if !out.contains(c) {
+                    out.push(c.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The List-Id value (RFC 2919): `<name-slug.host>`.
+    pub fn list_id(&self) -> String {
+        let host = self
+            .newsletter
+            .base_url
+            .0
+            .host_str()
+            .unwrap_or("localhost")
+            .to_string();
+        let slug: String = crate::domain::slug(&self.newsletter.name);
+        format!("{slug}.{host}")
+    }
+}
+
+/// Turns a toml error into one line naming the key and the line.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
+            format!("line {line}: {msg} (at `{snippet}`)")
+        }
+        None => msg,
+    }
+}
+
+/// The secret used to sign unsubscribe and confirmation links (`DIGESTIF_SECRET`).
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+impl Secret {
+    pub const ENV: &'static str = "DIGESTIF_SECRET";
+
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
+        Secret(bytes.into())
+    }
+
+    /// Reads `DIGESTIF_SECRET`; `None` when unset or shorter than 16 bytes.
+    pub fn from_env() -> Option<Secret> {
+        std::env::var(Self::ENV)
+            .ok()
+            .filter(|s| s.len() >= 16)
+            .map(|s| Secret(s.into_bytes()))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[newsletter]
+name = "L'Essentiel"
+tagline = "La newsletter qui vous briefe en 5 min"
+locale = "fr"
+timezone = "Europe/Paris"
+base_url = "https://news.example.com/digestif"
+
+[[sources]]
+name = "Monde"
+path = "feeds/monde.xml"
+category = "Monde"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL, Path::new("/etc/d")).unwrap();
+        assert_eq!(c.newsletter.window_hours, 24);
+        assert_eq!(c.newsletter.words_per_minute, 230);
+        assert_eq!(
+            c.newsletter.send_time.0,
+            NaiveTime::from_hms_opt(7, 0, 0).unwrap()
+        );
+        assert_eq!(
+            c.sources[0].location(&c.base_dir),
+            SourceLocation::Path(PathBuf::from("/etc/d/feeds/monde.xml"))
+        );
+        assert_eq!(c.database_path(), Some(PathBuf::from("/etc/d/digestif.db")));
+        assert_eq!(c.list_id(), "l-essentiel.news.example.com");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = MINIMAL.replace("tagline", "tagl1ne");
+        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(e.contains("tagl1ne"), "{e}");
+        assert!(e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn unknown_time_zone_is_refused() {
+        let text = MINIMAL.replace("Europe/Paris", "Europe/Atlantis");
+        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(e.contains("Europe/Atlantis"), "{e}");
+        assert!(e.contains("line 6"), "{e}");
+    }
+
+    #[test]
+    fn non_http_base_url_is_refused() {
+        let text = MINIMAL.replace("https://news.example.com/digestif", "javascript:alert(1)");
+        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(e.contains("only http and https"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let text = MINIMAL.replace(
+            "[[sources]]",
+            "[ranking]\nmax_per_category = \"three\"\n[[sources]]",
+        );
+        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(e.contains("line"), "{e}");
+        assert!(e.contains("string") || e.contains("integer"), "{e}");
+    }
+
+    #[test]
+    fn source_needs_exactly_one_location() {
+        let text = MINIMAL.replace("path = \"feeds/monde.xml\"", "");
+        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(e.contains("needs a url or a path"), "{e}");
+    }
+}

@@ -1,0 +1,2 @@
+//! Delivery: message building (headers, MIME, DKIM), unsubscribe tokens, the
+//! SMTP and file transports, retry policy, and the ledger-driven send loop.

@@ -1,0 +1,126 @@
+//! The single wiring point: build (ingest → dedupe → select → digest), archive,
+//! and (in `deliver`) send. The CLI and the scheduler both call these functions.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::archive;
+use crate::articles;
+use crate::config::Config;
+use crate::domain::{issue_window, Candidate, Digest};
+use crate::editor::EditorPicks;
+use crate::ingest::{self, SourceReport};
+use crate::render::{self, Assets, RenderedEmail};
+use crate::select::{self, SelectParams};
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// `None` when nothing new was found for the date.
+    pub digest: Option<Digest>,
+    pub candidates: Vec<Candidate>,
+    pub sources: Vec<SourceReport>,
+}
+
+impl Built {
+    /// Sources that failed, with their error.
+    pub fn failed_sources(&self) -> impl Iterator<Item = &SourceReport> {
+        self.sources.iter().filter(|s| s.error.is_some())
+    }
+}
+
+/// The theme and words: from `newsletter.templates_dir` if set, else built in.
+pub fn assets(cfg: &Config) -> Result<Assets> {
+    match &cfg.newsletter.templates_dir {
+        Some(dir) => Assets::load(&cfg.resolve(dir)).map_err(anyhow::Error::msg),
+        None => Ok(Assets::builtin()),
+    }
+}
+
+/// Builds the issue of `date` as of `now`. Archives nothing.
+pub async fn build(cfg: &Config, date: NaiveDate, now: DateTime<Utc>) -> Result<Built> {
+    let n = &cfg.newsletter;
+    let (window_start, window_end) =
+        issue_window(date, n.send_time.0, n.timezone.0, n.window_hours);
+    let archive_dir = cfg.archive_dir();
+    let editor = EditorPicks::load(&archive::editor_file(&archive_dir, date))
+        .map_err(|e| anyhow::anyhow!("editor file: {e}"))?;
+    let already_sent = archive::sent_history(&archive_dir, date)?;
+
+    let (pool, sources) = ingest::ingest(cfg, now).await;
+    let (pool, duplicates) = articles::dedupe(pool);
+    let params = SelectParams {
+        date,
+        window_start,
+        window_end,
+        now,
+        budget_minutes: n.reading_budget_minutes,
+        words_per_minute: n.words_per_minute,
+        max_articles: n.max_articles,
+        ranking: &cfg.ranking,
+        editor: &editor,
+        already_sent: &already_sent,
+    };
+    let selection = select::select(pool, duplicates, &params);
+    let digest = if selection.stories.is_empty() {
+        None
+    } else {
+        Some(Digest {
+            date,
+            name: n.name.clone(),
+            tagline: n.tagline.clone(),
+            locale: n.locale,
+            base_url: n.base_url.trimmed().to_string(),
+            intro: editor.intro.clone().filter(|s| !s.trim().is_empty()),
+            stories: selection.stories,
+            reading_minutes: selection.reading_minutes,
+            built_at: now,
+            window_start,
+            window_end,
+        })
+    };
+    Ok(Built {
+        digest,
+        candidates: selection.candidates,
+        sources,
+    })
+}
+
+/// Renders the public version of a digest (archive, preview, web).
+pub fn render_public(cfg: &Config, assets: &Assets, digest: &Digest) -> RenderedEmail {
+    render::render_public(digest, assets, &cfg.sender.subject)
+}
+
+/// Writes the issue under `digests/<date>/`.
+pub fn archive_issue(
+    cfg: &Config,
+    assets: &Assets,
+    digest: &Digest,
+) -> Result<(PathBuf, RenderedEmail)> {
+    let email = render_public(cfg, assets, digest);
+    let dir = archive::write_issue(&cfg.archive_dir(), digest, &email)?;
+    Ok((dir, email))
+}
+
+/// The issue of `date`: the archived one if it exists, else built now and archived.
+/// `None` when there is nothing new.
+pub async fn issue_for(
+    cfg: &Config,
+    assets: &Assets,
+    date: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<Option<Digest>> {
+    if let Some(d) = archive::read_digest(&cfg.archive_dir(), date)? {
+        return Ok(Some(d));
+    }
+    let built = build(cfg, date, now).await?;
+    match built.digest {
+        Some(d) => {
+            archive_issue(cfg, assets, &d)?;
+            Ok(Some(d))
+        }
+        None => Ok(None),
+    }
+}
