@@ -99,7 +99,7 @@ pub async fn ingest(cfg: &Config, now: DateTime<Utc>) -> (Vec<Article>, Vec<Sour
                 articles.extend(got);
             }
             Err(cause) => {
-                tracing::warn!(source = %source.name, "{location}: {cause}");
+                tracing::debug!(source = %source.name, "{location}: {cause}");
                 reports.push(SourceReport {
                     name: source.name.clone(),
                     articles: 0,
