@@ -31,6 +31,22 @@ pub(crate) struct Ctx<'a> {
     pub styles: Styles,
 }
 
+impl Ctx<'_> {
+    /// Feed and editor text as shown: in French, a no-break space keeps high
+    /// punctuation (! ? ; « ») on its word's line, as French typography wants.
+    fn prose<'s>(&self, s: &'s str) -> std::borrow::Cow<'s, str> {
+        if self.lang != "fr" || !s.contains([' ', '«']) {
+            return s.into();
+        }
+        s.replace(" !", "\u{a0}!")
+            .replace(" ?", "\u{a0}?")
+            .replace(" ;", "\u{a0};")
+            .replace(" »", "\u{a0}»")
+            .replace("« ", "«\u{a0}")
+            .into()
+    }
+}
+
 /// Inline styles, computed once per render from the theme.
 pub(crate) struct Styles {
     body: String,
@@ -214,7 +230,7 @@ pub(crate) fn intro(ctx: &Ctx, intro: Option<&str>) -> Markup {
             td.em-pad style=(s.intro_cell) {
                 p.em-text style=(s.greeting) { (PreEscaped(SLOT_GREETING)) }
                 @for p in &paragraphs {
-                    p.em-text style=(s.intro) { (p) }
+                    p.em-text style=(s.intro) { (ctx.prose(p)) }
                 }
             }
         }
@@ -235,13 +251,13 @@ pub(crate) fn story(ctx: &Ctx, story: &Story) -> Markup {
                 p.em-accent style=(s.category) { (a.category) }
                 h2.em-text.em-title style=(s.title) {
                     @if let Some(href) = safe_href(a.url.as_deref()) {
-                        a href=(href) style=(s.title_link) { (a.title) }
+                        a href=(href) style=(s.title_link) { (ctx.prose(&a.title)) }
                     } @else {
-                        (a.title)
+                        (ctx.prose(&a.title))
                     }
                 }
                 @if !a.summary.is_empty() {
-                    p.em-text style=(s.summary) { (a.summary) }
+                    p.em-text style=(s.summary) { (ctx.prose(&a.summary)) }
                 }
                 p.em-muted style=(s.meta) {
                     @if !a.source.is_empty() { (a.source) " · " }
@@ -480,6 +496,19 @@ mod tests {
                 let h = story(ctx, &a_story(Some(bad))).into_string();
                 assert!(!h.contains("<a "), "{bad} was linked");
             }
+        });
+    }
+
+    #[test]
+    fn french_prose_keeps_high_punctuation_with_its_word() {
+        with_ctx(|ctx| {
+            assert_eq!(ctx.prose("Bonne lecture !"), "Bonne lecture\u{a0}!");
+            assert_eq!(
+                ctx.prose("« Oui » ; non ?"),
+                "«\u{a0}Oui\u{a0}»\u{a0}; non\u{a0}?"
+            );
+            // The colon is left alone: titles are matched verbatim elsewhere.
+            assert_eq!(ctx.prose("Budget : oui"), "Budget : oui");
         });
     }
 

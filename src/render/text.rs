@@ -15,13 +15,33 @@ fn columns(s: &str) -> usize {
     s.graphemes(true).count()
 }
 
+/// The words of `text`, with French high punctuation kept on its word's line:
+/// "lecture :" and "« Oui »" are never broken at their spaces.
+fn words(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut open_quote = false;
+    for w in text.split_whitespace() {
+        let trailing = w.chars().all(|c| "!?:;»".contains(c));
+        match out.last_mut() {
+            Some(last) if trailing || open_quote => {
+                last.push(' ');
+                last.push_str(w);
+            }
+            _ => out.push(w.to_string()),
+        }
+        open_quote = w == "«";
+    }
+    out
+}
+
 /// Wraps `text` at `width` columns, breaking between words; a word longer than the
 /// width (a URL) stands alone on its line.
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut line = String::new();
     let mut len = 0;
-    for word in text.split_whitespace() {
+    for word in words(text) {
+        let word = word.as_str();
         let w = columns(word);
         if len > 0 && len + 1 + w > width {
             lines.push(std::mem::take(&mut line));
@@ -170,6 +190,19 @@ mod tests {
             assert!(columns(l) <= 40, "{l:?}");
         }
         assert_eq!(lines.join(" "), text);
+    }
+
+    #[test]
+    fn wrap_keeps_french_punctuation_with_its_word() {
+        let text = "Ce matin, le budget 2027 et un sommet inattendu à Vladivostok. Bonne lecture !";
+        assert_eq!(
+            wrap(text, 76),
+            vec![
+                "Ce matin, le budget 2027 et un sommet inattendu à Vladivostok. Bonne".to_string(),
+                "lecture !".to_string()
+            ]
+        );
+        assert_eq!(wrap("a « b » c", 5), vec!["a", "« b »", "c"]);
     }
 
     #[test]
