@@ -4,7 +4,7 @@
 //! substitution into precomputed slots.
 
 mod assets;
-pub mod html;
+mod html;
 pub mod text;
 
 pub use assets::{Assets, Colors, Fonts, Footer, Logo, Strings, Theme};
