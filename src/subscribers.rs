@@ -28,7 +28,7 @@ pub const COLUMNS: [&str; 6] = [
 ];
 
 /// Rows written to the store per transaction.
-pub const BATCH: usize = 10_000;
+pub const BATCH: usize = 20_000;
 
 /// Longest name accepted (characters).
 const MAX_NAME: usize = 200;
@@ -429,6 +429,53 @@ fn import_in_batches(
     on_error: &mut dyn FnMut(&RowError),
     batch_size: usize,
 ) -> Result<ImportSummary, CsvError> {
+    let Some(store) = store else {
+        let mut summary = check_rows(input, on_error, batch_size, &mut |_| true)?;
+        summary.dry_run = true;
+        return Ok(summary);
+    };
+    // Checking rows and writing them overlap: one thread reads and checks, the other
+    // writes the previous batch. At most three batches are in memory.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<NewSubscriber>>(1);
+        let writer = scope.spawn(move || -> Result<[u64; 3], StoreError> {
+            let mut counts = [0; 3];
+            for batch in rx {
+                for outcome in store.upsert_many(&batch)? {
+                    counts[match outcome {
+                        Upserted::Inserted => 0,
+                        Upserted::Updated => 1,
+                        Upserted::Unchanged => 2,
+                    }] += 1;
+                }
+            }
+            Ok(counts)
+        });
+        let read = check_rows(input, on_error, batch_size, &mut |batch| {
+            tx.send(batch).is_ok()
+        });
+        drop(tx);
+        let [inserted, updated, unchanged] = writer
+            .join()
+            .map_err(|_| StoreError::Db("the import's writer thread panicked".into()))??;
+        let summary = read?;
+        Ok(ImportSummary {
+            inserted,
+            updated,
+            unchanged,
+            ..summary
+        })
+    })
+}
+
+/// Reads and checks every row, handing valid ones to `emit` in batches of
+/// `batch_size` (`emit` returns false to stop: the writer failed).
+fn check_rows(
+    input: impl Read,
+    on_error: &mut dyn FnMut(&RowError),
+    batch_size: usize,
+    emit: &mut dyn FnMut(Vec<NewSubscriber>) -> bool,
+) -> Result<ImportSummary, CsvError> {
     let starts = Rc::new(RefCell::new(VecDeque::new()));
     let tracker = LineTracker {
         inner: input,
@@ -454,10 +501,7 @@ fn import_in_batches(
     };
     let header_line = line_of(header.position());
     let layout = Layout::from_header(&header, header_line)?;
-    let mut summary = ImportSummary {
-        dry_run: store.is_none(),
-        ..ImportSummary::default()
-    };
+    let mut summary = ImportSummary::default();
     let mut seen: HashMap<u64, u64> = HashMap::new();
     let mut batch: Vec<NewSubscriber> = Vec::with_capacity(batch_size);
     let mut rec = csv::StringRecord::new();
@@ -512,9 +556,7 @@ fn import_in_batches(
         match row {
             Ok(row) => {
                 summary.valid += 1;
-                if store.is_some() {
-                    batch.push(row);
-                }
+                batch.push(row);
             }
             Err(errors) => {
                 for e in &errors {
@@ -523,34 +565,19 @@ fn import_in_batches(
                 skip(&mut summary, line);
             }
         }
-        if batch.len() >= batch_size {
-            flush(store, &mut batch, &mut summary)?;
+        if batch.len() >= batch_size
+            && !emit(std::mem::replace(
+                &mut batch,
+                Vec::with_capacity(batch_size),
+            ))
+        {
+            return Ok(summary);
         }
     }
-    flush(store, &mut batch, &mut summary)?;
+    if !batch.is_empty() {
+        emit(batch);
+    }
     Ok(summary)
-}
-
-fn flush(
-    store: Option<&dyn Store>,
-    batch: &mut Vec<NewSubscriber>,
-    summary: &mut ImportSummary,
-) -> Result<(), CsvError> {
-    let Some(store) = store else {
-        return Ok(());
-    };
-    if batch.is_empty() {
-        return Ok(());
-    }
-    for outcome in store.upsert_many(batch)? {
-        match outcome {
-            Upserted::Inserted => summary.inserted += 1,
-            Upserted::Updated => summary.updated += 1,
-            Upserted::Unchanged => summary.unchanged += 1,
-        }
-    }
-    batch.clear();
-    Ok(())
 }
 
 /// Writes every subscriber as CSV (header first), page by page, cells that a

@@ -291,8 +291,9 @@ impl SqliteStore {
         conn.execute_batch(
             "PRAGMA synchronous = NORMAL;
              PRAGMA foreign_keys = ON;
-             PRAGMA cache_size = -32000;
-             PRAGMA temp_store = MEMORY;",
+             PRAGMA cache_size = -65536;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA wal_autocheckpoint = 10000;",
         )
         .map_err(db)?;
         conn.set_prepared_statement_cache_capacity(64);
