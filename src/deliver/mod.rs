@@ -1,4 +1,5 @@
 //! Delivery: message building (headers, MIME, DKIM), unsubscribe tokens, the
 //! SMTP and file transports, retry policy, and the ledger-driven send loop.
 
+pub mod message;
 pub mod token;
