@@ -2,5 +2,6 @@
 //! SMTP and file transports, retry policy, and the ledger-driven send loop.
 
 pub mod message;
+pub mod rate;
 pub mod token;
 pub mod transport;
