@@ -3,5 +3,6 @@
 
 pub mod message;
 pub mod rate;
+pub mod send;
 pub mod token;
 pub mod transport;
