@@ -1,6 +1,7 @@
 //! Delivery: message building (headers, MIME, DKIM), unsubscribe tokens, the
 //! SMTP and file transports, retry policy, and the ledger-driven send loop.
 
+pub mod lint;
 pub mod message;
 pub mod rate;
 pub mod send;
