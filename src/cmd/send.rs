@@ -65,6 +65,10 @@ fn issue(
     Ok((digest, now))
 }
 
+fn sample_address() -> SubscriberEmail {
+    SubscriberEmail::parse("reader@example.com").expect("valid sample address")
+}
+
 /// A stand-in subscriber for test copies and lint: no name, the newsletter's locale.
 fn sample_subscriber(email: SubscriberEmail) -> Subscriber {
     Subscriber {
@@ -86,13 +90,24 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
     let composer =
         DigestComposer::new(&cfg, &digest, &assets, secret.clone(), now).map_err(Failure::usage)?;
 
+    // The pre-send check: any broken rule stops the issue before anyone gets it.
+    let issues = composer.lint_for(&sample_subscriber(sample_address()))?;
+    if !issues.is_empty() {
+        for i in &issues {
+            eprintln!("lint: {i}");
+        }
+        return Err(Failure::job(anyhow::anyhow!(
+            "the message of {} breaks {} sending rule(s) (listed above): nothing was sent. \
+             See `digestif lint --date {}`.",
+            digest.date,
+            issues.len(),
+            digest.date
+        )));
+    }
     if args.dry_run {
-        let probe = sample_subscriber(
-            SubscriberEmail::parse("reader@example.com").expect("valid sample address"),
-        );
-        let msg = composer.compose(&probe)?;
+        let msg = composer.compose(&sample_subscriber(sample_address()))?;
         println!(
-            "dry run: issue {} rendered ({} bytes for a sample subscriber); nothing sent",
+            "dry run: issue {} rendered and checked ({} bytes for a sample subscriber); nothing sent",
             digest.date,
             msg.bytes.len()
         );
@@ -153,12 +168,19 @@ pub fn lint(config: Option<&Path>, args: &DateArgs) -> CmdResult {
     let (digest, now) = issue(&cfg, &assets, args)?;
     let composer =
         DigestComposer::new(&cfg, &digest, &assets, secret, now).map_err(Failure::usage)?;
-    let probe = sample_subscriber(
-        SubscriberEmail::parse("reader@example.com").expect("valid sample address"),
-    );
-    let msg = composer.compose(&probe)?;
-    println!("{}: message of {} bytes", digest.date, msg.bytes.len());
-    Ok(())
+    let issues = composer.lint_for(&sample_subscriber(sample_address()))?;
+    if issues.is_empty() {
+        println!("{}: the message passes every sending rule", digest.date);
+        return Ok(());
+    }
+    for i in &issues {
+        println!("{i}");
+    }
+    Err(Failure::job(anyhow::anyhow!(
+        "the message of {} breaks {} sending rule(s)",
+        digest.date,
+        issues.len()
+    )))
 }
 
 pub fn ledger(config: Option<&Path>, args: &LedgerArgs) -> CmdResult {

@@ -142,6 +142,44 @@ impl DigestComposer {
     }
 }
 
+impl DigestComposer {
+    /// Builds `subscriber`'s message and checks it against the sending rules.
+    pub fn lint_for(&self, subscriber: &Subscriber) -> Result<Vec<super::lint::LintIssue>> {
+        let (email, token) = self.render_for(subscriber);
+        let msg = self.factory.build(
+            subscriber.email.as_str(),
+            subscriber.name.as_deref(),
+            &email,
+            &token,
+            self.now,
+        )?;
+        Ok(super::lint::lint_message(
+            &email.html,
+            &email.text,
+            &header_fields(&msg.bytes),
+            msg.bytes.len(),
+        ))
+    }
+}
+
+/// The header fields of a raw message, unfolded: (name, value).
+pub fn header_fields(raw: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(raw);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((n, v)) = line.split_once(':') {
+            out.push((n.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
 impl Compose for DigestComposer {
     fn compose(&self, subscriber: &Subscriber) -> Result<Outgoing> {
         let (email, token) = self.render_for(subscriber);
