@@ -8,7 +8,7 @@
 //! rules that matter (drop `<script>`/`<style>` bodies, tags vanish, entities decode,
 //! block tags separate words) fit in a page that the tests below pin down.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use url::Url;
@@ -394,11 +394,37 @@ fn better(a: &Article, b: &Article) -> std::cmp::Ordering {
         .then_with(|| a.summary.cmp(&b.summary))
 }
 
-struct Cluster {
+struct Cluster<T> {
     kept: Article,
     urls: BTreeSet<String>,
-    /// (fingerprint, calendar day) of every member.
-    titles: Vec<(String, NaiveDate)>,
+    /// (title tokens, calendar day) of every member.
+    titles: Vec<(T, NaiveDate)>,
+}
+
+/// [`titles_match`] on token-id sets (sorted, distinct): same verdict, no allocation.
+fn token_sets_match(a: &[u32], b: &[u32]) -> bool {
+    if a.is_empty() || b.is_empty() {
+        return false;
+    }
+    let (small, big) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    // inter ≤ |small| and union ≥ |big|: cannot reach 0.8 if the sizes differ too much.
+    if small.len() * 5 < big.len() * 4 {
+        return false;
+    }
+    let (mut i, mut j, mut inter) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                inter += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    let union = a.len() + b.len() - inter;
+    inter * 5 >= union * 4
 }
 
 /// Folds duplicates: the same canonical URL, or near-identical titles published
@@ -408,24 +434,45 @@ struct Cluster {
 /// The result does not depend on the order of the input.
 pub fn dedupe(mut articles: Vec<Article>) -> (Vec<Article>, Vec<(Article, String)>) {
     articles.sort_by(better);
-    let mut clusters: Vec<Cluster> = Vec::new();
+    let fingerprints: Vec<String> = articles
+        .iter()
+        .map(|a| title_fingerprint(&a.title))
+        .collect();
+    let token_sets = title_token_sets(&fingerprints);
+    let mut clusters: Vec<Cluster<Vec<u32>>> = Vec::new();
     let mut by_url: BTreeMap<String, usize> = BTreeMap::new();
+    // (day, token) → clusters with a member title of that day whose prefix holds the token.
+    let mut by_token: HashMap<(NaiveDate, u32), Vec<usize>> = HashMap::new();
     let mut dups: Vec<(Article, String)> = Vec::new();
-    for a in articles {
-        let fp = title_fingerprint(&a.title);
+    let mut candidates: Vec<usize> = Vec::new();
+    for (a, tokens) in articles.into_iter().zip(token_sets) {
         let day = a.published.date_naive();
+        let n: usize = tokens.len();
+        let prefix_len = n - (4 * n).div_ceil(5) + usize::from(n > 0);
         let found = a
             .url
             .as_ref()
             .and_then(|u| by_url.get(u).copied())
             .or_else(|| {
-                clusters.iter().position(|c| {
-                    c.titles
+                // Only clusters sharing a prefix token on that day can match; check
+                // them in cluster order so the first match is the one a scan finds.
+                candidates.clear();
+                for t in &tokens[..prefix_len] {
+                    if let Some(cs) = by_token.get(&(day, *t)) {
+                        candidates.extend_from_slice(cs);
+                    }
+                }
+                candidates.sort_unstable();
+                candidates.dedup();
+                candidates.iter().copied().find(|&ci| {
+                    clusters[ci]
+                        .titles
                         .iter()
-                        .any(|(t, d)| *d == day && titles_match(t, &fp))
+                        .any(|(t, d)| *d == day && token_sets_match(t, &tokens))
                 })
             });
-        match found {
+        let prefix = tokens[..prefix_len].to_vec();
+        let ci = match found {
             Some(ci) => {
                 let c = &mut clusters[ci];
                 if a.source != c.kept.source && !c.kept.also_in.contains(&a.source) {
@@ -435,8 +482,9 @@ pub fn dedupe(mut articles: Vec<Article>) -> (Vec<Article>, Vec<(Article, String
                     c.urls.insert(u.clone());
                     by_url.insert(u.clone(), ci);
                 }
-                c.titles.push((fp, day));
+                c.titles.push((tokens, day));
                 dups.push((a, c.kept.key()));
+                ci
             }
             None => {
                 let ci = clusters.len();
@@ -448,8 +496,15 @@ pub fn dedupe(mut articles: Vec<Article>) -> (Vec<Article>, Vec<(Article, String
                 clusters.push(Cluster {
                     kept: a,
                     urls,
-                    titles: vec![(fp, day)],
+                    titles: vec![(tokens, day)],
                 });
+                ci
+            }
+        };
+        for t in prefix {
+            let cs = by_token.entry((day, t)).or_default();
+            if cs.last() != Some(&ci) {
+                cs.push(ci);
             }
         }
     }
@@ -461,6 +516,38 @@ pub fn dedupe(mut articles: Vec<Article>) -> (Vec<Article>, Vec<(Article, String
         })
         .collect();
     (kept, dups)
+}
+
+/// The distinct tokens of each fingerprint as ids in a fixed order, rarest first
+/// (prefix filtering): a title of n tokens is indexed under its first
+/// n − ⌈4n/5⌉ + 1. Two titles that match (Jaccard ≥ 0.8, see [`titles_match`])
+/// share at least ⌈4n/5⌉ tokens, so the first shared token in that order lies in
+/// both prefixes: only clusters indexed under a token of the prefix can match.
+fn title_token_sets(fingerprints: &[String]) -> Vec<Vec<u32>> {
+    let sets: Vec<BTreeSet<&str>> = fingerprints
+        .iter()
+        .map(|f| f.split(' ').filter(|t| !t.is_empty()).collect())
+        .collect();
+    let mut freq: HashMap<&str, usize> = HashMap::new();
+    for s in &sets {
+        for t in s {
+            *freq.entry(t).or_default() += 1;
+        }
+    }
+    let mut order: Vec<(&str, usize)> = freq.into_iter().collect();
+    order.sort_unstable_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(b.0)));
+    let rank: HashMap<&str, u32> = order
+        .iter()
+        .enumerate()
+        .map(|(i, (t, _))| (*t, i as u32))
+        .collect();
+    sets.iter()
+        .map(|s| {
+            let mut ids: Vec<u32> = s.iter().map(|t| rank[t]).collect();
+            ids.sort_unstable();
+            ids
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -714,5 +801,99 @@ mod tests {
         let mut r = v.clone();
         r.reverse();
         assert_eq!(dedupe(v), dedupe(r));
+    }
+
+    /// The scan over every cluster that the token index replaces.
+    fn dedupe_by_scan(mut articles: Vec<Article>) -> (Vec<Article>, Vec<(Article, String)>) {
+        articles.sort_by(better);
+        let mut clusters: Vec<Cluster<String>> = Vec::new();
+        let mut by_url: BTreeMap<String, usize> = BTreeMap::new();
+        let mut dups = Vec::new();
+        for a in articles {
+            let fp = title_fingerprint(&a.title);
+            let day = a.published.date_naive();
+            let found = a
+                .url
+                .as_ref()
+                .and_then(|u| by_url.get(u).copied())
+                .or_else(|| {
+                    clusters.iter().position(|c| {
+                        c.titles
+                            .iter()
+                            .any(|(t, d)| *d == day && titles_match(t, &fp))
+                    })
+                });
+            match found {
+                Some(ci) => {
+                    let c = &mut clusters[ci];
+                    if a.source != c.kept.source && !c.kept.also_in.contains(&a.source) {
+                        c.kept.also_in.push(a.source.clone());
+                    }
+                    if let Some(u) = &a.url {
+                        by_url.insert(u.clone(), ci);
+                    }
+                    c.titles.push((fp, day));
+                    dups.push((a, c.kept.key()));
+                }
+                None => {
+                    if let Some(u) = &a.url {
+                        by_url.insert(u.clone(), clusters.len());
+                    }
+                    clusters.push(Cluster {
+                        kept: a,
+                        urls: BTreeSet::new(),
+                        titles: vec![(fp, day)],
+                    });
+                }
+            }
+        }
+        let kept = clusters
+            .into_iter()
+            .map(|mut c| {
+                c.kept.also_in.sort();
+                c.kept
+            })
+            .collect();
+        (kept, dups)
+    }
+
+    #[test]
+    fn the_token_index_finds_the_same_duplicates_as_a_scan_of_every_cluster() {
+        // Titles from a tiny vocabulary, so that many are near-identical (Jaccard
+        // around 0.8) and many share URLs or days: a pseudo-random but fixed mix.
+        let words = [
+            "budget", "euro", "vote", "loi", "pluie", "match", "prix", "élu", "état",
+        ];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut v = Vec::new();
+        for i in 0..600 {
+            let len = 1 + next(7) as usize;
+            let title: Vec<&str> = (0..len).map(|_| words[next(9) as usize]).collect();
+            let url = match next(4) {
+                0 => None,
+                1 => Some(format!("https://x.fr/{}", next(40))),
+                _ => Some(format!("https://x.fr/u{i}")),
+            };
+            let source = ["A", "B", "C", "D"][next(4) as usize];
+            let mut a = art(
+                &title.join(" "),
+                url.as_deref(),
+                source,
+                1.0 + next(3) as f64,
+                6,
+            );
+            a.published =
+                at(next(24) as u32, next(60) as u32) + chrono::Duration::days(next(2) as i64);
+            v.push(a);
+        }
+        let (kept, dups) = dedupe(v.clone());
+        assert!(dups.len() > 100, "the fixture must exercise folding");
+        assert_eq!((kept, dups), dedupe_by_scan(v));
     }
 }

@@ -130,6 +130,7 @@ pub fn select(
     }
 
     let mut verdicts: Vec<(Article, f64, Option<Reason>)> = Vec::new();
+    let mut keys: Vec<String> = Vec::new(); // verdicts[i].0.key(), computed once
     let mut pinned_idx: Vec<(usize, usize)> = Vec::new(); // (pin order, index)
     let mut open: Vec<usize> = Vec::new();
     for a in pool {
@@ -158,6 +159,7 @@ pub fn select(
             }
         }
         verdicts.push((a, s, reason));
+        keys.push(key);
     }
     pinned_idx.sort();
 
@@ -194,6 +196,13 @@ pub fn select(
     let cap = p.ranking.max_per_category;
     let penalty = p.ranking.category_penalty;
     while !open.is_empty() {
+        if picked.len() >= p.max_articles {
+            // Full: whatever the order, every remaining story is over the cap.
+            for i in open.drain(..) {
+                verdicts[i].2 = Some(Reason::OverMaxArticles);
+            }
+            break;
+        }
         let count = |i: &usize| {
             per_category
                 .get(&verdicts[*i].0.category)
@@ -207,9 +216,9 @@ pub fn select(
             .filter(|(_, i)| !some_open || count(i) < cap)
             .map(|(pos, i)| {
                 let adjusted = verdicts[*i].1 * penalty.powi(count(i) as i32);
-                (pos, adjusted, verdicts[*i].0.key())
+                (pos, adjusted, keys[*i].as_str())
             })
-            .min_by(|a, b| by_score((a.1, &a.2), (b.1, &b.2)))
+            .min_by(|a, b| by_score((a.1, a.2), (b.1, b.2)))
             .map(|(pos, _, _)| pos)
             .expect("open is not empty");
         let i = open.remove(best);
