@@ -7,6 +7,7 @@ use anyhow::Context;
 
 use crate::cli::{DateArgs, LedgerArgs, SendArgs, UnsubscribeArgs};
 use crate::config::{Config, Secret, TransportKind};
+use crate::deliver::message::MessageFactory;
 use crate::deliver::send::{self, Compose, DigestComposer, SendJob};
 use crate::deliver::transport;
 use crate::domain::{Digest, Subscriber, SubscriberEmail, SubscriberStatus};
@@ -85,9 +86,18 @@ fn sample_subscriber(email: SubscriberEmail) -> Subscriber {
     }
 }
 
+/// Checks what the message needs from the config and the disk (sender, DKIM key)
+/// before any feed is fetched: a bad key stops the run at once, not at each message.
+fn check_message_config(cfg: &Config) -> Result<(), Failure> {
+    MessageFactory::from_config(cfg)
+        .map(drop)
+        .map_err(Failure::usage)
+}
+
 pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
     let cfg = load_config(config)?;
     let secret = secret_for(&cfg)?;
+    check_message_config(&cfg)?;
     let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
     let (digest, now) = issue(&cfg, &assets, &args.when)?;
     let composer =
@@ -166,6 +176,7 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
 
 pub fn lint(config: Option<&Path>, args: &DateArgs) -> CmdResult {
     let cfg = load_config(config)?;
+    check_message_config(&cfg)?;
     let secret = secret_for(&cfg).unwrap_or_else(|_| Secret::new(DEMO_SECRET));
     let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
     let (digest, now) = issue(&cfg, &assets, args)?;
