@@ -95,6 +95,11 @@ fn check_message_config(cfg: &Config) -> Result<(), Failure> {
 }
 
 pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
+    if args.limit == Some(0) {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--limit 0 would send nothing: give at least 1 (or --dry-run to check the issue)"
+        )));
+    }
     let cfg = load_config(config)?;
     let secret = secret_for(&cfg)?;
     check_message_config(&cfg)?;
@@ -156,14 +161,26 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
         limit: args.limit,
         secret,
     }))?;
-    println!("{}: {}", digest.date, report.summary());
     for a in &report.in_doubt {
         println!("in doubt (may have received two copies): {a}");
     }
     for (a, e) in &report.failures {
         println!("failed: {a}: {e}");
     }
-    if report.is_complete() {
+    // Every message this run handed out ended as sent or failed, and the run
+    // stopped at --limit: what is left pending was held back on purpose.
+    let held_back_by_limit = args
+        .limit
+        .is_some_and(|l| report.sent + report.failed >= l && report.pending_left > 0);
+    if held_back_by_limit {
+        println!(
+            "held back by --limit: {} message(s), sent by the next `digestif send --date {}`",
+            report.pending_left, digest.date
+        );
+    }
+    // The report is the last line of the output.
+    println!("{}: {}", digest.date, report.summary());
+    if report.is_complete() || held_back_by_limit {
         Ok(())
     } else {
         Err(Failure::job(anyhow::anyhow!(
