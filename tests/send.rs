@@ -260,3 +260,27 @@ fn a_subject_template_in_the_config_is_used() {
         Some("Budget 2027 : ce qui change | L'Essentiel")
     );
 }
+
+#[test]
+fn a_dry_run_checks_the_issue_without_a_secret_but_a_real_send_needs_one() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server, "", 2);
+    let mut dry = Command::new(env!("CARGO_BIN_EXE_digestif"));
+    dry.arg("--config")
+        .arg(site.config())
+        .args(["send", "--date", DATE, "--now", NOW, "--dry-run"])
+        .env_remove(Secret::ENV)
+        .env("RUST_LOG", "warn");
+    let out = dry.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(stdout(&out).contains("nothing sent"), "{}", show(&out));
+    let mut real = Command::new(env!("CARGO_BIN_EXE_digestif"));
+    real.arg("--config")
+        .arg(site.config())
+        .args(["send", "--date", DATE, "--now", NOW])
+        .env_remove(Secret::ENV)
+        .env("RUST_LOG", "warn");
+    let out = real.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_eq!(server.count(), 0);
+}
