@@ -1,4 +1,4 @@
-//! DKIM signing end to end: a key made by `openssl genrsa`, `digestif send` to a
+//! DKIM signing end to end: a key made by `openssl`, `digestif send` to a
 //! real SMTP server (aiosmtpd), and every received message checked by an
 //! independent verifier (Python's dkimpy) against the public key.
 
@@ -26,16 +26,18 @@ const FEED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <pubDate>Thu, 26 Nov 2026 20:00:00 +0100</pubDate></item>
 </channel></rss>"#;
 
-/// Verifies one message with dkimpy; the DNS lookup answers with our public key.
+/// Verifies one message with dkimpy (PyNaCl for Ed25519); the DNS lookup answers
+/// with our public key.
 /// Prints a JSON object: `valid`, the `h` tag's header names, `d` and `s`.
 const VERIFY: &str = r#"
 import json, sys, dkim
 msg = open(sys.argv[1], "rb").read()
 pub = sys.argv[2].encode()
+kind = sys.argv[3].encode()
 asked = []
 def dns(name, timeout=5):
     asked.append(name.decode() if isinstance(name, bytes) else name)
-    return b"v=DKIM1; k=rsa; p=" + pub
+    return b"v=DKIM1; k=" + kind + b"; p=" + pub
 valid = dkim.verify(msg, dnsfunc=dns)
 sig = None
 for line in dkim.rfc822_parse(msg)[0]:
@@ -49,7 +51,7 @@ print(json.dumps({"valid": bool(valid), "h": h, "asked": asked,
 
 fn ensure_dkimpy() {
     let ok = Command::new("python3")
-        .args(["-c", "import dkim"])
+        .args(["-c", "import dkim, nacl"])
         .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
@@ -63,6 +65,7 @@ fn ensure_dkimpy() {
                 "--quiet",
                 "--disable-pip-version-check",
                 "dkimpy",
+                "pynacl",
             ])
             .status()
             .expect("python3 is needed for the DKIM tests");
@@ -79,7 +82,7 @@ struct Verdict {
     s: Option<String>,
 }
 
-fn verify(raw: &[u8], public_key_b64: &str) -> Verdict {
+fn verify(raw: &[u8], key: &PublicKey) -> Verdict {
     ensure_dkimpy();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.eml");
@@ -87,7 +90,8 @@ fn verify(raw: &[u8], public_key_b64: &str) -> Verdict {
     let out = Command::new("python3")
         .args(["-c", VERIFY])
         .arg(&path)
-        .arg(public_key_b64)
+        .arg(&key.b64)
+        .arg(key.kind.dns_k())
         .output()
         .unwrap();
     assert!(
@@ -98,35 +102,60 @@ fn verify(raw: &[u8], public_key_b64: &str) -> Verdict {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// An RSA 2048 key: (path of the private key PEM, base64 DER of the public key).
-fn rsa_key(dir: &Path, traditional: bool) -> (PathBuf, String) {
-    let key = dir.join(if traditional { "pkcs1.pem" } else { "dkim.pem" });
-    let mut c = Command::new("openssl");
-    c.arg("genrsa");
-    if traditional {
-        c.arg("-traditional");
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    /// `openssl genrsa`: PKCS#8 PEM (`BEGIN PRIVATE KEY`).
+    RsaPkcs8,
+    /// `openssl genrsa -traditional`: PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`).
+    RsaPkcs1,
+    /// `openssl genpkey -algorithm ed25519` (RFC 8463).
+    Ed25519,
+}
+
+impl KeyKind {
+    fn dns_k(self) -> &'static str {
+        match self {
+            KeyKind::Ed25519 => "ed25519",
+            _ => "rsa",
+        }
     }
-    let st = c
-        .arg("-out")
-        .arg(&key)
-        .arg("2048")
-        .stderr(Stdio::null())
-        .status()
-        .expect("the openssl command is needed for the DKIM tests");
-    assert!(st.success());
+}
+
+struct PublicKey {
+    kind: KeyKind,
+    /// What the DNS record's `p=` holds.
+    b64: String,
+}
+
+fn openssl(args: &[&str], path: &Path) -> Vec<u8> {
     let out = Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(&key)
+        .args(args)
+        .arg(path)
+        .stderr(Stdio::inherit())
         .output()
-        .unwrap();
-    assert!(out.status.success());
-    // A PEM body is the base64 of the DER SubjectPublicKeyInfo: what `p=` holds.
-    let b64: String = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
-    (key, b64)
+        .expect("the openssl command is needed for the DKIM tests");
+    assert!(out.status.success(), "openssl {args:?} failed");
+    out.stdout
+}
+
+/// A fresh key: the path of its private PEM and its public half.
+fn new_key(dir: &Path, kind: KeyKind) -> (PathBuf, PublicKey) {
+    use base64::Engine;
+    let n = std::fs::read_dir(dir).unwrap().count();
+    let key = dir.join(format!("key{n}.pem"));
+    match kind {
+        KeyKind::RsaPkcs8 => openssl(&["genrsa", "-out"], &key),
+        KeyKind::RsaPkcs1 => openssl(&["genrsa", "-traditional", "-out"], &key),
+        KeyKind::Ed25519 => openssl(&["genpkey", "-algorithm", "ed25519", "-out"], &key),
+    };
+    let der = openssl(&["pkey", "-pubout", "-outform", "DER", "-in"], &key);
+    // RSA: p= is the DER SubjectPublicKeyInfo; Ed25519 (RFC 8463): the 32 raw bytes.
+    let public = match kind {
+        KeyKind::Ed25519 => &der[der.len() - 32..],
+        _ => &der[..],
+    };
+    let b64 = base64::engine::general_purpose::STANDARD.encode(public);
+    (key, PublicKey { kind, b64 })
 }
 
 struct Site {
@@ -135,6 +164,15 @@ struct Site {
 
 impl Site {
     fn new(server: &SmtpServer, dkim_key_path: &str, subscribers: &[(&str, Option<&str>)]) -> Site {
+        Site::with_reply_to(server, dkim_key_path, subscribers, true)
+    }
+
+    fn with_reply_to(
+        server: &SmtpServer,
+        dkim_key_path: &str,
+        subscribers: &[(&str, Option<&str>)],
+        reply_to: bool,
+    ) -> Site {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("feeds")).unwrap();
         std::fs::write(dir.path().join("feeds/monde.xml"), FEED).unwrap();
@@ -153,7 +191,7 @@ category = "Monde"
 
 [sender]
 from = "L'Essentiel <briefing@news.example.com>"
-reply_to = "Rédaction <redaction@news.example.com>"
+{reply_to}
 
 [smtp]
 transport = "smtp"
@@ -168,7 +206,12 @@ domain = "news.example.com"
 selector = "brief2026"
 private_key_path = "{dkim_key_path}"
 "#,
-            port = server.port
+            port = server.port,
+            reply_to = if reply_to {
+                "reply_to = \"Rédaction <redaction@news.example.com>\""
+            } else {
+                ""
+            }
         );
         std::fs::write(dir.path().join("digestif.toml"), cfg).unwrap();
         let store = SqliteStore::open(&dir.path().join("digestif.db")).unwrap();
@@ -229,8 +272,10 @@ fn tamper(raw: &[u8], header: &str, from: &str, to: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
-const COVERED: [&str; 8] = [
+const COVERED: [&str; 10] = [
     "from",
+    "reply-to",
+    "mime-version",
     "subject",
     "date",
     "to",
@@ -240,12 +285,12 @@ const COVERED: [&str; 8] = [
     "list-unsubscribe-post",
 ];
 
-fn sends_messages_whose_signature_an_independent_verifier_accepts(traditional_key: bool) {
+fn sends_messages_whose_signature_an_independent_verifier_accepts(kind: KeyKind, reply_to: bool) {
     let server = SmtpServer::start(&["--pipelining"]);
     let keys = tempfile::tempdir().unwrap();
-    let (key, public) = rsa_key(keys.path(), traditional_key);
-    let (_, other) = rsa_key(keys.path(), !traditional_key);
-    let site = Site::new(
+    let (key, public) = new_key(keys.path(), kind);
+    let (_, other) = new_key(keys.path(), kind);
+    let site = Site::with_reply_to(
         &server,
         key.to_str().unwrap(),
         &[
@@ -253,6 +298,7 @@ fn sends_messages_whose_signature_an_independent_verifier_accepts(traditional_ke
             ("amelie@example.org", Some("Amélie Poulain, « la vraie »")),
             ("anon@example.net", None),
         ],
+        reply_to,
     );
     let out = site.send();
     assert!(out.status.success(), "{}", show(&out));
@@ -266,35 +312,73 @@ fn sends_messages_whose_signature_an_independent_verifier_accepts(traditional_ke
         assert_eq!(v.d.as_deref(), Some("news.example.com"));
         assert_eq!(v.s.as_deref(), Some("brief2026"));
         assert_eq!(v.asked, vec!["brief2026._domainkey.news.example.com."]);
+        let algorithm = match kind {
+            KeyKind::Ed25519 => "a=ed25519-sha256;",
+            _ => "a=rsa-sha256;",
+        };
+        assert!(raw.contains(algorithm), "{raw}");
         let h: Vec<String> = v.h.iter().map(|x| x.to_ascii_lowercase()).collect();
         for name in COVERED {
             assert!(h.iter().any(|x| x == name), "h= lacks {name}: {h:?}");
         }
+    }
 
-        // The check can fail: a change to any covered header or to the body breaks it.
-        let forged = tamper(&m.raw, "List-Unsubscribe", "https://", "https://evil.");
-        assert!(!verify(&forged, &public).valid, "forged List-Unsubscribe");
-        let forged = tamper(&m.raw, "Subject", "Subject:", "Subject: RE:");
-        assert!(!verify(&forged, &public).valid, "forged Subject");
-        let forged = tamper(&m.raw, "From", "briefing@", "phishing@");
-        assert!(!verify(&forged, &public).valid, "forged From");
-        let at = raw.find("Budget 2027").expect("story in the body");
-        let mut body = m.raw.clone();
-        body[at] = b'X';
-        assert!(!verify(&body, &public).valid, "forged body");
-        // Another key does not verify it either.
-        assert!(!verify(&m.raw, &other).valid, "verified with another key");
+    // The check can fail: a change to a covered header or to the body breaks it.
+    let m = got
+        .iter()
+        .find(|m| m.rcpt() == "jean@example.com")
+        .expect("jean's copy");
+    let forgeries = [
+        ("List-Unsubscribe", "https://", "https://evil."),
+        ("List-Unsubscribe-Post", "One-Click", "One-Click, Two-Click"),
+        ("List-Id", "<", "<x"),
+        ("Subject", "Subject:", "Subject: RE:"),
+        ("From", "briefing@", "phishing@"),
+        ("To", "jean@", "eve@"),
+        ("Date", "2026", "2027"),
+        ("Message-ID", "@", "x@"),
+    ];
+    for (header, from, to) in forgeries {
+        let forged = tamper(&m.raw, header, from, to);
+        assert_ne!(forged, m.raw);
+        assert!(!verify(&forged, &public).valid, "forged {header} verifies");
+    }
+    let raw = String::from_utf8(m.raw.clone()).unwrap();
+    let at = raw.find("Budget 2027").expect("story in the body");
+    let mut body = m.raw.clone();
+    body[at] = b'X';
+    assert!(!verify(&body, &public).valid, "forged body verifies");
+    // Another key does not verify it either.
+    assert!(!verify(&m.raw, &other).valid, "verified with another key");
+    // Adding a Reply-To the sender did not set breaks it too (signed as absent).
+    if !reply_to {
+        let raw = String::from_utf8(m.raw.clone()).unwrap();
+        let added = raw.replacen(
+            "\r\nSubject:",
+            "\r\nReply-To: attacker@evil.example\r\nSubject:",
+            1,
+        );
+        assert_ne!(added, raw);
+        assert!(
+            !verify(added.as_bytes(), &public).valid,
+            "added Reply-To verifies"
+        );
     }
 }
 
 #[test]
-fn messages_signed_with_a_pkcs8_key_verify_and_the_signature_covers_the_list_headers() {
-    sends_messages_whose_signature_an_independent_verifier_accepts(false);
+fn messages_signed_with_a_pkcs8_rsa_key_verify_and_the_signature_covers_the_list_headers() {
+    sends_messages_whose_signature_an_independent_verifier_accepts(KeyKind::RsaPkcs8, true);
 }
 
 #[test]
-fn messages_signed_with_a_pkcs1_key_verify_too() {
-    sends_messages_whose_signature_an_independent_verifier_accepts(true);
+fn messages_signed_with_a_pkcs1_rsa_key_and_no_reply_to_verify_too() {
+    sends_messages_whose_signature_an_independent_verifier_accepts(KeyKind::RsaPkcs1, false);
+}
+
+#[test]
+fn messages_signed_with_an_ed25519_key_verify_too() {
+    sends_messages_whose_signature_an_independent_verifier_accepts(KeyKind::Ed25519, false);
 }
 
 fn refuses_at_startup(key_path: &str, site_setup: impl FnOnce(&Path)) {
