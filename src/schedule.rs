@@ -238,6 +238,7 @@ pub struct Scheduler {
     metrics: Arc<Metrics>,
     holder: String,
     busy: tokio::sync::Mutex<()>,
+    stopping: std::sync::atomic::AtomicBool,
     zones: Mutex<Option<(DateTime<Utc>, Vec<Tz>)>>,
 }
 
@@ -264,8 +265,20 @@ impl Scheduler {
             metrics,
             holder,
             busy: tokio::sync::Mutex::new(()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             zones: Mutex::new(None),
         }
+    }
+
+    /// No new run starts after this (a run in flight goes on).
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits up to `limit` for a run in flight to finish; false if it did not.
+    pub async fn drain(&self, limit: StdDuration) -> bool {
+        tokio::time::timeout(limit, self.busy.lock()).await.is_ok()
     }
 
     /// The name this process uses in leases.
@@ -316,6 +329,9 @@ impl Scheduler {
         let Ok(_guard) = self.busy.try_lock() else {
             return Ok(RunOutcome::Idle(now));
         };
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(RunOutcome::Idle(now));
+        }
         let plan = Plan::from_config(&self.cfg).with_zones(self.zones(now).await?);
         let decision = plan.due_issue(now, self.last_done().await?);
         let (date, skip) = match decision {
