@@ -199,9 +199,17 @@ impl IssuePipeline for LivePipeline {
         date: NaiveDate,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Option<Digest>>> {
+        let cfg = self.cfg.clone();
         Box::pin(async move {
-            let assets = crate::pipeline::assets(&self.cfg)?;
-            crate::pipeline::issue_for(&self.cfg, &assets, date, now).await
+            // The ingest future is not `Send` (its fetch closures borrow the config),
+            // so the build runs on its own blocking thread, driven by this runtime.
+            tokio::task::spawn_blocking(move || {
+                let assets = crate::pipeline::assets(&cfg)?;
+                tokio::runtime::Handle::current()
+                    .block_on(crate::pipeline::issue_for(&cfg, &assets, date, now))
+            })
+            .await
+            .context("the issue build panicked")?
         })
     }
 
