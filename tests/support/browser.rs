@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test binary uses part of it
 //! A tiny Chrome DevTools Protocol client: starts Debian's headless chromium,
 //! navigates, types, clicks with real mouse events and takes screenshots.
 
