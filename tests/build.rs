@@ -384,3 +384,69 @@ fn a_missing_config_exits_2_with_a_hint() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--config"), "{}", stderr(&o));
 }
+
+fn fixture(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/feeds")
+        .join(name);
+    String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned()
+}
+
+#[test]
+fn hostile_and_broken_fixture_feeds_leave_a_clean_issue() {
+    let mut huge = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><rss version=\"2.0\"><channel><title>H</title><link>https://h.example.com/</link><description>d</description><item><title>Un article immense</title><link>https://h.example.com/immense</link><pubDate>Thu, 26 Nov 2026 16:00:00 +0000</pubDate><description>",
+    );
+    for _ in 0..200_000 {
+        huge.push_str("mot ");
+    }
+    huge.push_str("</description></item></channel></rss>");
+    let site = Site::new(&[
+        ("hostile.xml", "Piège", fixture("hostile.xml")),
+        ("hostile.json", "PiègeJSON", fixture("hostile.json")),
+        ("broken.xml", "Cassé", fixture("broken.xml")),
+        ("huge.xml", "Immense", huge),
+        ("monde.xml", "Monde", world()),
+    ]);
+    // The wrong-encoding fixture is raw bytes: copy it as is.
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/feeds/wrong-encoding.xml"),
+        site.path().join("feeds/wrong.xml"),
+    )
+    .unwrap();
+    let cfg = site.path().join("digestif.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[[sources]]\nname = \"Encodage\"\npath = \"feeds/wrong.xml\"\n");
+    std::fs::write(&cfg, text).unwrap();
+
+    let o = site.run(&["build", "--date", DATE, "--now", NOW]);
+    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("Cassé"), "broken feed not reported: {err}");
+    assert!(
+        err.contains("Encodage"),
+        "wrong encoding not reported: {err}"
+    );
+    let html = std::fs::read_to_string(site.issue(DATE).join("email.html")).unwrap();
+    let lower = html.to_lowercase();
+    for bad in [
+        "<script",
+        "onerror",
+        "onclick",
+        "onload",
+        "javascript:",
+        "<iframe",
+        "<svg",
+    ] {
+        assert!(!lower.contains(bad), "{bad} reached the HTML");
+    }
+    assert!(html.len() < 102 * 1024, "HTML is {} bytes", html.len());
+    let text = std::fs::read_to_string(site.issue(DATE).join("email.txt")).unwrap();
+    assert!(!text.contains('\r'), "CR in the text twin");
+    let d = digest_json(&site, DATE);
+    for s in d["stories"].as_array().unwrap() {
+        let title = s["title"].as_str().unwrap();
+        assert!(!title.contains('\n') && !title.contains('<'), "{title:?}");
+        assert!(s["summary"].as_str().unwrap().chars().count() <= 221);
+    }
+}

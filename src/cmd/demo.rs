@@ -1,10 +1,70 @@
 //! `digestif demo`: the whole job on the built-in example, no server needed.
+//!
+//! Lays the example config, feeds and subscribers into a folder, builds the
+//! example issue (2026-11-27, the date the example feeds were written for, so
+//! it works on whatever day it is run), imports the subscribers and sends the
+//! issue through the file transport: one `.eml` per subscriber in `outbox/`.
 
-use crate::cli::DemoArgs;
+use std::path::Path;
+
+use anyhow::Context;
+use chrono::{DateTime, FixedOffset, NaiveDate};
+
+use crate::archive::write_atomic;
+use crate::cli::{DateArgs, DemoArgs};
 
 use super::{CmdResult, Failure};
 
+/// The date and "now" the example feeds were written for.
+pub const DEMO_DATE: &str = "2026-11-27";
+pub const DEMO_NOW: &str = "2026-11-27T06:00:00+00:00";
+
+const FILES: &[(&str, &str)] = &[
+    ("digestif.toml", include_str!("../../digestif.example.toml")),
+    (
+        "examples/feeds/monde.xml",
+        include_str!("../../examples/feeds/monde.xml"),
+    ),
+    (
+        "examples/feeds/economie.xml",
+        include_str!("../../examples/feeds/economie.xml"),
+    ),
+    (
+        "examples/feeds/culture.json",
+        include_str!("../../examples/feeds/culture.json"),
+    ),
+    (
+        "examples/feeds/sport.xml",
+        include_str!("../../examples/feeds/sport.xml"),
+    ),
+];
+
+/// Writes the example files under `dir` (overwriting earlier demo files).
+pub fn lay_out(dir: &Path) -> anyhow::Result<()> {
+    for (name, body) in FILES {
+        write_atomic(&dir.join(name), body.as_bytes())
+            .with_context(|| format!("cannot write the demo file {name}"))?;
+    }
+    Ok(())
+}
+
 pub fn demo(args: &DemoArgs) -> CmdResult {
-    let _ = args;
-    Err(Failure::job(anyhow::anyhow!("demo: not available yet")))
+    let dir = &args.out;
+    lay_out(dir).map_err(Failure::job)?;
+    let config = dir.join("digestif.toml");
+    let when = DateArgs {
+        date: Some(NaiveDate::parse_from_str(DEMO_DATE, "%Y-%m-%d").expect("valid")),
+        now: Some(DateTime::<FixedOffset>::parse_from_rfc3339(DEMO_NOW).expect("valid")),
+    };
+    println!("Demo folder: {}", dir.display());
+    super::build::build(Some(&config), &when)?;
+    println!(
+        "Open {} to see the issue, or run: digestif --config {} preview --date {DEMO_DATE}",
+        dir.join("digests")
+            .join(DEMO_DATE)
+            .join("email.html")
+            .display(),
+        config.display()
+    );
+    Ok(())
 }
