@@ -29,6 +29,8 @@ use crate::domain::{local_instant, today_in, Digest, Subscriber, SubscriberStatu
 use crate::http::metrics::Metrics;
 use crate::store::{RunRecord, Store};
 
+pub mod gate;
+
 /// What the scheduler should do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -145,12 +147,35 @@ impl Plan {
 pub struct DueFilter {
     pub date: NaiveDate,
     pub now: DateTime<Utc>,
-    plan: Plan,
+    pub plan: Plan,
 }
 
 impl DueFilter {
     pub fn is_due(&self, subscriber: &Subscriber) -> bool {
         self.plan.due_at(self.date, subscriber.timezone) <= self.now
+    }
+
+    /// The subscriber zones due at `now` (IANA names), and whether those without
+    /// a zone are due (always, once the issue is frozen).
+    pub fn due_zones(&self) -> (Vec<String>, bool) {
+        let zones = self
+            .plan
+            .zones
+            .iter()
+            .filter(|z| self.plan.due_at(self.date, Some(**z)) <= self.now)
+            .map(|z| z.name().to_string())
+            .collect();
+        (zones, self.plan.send_instant(self.date) <= self.now)
+    }
+
+    /// The next instant a zone becomes due for this date, if any is still to come.
+    pub fn next_zone_due(&self) -> Option<DateTime<Utc>> {
+        self.plan
+            .zones
+            .iter()
+            .map(|z| self.plan.due_at(self.date, Some(*z)))
+            .filter(|t| *t > self.now)
+            .min()
     }
 
     /// Whether every known zone is due: a pass then serves everyone.
@@ -321,15 +346,16 @@ impl Scheduler {
 
     /// The latest date whose runs are finished (ok or skipped); a date whose last
     /// run was partial or failed is still open.
-    async fn last_done(&self) -> Result<Option<NaiveDate>> {
+    async fn last_run(&self) -> Result<Option<RunRecord>> {
         let store = self.store.clone();
-        let last = tokio::task::spawn_blocking(move || store.last_run())
+        tokio::task::spawn_blocking(move || store.last_run())
             .await
-            .context("store task panicked")??;
-        Ok(last.map(|r| match r.status.as_str() {
-            "ok" | "skipped" => r.date,
-            _ => r.date - Duration::days(1),
-        }))
+            .context("store task panicked")?
+            .map_err(Into::into)
+    }
+
+    async fn last_done(&self) -> Result<Option<NaiveDate>> {
+        Ok(self.last_run().await?.as_ref().map(done_through))
     }
 
     /// One look at the schedule at `now`: does what is due, if anything.
@@ -341,12 +367,20 @@ impl Scheduler {
             return Ok(RunOutcome::Idle(now));
         }
         let plan = Plan::from_config(&self.cfg).with_zones(self.zones(now).await?);
-        let decision = plan.due_issue(now, self.last_done().await?);
+        let last = self.last_run().await?;
+        let decision = plan.due_issue(now, last.as_ref().map(done_through));
         let (date, skip) = match decision {
             Decision::Wait(until) => return Ok(RunOutcome::Idle(until)),
             Decision::SendNow(d) => (d, None),
             Decision::Skip(d, why) => (d, Some(why)),
         };
+        if let (Some(r), None) = (&last, &skip) {
+            if let Some(next) = next_pass(&plan, r, date) {
+                if now < next {
+                    return Ok(RunOutcome::Idle(next));
+                }
+            }
+        }
         let lease = format!("issue:{date}");
         let lease_len = Duration::seconds(self.cfg.schedule.lease_seconds.max(5) as i64);
         if !self.lease(&lease, now, now + lease_len).await? {
@@ -438,7 +472,7 @@ impl Scheduler {
                 (
                     "partial",
                     format!(
-                        "sent to the zones due so far; last zone due at {}",
+                        "{WAITING_ZONES}; last zone due at {}",
                         plan.last_due(date).to_rfc3339()
                     ),
                 )
@@ -524,6 +558,36 @@ impl Scheduler {
         sched.add(job).await.context("cannot add the daily job")?;
         sched.start().await.context("cannot start the scheduler")?;
         Ok(sched)
+    }
+}
+
+/// A failed or incomplete pass is retried no sooner than this after it ended.
+pub const RETRY_AFTER_SECONDS: i64 = 60;
+
+/// Start of the message of a pass that served every zone due so far.
+const WAITING_ZONES: &str = "sent to the zones due so far";
+
+/// Every date up to the returned one is finished (sent or skipped).
+fn done_through(r: &RunRecord) -> NaiveDate {
+    match r.status.as_str() {
+        "ok" | "skipped" => r.date,
+        _ => r.date - Duration::days(1),
+    }
+}
+
+/// When the next pass for `date` may start, given the last run: after a failure
+/// or pending messages, a minute later; after a pass that served the zones due,
+/// when the next zone is due.
+fn next_pass(plan: &Plan, last: &RunRecord, date: NaiveDate) -> Option<DateTime<Utc>> {
+    if last.date != date {
+        return None;
+    }
+    match last.status.as_str() {
+        "partial" if last.message.starts_with(WAITING_ZONES) => {
+            plan.due_filter(date, last.started_at).next_zone_due()
+        }
+        "partial" | "failed" => Some(last.finished_at + Duration::seconds(RETRY_AFTER_SECONDS)),
+        _ => None,
     }
 }
 
