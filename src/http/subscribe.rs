@@ -172,7 +172,13 @@ pub async fn submit(
         }
     }
     let new = match f.validate(&state.cfg.categories(), locale) {
-        Ok(n) => n,
+        // The newsletter's own zone is the default: stored as "no zone of their own".
+        Ok(mut n) => {
+            if n.timezone == Some(state.cfg.newsletter.timezone.0) {
+                n.timezone = None;
+            }
+            n
+        }
         Err(msg) => {
             return Ok(page(
                 StatusCode::BAD_REQUEST,
