@@ -1,2 +1,3 @@
 //! Delivery: message building (headers, MIME, DKIM), unsubscribe tokens, the
 //! SMTP and file transports, retry policy, and the ledger-driven send loop.
+pub mod lint;
