@@ -21,3 +21,4 @@ pub mod render;
 pub mod schedule;
 pub mod select;
 pub mod store;
+pub mod subscribers;

@@ -1,14 +1,257 @@
 //! `digestif subscribers …`
+//!
+//! `import` exits 0 when every row was imported, 1 when some rows were skipped
+//! (each listed on stderr, their lines named in the summary), 2 when the file or
+//! its header cannot be used (nothing is imported then).
 
+use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::{anyhow, Context};
 
 use crate::cli::SubscribersCmd;
+use crate::domain::{Locale, SubscriberEmail, SubscriberStatus};
+use crate::store::{NewSubscriber, SqliteStore, Store, Upserted};
+use crate::subscribers::{self, CsvError};
 
 use super::{CmdResult, Failure};
 
 pub fn run(config: Option<&Path>, cmd: SubscribersCmd) -> CmdResult {
-    let _ = (config, cmd);
-    Err(Failure::job(anyhow::anyhow!(
-        "subscribers: not available yet"
-    )))
+    let cfg = super::load_config(config)?;
+    let open = || {
+        SqliteStore::for_config(&cfg)
+            .context("cannot open the subscribers database")
+            .map_err(Failure::job)
+    };
+    match cmd {
+        SubscribersCmd::Import { file, dry_run } => import(&file, dry_run, open),
+        SubscribersCmd::Export { file } => export(file.as_deref(), &open()?),
+        SubscribersCmd::List { status } => list(status.as_deref(), &open()?),
+        SubscribersCmd::Add {
+            email,
+            name,
+            locale,
+            categories,
+            timezone,
+        } => add(
+            &open()?,
+            &email,
+            name,
+            locale.as_deref(),
+            categories.as_deref(),
+            timezone.as_deref(),
+        ),
+        SubscribersCmd::Remove { email } => remove(&open()?, &email),
+    }
+}
+
+fn csv_failure(e: CsvError) -> Failure {
+    match e {
+        CsvError::Header(_) | CsvError::Read(_) => Failure::usage(e),
+        CsvError::Write(_) | CsvError::Store(_) => Failure::job(e),
+    }
+}
+
+fn import(
+    file: &Path,
+    dry_run: bool,
+    open: impl FnOnce() -> Result<SqliteStore, Failure>,
+) -> CmdResult {
+    let input = std::fs::File::open(file)
+        .with_context(|| format!("cannot read {}", file.display()))
+        .map_err(Failure::usage)?;
+    let store = if dry_run { None } else { Some(open()?) };
+    let stderr = io::stderr();
+    let mut err = stderr.lock();
+    let summary = subscribers::import(
+        io::BufReader::with_capacity(1 << 16, input),
+        store.as_ref().map(|s| s as &dyn Store),
+        &mut |e| {
+            let _ = writeln!(err, "{}: {e}", file.display());
+        },
+    )
+    .map_err(|e| {
+        let f = csv_failure(e);
+        Failure {
+            code: f.code,
+            error: f.error.context(file.display().to_string()),
+        }
+    })?;
+    println!("{summary}");
+    if summary.skipped > 0 {
+        return Err(Failure::job(anyhow!(
+            "{} of {} rows skipped: fix the lines listed above and import the file again \
+             (rows already imported are not duplicated)",
+            summary.skipped,
+            summary.rows
+        )));
+    }
+    Ok(())
+}
+
+/// A closed pipe (`| head`) ends the output quietly.
+fn quiet_pipe(e: io::Error) -> CmdResult {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(Failure::job(anyhow!("cannot write the output: {e}")))
+    }
+}
+
+fn export(file: Option<&Path>, store: &SqliteStore) -> CmdResult {
+    let result = match file {
+        Some(path) => {
+            let f = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))
+                .map_err(Failure::job)?;
+            let n = subscribers::export(store, BufWriter::new(f)).map_err(csv_failure)?;
+            eprintln!("exported {n} subscribers to {}", path.display());
+            Ok(())
+        }
+        None => subscribers::export(store, BufWriter::new(io::stdout().lock())).map(|_| ()),
+    };
+    match result {
+        Err(CsvError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(csv_failure),
+    }
+}
+
+fn list(status: Option<&str>, store: &SqliteStore) -> CmdResult {
+    let status = status
+        .map(|s| match s.trim().to_ascii_lowercase().as_str() {
+            "active" => Ok(SubscriberStatus::Active),
+            "pending" => Ok(SubscriberStatus::Pending),
+            "unsubscribed" => Ok(SubscriberStatus::Unsubscribed),
+            "bounced" => Ok(SubscriberStatus::Bounced),
+            other => Err(Failure::usage(anyhow!(
+                "unknown status {other:?}: use active, pending, unsubscribed or bounced"
+            ))),
+        })
+        .transpose()?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    let mut after = 0;
+    loop {
+        let page = store
+            .subscribers_page(status, after, 5_000)
+            .map_err(Failure::job)?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for s in &page {
+            let line = writeln!(
+                out,
+                "{}\t{}\t{}\t{}\t{}",
+                s.email,
+                s.status,
+                s.name.as_deref().unwrap_or("-"),
+                s.locale.map(|l| l.code()).unwrap_or("-"),
+                if s.categories.is_empty() {
+                    "-".to_string()
+                } else {
+                    s.categories.join(";")
+                }
+            );
+            if let Err(e) = line {
+                return quiet_pipe(e);
+            }
+        }
+    }
+    out.flush().or_else(quiet_pipe)
+}
+
+fn add(
+    store: &SqliteStore,
+    email: &str,
+    name: Option<String>,
+    locale: Option<&str>,
+    categories: Option<&str>,
+    timezone: Option<&str>,
+) -> CmdResult {
+    let email = SubscriberEmail::parse(email).map_err(|e| Failure::usage(anyhow!("email: {e}")))?;
+    let name = name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+    if name
+        .as_deref()
+        .is_some_and(|n| n.chars().any(char::is_control))
+    {
+        return Err(Failure::usage(anyhow!(
+            "--name: contains a control character (CR/LF?)"
+        )));
+    }
+    let locale = locale
+        .map(|l| {
+            Locale::from_str(l).map_err(|_| {
+                Failure::usage(anyhow!("--locale: unknown locale {l:?}: use fr or en"))
+            })
+        })
+        .transpose()?;
+    let timezone = timezone
+        .map(|t| {
+            chrono_tz::Tz::from_str(t).map_err(|_| {
+                Failure::usage(anyhow!(
+                    "--timezone: unknown time zone {t:?}: use an IANA name such as Europe/Paris"
+                ))
+            })
+        })
+        .transpose()?;
+    let categories: Vec<String> = categories
+        .unwrap_or("")
+        .split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect();
+    if categories.iter().any(|c| c.chars().any(char::is_control)) {
+        return Err(Failure::usage(anyhow!(
+            "--categories: contains a control character (CR/LF?)"
+        )));
+    }
+    let existing = store.subscriber_by_email(&email).map_err(Failure::job)?;
+    if let Some(s) = &existing {
+        if s.status == SubscriberStatus::Unsubscribed {
+            // Their choice stands: only they can come back, through the sign-up form.
+            return Err(Failure::job(anyhow!(
+                "{email} unsubscribed earlier and stays unsubscribed; they can sign up again \
+                 through the form (double opt-in)"
+            )));
+        }
+    }
+    let outcome = store
+        .upsert_subscriber(&NewSubscriber {
+            email: email.clone(),
+            name,
+            locale,
+            categories,
+            timezone,
+            status: SubscriberStatus::Active,
+        })
+        .map_err(Failure::job)?;
+    // A bounced or pending address re-added by hand is active again.
+    if let Some(s) = existing.filter(|s| s.status != SubscriberStatus::Active) {
+        store
+            .set_status(
+                s.id,
+                SubscriberStatus::Active,
+                "re-added by hand",
+                crate::clock::now(),
+            )
+            .map_err(Failure::job)?;
+        println!("{email}: active again (was {})", s.status);
+        return Ok(());
+    }
+    match outcome {
+        Upserted::Inserted => println!("{email}: added"),
+        Upserted::Updated => println!("{email}: updated"),
+        Upserted::Unchanged => println!("{email}: already subscribed, unchanged"),
+    }
+    Ok(())
+}
+
+fn remove(store: &SqliteStore, email: &str) -> CmdResult {
+    let email = SubscriberEmail::parse(email).map_err(|e| Failure::usage(anyhow!("email: {e}")))?;
+    if store.remove_subscriber(&email).map_err(Failure::job)? {
+        println!("{email}: removed, with their delivery history");
+        Ok(())
+    } else {
+        Err(Failure::job(anyhow!("{email} is not a subscriber")))
+    }
 }

@@ -1,4 +1,1375 @@
 //! SQLite backend of [`super::Store`]. All SQL lives here.
+//!
+//! One file shared by several processes (two `serve`, a CLI import while serving):
+//! WAL journal, a busy timeout, and every read-modify-write in a `BEGIN IMMEDIATE`
+//! transaction so that two connections never claim the same ledger row.
+//! `synchronous = NORMAL`: a killed process loses nothing it committed; only a power
+//! cut can lose the last transactions (never corrupt the file).
 
-/// A store in one SQLite file.
-pub struct SqliteStore {}
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use super::{
+    Delivery, DeliveryOutcome, DeliveryState, LedgerCounts, NewSubscriber, PendingSignup,
+    RunRecord, Store, StoreError, StoreResult, Upserted,
+};
+use crate::config::Config;
+use crate::domain::{Locale, Subscriber, SubscriberEmail, SubscriberStatus};
+
+/// Schema migrations, applied in order, each recorded in `schema_migrations`.
+/// Append only: never edit a migration that has shipped.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("migrations/0001_init.sql"))];
+
+/// How long a statement waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The columns [`subscriber_from_row`] reads, in its order.
+const SUB_COLS: &str = "s.id, s.email, s.name, s.locale, s.categories, s.timezone, s.status";
+
+/// A store in one SQLite file (or in memory).
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn day(d: NaiveDate) -> String {
+    d.format("%Y-%m-%d").to_string()
+}
+
+fn bad_column(i: usize, msg: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, Type::Text, msg.into())
+}
+
+fn join_categories(c: &[String]) -> String {
+    c.join(";")
+}
+
+fn split_categories(s: &str) -> Vec<String> {
+    s.split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Reads the [`SUB_COLS`] starting at column `base`.
+fn subscriber_from_row(row: &Row<'_>, base: usize) -> rusqlite::Result<Subscriber> {
+    let id: i64 = row.get(base)?;
+    let email: String = row.get(base + 1)?;
+    let email = SubscriberEmail::parse(&email).map_err(|e| bad_column(base + 1, e))?;
+    let locale: Option<String> = row.get(base + 3)?;
+    let locale = locale
+        .map(|l| Locale::from_str(&l).map_err(|e| bad_column(base + 3, e.to_string())))
+        .transpose()?;
+    let categories: String = row.get(base + 4)?;
+    let timezone: Option<String> = row.get(base + 5)?;
+    let timezone = timezone
+        .map(|t| chrono_tz::Tz::from_str(&t).map_err(|e| bad_column(base + 5, e.to_string())))
+        .transpose()?;
+    let status: String = row.get(base + 6)?;
+    let status = SubscriberStatus::from_str(&status).map_err(|e| bad_column(base + 6, e))?;
+    Ok(Subscriber {
+        id,
+        email,
+        name: row.get(base + 2)?,
+        locale,
+        categories: split_categories(&categories),
+        timezone,
+        status,
+    })
+}
+
+fn parse_time(s: &str, col: usize) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| bad_column(col, format!("bad timestamp {s:?}: {e}")))
+}
+
+fn parse_day(s: &str, col: usize) -> rusqlite::Result<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|e| bad_column(col, format!("bad date {s:?}: {e}")))
+}
+
+/// The status an existing subscriber keeps or takes when an upsert asks for `asked`.
+/// Unsubscribed is final (only the subscriber can come back, through a confirmed
+/// sign-up); a bounced address stays bounced unless it is now unsubscribed.
+fn merged_status(old: SubscriberStatus, asked: SubscriberStatus) -> SubscriberStatus {
+    match (old, asked) {
+        (SubscriberStatus::Unsubscribed, _) => SubscriberStatus::Unsubscribed,
+        (SubscriberStatus::Bounced, SubscriberStatus::Unsubscribed) => {
+            SubscriberStatus::Unsubscribed
+        }
+        (SubscriberStatus::Bounced, _) => SubscriberStatus::Bounced,
+        (_, asked) => asked,
+    }
+}
+
+/// One upsert inside the caller's transaction.
+fn upsert_in(conn: &Connection, new: &NewSubscriber, now: &str) -> rusqlite::Result<Upserted> {
+    let key = new.email.as_str();
+    let old = conn
+        .prepare_cached(
+            "SELECT id, name, locale, categories, timezone, status
+             FROM subscribers WHERE email_key = ?1",
+        )?
+        .query_row([key], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })
+        .optional()?;
+    let new_locale = new.locale.map(|l| l.code().to_string());
+    let new_tz = new.timezone.map(|t| t.name().to_string());
+    let Some((id, name, locale, categories, timezone, status)) = old else {
+        let unsubscribed_at = (new.status == SubscriberStatus::Unsubscribed).then_some(now);
+        conn.prepare_cached(
+            "INSERT INTO subscribers
+               (email, email_key, name, locale, categories, timezone, status,
+                status_reason, created_at, updated_at, unsubscribed_at)
+             VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, 'added', ?7, ?7, ?8)",
+        )?
+        .execute(params![
+            key,
+            new.name,
+            new_locale,
+            join_categories(&new.categories),
+            new_tz,
+            new.status.as_str(),
+            now,
+            unsubscribed_at,
+        ])?;
+        return Ok(Upserted::Inserted);
+    };
+    let old_status = SubscriberStatus::from_str(&status).map_err(|e| bad_column(5, e))?;
+    // Absent fields keep what is stored: an import adds information, it does not erase it.
+    let m_name = new.name.clone().or(name.clone());
+    let m_locale = new_locale.or(locale.clone());
+    let m_categories = if new.categories.is_empty() {
+        categories.clone()
+    } else {
+        join_categories(&new.categories)
+    };
+    let m_tz = new_tz.or(timezone.clone());
+    let m_status = merged_status(old_status, new.status);
+    if m_name == name
+        && m_locale == locale
+        && m_categories == categories
+        && m_tz == timezone
+        && m_status == old_status
+    {
+        return Ok(Upserted::Unchanged);
+    }
+    let status_changed = m_status != old_status;
+    conn.prepare_cached(
+        "UPDATE subscribers SET name = ?2, locale = ?3, categories = ?4, timezone = ?5,
+           status = ?6, updated_at = ?7,
+           status_reason = CASE WHEN ?8 THEN 'updated' ELSE status_reason END,
+           unsubscribed_at = CASE WHEN ?8 AND ?6 = 'unsubscribed' THEN ?7 ELSE unsubscribed_at END
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        m_name,
+        m_locale,
+        m_categories,
+        m_tz,
+        m_status.as_str(),
+        now,
+        status_changed,
+    ])?;
+    Ok(Upserted::Updated)
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at TEXT NOT NULL
+         )",
+    )
+    .map_err(db)?;
+    // IMMEDIATE: two processes opening a new file at once apply each migration once.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db)?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if current > latest {
+        return Err(StoreError::Invalid(format!(
+            "the database has schema version {current}, newer than this digestif knows \
+             ({latest}): upgrade digestif"
+        )));
+    }
+    let now = ts(crate::clock::now());
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.execute_batch(sql).map_err(|e| {
+            StoreError::Db(format!("schema migration {version:04}_{name} failed: {e}"))
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![version, name, now],
+        )
+        .map_err(db)?;
+    }
+    tx.commit().map_err(db)
+}
+
+impl SqliteStore {
+    /// Opens (creating on first use, with its folder) the database file and brings
+    /// its schema up to date.
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Db(format!(
+                    "cannot create the folder {}: {e}",
+                    parent.display()
+                ))
+            })?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Db(format!("cannot open {}: {e}", path.display())))?;
+        Self::setup(conn, true)
+            .map_err(|e| StoreError::Db(format!("database {}: {e}", path.display())))
+    }
+
+    /// A private in-memory database (tests, `sqlite::memory:`).
+    pub fn open_in_memory() -> StoreResult<SqliteStore> {
+        Self::setup(Connection::open_in_memory().map_err(db)?, false)
+    }
+
+    /// The database named by `[storage] database`.
+    pub fn for_config(cfg: &Config) -> StoreResult<SqliteStore> {
+        match cfg.database_path() {
+            Some(p) => Self::open(&p),
+            None => Self::open_in_memory(),
+        }
+    }
+
+    fn setup(mut conn: Connection, file: bool) -> StoreResult<SqliteStore> {
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        if file {
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+                .map_err(db)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Db(format!(
+                    "cannot switch to WAL journal (got {mode:?}): is the file on a network share?"
+                )));
+            }
+        }
+        conn.execute_batch(
+            "PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA cache_size = -65536;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA wal_autocheckpoint = 10000;",
+        )
+        .map_err(db)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic mid-call dropped its transaction (rolled back): the connection is usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The schema version applied to this database.
+    pub fn schema_version(&self) -> StoreResult<i64> {
+        self.conn()
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db)
+    }
+
+    /// Claims rows of `date` in `state`, at most `limit`, in subscriber order.
+    /// Rows whose subscriber is no longer active are deleted from the ledger
+    /// (they will not be sent; a later `ledger_enqueue` re-adds them only if they
+    /// are active again).
+    fn claim_state(
+        tx: &Connection,
+        date: &str,
+        state: DeliveryState,
+        limit: usize,
+        now: &str,
+        out: &mut Vec<Delivery>,
+        issue: NaiveDate,
+    ) -> rusqlite::Result<()> {
+        let in_doubt = state == DeliveryState::Sending;
+        // A cursor, not a re-query from the start: claimed in-doubt rows stay in `sending`.
+        let mut after = i64::MIN;
+        while out.len() < limit {
+            let want = (limit - out.len()) as i64;
+            let rows: Vec<(u32, Subscriber)> = tx
+                .prepare_cached(&format!(
+                    "SELECT d.attempts, {SUB_COLS}
+                     FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id
+                     WHERE d.issue_date = ?1 AND d.state = ?2 AND d.subscriber_id > ?4
+                     ORDER BY d.subscriber_id LIMIT ?3"
+                ))?
+                .query_map(params![date, state.as_str(), want, after], |r| {
+                    Ok((r.get(0)?, subscriber_from_row(r, 1)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            if rows.is_empty() {
+                break;
+            }
+            for (attempts, subscriber) in rows {
+                after = subscriber.id;
+                if subscriber.status == SubscriberStatus::Active {
+                    tx.prepare_cached(
+                        "UPDATE deliveries SET state = 'sending', updated_at = ?3
+                         WHERE issue_date = ?1 AND subscriber_id = ?2",
+                    )?
+                    .execute(params![date, subscriber.id, now])?;
+                    out.push(Delivery {
+                        date: issue,
+                        subscriber,
+                        attempts,
+                        in_doubt,
+                    });
+                } else {
+                    tx.prepare_cached(
+                        "DELETE FROM deliveries WHERE issue_date = ?1 AND subscriber_id = ?2",
+                    )?
+                    .execute(params![date, subscriber.id])?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store for SqliteStore {
+    fn upsert_subscriber(&self, new: &NewSubscriber) -> StoreResult<Upserted> {
+        let mut outs = self.upsert_many(std::slice::from_ref(new))?;
+        Ok(outs.pop().unwrap_or(Upserted::Unchanged))
+    }
+
+    fn upsert_many(&self, rows: &[NewSubscriber]) -> StoreResult<Vec<Upserted>> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let now = ts(crate::clock::now());
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(
+                upsert_in(&tx, row, &now)
+                    .map_err(|e| StoreError::Db(format!("upserting {}: {e}", row.email)))?,
+            );
+        }
+        tx.commit().map_err(db)?;
+        Ok(out)
+    }
+
+    fn subscriber_by_email(&self, email: &SubscriberEmail) -> StoreResult<Option<Subscriber>> {
+        self.conn()
+            .prepare_cached(&format!(
+                "SELECT {SUB_COLS} FROM subscribers s WHERE s.email_key = ?1"
+            ))
+            .map_err(db)?
+            .query_row([email.as_str()], |r| subscriber_from_row(r, 0))
+            .optional()
+            .map_err(db)
+    }
+
+    fn subscriber_by_id(&self, id: i64) -> StoreResult<Option<Subscriber>> {
+        self.conn()
+            .prepare_cached(&format!(
+                "SELECT {SUB_COLS} FROM subscribers s WHERE s.id = ?1"
+            ))
+            .map_err(db)?
+            .query_row([id], |r| subscriber_from_row(r, 0))
+            .optional()
+            .map_err(db)
+    }
+
+    fn remove_subscriber(&self, email: &SubscriberEmail) -> StoreResult<bool> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        // Ledger rows go with the subscriber (ON DELETE CASCADE).
+        let n = tx
+            .execute(
+                "DELETE FROM subscribers WHERE email_key = ?1",
+                [email.as_str()],
+            )
+            .map_err(db)?;
+        tx.execute("DELETE FROM signups WHERE email_key = ?1", [email.as_str()])
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(n > 0)
+    }
+
+    fn set_status(
+        &self,
+        id: i64,
+        status: SubscriberStatus,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let n = self
+            .conn()
+            .prepare_cached(
+                "UPDATE subscribers SET status = ?2, status_reason = ?3, updated_at = ?4,
+                   unsubscribed_at = CASE
+                     WHEN ?2 = 'unsubscribed' AND status = 'unsubscribed' THEN unsubscribed_at
+                     WHEN ?2 = 'unsubscribed' THEN ?4
+                     ELSE unsubscribed_at END
+                 WHERE id = ?1",
+            )
+            .map_err(db)?
+            .execute(params![id, status.as_str(), reason, ts(at)])
+            .map_err(db)?;
+        Ok(n > 0)
+    }
+
+    fn subscribers_page(
+        &self,
+        status: Option<SubscriberStatus>,
+        after_id: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Subscriber>> {
+        let conn = self.conn();
+        let limit = limit as i64;
+        let rows = match status {
+            Some(st) => conn
+                .prepare_cached(&format!(
+                    "SELECT {SUB_COLS} FROM subscribers s
+                     WHERE s.status = ?1 AND s.id > ?2 ORDER BY s.id LIMIT ?3"
+                ))
+                .map_err(db)?
+                .query_map(params![st.as_str(), after_id, limit], |r| {
+                    subscriber_from_row(r, 0)
+                })
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>(),
+            None => conn
+                .prepare_cached(&format!(
+                    "SELECT {SUB_COLS} FROM subscribers s
+                     WHERE s.id > ?1 ORDER BY s.id LIMIT ?2"
+                ))
+                .map_err(db)?
+                .query_map(params![after_id, limit], |r| subscriber_from_row(r, 0))
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>(),
+        };
+        rows.map_err(db)
+    }
+
+    fn count_by_status(&self) -> StoreResult<Vec<(SubscriberStatus, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT status, COUNT(*) FROM subscribers GROUP BY status ORDER BY status",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let s: String = r.get(0)?;
+                let n: i64 = r.get(1)?;
+                Ok((
+                    SubscriberStatus::from_str(&s).map_err(|e| bad_column(0, e))?,
+                    n as u64,
+                ))
+            })
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        Ok(rows)
+    }
+
+    fn put_signup(&self, signup: &PendingSignup) -> StoreResult<()> {
+        let s = &signup.subscriber;
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO signups
+                   (email_key, email, name, locale, categories, timezone, status, requested_at)
+                 VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (email_key) DO UPDATE SET
+                   name = excluded.name, locale = excluded.locale,
+                   categories = excluded.categories, timezone = excluded.timezone,
+                   status = excluded.status, requested_at = excluded.requested_at",
+            )
+            .map_err(db)?
+            .execute(params![
+                s.email.as_str(),
+                s.name,
+                s.locale.map(|l| l.code()),
+                join_categories(&s.categories),
+                s.timezone.map(|t| t.name()),
+                s.status.as_str(),
+                ts(signup.requested_at),
+            ])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn take_signup(&self, email: &SubscriberEmail) -> StoreResult<Option<PendingSignup>> {
+        self.conn()
+            .prepare_cached(
+                "DELETE FROM signups WHERE email_key = ?1
+                 RETURNING email, name, locale, categories, timezone, status, requested_at",
+            )
+            .map_err(db)?
+            .query_row([email.as_str()], |r| {
+                let email: String = r.get(0)?;
+                let locale: Option<String> = r.get(2)?;
+                let categories: String = r.get(3)?;
+                let timezone: Option<String> = r.get(4)?;
+                let status: String = r.get(5)?;
+                let requested_at: String = r.get(6)?;
+                Ok(PendingSignup {
+                    subscriber: NewSubscriber {
+                        email: SubscriberEmail::parse(&email).map_err(|e| bad_column(0, e))?,
+                        name: r.get(1)?,
+                        locale: locale
+                            .map(|l| Locale::from_str(&l).map_err(|e| bad_column(2, e.to_string())))
+                            .transpose()?,
+                        categories: split_categories(&categories),
+                        timezone: timezone
+                            .map(|t| {
+                                chrono_tz::Tz::from_str(&t)
+                                    .map_err(|e| bad_column(4, e.to_string()))
+                            })
+                            .transpose()?,
+                        status: SubscriberStatus::from_str(&status)
+                            .map_err(|e| bad_column(5, e))?,
+                    },
+                    requested_at: parse_time(&requested_at, 6)?,
+                })
+            })
+            .optional()
+            .map_err(db)
+    }
+
+    fn ledger_enqueue(&self, date: NaiveDate, max_id: Option<i64>) -> StoreResult<u64> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let n = tx
+            .prepare_cached(
+                "INSERT INTO deliveries (issue_date, subscriber_id, state, attempts, updated_at)
+                 SELECT ?1, id, 'pending', 0, ?3 FROM subscribers
+                 WHERE status = 'active' AND (?2 IS NULL OR id <= ?2)
+                 ON CONFLICT (issue_date, subscriber_id) DO NOTHING",
+            )
+            .map_err(db)?
+            .execute(params![day(date), max_id, ts(crate::clock::now())])
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(n as u64)
+    }
+
+    fn ledger_claim(
+        &self,
+        date: NaiveDate,
+        limit: usize,
+        include_in_doubt: bool,
+    ) -> StoreResult<Vec<Delivery>> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let d = day(date);
+        let now = ts(crate::clock::now());
+        let mut out = Vec::with_capacity(limit.min(10_000));
+        if include_in_doubt {
+            Self::claim_state(&tx, &d, DeliveryState::Sending, limit, &now, &mut out, date)
+                .map_err(db)?;
+        }
+        Self::claim_state(&tx, &d, DeliveryState::Pending, limit, &now, &mut out, date)
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(out)
+    }
+
+    fn ledger_record(
+        &self,
+        date: NaiveDate,
+        outcomes: &[(i64, DeliveryOutcome)],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let d = day(date);
+        let at = ts(at);
+        for (id, outcome) in outcomes {
+            // A row already sent or failed is never moved back.
+            let (state, error, message_id) = match outcome {
+                DeliveryOutcome::Sent { message_id } => ("sent", None, Some(message_id.as_str())),
+                DeliveryOutcome::Retry { error } => ("pending", Some(error.as_str()), None),
+                DeliveryOutcome::Failed { error, .. } => ("failed", Some(error.as_str()), None),
+            };
+            tx.prepare_cached(
+                "UPDATE deliveries SET state = ?3, attempts = attempts + 1,
+                   last_error = ?4, message_id = COALESCE(?5, message_id), updated_at = ?6
+                 WHERE issue_date = ?1 AND subscriber_id = ?2
+                   AND state IN ('pending', 'sending')",
+            )
+            .map_err(db)?
+            .execute(params![d, id, state, error, message_id, at])
+            .map_err(db)?;
+            if let DeliveryOutcome::Failed {
+                error,
+                hard_bounce: true,
+            } = outcome
+            {
+                tx.prepare_cached(
+                    "UPDATE subscribers SET status = 'bounced', status_reason = ?2, updated_at = ?3
+                     WHERE id = ?1 AND status <> 'unsubscribed'",
+                )
+                .map_err(db)?
+                .execute(params![id, error, at])
+                .map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)
+    }
+
+    fn ledger_counts(&self, date: NaiveDate) -> StoreResult<LedgerCounts> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT state, COUNT(*) FROM deliveries WHERE issue_date = ?1 GROUP BY state",
+            )
+            .map_err(db)?;
+        let mut rows = stmt.query([day(date)]).map_err(db)?;
+        let mut c = LedgerCounts::default();
+        while let Some(r) = rows.next().map_err(db)? {
+            let state: String = r.get(0).map_err(db)?;
+            let n: i64 = r.get(1).map_err(db)?;
+            let n = n as u64;
+            match state.as_str() {
+                "pending" => c.pending = n,
+                "sending" => c.sending = n,
+                "sent" => c.sent = n,
+                "failed" => c.failed = n,
+                other => {
+                    return Err(StoreError::Db(format!("unknown ledger state {other:?}")));
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    fn ledger_failures(&self, date: NaiveDate) -> StoreResult<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT s.email, COALESCE(d.last_error, '')
+                 FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id
+                 WHERE d.issue_date = ?1 AND d.state = 'failed' ORDER BY d.subscriber_id",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([day(date)], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        Ok(rows)
+    }
+
+    fn ledger_dates(&self) -> StoreResult<Vec<NaiveDate>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT DISTINCT issue_date FROM deliveries ORDER BY issue_date DESC")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let s: String = r.get(0)?;
+                parse_day(&s, 0)
+            })
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        Ok(rows)
+    }
+
+    fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        // Compare-and-set in one statement: take it if free, expired or already ours.
+        let n = self
+            .conn()
+            .prepare_cached(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?4)
+                 ON CONFLICT (name) DO UPDATE SET
+                   holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE leases.holder = excluded.holder OR leases.expires_at <= ?3",
+            )
+            .map_err(db)?
+            .execute(params![
+                name,
+                holder,
+                now.timestamp_millis(),
+                until.timestamp_millis()
+            ])
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        self.conn()
+            .prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")
+            .map_err(db)?
+            .execute(params![name, holder])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn record_run(&self, run: &RunRecord) -> StoreResult<()> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO runs (issue_date, started_at, finished_at, status, sent, failed,
+                                   retried, in_doubt, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .map_err(db)?
+            .execute(params![
+                day(run.date),
+                ts(run.started_at),
+                ts(run.finished_at),
+                run.status,
+                run.sent as i64,
+                run.failed as i64,
+                run.retried as i64,
+                run.in_doubt as i64,
+                run.message,
+            ])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn last_run(&self) -> StoreResult<Option<RunRecord>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT issue_date, started_at, finished_at, status, sent, failed, retried,
+                        in_doubt, message
+                 FROM runs ORDER BY finished_at DESC, id DESC LIMIT 1",
+            )
+            .map_err(db)?
+            .query_row([], |r| {
+                let d: String = r.get(0)?;
+                let s: String = r.get(1)?;
+                let f: String = r.get(2)?;
+                Ok(RunRecord {
+                    date: parse_day(&d, 0)?,
+                    started_at: parse_time(&s, 1)?,
+                    finished_at: parse_time(&f, 2)?,
+                    status: r.get(3)?,
+                    sent: r.get::<_, i64>(4)? as u64,
+                    failed: r.get::<_, i64>(5)? as u64,
+                    retried: r.get::<_, i64>(6)? as u64,
+                    in_doubt: r.get::<_, i64>(7)? as u64,
+                    message: r.get(8)?,
+                })
+            })
+            .optional()
+            .map_err(db)
+    }
+
+    fn ping(&self) -> StoreResult<()> {
+        self.conn()
+            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    fn email(s: &str) -> SubscriberEmail {
+        SubscriberEmail::parse(s).unwrap()
+    }
+
+    fn new_sub(s: &str, status: SubscriberStatus) -> NewSubscriber {
+        NewSubscriber {
+            email: email(s),
+            name: None,
+            locale: None,
+            categories: vec![],
+            timezone: None,
+            status,
+        }
+    }
+
+    fn active(s: &str) -> NewSubscriber {
+        new_sub(s, SubscriberStatus::Active)
+    }
+
+    fn date() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, 2).unwrap()
+    }
+
+    fn at(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 2, h, m, 0).unwrap()
+    }
+
+    fn file_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db/digestif.db")).unwrap();
+        (dir, store)
+    }
+
+    fn add_many(store: &SqliteStore, n: usize) {
+        let rows: Vec<_> = (0..n)
+            .map(|i| active(&format!("r{i}@example.com")))
+            .collect();
+        store.upsert_many(&rows).unwrap();
+    }
+
+    #[test]
+    fn migrations_apply_once_and_reopening_keeps_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+            s.upsert_subscriber(&active("a@example.com")).unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let applied: i64 = s
+            .conn()
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(applied, MIGRATIONS.len() as i64);
+        assert!(s
+            .subscriber_by_email(&email("a@example.com"))
+            .unwrap()
+            .is_some());
+        let mode: String = s
+            .conn()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_database_from_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.execute(
+            "INSERT INTO schema_migrations VALUES (999, 'future', 'x')",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        let err = SqliteStore::open(&path).unwrap_err().to_string();
+        assert!(err.contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn addresses_differing_only_in_domain_case_are_one_subscriber() {
+        let (_d, s) = file_store();
+        assert_eq!(
+            s.upsert_subscriber(&active("Jo@Example.COM")).unwrap(),
+            Upserted::Inserted
+        );
+        assert_eq!(
+            s.upsert_subscriber(&active("Jo@example.com")).unwrap(),
+            Upserted::Unchanged
+        );
+        // The local part is kept as given: another address.
+        assert_eq!(
+            s.upsert_subscriber(&active("jo@example.com")).unwrap(),
+            Upserted::Inserted
+        );
+    }
+
+    #[test]
+    fn an_unsubscribed_address_stays_unsubscribed_after_a_reimport() {
+        let (_d, s) = file_store();
+        s.upsert_subscriber(&active("a@example.com")).unwrap();
+        let id = s
+            .subscriber_by_email(&email("a@example.com"))
+            .unwrap()
+            .unwrap()
+            .id;
+        assert!(s
+            .set_status(id, SubscriberStatus::Unsubscribed, "one-click", at(8, 0))
+            .unwrap());
+        assert_eq!(
+            s.upsert_subscriber(&active("a@example.com")).unwrap(),
+            Upserted::Unchanged
+        );
+        let mut named = active("a@example.com");
+        named.name = Some("Alice".into());
+        named.locale = Some(Locale::Fr);
+        let outs = s.upsert_many(&[named]).unwrap();
+        assert_eq!(outs, vec![Upserted::Updated]);
+        let sub = s
+            .subscriber_by_email(&email("a@example.com"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(sub.status, SubscriberStatus::Unsubscribed);
+        assert_eq!(sub.name.as_deref(), Some("Alice"));
+        assert_eq!(sub.locale, Some(Locale::Fr));
+    }
+
+    #[test]
+    fn an_upsert_without_a_field_keeps_the_stored_one() {
+        let (_d, s) = file_store();
+        let mut full = active("a@example.com");
+        full.name = Some("Alice".into());
+        full.categories = vec!["tech".into(), "world".into()];
+        full.timezone = Some(chrono_tz::America::Montreal);
+        s.upsert_subscriber(&full).unwrap();
+        assert_eq!(
+            s.upsert_subscriber(&active("a@example.com")).unwrap(),
+            Upserted::Unchanged
+        );
+        let sub = s
+            .subscriber_by_email(&email("a@example.com"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(sub.categories, vec!["tech", "world"]);
+        assert_eq!(sub.timezone, Some(chrono_tz::America::Montreal));
+    }
+
+    #[test]
+    fn an_import_can_unsubscribe_but_never_resubscribe() {
+        let (_d, s) = file_store();
+        s.upsert_subscriber(&active("a@example.com")).unwrap();
+        let out = s
+            .upsert_subscriber(&new_sub("a@example.com", SubscriberStatus::Unsubscribed))
+            .unwrap();
+        assert_eq!(out, Upserted::Updated);
+        let sub = s
+            .subscriber_by_email(&email("a@example.com"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(sub.status, SubscriberStatus::Unsubscribed);
+        let unsub_at: Option<String> = s
+            .conn()
+            .query_row(
+                "SELECT unsubscribed_at FROM subscribers WHERE id = ?1",
+                [sub.id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(unsub_at.is_some());
+    }
+
+    #[test]
+    fn pages_walk_every_subscriber_once_in_id_order() {
+        let (_d, s) = file_store();
+        add_many(&s, 25);
+        let mut seen = vec![];
+        let mut after = 0;
+        loop {
+            let page = s.subscribers_page(None, after, 10).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().unwrap().id;
+            seen.extend(page.into_iter().map(|p| p.id));
+        }
+        assert_eq!(seen.len(), 25);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]));
+        let id = seen[3];
+        s.set_status(id, SubscriberStatus::Bounced, "550", at(1, 0))
+            .unwrap();
+        let bounced = s
+            .subscribers_page(Some(SubscriberStatus::Bounced), 0, 10)
+            .unwrap();
+        assert_eq!(bounced.len(), 1);
+        assert_eq!(bounced[0].id, id);
+        let counts = s.count_by_status().unwrap();
+        assert!(counts.contains(&(SubscriberStatus::Active, 24)));
+        assert!(counts.contains(&(SubscriberStatus::Bounced, 1)));
+    }
+
+    #[test]
+    fn removing_a_subscriber_removes_their_ledger_rows() {
+        let (_d, s) = file_store();
+        add_many(&s, 3);
+        assert_eq!(s.ledger_enqueue(date(), None).unwrap(), 3);
+        assert!(s.remove_subscriber(&email("r1@example.com")).unwrap());
+        assert!(!s.remove_subscriber(&email("r1@example.com")).unwrap());
+        assert_eq!(s.ledger_counts(date()).unwrap().pending, 2);
+    }
+
+    #[test]
+    fn enqueue_adds_only_active_subscribers_once() {
+        let (_d, s) = file_store();
+        add_many(&s, 5);
+        s.upsert_subscriber(&new_sub("u@example.com", SubscriberStatus::Unsubscribed))
+            .unwrap();
+        s.upsert_subscriber(&new_sub("p@example.com", SubscriberStatus::Pending))
+            .unwrap();
+        let b = s
+            .subscriber_by_email(&email("r0@example.com"))
+            .unwrap()
+            .unwrap();
+        s.set_status(b.id, SubscriberStatus::Bounced, "550", at(1, 0))
+            .unwrap();
+        assert_eq!(s.ledger_enqueue(date(), None).unwrap(), 4);
+        assert_eq!(s.ledger_enqueue(date(), None).unwrap(), 0);
+        let first = s.subscribers_page(None, 0, 2).unwrap();
+        let other = date().succ_opt().unwrap();
+        assert_eq!(s.ledger_enqueue(other, Some(first[1].id)).unwrap(), 1);
+        assert_eq!(s.ledger_dates().unwrap(), vec![other, date()]);
+    }
+
+    #[test]
+    fn claim_then_record_moves_rows_through_every_state() {
+        let (_d, s) = file_store();
+        add_many(&s, 4);
+        s.ledger_enqueue(date(), None).unwrap();
+        let claimed = s.ledger_claim(date(), 10, false).unwrap();
+        assert_eq!(claimed.len(), 4);
+        assert!(claimed
+            .windows(2)
+            .all(|w| w[0].subscriber.id < w[1].subscriber.id));
+        assert!(claimed.iter().all(|d| !d.in_doubt && d.attempts == 0));
+        assert_eq!(s.ledger_counts(date()).unwrap().sending, 4);
+        assert!(s.ledger_claim(date(), 10, false).unwrap().is_empty());
+        let ids: Vec<i64> = claimed.iter().map(|d| d.subscriber.id).collect();
+        s.ledger_record(
+            date(),
+            &[
+                (
+                    ids[0],
+                    DeliveryOutcome::Sent {
+                        message_id: "<1@x>".into(),
+                    },
+                ),
+                (
+                    ids[1],
+                    DeliveryOutcome::Retry {
+                        error: "451 later".into(),
+                    },
+                ),
+                (
+                    ids[2],
+                    DeliveryOutcome::Failed {
+                        error: "554 policy".into(),
+                        hard_bounce: false,
+                    },
+                ),
+                (
+                    ids[3],
+                    DeliveryOutcome::Failed {
+                        error: "550 no such user".into(),
+                        hard_bounce: true,
+                    },
+                ),
+            ],
+            at(7, 1),
+        )
+        .unwrap();
+        assert_eq!(
+            s.ledger_counts(date()).unwrap(),
+            LedgerCounts {
+                pending: 1,
+                sending: 0,
+                sent: 1,
+                failed: 2
+            }
+        );
+        let (mid, err): (Option<String>, Option<String>) = s
+            .conn()
+            .query_row(
+                "SELECT message_id, last_error FROM deliveries WHERE subscriber_id = ?1",
+                [ids[0]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((mid.as_deref(), err), (Some("<1@x>"), None));
+        // The retried row comes back with its attempt counted.
+        let again = s.ledger_claim(date(), 10, false).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].subscriber.id, again[0].attempts), (ids[1], 1));
+        // A sent row is never moved back by a late outcome.
+        s.ledger_record(
+            date(),
+            &[(ids[0], DeliveryOutcome::Retry { error: "x".into() })],
+            at(7, 2),
+        )
+        .unwrap();
+        assert_eq!(s.ledger_counts(date()).unwrap().sent, 1);
+        let failures = s.ledger_failures(date()).unwrap();
+        assert_eq!(
+            failures,
+            vec![
+                ("r2@example.com".to_string(), "554 policy".to_string()),
+                ("r3@example.com".to_string(), "550 no such user".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_hard_bounce_marks_the_subscriber_bounced_and_out_of_the_next_issue() {
+        let (_d, s) = file_store();
+        add_many(&s, 2);
+        s.ledger_enqueue(date(), None).unwrap();
+        let c = s.ledger_claim(date(), 10, false).unwrap();
+        let id = c[0].subscriber.id;
+        s.ledger_record(
+            date(),
+            &[(
+                id,
+                DeliveryOutcome::Failed {
+                    error: "550 5.1.1".into(),
+                    hard_bounce: true,
+                },
+            )],
+            at(7, 0),
+        )
+        .unwrap();
+        assert_eq!(
+            s.subscriber_by_id(id).unwrap().unwrap().status,
+            SubscriberStatus::Bounced
+        );
+        // A later import does not bring the bounced address back.
+        s.upsert_subscriber(&active("r0@example.com")).unwrap();
+        assert_eq!(
+            s.subscriber_by_id(id).unwrap().unwrap().status,
+            SubscriberStatus::Bounced
+        );
+        assert_eq!(
+            s.ledger_enqueue(date().succ_opt().unwrap(), None).unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn rows_in_flight_when_a_process_died_come_back_once_as_in_doubt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            add_many(&s, 5);
+            s.ledger_enqueue(date(), None).unwrap();
+            assert_eq!(s.ledger_claim(date(), 2, false).unwrap().len(), 2);
+            // The process "dies" here with two rows in `sending`.
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let c = s.ledger_claim(date(), 3, true).unwrap();
+        assert_eq!(c.len(), 3);
+        assert!(c[0].in_doubt && c[1].in_doubt && !c[2].in_doubt);
+        let rest = s.ledger_claim(date(), 10, false).unwrap();
+        assert_eq!(rest.len(), 2);
+        assert!(rest.iter().all(|d| !d.in_doubt));
+        let all: HashSet<i64> = c.iter().chain(&rest).map(|d| d.subscriber.id).collect();
+        assert_eq!(all.len(), 5);
+    }
+
+    #[test]
+    fn a_subscriber_who_unsubscribes_mid_send_is_dropped_from_the_ledger() {
+        let (_d, s) = file_store();
+        add_many(&s, 3);
+        s.ledger_enqueue(date(), None).unwrap();
+        let gone = s
+            .subscriber_by_email(&email("r1@example.com"))
+            .unwrap()
+            .unwrap();
+        s.set_status(
+            gone.id,
+            SubscriberStatus::Unsubscribed,
+            "one-click",
+            at(7, 0),
+        )
+        .unwrap();
+        let c = s.ledger_claim(date(), 10, false).unwrap();
+        assert_eq!(c.len(), 2);
+        assert!(c.iter().all(|d| d.subscriber.id != gone.id));
+        assert_eq!(
+            s.ledger_counts(date()).unwrap(),
+            LedgerCounts {
+                sending: 2,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn two_connections_claiming_at_once_never_get_the_same_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let seed = SqliteStore::open(&path).unwrap();
+        add_many(&seed, 600);
+        seed.ledger_enqueue(date(), None).unwrap();
+        let a = Arc::new(SqliteStore::open(&path).unwrap());
+        let b = Arc::new(SqliteStore::open(&path).unwrap());
+        let handles: Vec<_> = [a, b]
+            .into_iter()
+            .flat_map(|s| [s.clone(), s])
+            .map(|s| {
+                std::thread::spawn(move || {
+                    let mut got = vec![];
+                    loop {
+                        let c = s.ledger_claim(date(), 7, false).unwrap();
+                        if c.is_empty() {
+                            return got;
+                        }
+                        got.extend(c.into_iter().map(|d| d.subscriber.id));
+                    }
+                })
+            })
+            .collect();
+        let mut all = vec![];
+        for h in handles {
+            all.extend(h.join().unwrap());
+        }
+        let unique: HashSet<_> = all.iter().copied().collect();
+        assert_eq!(all.len(), 600);
+        assert_eq!(unique.len(), 600);
+        assert_eq!(seed.ledger_counts(date()).unwrap().sending, 600);
+    }
+
+    #[test]
+    fn a_lease_is_exclusive_until_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let a = SqliteStore::open(&path).unwrap();
+        let b = SqliteStore::open(&path).unwrap();
+        assert!(a
+            .try_lease("issue:2026-03-02", "a", at(7, 0), at(7, 10))
+            .unwrap());
+        assert!(!b
+            .try_lease("issue:2026-03-02", "b", at(7, 5), at(7, 15))
+            .unwrap());
+        // The holder renews.
+        assert!(a
+            .try_lease("issue:2026-03-02", "a", at(7, 5), at(7, 20))
+            .unwrap());
+        assert!(!b
+            .try_lease("issue:2026-03-02", "b", at(7, 15), at(7, 25))
+            .unwrap());
+        // Another name is another lease.
+        assert!(b
+            .try_lease("issue:2026-03-03", "b", at(7, 15), at(7, 25))
+            .unwrap());
+        // Expired: anyone takes it.
+        assert!(b
+            .try_lease("issue:2026-03-02", "b", at(7, 20), at(7, 30))
+            .unwrap());
+        assert!(!a
+            .try_lease("issue:2026-03-02", "a", at(7, 21), at(7, 31))
+            .unwrap());
+        // Releasing someone else's lease does nothing; releasing one's own frees it.
+        a.release_lease("issue:2026-03-02", "a").unwrap();
+        assert!(!a
+            .try_lease("issue:2026-03-02", "a", at(7, 22), at(7, 32))
+            .unwrap());
+        b.release_lease("issue:2026-03-02", "b").unwrap();
+        assert!(a
+            .try_lease("issue:2026-03-02", "a", at(7, 22), at(7, 32))
+            .unwrap());
+    }
+
+    #[test]
+    fn a_signup_waits_apart_until_it_is_taken_once() {
+        let (_d, s) = file_store();
+        let mut sub = new_sub("New@Example.org", SubscriberStatus::Pending);
+        sub.locale = Some(Locale::En);
+        sub.categories = vec!["tech".into()];
+        sub.timezone = Some(chrono_tz::Europe::London);
+        let signup = PendingSignup {
+            subscriber: sub.clone(),
+            requested_at: at(9, 0),
+        };
+        s.put_signup(&signup).unwrap();
+        s.put_signup(&PendingSignup {
+            requested_at: at(9, 5),
+            ..signup.clone()
+        })
+        .unwrap();
+        assert!(s.subscriber_by_email(&sub.email).unwrap().is_none());
+        let taken = s.take_signup(&email("new@example.org")).unwrap();
+        assert!(taken.is_none(), "the local part is case-sensitive");
+        let taken = s.take_signup(&email("New@example.org")).unwrap().unwrap();
+        assert_eq!(taken.subscriber, sub);
+        assert_eq!(taken.requested_at, at(9, 5));
+        assert!(s.take_signup(&sub.email).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_last_run_is_the_latest_finished() {
+        let (_d, s) = file_store();
+        assert!(s.last_run().unwrap().is_none());
+        s.ping().unwrap();
+        let run = RunRecord {
+            date: date(),
+            started_at: at(7, 0),
+            finished_at: at(7, 3),
+            status: "ok".into(),
+            sent: 10,
+            failed: 1,
+            retried: 2,
+            in_doubt: 0,
+            message: "done".into(),
+        };
+        s.record_run(&run).unwrap();
+        let older = RunRecord {
+            finished_at: at(6, 0),
+            status: "failed".into(),
+            ..run.clone()
+        };
+        s.record_run(&older).unwrap();
+        assert_eq!(s.last_run().unwrap(), Some(run));
+    }
+
+    #[test]
+    fn an_in_memory_store_works_without_a_file() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        s.upsert_subscriber(&active("a@example.com")).unwrap();
+        assert_eq!(s.ledger_enqueue(date(), None).unwrap(), 1);
+    }
+}
