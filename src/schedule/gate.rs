@@ -125,3 +125,67 @@ impl Store for ZoneGate {
         self.inner.ping()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::SubscriberEmail;
+    use crate::schedule::Plan;
+    use crate::store::SqliteStore;
+    use chrono::{Duration, NaiveTime};
+    use chrono_tz::{America, Europe};
+
+    fn sub(email: &str, tz: Option<chrono_tz::Tz>) -> NewSubscriber {
+        NewSubscriber {
+            email: SubscriberEmail::parse(email).unwrap(),
+            name: None,
+            locale: None,
+            categories: vec![],
+            timezone: tz,
+            status: SubscriberStatus::Active,
+        }
+    }
+
+    #[test]
+    fn a_pass_enqueues_only_the_subscribers_whose_morning_has_come() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        store
+            .upsert_subscriber(&sub("paris@example.org", None))
+            .unwrap();
+        store
+            .upsert_subscriber(&sub("ny@example.org", Some(America::New_York)))
+            .unwrap();
+        store
+            .upsert_subscriber(&sub("berlin@example.org", Some(Europe::Berlin)))
+            .unwrap();
+        let plan = Plan {
+            send_time: NaiveTime::from_hms_opt(7, 0, 0).unwrap(),
+            timezone: Europe::Paris,
+            catch_up: Duration::hours(3),
+            zones: vec![],
+        }
+        .with_zones([America::New_York, Europe::Berlin]);
+        let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let gate = |now| ZoneGate {
+            inner: store.clone(),
+            due: plan.due_filter(date, now),
+        };
+        // 07:00 Paris: Paris and Berlin (same offset), not New York.
+        assert_eq!(
+            gate(at("2026-11-27T06:00:00Z"))
+                .ledger_enqueue(date, None)
+                .unwrap(),
+            2
+        );
+        assert_eq!(store.ledger_counts(date).unwrap().pending, 2);
+        // 07:00 in New York: the last one.
+        assert_eq!(
+            gate(at("2026-11-27T12:00:00Z"))
+                .ledger_enqueue(date, None)
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.ledger_counts(date).unwrap().pending, 3);
+    }
+}
