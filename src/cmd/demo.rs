@@ -11,7 +11,7 @@ use anyhow::Context;
 use chrono::{DateTime, FixedOffset, NaiveDate};
 
 use crate::archive::write_atomic;
-use crate::cli::{DateArgs, DemoArgs};
+use crate::cli::{DateArgs, DemoArgs, SubscribersCmd};
 
 use super::{CmdResult, Failure};
 
@@ -20,6 +20,10 @@ pub const DEMO_DATE: &str = "2026-11-27";
 pub const DEMO_NOW: &str = "2026-11-27T06:00:00+00:00";
 
 const FILES: &[(&str, &str)] = &[
+    (
+        "subscribers.example.csv",
+        include_str!("../../subscribers.example.csv"),
+    ),
     ("digestif.toml", include_str!("../../digestif.example.toml")),
     (
         "examples/feeds/monde.xml",
@@ -58,6 +62,13 @@ pub fn demo(args: &DemoArgs) -> CmdResult {
     };
     println!("Demo folder: {}", dir.display());
     super::build::build(Some(&config), &when)?;
+    super::subscribers::run(
+        Some(&config),
+        SubscribersCmd::Import {
+            file: dir.join("subscribers.example.csv"),
+            dry_run: false,
+        },
+    )?;
     println!(
         "Open {} to see the issue, or run: digestif --config {} preview --date {DEMO_DATE}",
         dir.join("digests")
