@@ -1,29 +1,247 @@
 //! `digestif send`, `lint`, `ledger`, `unsubscribe`.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
 
 use crate::cli::{DateArgs, LedgerArgs, SendArgs, UnsubscribeArgs};
+use crate::config::{Config, Secret, TransportKind};
+use crate::deliver::send::{self, Compose, DigestComposer, SendJob};
+use crate::deliver::transport;
+use crate::domain::{Digest, Subscriber, SubscriberEmail, SubscriberStatus};
+use crate::pipeline;
+use crate::render::Assets;
+use crate::store::Store;
 
-use super::{CmdResult, Failure};
+use super::{date_of, load_config, now_of, runtime, CmdResult, Failure};
+
+/// Used to sign links when only files are written (demo, previews): never for real mail.
+const DEMO_SECRET: &str = "digestif-demo-secret-not-for-real-mail";
+
+/// The signing secret: `DIGESTIF_SECRET`, or a fixed demo one for the file transport.
+pub fn secret_for(cfg: &Config) -> Result<Secret, Failure> {
+    match Secret::from_env() {
+        Some(s) => Ok(s),
+        None if cfg.smtp.transport == TransportKind::File => {
+            tracing::warn!(
+                "{} is not set: using a fixed demo secret (fine for the file transport, never for real mail)",
+                Secret::ENV
+            );
+            Ok(Secret::new(DEMO_SECRET))
+        }
+        None => Err(Failure::usage(anyhow::anyhow!(
+            "{} is not set (or shorter than 16 characters): it signs the unsubscribe links. \
+             Set it to a long random string, e.g. `export {}=$(openssl rand -hex 32)`, and keep it the same between runs.",
+            Secret::ENV,
+            Secret::ENV
+        ))),
+    }
+}
+
+/// Opens the subscriber store of the config.
+pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, Failure> {
+    let _ = cfg;
+    Err(Failure::job(anyhow::anyhow!(
+        "the subscriber store is not available in this build"
+    )))
+}
+
+fn issue(
+    cfg: &Config,
+    assets: &Assets,
+    args: &DateArgs,
+) -> Result<(Digest, chrono::DateTime<chrono::Utc>), Failure> {
+    let now = now_of(args);
+    let date = date_of(cfg, args, now);
+    let rt = runtime()?;
+    let digest = rt
+        .block_on(pipeline::issue_for(cfg, assets, date, now))?
+        .ok_or_else(|| {
+            Failure::job(anyhow::anyhow!(
+                "nothing new for {date}: no issue to send (see `digestif articles --date {date}`)"
+            ))
+        })?;
+    Ok((digest, now))
+}
+
+fn sample_address() -> SubscriberEmail {
+    SubscriberEmail::parse("reader@example.com").expect("valid sample address")
+}
+
+/// A stand-in subscriber for test copies and lint: no name, the newsletter's locale.
+fn sample_subscriber(email: SubscriberEmail) -> Subscriber {
+    Subscriber {
+        id: 0,
+        email,
+        name: None,
+        locale: None,
+        categories: Vec::new(),
+        timezone: None,
+        status: SubscriberStatus::Active,
+    }
+}
 
 pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
-    let _ = (config, args);
-    Err(Failure::job(anyhow::anyhow!("send: not available yet")))
+    let cfg = load_config(config)?;
+    let secret = secret_for(&cfg)?;
+    let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
+    let (digest, now) = issue(&cfg, &assets, &args.when)?;
+    let composer =
+        DigestComposer::new(&cfg, &digest, &assets, secret.clone(), now).map_err(Failure::usage)?;
+
+    // The pre-send check: any broken rule stops the issue before anyone gets it.
+    let issues = composer.lint_for(&sample_subscriber(sample_address()))?;
+    if !issues.is_empty() {
+        for i in &issues {
+            eprintln!("lint: {i}");
+        }
+        return Err(Failure::job(anyhow::anyhow!(
+            "the message of {} breaks {} sending rule(s) (listed above): nothing was sent. \
+             See `digestif lint --date {}`.",
+            digest.date,
+            issues.len(),
+            digest.date
+        )));
+    }
+    if args.dry_run {
+        let msg = composer.compose(&sample_subscriber(sample_address()))?;
+        println!(
+            "dry run: issue {} rendered and checked ({} bytes for a sample subscriber); nothing sent",
+            digest.date,
+            msg.bytes.len()
+        );
+        return Ok(());
+    }
+
+    let transport = transport::from_config(&cfg).map_err(Failure::usage)?;
+    let rt = runtime()?;
+
+    if let Some(to) = &args.to {
+        let email =
+            SubscriberEmail::parse(to).map_err(|e| Failure::usage(anyhow::anyhow!("--to: {e}")))?;
+        let id = rt.block_on(send::send_test_copy(
+            &composer,
+            transport.as_ref(),
+            &sample_subscriber(email),
+        ))?;
+        println!(
+            "test copy of {} sent to {to} (Message-ID <{id}>)",
+            digest.date
+        );
+        return Ok(());
+    }
+
+    let store = open_store(&cfg)?;
+    let report = rt.block_on(send::send_issue(SendJob {
+        cfg: &cfg,
+        store,
+        digest: &digest,
+        assets: &assets,
+        transport,
+        now,
+        limit: args.limit,
+        secret,
+    }))?;
+    println!("{}: {}", digest.date, report.summary());
+    for a in &report.in_doubt {
+        println!("in doubt (may have received two copies): {a}");
+    }
+    for (a, e) in &report.failures {
+        println!("failed: {a}: {e}");
+    }
+    if report.is_complete() {
+        Ok(())
+    } else {
+        Err(Failure::job(anyhow::anyhow!(
+            "{} message(s) left pending: run `digestif send --date {}` again",
+            report.pending_left,
+            digest.date
+        )))
+    }
 }
 
 pub fn lint(config: Option<&Path>, args: &DateArgs) -> CmdResult {
-    let _ = (config, args);
-    Err(Failure::job(anyhow::anyhow!("lint: not available yet")))
+    let cfg = load_config(config)?;
+    let secret = secret_for(&cfg).unwrap_or_else(|_| Secret::new(DEMO_SECRET));
+    let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
+    let (digest, now) = issue(&cfg, &assets, args)?;
+    let composer =
+        DigestComposer::new(&cfg, &digest, &assets, secret, now).map_err(Failure::usage)?;
+    let issues = composer.lint_for(&sample_subscriber(sample_address()))?;
+    if issues.is_empty() {
+        println!("{}: the message passes every sending rule", digest.date);
+        return Ok(());
+    }
+    for i in &issues {
+        println!("{i}");
+    }
+    Err(Failure::job(anyhow::anyhow!(
+        "the message of {} breaks {} sending rule(s)",
+        digest.date,
+        issues.len()
+    )))
 }
 
 pub fn ledger(config: Option<&Path>, args: &LedgerArgs) -> CmdResult {
-    let _ = (config, args);
-    Err(Failure::job(anyhow::anyhow!("ledger: not available yet")))
+    let cfg = load_config(config)?;
+    let store = open_store(&cfg)?;
+    let date = match args.date {
+        Some(d) => d,
+        None => match store
+            .ledger_dates()
+            .context("cannot read the ledger")?
+            .first()
+        {
+            Some(d) => *d,
+            None => {
+                println!("the ledger is empty: nothing was sent yet");
+                return Ok(());
+            }
+        },
+    };
+    let c = store
+        .ledger_counts(date)
+        .context("cannot read the ledger")?;
+    println!(
+        "{date}: pending {}, sending {}, sent {}, failed {}",
+        c.pending, c.sending, c.sent, c.failed
+    );
+    for (a, e) in store
+        .ledger_failures(date)
+        .context("cannot read the ledger")?
+    {
+        println!("failed: {a}: {e}");
+    }
+    Ok(())
 }
 
 pub fn unsubscribe(config: Option<&Path>, args: &UnsubscribeArgs) -> CmdResult {
-    let _ = (config, args);
-    Err(Failure::job(anyhow::anyhow!(
-        "unsubscribe: not available yet"
-    )))
+    let cfg = load_config(config)?;
+    let email =
+        SubscriberEmail::parse(&args.email).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    let store = open_store(&cfg)?;
+    let sub = store
+        .subscriber_by_email(&email)
+        .context("cannot read subscribers")?;
+    match sub {
+        None => {
+            println!("{email} is not a subscriber: nothing to do");
+        }
+        Some(s) if s.status == SubscriberStatus::Unsubscribed => {
+            println!("{email} was already unsubscribed");
+        }
+        Some(s) => {
+            store
+                .set_status(
+                    s.id,
+                    SubscriberStatus::Unsubscribed,
+                    "unsubscribe command",
+                    crate::clock::now(),
+                )
+                .context("cannot update the subscriber")?;
+            println!("{email} unsubscribed");
+        }
+    }
+    Ok(())
 }

@@ -1,3 +1,9 @@
 //! Delivery: message building (headers, MIME, DKIM), unsubscribe tokens, the
 //! SMTP and file transports, retry policy, and the ledger-driven send loop.
+
 pub mod lint;
+pub mod message;
+pub mod rate;
+pub mod send;
+pub mod token;
+pub mod transport;

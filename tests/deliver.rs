@@ -1,0 +1,551 @@
+//! Delivery end to end: a real SMTP server (aiosmtpd) over TCP, every message
+//! parsed with an independent MIME parser (mail-parser).
+
+mod support;
+
+use digestif::config::{Smtp, TlsMode};
+use digestif::deliver::message::Outgoing;
+use digestif::deliver::transport::{SmtpTransport, Transport};
+use support::SmtpServer;
+
+fn smtp_to(server: &SmtpServer) -> SmtpTransport {
+    let cfg = Smtp {
+        host: "127.0.0.1".into(),
+        port: server.port,
+        tls: TlsMode::None,
+        timeout_s: 10,
+        ..Smtp::default()
+    };
+    SmtpTransport::new(&cfg, None)
+}
+
+fn outgoing(to: &str, body: &str) -> Outgoing {
+    Outgoing {
+        message_id: format!("{to}.test"),
+        from: "briefing@news.example.com".into(),
+        to: to.into(),
+        bytes: format!(
+            "From: briefing@news.example.com\r\nTo: {to}\r\nSubject: test\r\n\r\n{body}\r\n"
+        )
+        .into_bytes(),
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+mod smtp_transport {
+    use super::*;
+
+    fn sends_three_messages_on_one_connection(flags: &[&str]) {
+        let server = SmtpServer::start(flags);
+        let t = smtp_to(&server);
+        rt().block_on(async {
+            let mut c = t.connect().await.unwrap();
+            for i in 0..3 {
+                let body = format!("line one\r\n.starts with a dot\r\nmessage {i}");
+                c.send(&outgoing(&format!("r{i}@example.com"), &body))
+                    .await
+                    .unwrap();
+            }
+            c.close().await;
+        });
+        let got = server.messages();
+        assert_eq!(got.len(), 3);
+        for (i, m) in got.iter().enumerate() {
+            assert_eq!(m.rcpt(), format!("r{i}@example.com"));
+            assert_eq!(m.mail_from, "briefing@news.example.com");
+            let raw = String::from_utf8(m.raw.clone()).unwrap();
+            assert!(
+                raw.contains("\r\n.starts with a dot\r\n"),
+                "dot-stuffing undone by the server: {raw:?}"
+            );
+            assert!(raw.contains(&format!("message {i}")));
+        }
+    }
+
+    #[test]
+    fn messages_arrive_intact_without_pipelining() {
+        sends_three_messages_on_one_connection(&[]);
+    }
+
+    #[test]
+    fn messages_arrive_intact_with_pipelining() {
+        sends_three_messages_on_one_connection(&["--pipelining"]);
+    }
+
+    #[test]
+    fn a_451_on_data_is_transient_and_the_connection_stays_usable() {
+        let server = SmtpServer::start(&["--fail-first-data", "451", "--pipelining"]);
+        let t = smtp_to(&server);
+        rt().block_on(async {
+            let mut c = t.connect().await.unwrap();
+            let e = c.send(&outgoing("a@example.com", "x")).await.unwrap_err();
+            assert!(e.is_transient(), "{e:?}");
+            assert_eq!(e.code, Some(451));
+            assert!(!c.is_broken());
+            c.send(&outgoing("a@example.com", "x")).await.unwrap();
+        });
+        assert_eq!(server.count(), 1);
+    }
+
+    #[test]
+    fn a_550_on_the_recipient_is_a_hard_bounce_and_the_next_message_goes_through() {
+        for flags in [&[][..], &["--pipelining"][..]] {
+            let mut args = vec!["--reject-rcpt", "gone@example.com:550"];
+            args.extend_from_slice(flags);
+            let server = SmtpServer::start(&args);
+            let t = smtp_to(&server);
+            rt().block_on(async {
+                let mut c = t.connect().await.unwrap();
+                let e = c
+                    .send(&outgoing("gone@example.com", "x"))
+                    .await
+                    .unwrap_err();
+                assert!(e.is_hard_bounce(), "{e:?}");
+                assert_eq!(e.code, Some(550));
+                c.send(&outgoing("here@example.com", "y")).await.unwrap();
+            });
+            let got = server.messages();
+            assert_eq!(got.len(), 1, "{flags:?}");
+            assert_eq!(got[0].rcpt(), "here@example.com");
+        }
+    }
+
+    #[test]
+    fn a_dropped_connection_is_transient_and_marks_the_connection_broken() {
+        let server = SmtpServer::start(&["--drop-after", "1"]);
+        let t = smtp_to(&server);
+        rt().block_on(async {
+            let mut c = t.connect().await.unwrap();
+            c.send(&outgoing("a@example.com", "1")).await.unwrap();
+            let e = c.send(&outgoing("b@example.com", "2")).await.unwrap_err();
+            assert!(e.is_transient(), "{e:?}");
+            assert!(c.is_broken());
+            let mut c = t.connect().await.unwrap();
+            c.send(&outgoing("b@example.com", "2")).await.unwrap();
+        });
+        assert_eq!(server.count(), 2);
+    }
+
+    #[test]
+    fn nobody_listening_is_a_transient_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = Smtp {
+            host: "127.0.0.1".into(),
+            port,
+            tls: TlsMode::None,
+            ..Smtp::default()
+        };
+        let t = SmtpTransport::new(&cfg, None);
+        let e = rt().block_on(t.connect()).err().unwrap();
+        assert!(e.is_transient());
+    }
+}
+
+/// The send loop against a real SMTP server, with a small in-memory ledger
+/// (the SQLite store is exercised through the binary below).
+mod send_loop {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+    use digestif::deliver::send::{deliver_ledger, Compose, SendOptions};
+    use digestif::domain::{Subscriber, SubscriberEmail, SubscriberStatus};
+    use digestif::store::*;
+
+    #[derive(Default)]
+    struct MemLedger {
+        subs: BTreeMap<i64, Subscriber>,
+        rows: BTreeMap<i64, (DeliveryState, u32, Option<String>)>,
+    }
+
+    #[derive(Default, Clone)]
+    struct MemStore(Arc<Mutex<MemLedger>>);
+
+    impl MemStore {
+        fn with(n: usize) -> MemStore {
+            let s = MemStore::default();
+            {
+                let mut l = s.0.lock().unwrap();
+                for i in 1..=n as i64 {
+                    l.subs.insert(
+                        i,
+                        Subscriber {
+                            id: i,
+                            email: SubscriberEmail::parse(&format!("r{i}@example.com")).unwrap(),
+                            name: None,
+                            locale: None,
+                            categories: vec![],
+                            timezone: None,
+                            status: SubscriberStatus::Active,
+                        },
+                    );
+                }
+            }
+            s
+        }
+        fn state(&self, id: i64) -> DeliveryState {
+            self.0.lock().unwrap().rows[&id].0
+        }
+    }
+
+    impl Store for MemStore {
+        fn upsert_subscriber(&self, _: &NewSubscriber) -> StoreResult<Upserted> {
+            unimplemented!()
+        }
+        fn upsert_many(&self, _: &[NewSubscriber]) -> StoreResult<Vec<Upserted>> {
+            unimplemented!()
+        }
+        fn subscriber_by_email(&self, _: &SubscriberEmail) -> StoreResult<Option<Subscriber>> {
+            unimplemented!()
+        }
+        fn subscriber_by_id(&self, id: i64) -> StoreResult<Option<Subscriber>> {
+            Ok(self.0.lock().unwrap().subs.get(&id).cloned())
+        }
+        fn remove_subscriber(&self, _: &SubscriberEmail) -> StoreResult<bool> {
+            unimplemented!()
+        }
+        fn set_status(
+            &self,
+            id: i64,
+            status: SubscriberStatus,
+            _: &str,
+            _: DateTime<Utc>,
+        ) -> StoreResult<bool> {
+            let mut l = self.0.lock().unwrap();
+            Ok(l.subs.get_mut(&id).map(|s| s.status = status).is_some())
+        }
+        fn subscribers_page(
+            &self,
+            _: Option<SubscriberStatus>,
+            _: i64,
+            _: usize,
+        ) -> StoreResult<Vec<Subscriber>> {
+            unimplemented!()
+        }
+        fn count_by_status(&self) -> StoreResult<Vec<(SubscriberStatus, u64)>> {
+            unimplemented!()
+        }
+        fn put_signup(&self, _: &PendingSignup) -> StoreResult<()> {
+            unimplemented!()
+        }
+        fn take_signup(&self, _: &SubscriberEmail) -> StoreResult<Option<PendingSignup>> {
+            unimplemented!()
+        }
+        fn ledger_enqueue(&self, _: NaiveDate, _: Option<i64>) -> StoreResult<u64> {
+            let mut l = self.0.lock().unwrap();
+            let ids: Vec<i64> = l
+                .subs
+                .values()
+                .filter(|s| s.status == SubscriberStatus::Active)
+                .map(|s| s.id)
+                .collect();
+            let mut n = 0;
+            for id in ids {
+                if let std::collections::btree_map::Entry::Vacant(e) = l.rows.entry(id) {
+                    e.insert((DeliveryState::Pending, 0, None));
+                    n += 1;
+                }
+            }
+            Ok(n)
+        }
+        fn ledger_claim(
+            &self,
+            date: NaiveDate,
+            limit: usize,
+            include_in_doubt: bool,
+        ) -> StoreResult<Vec<Delivery>> {
+            let mut l = self.0.lock().unwrap();
+            let mut out = Vec::new();
+            let states: &[DeliveryState] = if include_in_doubt {
+                &[DeliveryState::Sending, DeliveryState::Pending]
+            } else {
+                &[DeliveryState::Pending]
+            };
+            for want in states {
+                let ids: Vec<i64> = l
+                    .rows
+                    .iter()
+                    .filter(|(_, r)| r.0 == *want)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let sub = l.subs[&id].clone();
+                    if sub.status != SubscriberStatus::Active {
+                        l.rows.remove(&id);
+                        continue;
+                    }
+                    let row = l.rows.get_mut(&id).unwrap();
+                    row.0 = DeliveryState::Sending;
+                    out.push(Delivery {
+                        date,
+                        subscriber: sub,
+                        attempts: row.1,
+                        in_doubt: *want == DeliveryState::Sending,
+                    });
+                }
+            }
+            Ok(out)
+        }
+        fn ledger_record(
+            &self,
+            _: NaiveDate,
+            outcomes: &[(i64, DeliveryOutcome)],
+            _: DateTime<Utc>,
+        ) -> StoreResult<()> {
+            let mut l = self.0.lock().unwrap();
+            for (id, o) in outcomes {
+                let row = l.rows.get_mut(id).unwrap();
+                row.1 += 1;
+                let bounce = match o {
+                    DeliveryOutcome::Sent { .. } => {
+                        row.0 = DeliveryState::Sent;
+                        false
+                    }
+                    DeliveryOutcome::Retry { error } => {
+                        row.0 = DeliveryState::Pending;
+                        row.2 = Some(error.clone());
+                        false
+                    }
+                    DeliveryOutcome::Failed { error, hard_bounce } => {
+                        row.0 = DeliveryState::Failed;
+                        row.2 = Some(error.clone());
+                        *hard_bounce
+                    }
+                };
+                if bounce {
+                    l.subs.get_mut(id).unwrap().status = SubscriberStatus::Bounced;
+                }
+            }
+            Ok(())
+        }
+        fn ledger_counts(&self, _: NaiveDate) -> StoreResult<LedgerCounts> {
+            let l = self.0.lock().unwrap();
+            let mut c = LedgerCounts::default();
+            for r in l.rows.values() {
+                match r.0 {
+                    DeliveryState::Pending => c.pending += 1,
+                    DeliveryState::Sending => c.sending += 1,
+                    DeliveryState::Sent => c.sent += 1,
+                    DeliveryState::Failed => c.failed += 1,
+                }
+            }
+            Ok(c)
+        }
+        fn ledger_failures(&self, _: NaiveDate) -> StoreResult<Vec<(String, String)>> {
+            unimplemented!()
+        }
+        fn ledger_dates(&self) -> StoreResult<Vec<NaiveDate>> {
+            unimplemented!()
+        }
+        fn try_lease(
+            &self,
+            _: &str,
+            _: &str,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+        ) -> StoreResult<bool> {
+            unimplemented!()
+        }
+        fn release_lease(&self, _: &str, _: &str) -> StoreResult<()> {
+            unimplemented!()
+        }
+        fn record_run(&self, _: &RunRecord) -> StoreResult<()> {
+            unimplemented!()
+        }
+        fn last_run(&self) -> StoreResult<Option<RunRecord>> {
+            unimplemented!()
+        }
+        fn ping(&self) -> StoreResult<()> {
+            Ok(())
+        }
+    }
+
+    struct Plain;
+    impl Compose for Plain {
+        fn compose(&self, s: &Subscriber) -> anyhow::Result<Outgoing> {
+            Ok(outgoing(s.email.as_str(), &format!("hello {}", s.id)))
+        }
+    }
+
+    fn date() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()
+    }
+
+    fn opts(pool: usize) -> SendOptions {
+        SendOptions {
+            pool_size: pool,
+            rate_per_second: 0.0,
+            max_attempts: 4,
+            retry_base: std::time::Duration::from_millis(20),
+            limit: None,
+            progress_bar: false,
+        }
+    }
+
+    fn run(
+        store: &MemStore,
+        server: &SmtpServer,
+        o: &SendOptions,
+    ) -> digestif::deliver::send::SendReport {
+        let t: Arc<dyn Transport> = Arc::new(smtp_to(server));
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(deliver_ledger(
+                Arc::new(store.clone()),
+                date(),
+                Arc::new(Plain),
+                t,
+                o,
+                Utc.with_ymd_and_hms(2026, 11, 27, 6, 0, 0).unwrap(),
+            ))
+            .unwrap()
+    }
+
+    fn recipients(server: &SmtpServer) -> Vec<String> {
+        let mut r: Vec<String> = server
+            .messages()
+            .iter()
+            .map(|m| m.rcpt().to_string())
+            .collect();
+        r.sort();
+        r
+    }
+
+    fn everyone(n: usize) -> Vec<String> {
+        let mut r: Vec<String> = (1..=n).map(|i| format!("r{i}@example.com")).collect();
+        r.sort();
+        r
+    }
+
+    #[test]
+    fn every_active_subscriber_gets_exactly_one_message_and_a_second_run_sends_nothing() {
+        let server = SmtpServer::start(&["--pipelining"]);
+        let store = MemStore::with(60);
+        store
+            .set_status(
+                7,
+                SubscriberStatus::Unsubscribed,
+                "",
+                digestif::clock::now(),
+            )
+            .unwrap();
+        let r = run(&store, &server, &opts(4));
+        assert_eq!(r.sent, 59);
+        assert_eq!(r.pending_left, 0);
+        assert!(r.in_doubt.is_empty());
+        let mut want = everyone(60);
+        want.retain(|a| a != "r7@example.com");
+        assert_eq!(recipients(&server), want);
+        let again = run(&store, &server, &opts(4));
+        assert_eq!(again.sent, 0);
+        assert_eq!(again.skipped, 59);
+        assert_eq!(server.count(), 59);
+    }
+
+    #[test]
+    fn a_451_then_250_is_retried_and_delivered_once() {
+        let server = SmtpServer::start(&["--fail-first-data", "451"]);
+        let store = MemStore::with(5);
+        let r = run(&store, &server, &opts(2));
+        assert_eq!((r.sent, r.retried, r.pending_left), (5, 1, 0));
+        assert_eq!(recipients(&server), everyone(5));
+    }
+
+    #[test]
+    fn a_550_recipient_fails_and_bounces_while_the_others_are_delivered() {
+        let server = SmtpServer::start(&["--reject-rcpt", "r3@example.com:550", "--pipelining"]);
+        let store = MemStore::with(6);
+        let r = run(&store, &server, &opts(3));
+        assert_eq!((r.sent, r.failed, r.bounced, r.pending_left), (5, 1, 1, 0));
+        assert_eq!(r.failures[0].0, "r3@example.com");
+        assert_eq!(store.state(3), DeliveryState::Failed);
+        assert_eq!(
+            store.subscriber_by_id(3).unwrap().unwrap().status,
+            SubscriberStatus::Bounced
+        );
+        let mut want = everyone(6);
+        want.retain(|a| a != "r3@example.com");
+        assert_eq!(recipients(&server), want);
+    }
+
+    #[test]
+    fn a_server_dropping_the_connection_mid_run_still_gets_everyone_once() {
+        let server = SmtpServer::start(&["--drop-after", "10"]);
+        let store = MemStore::with(30);
+        let r = run(&store, &server, &opts(3));
+        assert_eq!((r.sent, r.pending_left), (30, 0));
+        assert!(r.retried >= 1);
+        assert_eq!(recipients(&server), everyone(30));
+    }
+
+    #[test]
+    fn rows_left_in_sending_are_resent_once_and_named_in_doubt() {
+        let server = SmtpServer::start(&[]);
+        let store = MemStore::with(10);
+        store.ledger_enqueue(date(), None).unwrap();
+        // A previous run died with two rows in flight.
+        store.ledger_claim(date(), 2, false).unwrap();
+        let r = run(&store, &server, &opts(2));
+        assert_eq!(r.in_doubt, vec!["r1@example.com", "r2@example.com"]);
+        assert_eq!((r.sent, r.pending_left), (10, 0));
+        assert_eq!(recipients(&server), everyone(10));
+    }
+
+    #[test]
+    fn a_server_that_never_answers_leaves_rows_pending_for_the_next_run() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = Smtp {
+            host: "127.0.0.1".into(),
+            port,
+            tls: TlsMode::None,
+            ..Smtp::default()
+        };
+        let t: Arc<dyn Transport> = Arc::new(SmtpTransport::new(&cfg, None));
+        let store = MemStore::with(20);
+        let r = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(deliver_ledger(
+                Arc::new(store.clone()),
+                date(),
+                Arc::new(Plain),
+                t,
+                &opts(2),
+                digestif::clock::now(),
+            ))
+            .unwrap();
+        assert_eq!(r.sent, 0);
+        assert_eq!(r.pending_left, 20);
+        assert!(!r.is_complete());
+        let c = store.ledger_counts(date()).unwrap();
+        assert_eq!((c.pending, c.sending), (20, 0));
+    }
+
+    #[test]
+    fn limit_caps_the_messages_of_a_run() {
+        let server = SmtpServer::start(&[]);
+        let store = MemStore::with(10);
+        let mut o = opts(3);
+        o.limit = Some(4);
+        let r = run(&store, &server, &o);
+        assert_eq!((r.sent, r.pending_left), (4, 6));
+        assert_eq!(server.count(), 4);
+    }
+}
