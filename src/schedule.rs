@@ -212,10 +212,32 @@ pub trait IssuePipeline: Send + Sync {
     ) -> BoxFuture<'a, Result<PassReport>>;
 }
 
-/// The production pipeline: `pipeline::issue_for` then the ledger-driven send loop.
+/// The production pipeline: `pipeline::issue_for` then the ledger-driven send
+/// loop of `deliver::send`, whose store is seen through a [`gate::ZoneGate`].
 pub struct LivePipeline {
-    pub cfg: Arc<Config>,
-    pub store: Arc<dyn Store>,
+    cfg: Arc<Config>,
+    store: Arc<dyn Store>,
+    assets: crate::render::Assets,
+    transport: Arc<dyn crate::deliver::transport::Transport>,
+    secret: crate::config::Secret,
+}
+
+impl LivePipeline {
+    pub fn new(
+        cfg: Arc<Config>,
+        store: Arc<dyn Store>,
+        secret: crate::config::Secret,
+    ) -> Result<LivePipeline> {
+        let assets = crate::pipeline::assets(&cfg)?;
+        let transport = crate::deliver::transport::from_config(&cfg)?;
+        Ok(LivePipeline {
+            cfg,
+            store,
+            assets,
+            transport,
+            secret,
+        })
+    }
 }
 
 impl IssuePipeline for LivePipeline {
@@ -225,11 +247,11 @@ impl IssuePipeline for LivePipeline {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Option<Digest>>> {
         let cfg = self.cfg.clone();
+        let assets = self.assets.clone();
         Box::pin(async move {
             // The ingest future is not `Send` (its fetch closures borrow the config),
             // so the build runs on its own blocking thread, driven by this runtime.
             tokio::task::spawn_blocking(move || {
-                let assets = crate::pipeline::assets(&cfg)?;
                 tokio::runtime::Handle::current()
                     .block_on(crate::pipeline::issue_for(&cfg, &assets, date, now))
             })
@@ -244,9 +266,32 @@ impl IssuePipeline for LivePipeline {
         due: &'a DueFilter,
     ) -> BoxFuture<'a, Result<PassReport>> {
         Box::pin(async move {
-            let _ = (digest, due, &self.store);
-            // DELIVER SEAM: wire to deliver::send::send_issue once it exists.
-            anyhow::bail!("sending is not available in this build (delivery module missing)")
+            let store: Arc<dyn Store> = Arc::new(gate::ZoneGate {
+                inner: self.store.clone(),
+                due: due.clone(),
+            });
+            let report = crate::deliver::send::send_issue(crate::deliver::send::SendJob {
+                cfg: &self.cfg,
+                store,
+                digest,
+                assets: &self.assets,
+                transport: self.transport.clone(),
+                now: due.now,
+                limit: None,
+                secret: self.secret.clone(),
+            })
+            .await?;
+            tracing::info!(date = %digest.date, report = %report.summary(), "send pass");
+            for (addr, err) in &report.failures {
+                tracing::warn!(%addr, error = %err, "delivery failed");
+            }
+            Ok(PassReport {
+                sent: report.sent,
+                failed: report.failed,
+                retried: report.retried,
+                in_doubt: report.in_doubt.len() as u64,
+                pending: report.pending_left,
+            })
         })
     }
 }

@@ -62,7 +62,11 @@ async fn the_sign_up_form_and_the_confirm_button_work_when_clicked() {
     assert_eq!(s.status, SubscriberStatus::Active);
     assert_eq!(s.name.as_deref(), Some("Léa"));
     assert_eq!(s.categories, vec!["Culture".to_string()]);
-    assert_eq!(s.timezone, Some(chrono_tz::America::Montreal), "the browser's zone is kept");
+    assert_eq!(
+        s.timezone,
+        Some(chrono_tz::America::Montreal),
+        "the browser's zone is kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,8 +88,11 @@ async fn the_unsubscribe_button_works_when_clicked() {
         })
         .unwrap();
     let id = app.store.subscriber_by_email(&email).unwrap().unwrap().id;
-    let token =
-        digestif::deliver::token::unsubscribe_token(&Secret::new(app::SECRET), &app.cfg.list_id(), id);
+    let token = digestif::deliver::token::unsubscribe_token(
+        &Secret::new(app::SECRET),
+        &app.cfg.list_id(),
+        id,
+    );
     let url = app.url(&format!("/unsubscribe?token={token}"));
     let store = app.store.clone();
     let e = email.clone();
@@ -105,7 +112,11 @@ async fn the_unsubscribe_button_works_when_clicked() {
     .await
     .unwrap();
     assert_eq!(
-        app.store.subscriber_by_email(&email).unwrap().unwrap().status,
+        app.store
+            .subscriber_by_email(&email)
+            .unwrap()
+            .unwrap()
+            .status,
         SubscriberStatus::Unsubscribed
     );
 }

@@ -2,16 +2,16 @@
 //! random port, a real SQLite file, a real SMTP server (aiosmtpd), and the
 //! `digestif serve` binary itself for the multi-process and signal cases.
 
-mod support;
 #[path = "support/app.rs"]
 mod app;
+mod support;
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
-use app::{Mail, App};
+use app::{App, Mail};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use digestif::config::Secret;
 use digestif::deliver::token;
@@ -47,7 +47,11 @@ fn add(store: &dyn Store, addr: &str, status: SubscriberStatus) -> i64 {
 }
 
 fn status_of(store: &dyn Store, addr: &str) -> SubscriberStatus {
-    store.subscriber_by_email(&email(addr)).unwrap().unwrap().status
+    store
+        .subscriber_by_email(&email(addr))
+        .unwrap()
+        .unwrap()
+        .status
 }
 
 fn unsub_token(app: &App, id: i64) -> String {
@@ -90,8 +94,13 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("Vérifiez votre boîte"));
     // Double opt-in: not a subscriber yet.
-    assert!(app.store.subscriber_by_email(&email("claire@example.org")).unwrap().is_none()
-        || status_of(app.store.as_ref(), "claire@example.org") != SubscriberStatus::Active);
+    assert!(
+        app.store
+            .subscriber_by_email(&email("claire@example.org"))
+            .unwrap()
+            .is_none()
+            || status_of(app.store.as_ref(), "claire@example.org") != SubscriberStatus::Active
+    );
 
     // The confirmation arrives at the SMTP server.
     smtp.wait_for(1, StdDuration::from_secs(20));
@@ -105,13 +114,34 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
     assert_eq!(page.status(), 200);
     let body = page.text().await.unwrap();
     assert!(body.contains("Confirmer mon inscription"), "{body}");
-    assert!(!body.contains("claire@example.org"), "the page masks the address");
-    let tok = url::Url::parse(&link).unwrap().query_pairs().find(|(k, _)| k == "token").unwrap().1.to_string();
-    let res = http.post(app.url("/confirm")).form(&[("token", tok.as_str())]).send().await.unwrap();
+    assert!(
+        !body.contains("claire@example.org"),
+        "the page masks the address"
+    );
+    let tok = url::Url::parse(&link)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .unwrap()
+        .1
+        .to_string();
+    let res = http
+        .post(app.url("/confirm"))
+        .form(&[("token", tok.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("Inscription confirmée"));
-    assert_eq!(status_of(app.store.as_ref(), "claire@example.org"), SubscriberStatus::Active);
-    let claire = app.store.subscriber_by_email(&email("claire@example.org")).unwrap().unwrap();
+    assert_eq!(
+        status_of(app.store.as_ref(), "claire@example.org"),
+        SubscriberStatus::Active
+    );
+    let claire = app
+        .store
+        .subscriber_by_email(&email("claire@example.org"))
+        .unwrap()
+        .unwrap();
     assert_eq!(claire.name.as_deref(), Some("Claire"));
     assert_eq!(claire.categories, vec!["Économie".to_string()]);
 
@@ -121,29 +151,44 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
     let sched = Arc::new(Scheduler::new(
         app.cfg.clone(),
         app.store.clone(),
-        Arc::new(digestif::schedule::LivePipeline::new(
-            app.cfg.clone(),
-            app.store.clone(),
-            Secret::new(app::SECRET),
-        ).unwrap()),
+        Arc::new(
+            digestif::schedule::LivePipeline::new(
+                app.cfg.clone(),
+                app.store.clone(),
+                Secret::new(app::SECRET),
+            )
+            .unwrap(),
+        ),
         app.metrics.clone(),
     ));
-    let send_at = digestif::domain::local_instant(d1, app.cfg.newsletter.send_time.0, chrono_tz::Europe::Paris);
+    let send_at = digestif::domain::local_instant(
+        d1,
+        app.cfg.newsletter.send_time.0,
+        chrono_tz::Europe::Paris,
+    );
     app.clock.set(send_at - Duration::seconds(3));
     let mut cron = sched.clone().start(app.clock.clone()).await.unwrap();
     smtp.wait_for(2, StdDuration::from_secs(40));
     let issue = &smtp.messages()[1];
     assert_eq!(issue.rcpt(), "claire@example.org");
-    let parsed = mail_parser::MessageParser::default().parse(&issue.raw).unwrap();
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&issue.raw)
+        .unwrap();
     let list_unsub = parsed.header_raw("List-Unsubscribe").unwrap().to_string();
-    assert!(parsed.header_raw("List-Unsubscribe-Post").unwrap().contains("List-Unsubscribe=One-Click"));
+    assert!(parsed
+        .header_raw("List-Unsubscribe-Post")
+        .unwrap()
+        .contains("List-Unsubscribe=One-Click"));
     let one_click = list_unsub
         .split(['<', '>'])
         .find(|s| s.starts_with("http"))
         .unwrap()
         .to_string();
     eventually("the run of d1 is recorded", || {
-        app.store.last_run().unwrap().is_some_and(|r| r.date == d1 && r.status == "ok")
+        app.store
+            .last_run()
+            .unwrap()
+            .is_some_and(|r| r.date == d1 && r.status == "ok")
     })
     .await;
 
@@ -156,13 +201,24 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
         .await
         .unwrap();
     assert_eq!(res.status(), 200, "no redirect");
-    assert_eq!(status_of(app.store.as_ref(), "claire@example.org"), SubscriberStatus::Unsubscribed);
+    assert_eq!(
+        status_of(app.store.as_ref(), "claire@example.org"),
+        SubscriberStatus::Unsubscribed
+    );
 
     // The next day's send reaches the others, not her.
-    add(app.store.as_ref(), "witness@example.org", SubscriberStatus::Active);
+    add(
+        app.store.as_ref(),
+        "witness@example.org",
+        SubscriberStatus::Active,
+    );
     let d2 = d1.succ_opt().unwrap();
     app::archive(&app.cfg, d2);
-    let send_at = digestif::domain::local_instant(d2, app.cfg.newsletter.send_time.0, chrono_tz::Europe::Paris);
+    let send_at = digestif::domain::local_instant(
+        d2,
+        app.cfg.newsletter.send_time.0,
+        chrono_tz::Europe::Paris,
+    );
     app.clock.set(send_at - Duration::seconds(2));
     eventually("the run of d2 is recorded", || {
         app.store.last_run().unwrap().is_some_and(|r| r.date == d2)
@@ -170,7 +226,11 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
     .await;
     cron.shutdown().await.unwrap();
     let msgs = smtp.messages();
-    assert_eq!(msgs.len(), 3, "confirmation, d1 to Claire, d2 to the witness");
+    assert_eq!(
+        msgs.len(),
+        3,
+        "confirmation, d1 to Claire, d2 to the witness"
+    );
     assert_eq!(msgs[2].rcpt(), "witness@example.org");
 }
 
@@ -179,18 +239,28 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_get_on_the_unsubscribe_link_shows_one_button_and_changes_nothing() {
     let app = app::start(Mail::File, "07:00").await;
-    let id = add(app.store.as_ref(), "paul@example.org", SubscriberStatus::Active);
+    let id = add(
+        app.store.as_ref(),
+        "paul@example.org",
+        SubscriberStatus::Active,
+    );
     let url = app.url(&format!("/unsubscribe?token={}", unsub_token(&app, id)));
     for _ in 0..3 {
         let res = client().get(&url).send().await.unwrap();
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["referrer-policy"], "no-referrer");
         let body = res.text().await.unwrap();
-        assert!(body.contains("<form method=\"post\" action=\"unsubscribe\">"), "{body}");
+        assert!(
+            body.contains("<form method=\"post\" action=\"unsubscribe\">"),
+            "{body}"
+        );
         assert!(body.contains("Confirmer la désinscription"), "{body}");
         assert!(body.contains("p…@example.org"), "{body}");
     }
-    assert_eq!(status_of(app.store.as_ref(), "paul@example.org"), SubscriberStatus::Active);
+    assert_eq!(
+        status_of(app.store.as_ref(), "paul@example.org"),
+        SubscriberStatus::Active
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -206,7 +276,12 @@ async fn the_unsubscribe_page_speaks_the_subscribers_language() {
             status: SubscriberStatus::Active,
         })
         .unwrap();
-    let id = app.store.subscriber_by_email(&email("jane@example.org")).unwrap().unwrap().id;
+    let id = app
+        .store
+        .subscriber_by_email(&email("jane@example.org"))
+        .unwrap()
+        .unwrap()
+        .id;
     let body = client()
         .get(app.url(&format!("/unsubscribe?token={}", unsub_token(&app, id))))
         .header("accept-language", "fr-FR")
@@ -223,8 +298,16 @@ async fn the_unsubscribe_page_speaks_the_subscribers_language() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing() {
     let app = app::start(Mail::File, "07:00").await;
-    let id = add(app.store.as_ref(), "paul@example.org", SubscriberStatus::Active);
-    let other = token::unsubscribe_token(&Secret::new("another-secret-entirely-123"), &app.cfg.list_id(), id);
+    let id = add(
+        app.store.as_ref(),
+        "paul@example.org",
+        SubscriberStatus::Active,
+    );
+    let other = token::unsubscribe_token(
+        &Secret::new("another-secret-entirely-123"),
+        &app.cfg.list_id(),
+        id,
+    );
     let mut genuine = unsub_token(&app, id);
     genuine.replace_range(genuine.len() - 2.., "AA");
     for forged in [other, genuine, "garbage".to_string(), String::new()] {
@@ -237,16 +320,27 @@ async fn a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing() {
         assert_eq!(res.status(), 400, "token {forged:?}");
         let body = res.text().await.unwrap();
         assert!(body.contains("Lien invalide"), "{body}");
-        let res = client().get(app.url(&format!("/unsubscribe?token={forged}"))).send().await.unwrap();
+        let res = client()
+            .get(app.url(&format!("/unsubscribe?token={forged}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 400);
     }
-    assert_eq!(status_of(app.store.as_ref(), "paul@example.org"), SubscriberStatus::Active);
+    assert_eq!(
+        status_of(app.store.as_ref(), "paul@example.org"),
+        SubscriberStatus::Active
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect() {
     let app = app::start(Mail::File, "07:00").await;
-    let id = add(app.store.as_ref(), "paul@example.org", SubscriberStatus::Active);
+    let id = add(
+        app.store.as_ref(),
+        "paul@example.org",
+        SubscriberStatus::Active,
+    );
     let url = app.url(&format!("/unsubscribe?token={}", unsub_token(&app, id)));
     for _ in 0..2 {
         let res = client()
@@ -259,10 +353,17 @@ async fn one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect() 
         assert_eq!(res.status(), 200);
         assert!(res.headers().get("location").is_none());
         assert!(res.text().await.unwrap().contains("Vous êtes désinscrit"));
-        assert_eq!(status_of(app.store.as_ref(), "paul@example.org"), SubscriberStatus::Unsubscribed);
+        assert_eq!(
+            status_of(app.store.as_ref(), "paul@example.org"),
+            SubscriberStatus::Unsubscribed
+        );
     }
     // The button's form (token in the body) works as well.
-    let id2 = add(app.store.as_ref(), "anne@example.org", SubscriberStatus::Active);
+    let id2 = add(
+        app.store.as_ref(),
+        "anne@example.org",
+        SubscriberStatus::Active,
+    );
     let res = client()
         .post(app.url("/unsubscribe"))
         .form(&[("token", unsub_token(&app, id2))])
@@ -270,7 +371,10 @@ async fn one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect() 
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(status_of(app.store.as_ref(), "anne@example.org"), SubscriberStatus::Unsubscribed);
+    assert_eq!(
+        status_of(app.store.as_ref(), "anne@example.org"),
+        SubscriberStatus::Unsubscribed
+    );
 }
 
 // ------------------------------------------------------------------ sign-up
@@ -288,7 +392,11 @@ async fn sign_up(app: &App, addr: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn sign_up_answers_the_same_whether_the_address_is_known_or_not() {
     let app = app::start(Mail::File, "07:00").await;
-    add(app.store.as_ref(), "known@example.org", SubscriberStatus::Active);
+    add(
+        app.store.as_ref(),
+        "known@example.org",
+        SubscriberStatus::Active,
+    );
     let known = sign_up(&app, "known@example.org").await;
     let unknown = sign_up(&app, "nobody@example.org").await;
     assert_eq!(known, unknown);
@@ -299,7 +407,11 @@ async fn sign_up_answers_the_same_whether_the_address_is_known_or_not() {
         .subscriber_by_email(&email("nobody@example.org"))
         .unwrap()
         .is_none_or(|s| s.status != SubscriberStatus::Active));
-    assert_eq!(app::eml_files(&app.outbox()).len(), 2, "one confirmation each");
+    assert_eq!(
+        app::eml_files(&app.outbox()).len(),
+        2,
+        "one confirmation each"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -338,23 +450,56 @@ fn confirm_link_of(app: &App, nth: usize) -> String {
 }
 
 fn token_of(link: &str) -> String {
-    url::Url::parse(link).unwrap().query_pairs().find(|(k, _)| k == "token").unwrap().1.to_string()
+    url::Url::parse(link)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .unwrap()
+        .1
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unsubscribed_reader_who_confirms_a_new_sign_up_is_active_again() {
     let app = app::start(Mail::File, "07:00").await;
-    let id = add(app.store.as_ref(), "back@example.org", SubscriberStatus::Active);
-    app.store.set_status(id, SubscriberStatus::Unsubscribed, "test", digestif::clock::now()).unwrap();
+    let id = add(
+        app.store.as_ref(),
+        "back@example.org",
+        SubscriberStatus::Active,
+    );
+    app.store
+        .set_status(
+            id,
+            SubscriberStatus::Unsubscribed,
+            "test",
+            digestif::clock::now(),
+        )
+        .unwrap();
     assert_eq!(sign_up(&app, "back@example.org").await.0, 200);
     // Signing up alone changes nothing.
-    assert_eq!(status_of(app.store.as_ref(), "back@example.org"), SubscriberStatus::Unsubscribed);
+    assert_eq!(
+        status_of(app.store.as_ref(), "back@example.org"),
+        SubscriberStatus::Unsubscribed
+    );
     let tok = token_of(&confirm_link_of(&app, 0));
-    let res = client().post(app.url("/confirm")).form(&[("token", tok.as_str())]).send().await.unwrap();
+    let res = client()
+        .post(app.url("/confirm"))
+        .form(&[("token", tok.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(status_of(app.store.as_ref(), "back@example.org"), SubscriberStatus::Active);
+    assert_eq!(
+        status_of(app.store.as_ref(), "back@example.org"),
+        SubscriberStatus::Active
+    );
     // A second click is harmless.
-    let res = client().post(app.url("/confirm")).form(&[("token", tok.as_str())]).send().await.unwrap();
+    let res = client()
+        .post(app.url("/confirm"))
+        .form(&[("token", tok.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 }
 
@@ -365,14 +510,32 @@ async fn an_expired_or_forged_confirmation_link_is_refused() {
     let tok = token_of(&confirm_link_of(&app, 0));
     // 49 hours later (confirm_ttl_hours = 48 by default).
     app.clock.set(digestif::clock::now() + Duration::hours(49));
-    let res = client().get(app.url(&format!("/confirm?token={tok}"))).send().await.unwrap();
+    let res = client()
+        .get(app.url(&format!("/confirm?token={tok}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
-    let res = client().post(app.url("/confirm")).form(&[("token", tok.as_str())]).send().await.unwrap();
+    let res = client()
+        .post(app.url("/confirm"))
+        .form(&[("token", tok.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("plus valide"));
-    let forged = token::confirm_token(&Secret::new("not-the-secret-at-all-123"), "late@example.org", digestif::clock::now() + Duration::hours(100));
+    let forged = token::confirm_token(
+        &Secret::new("not-the-secret-at-all-123"),
+        "late@example.org",
+        digestif::clock::now() + Duration::hours(100),
+    );
     app.clock.set(digestif::clock::now());
-    let res = client().post(app.url("/confirm")).form(&[("token", forged.as_str())]).send().await.unwrap();
+    let res = client()
+        .post(app.url("/confirm"))
+        .form(&[("token", forged.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
     assert!(app
         .store
@@ -393,27 +556,81 @@ async fn the_archive_lists_past_issues_newest_first_without_personal_data() {
         app::archive(&app.cfg, d);
     }
     app.clock.set("2026-11-27T12:00:00Z".parse().unwrap());
-    let body = client().get(app.url("/archive")).send().await.unwrap().text().await.unwrap();
-    let (p1, p2) = (body.find("Titre principal du 2026-11-25").unwrap(), body.find("Titre principal du 2026-11-26").unwrap());
+    let body = client()
+        .get(app.url("/archive"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (p1, p2) = (
+        body.find("Titre principal du 2026-11-25").unwrap(),
+        body.find("Titre principal du 2026-11-26").unwrap(),
+    );
     assert!(p2 < p1, "newest first");
-    assert!(!body.contains("2026-11-28"), "an issue is not shown before its send time");
+    assert!(
+        !body.contains("2026-11-28"),
+        "an issue is not shown before its send time"
+    );
 
-    let res = client().get(app.url("/archive/2026-11-26")).send().await.unwrap();
+    let res = client()
+        .get(app.url("/archive/2026-11-26"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    assert!(res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
     let html = res.text().await.unwrap();
     assert!(html.contains("Le budget 2027 en débat"));
     assert!(!html.contains("token="), "no token in the public issue");
-    assert_eq!(client().get(app.url("/archive/2026-11-28")).send().await.unwrap().status(), 404);
-    assert_eq!(client().get(app.url("/archive/2026-13-45")).send().await.unwrap().status(), 404);
-    assert_eq!(client().get(app.url("/archive/..%2F..%2Fetc")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        client()
+            .get(app.url("/archive/2026-11-28"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        client()
+            .get(app.url("/archive/2026-13-45"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        client()
+            .get(app.url("/archive/..%2F..%2Fetc"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 
-    let res = client().get(app.url("/archive/feed.xml")).send().await.unwrap();
-    assert_eq!(res.headers()["content-type"], "application/atom+xml; charset=utf-8");
+    let res = client()
+        .get(app.url("/archive/feed.xml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/atom+xml; charset=utf-8"
+    );
     let feed = res.text().await.unwrap();
     let parsed = feed_rs::parser::parse(feed.as_bytes()).expect("a valid Atom feed");
     assert_eq!(parsed.entries.len(), 2);
-    assert_eq!(parsed.entries[0].links[0].href, app.url("/archive/2026-11-26"));
+    assert_eq!(
+        parsed.entries[0].links[0].href,
+        app.url("/archive/2026-11-26")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -440,28 +657,70 @@ async fn healthz_reports_the_store_and_the_last_run_and_metrics_count_subscriber
             message: String::new(),
         })
         .unwrap();
-    add(app.store.as_ref(), "a@example.org", SubscriberStatus::Active);
-    let id = add(app.store.as_ref(), "b@example.org", SubscriberStatus::Active);
-    app.store.set_status(id, SubscriberStatus::Unsubscribed, "test", t).unwrap();
+    add(
+        app.store.as_ref(),
+        "a@example.org",
+        SubscriberStatus::Active,
+    );
+    let id = add(
+        app.store.as_ref(),
+        "b@example.org",
+        SubscriberStatus::Active,
+    );
+    app.store
+        .set_status(id, SubscriberStatus::Unsubscribed, "test", t)
+        .unwrap();
 
-    let v: serde_json::Value =
-        serde_json::from_str(&client().get(app.url("/healthz")).send().await.unwrap().text().await.unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(
+        &client()
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(v["last_run"]["date"], "2026-11-27");
     assert_eq!(v["last_run"]["status"], "ok");
 
     let res = client().get(app.url("/metrics")).send().await.unwrap();
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
     let text = res.text().await.unwrap();
-    assert!(text.contains("digestif_subscribers{status=\"active\"} 1\n"), "{text}");
-    assert!(text.contains("digestif_subscribers{status=\"unsubscribed\"} 1\n"), "{text}");
-    assert!(text.contains("digestif_last_run_duration_seconds 1.500\n"), "{text}");
-    assert!(text.contains(&format!("digestif_last_run_timestamp_seconds {}\n", (t + Duration::milliseconds(1500)).timestamp())), "{text}");
+    assert!(
+        text.contains("digestif_subscribers{status=\"active\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("digestif_subscribers{status=\"unsubscribed\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("digestif_last_run_duration_seconds 1.500\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "digestif_last_run_timestamp_seconds {}\n",
+            (t + Duration::milliseconds(1500)).timestamp()
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_page_is_a_404_page_in_the_visitors_language() {
     let app = app::start(Mail::File, "07:00").await;
-    let res = client().get(app.url("/nope")).header("accept-language", "en-US,en;q=0.9").send().await.unwrap();
+    let res = client()
+        .get(app.url("/nope"))
+        .header("accept-language", "en-US,en;q=0.9")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
     assert!(res.text().await.unwrap().contains("Page not found"));
 }
@@ -477,12 +736,20 @@ struct CountingPipeline {
 }
 
 impl IssuePipeline for CountingPipeline {
-    fn issue<'a>(&'a self, date: NaiveDate, _now: DateTime<Utc>) -> BoxFuture<'a, anyhow::Result<Option<Digest>>> {
+    fn issue<'a>(
+        &'a self,
+        date: NaiveDate,
+        _now: DateTime<Utc>,
+    ) -> BoxFuture<'a, anyhow::Result<Option<Digest>>> {
         self.builds.fetch_add(1, Ordering::SeqCst);
         let d = app::digest(&self.cfg, date);
         Box::pin(async move { Ok(Some(d)) })
     }
-    fn send<'a>(&'a self, _d: &'a Digest, _due: &'a DueFilter) -> BoxFuture<'a, anyhow::Result<PassReport>> {
+    fn send<'a>(
+        &'a self,
+        _d: &'a Digest,
+        _due: &'a DueFilter,
+    ) -> BoxFuture<'a, anyhow::Result<PassReport>> {
         self.sends.fetch_add(1, Ordering::SeqCst);
         let failing = self.fail.load(Ordering::SeqCst) > 0;
         if failing {
@@ -492,7 +759,10 @@ impl IssuePipeline for CountingPipeline {
             if failing {
                 anyhow::bail!("connection refused (test)")
             }
-            Ok(PassReport { sent: 5, ..Default::default() })
+            Ok(PassReport {
+                sent: 5,
+                ..Default::default()
+            })
         })
     }
 }
@@ -504,7 +774,12 @@ fn scheduler(app: &App, fail: u32) -> (Arc<Scheduler>, Arc<CountingPipeline>) {
         fail: AtomicU32::new(fail),
         cfg: app.cfg.clone(),
     });
-    let s = Arc::new(Scheduler::new(app.cfg.clone(), app.store.clone(), p.clone(), app.metrics.clone()));
+    let s = Arc::new(Scheduler::new(
+        app.cfg.clone(),
+        app.store.clone(),
+        p.clone(),
+        app.metrics.clone(),
+    ));
     (s, p)
 }
 
@@ -516,65 +791,123 @@ fn at(s: &str) -> DateTime<Utc> {
 async fn a_restarted_service_does_not_start_the_same_date_twice() {
     let app = app::start(Mail::File, "07:00").await;
     let (first, p1) = scheduler(&app, 0);
-    assert!(matches!(first.run_once(at("2026-11-27T05:59:00Z")).await.unwrap(), RunOutcome::Idle(_)));
+    assert!(matches!(
+        first.run_once(at("2026-11-27T05:59:00Z")).await.unwrap(),
+        RunOutcome::Idle(_)
+    ));
     match first.run_once(at("2026-11-27T06:00:00Z")).await.unwrap() {
         RunOutcome::Ran(r) => assert_eq!((r.status.as_str(), r.sent), ("ok", 5)),
         other => panic!("{other:?}"),
     }
     // "Restart": a new scheduler on the same database, a minute later.
     let (second, p2) = scheduler(&app, 0);
-    assert!(matches!(second.run_once(at("2026-11-27T06:01:00Z")).await.unwrap(), RunOutcome::Idle(_)));
-    assert_eq!(p1.sends.load(Ordering::SeqCst) + p2.sends.load(Ordering::SeqCst), 1);
+    assert!(matches!(
+        second.run_once(at("2026-11-27T06:01:00Z")).await.unwrap(),
+        RunOutcome::Idle(_)
+    ));
+    assert_eq!(
+        p1.sends.load(Ordering::SeqCst) + p2.sends.load(Ordering::SeqCst),
+        1
+    );
     // Tomorrow is due again.
-    assert!(matches!(second.run_once(at("2026-11-28T06:00:30Z")).await.unwrap(), RunOutcome::Ran(_)));
+    assert!(matches!(
+        second.run_once(at("2026-11-28T06:00:30Z")).await.unwrap(),
+        RunOutcome::Ran(_)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_date_leased_by_another_process_is_left_alone() {
     let app = app::start(Mail::File, "07:00").await;
     let now = at("2026-11-27T06:00:00Z");
-    assert!(app.store.try_lease("issue:2026-11-27", "other-host-1", now, now + Duration::seconds(30)).unwrap());
+    assert!(app
+        .store
+        .try_lease(
+            "issue:2026-11-27",
+            "other-host-1",
+            now,
+            now + Duration::seconds(30)
+        )
+        .unwrap());
     let (s, p) = scheduler(&app, 0);
-    assert_eq!(s.run_once(now).await.unwrap(), RunOutcome::Busy(NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()));
-    assert_eq!(p.builds.load(Ordering::SeqCst), 0, "no work started without the lease");
+    assert_eq!(
+        s.run_once(now).await.unwrap(),
+        RunOutcome::Busy(NaiveDate::from_ymd_opt(2026, 11, 27).unwrap())
+    );
+    assert_eq!(
+        p.builds.load(Ordering::SeqCst),
+        0,
+        "no work started without the lease"
+    );
     // Once the other holder's lease expired (it died), this one takes over.
-    assert!(matches!(s.run_once(now + Duration::seconds(31)).await.unwrap(), RunOutcome::Ran(_)));
+    assert!(matches!(
+        s.run_once(now + Duration::seconds(31)).await.unwrap(),
+        RunOutcome::Ran(_)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_run_is_retried_within_catch_up_and_skipped_after_it() {
     let app = app::start(Mail::File, "07:00").await;
     let (s, p) = scheduler(&app, 2);
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T06:00:00Z")).await.unwrap() else { panic!() };
+    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T06:00:00Z")).await.unwrap() else {
+        panic!()
+    };
     assert_eq!(r.status, "failed");
     assert!(r.message.contains("connection refused"), "{}", r.message);
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T06:10:00Z")).await.unwrap() else { panic!() };
+    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T06:10:00Z")).await.unwrap() else {
+        panic!()
+    };
     assert_eq!(r.status, "failed");
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T06:20:00Z")).await.unwrap() else { panic!() };
+    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T06:20:00Z")).await.unwrap() else {
+        panic!()
+    };
     assert_eq!(r.status, "ok");
     assert_eq!(p.sends.load(Ordering::SeqCst), 3);
 
     // Next day: failing until the catch-up window (3 h) closes, then skipped, with the reason.
     let (s, _) = scheduler(&app, 100);
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-28T06:00:00Z")).await.unwrap() else { panic!() };
+    let RunOutcome::Ran(r) = s.run_once(at("2026-11-28T06:00:00Z")).await.unwrap() else {
+        panic!()
+    };
     assert_eq!(r.status, "failed");
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-28T09:00:01Z")).await.unwrap() else { panic!() };
+    let RunOutcome::Ran(r) = s.run_once(at("2026-11-28T09:00:01Z")).await.unwrap() else {
+        panic!()
+    };
     assert_eq!(r.status, "skipped");
     assert!(r.message.contains("catch-up"), "{}", r.message);
-    assert!(matches!(s.run_once(at("2026-11-28T09:01:00Z")).await.unwrap(), RunOutcome::Idle(_)));
+    assert!(matches!(
+        s.run_once(at("2026-11-28T09:01:00Z")).await.unwrap(),
+        RunOutcome::Idle(_)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_back_after_the_catch_up_window_skips_the_day_and_logs_why() {
     let app = app::start(Mail::File, "07:00").await;
     let (s, p) = scheduler(&app, 0);
-    assert!(matches!(s.run_once(at("2026-11-26T06:00:00Z")).await.unwrap(), RunOutcome::Ran(_)));
+    assert!(matches!(
+        s.run_once(at("2026-11-26T06:00:00Z")).await.unwrap(),
+        RunOutcome::Ran(_)
+    ));
     // Down all morning of the 27th; back at 15:00 Paris.
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T14:00:00Z")).await.unwrap() else { panic!() };
-    assert_eq!((r.date.to_string().as_str(), r.status.as_str()), ("2026-11-27", "skipped"));
+    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T14:00:00Z")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (r.date.to_string().as_str(), r.status.as_str()),
+        ("2026-11-27", "skipped")
+    );
     assert_eq!(p.sends.load(Ordering::SeqCst), 1);
     let h: serde_json::Value = serde_json::from_str(
-        &client().get(app.url("/healthz")).send().await.unwrap().text().await.unwrap(),
+        &client()
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(h["last_run"]["status"], "skipped");
@@ -587,7 +920,11 @@ fn serve_config(dir: &std::path::Path, smtp_port: u16) -> (std::path::PathBuf, N
     let now = digestif::clock::now() - Duration::minutes(1);
     let local = now.with_timezone(&chrono_tz::Europe::Paris);
     let date = paris_date(now);
-    let text = app::config_text("http://127.0.0.1:9", &Mail::Smtp(smtp_port), &local.format("%H:%M").to_string());
+    let text = app::config_text(
+        "http://127.0.0.1:9",
+        &Mail::Smtp(smtp_port),
+        &local.format("%H:%M").to_string(),
+    );
     std::fs::create_dir_all(dir.join("feeds")).unwrap();
     let path = dir.join("digestif.toml");
     std::fs::write(&path, text).unwrap();
@@ -596,16 +933,24 @@ fn serve_config(dir: &std::path::Path, smtp_port: u16) -> (std::path::PathBuf, N
 
 fn serve(config: &std::path::Path, secret: Option<&str>) -> std::process::Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_digestif"));
-    c.arg("--config").arg(config).args(["serve", "--listen", "127.0.0.1:0"]);
+    c.arg("--config")
+        .arg(config)
+        .args(["serve", "--listen", "127.0.0.1:0"]);
     c.env_remove("DIGESTIF_SECRET");
     if let Some(s) = secret {
         c.env("DIGESTIF_SECRET", s);
     }
-    c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+    c.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 fn sigterm(child: &std::process::Child) {
-    let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -615,7 +960,12 @@ fn wait_exit(mut child: std::process::Child) -> (i32, String) {
         if let Some(st) = child.try_wait().unwrap() {
             let mut err = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             return (st.code().unwrap_or(-1), err);
         }
         assert!(Instant::now() < deadline, "serve did not exit");
@@ -632,12 +982,19 @@ async fn two_serve_processes_on_one_database_send_one_issue_and_stop_cleanly_on_
     app::archive(&cfg, date);
     let store = digestif::store::SqliteStore::for_config(&cfg).unwrap();
     for i in 0..20 {
-        add(&store, &format!("reader{i}@example.org"), SubscriberStatus::Active);
+        add(
+            &store,
+            &format!("reader{i}@example.org"),
+            SubscriberStatus::Active,
+        );
     }
     let a = serve(&config, Some(app::SECRET));
     let b = serve(&config, Some(app::SECRET));
     eventually("one run recorded", || {
-        store.last_run().unwrap().is_some_and(|r| r.date == date && r.status == "ok")
+        store
+            .last_run()
+            .unwrap()
+            .is_some_and(|r| r.date == date && r.status == "ok")
     })
     .await;
     // Both processes have ticked at least twice by now (every 10 s).
@@ -655,7 +1012,10 @@ async fn two_serve_processes_on_one_database_send_one_issue_and_stop_cleanly_on_
     let (cb, eb) = wait_exit(b);
     assert_eq!(ca, 0, "{ea}");
     assert_eq!(cb, 0, "{eb}");
-    assert!(ea.contains("stopping") && eb.contains("stopping"), "{ea}\n{eb}");
+    assert!(
+        ea.contains("stopping") && eb.contains("stopping"),
+        "{ea}\n{eb}"
+    );
 }
 
 #[test]

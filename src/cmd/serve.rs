@@ -56,19 +56,14 @@ fn secret_for(cfg: &Config) -> Result<Secret, Failure> {
     }
 }
 
-// ---------------------------------------------------------------------------
-// STORE / DELIVER SEAMS: opening the configured store and the transport used
-// for the confirmation emails.
-// ---------------------------------------------------------------------------
-
 fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let _ = cfg;
-    anyhow::bail!("no storage backend in this build")
+    Ok(Arc::new(crate::store::SqliteStore::for_config(cfg)?))
 }
 
 fn mailer(cfg: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
-    let _ = cfg;
-    anyhow::bail!("no mail transport in this build")
+    Ok(Arc::new(crate::http::mail::TransportMailer::from_config(
+        cfg,
+    )?))
 }
 
 async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult {
@@ -78,7 +73,7 @@ async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult 
     let state = AppState::new(
         cfg.clone(),
         store.clone(),
-        secret,
+        secret.clone(),
         metrics.clone(),
         clock.clone(),
         mailer(&cfg).map_err(Failure::job)?,
@@ -95,10 +90,7 @@ async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult 
     let scheduler = Arc::new(Scheduler::new(
         cfg.clone(),
         store.clone(),
-        Arc::new(LivePipeline {
-            cfg: cfg.clone(),
-            store: store.clone(),
-        }),
+        Arc::new(LivePipeline::new(cfg.clone(), store.clone(), secret).map_err(Failure::job)?),
         metrics,
     ));
     let mut cron = if cfg.schedule.enabled {
