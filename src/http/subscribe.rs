@@ -89,10 +89,11 @@ fn form_page(
     let w = pages::words(locale);
     let cats = state.cfg.categories();
     let n = &state.cfg.newsletter;
-    let title = if n.tagline.trim().is_empty() {
-        n.name.as_str()
-    } else {
+    // The configured tagline speaks the newsletter's language; other pages use their own words.
+    let title = if locale == n.locale && !n.tagline.trim().is_empty() {
         n.tagline.as_str()
+    } else {
+        w.subscribe_title
     };
     let chosen = f.locale.unwrap_or(locale);
     pages::layout(
@@ -109,7 +110,7 @@ fn form_page(
                 form method="post" action="subscribe" id="signup" {
                     label for="email" { (w.email) }
                     input #email type="email" name="email" required autocomplete="email"
-                        inputmode="email" placeholder="prenom.nom@exemple.fr" value=(f.email);
+                        inputmode="email" placeholder=(w.email_placeholder) value=(f.email);
                     label for="name" { (w.name) " " small { "(" (w.name_hint) ")" } }
                     input #name type="text" name="name" maxlength="100" autocomplete="given-name" value=(f.name);
                     label for="locale" { (w.language) }
@@ -199,7 +200,9 @@ pub async fn submit(
     let url = {
         let mut u = url::Url::parse(&format!("{}/confirm", state.base_url()))
             .map_err(|e| AppError::internal(anyhow::anyhow!("base_url: {e}")))?;
-        u.query_pairs_mut().append_pair("token", &token);
+        u.query_pairs_mut()
+            .append_pair("token", &token)
+            .append_pair("lang", locale.code());
         u.to_string()
     };
     let w = pages::words(locale);

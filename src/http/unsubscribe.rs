@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::{page, pages, AppError, AppState, PageLocale, Problem};
-use crate::domain::{Subscriber, SubscriberStatus};
+use crate::domain::{Locale, Subscriber, SubscriberStatus};
 
 fn token_in(query: Option<&str>, body: &[u8]) -> Option<String> {
     let find = |bytes: &[u8]| {
@@ -37,6 +37,15 @@ async fn resolve(
     state.store(move |s| s.subscriber_by_id(id)).await
 }
 
+/// The subscriber's language, else the newsletter's (the language of their emails);
+/// the visitor's only when the address is gone.
+fn subscriber_locale(state: &AppState, sub: Option<&Subscriber>, lang: PageLocale) -> Locale {
+    match sub {
+        Some(s) => s.locale.unwrap_or(state.cfg.newsletter.locale),
+        None => lang.0,
+    }
+}
+
 pub async fn show(
     State(state): State<AppState>,
     lang: PageLocale,
@@ -44,7 +53,7 @@ pub async fn show(
 ) -> Result<Response, AppError> {
     let token = token_in(query.as_deref(), b"");
     let sub = resolve(&state, token.clone(), lang).await?;
-    let locale = sub.as_ref().and_then(|s| s.locale).unwrap_or(lang.0);
+    let locale = subscriber_locale(&state, sub.as_ref(), lang);
     let w = pages::words(locale);
     let who = sub
         .as_ref()
@@ -75,7 +84,7 @@ pub async fn act(
 ) -> Result<Response, AppError> {
     let token = token_in(query.as_deref(), &body);
     let sub = resolve(&state, token, lang).await?;
-    let locale = sub.as_ref().and_then(|s| s.locale).unwrap_or(lang.0);
+    let locale = subscriber_locale(&state, sub.as_ref(), lang);
     if let Some(s) = &sub {
         if s.status != SubscriberStatus::Unsubscribed {
             let (id, now) = (s.id, state.now());

@@ -128,7 +128,10 @@ impl Browser {
     /// Waits (bounded) until `js` is true.
     pub fn wait_for(&mut self, js: &str) {
         for _ in 0..200 {
-            if self.eval(&format!("!!({js})")) == json!(true) {
+            // The page may be between two documents (no body yet): that is "not yet".
+            let probe =
+                format!("(() => {{ try {{ return !!({js}); }} catch (e) {{ return false; }} }})()");
+            if self.eval(&probe) == json!(true) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
