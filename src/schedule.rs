@@ -210,6 +210,8 @@ pub trait IssuePipeline: Send + Sync {
         digest: &'a Digest,
         due: &'a DueFilter,
     ) -> BoxFuture<'a, Result<PassReport>>;
+    /// The service is stopping: a pass in flight finishes its messages and takes no new ones.
+    fn stop(&self) {}
 }
 
 /// The production pipeline: `pipeline::issue_for` then the ledger-driven send
@@ -220,6 +222,7 @@ pub struct LivePipeline {
     assets: crate::render::Assets,
     transport: Arc<dyn crate::deliver::transport::Transport>,
     secret: crate::config::Secret,
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LivePipeline {
@@ -236,11 +239,16 @@ impl LivePipeline {
             assets,
             transport,
             secret,
+            stop: Arc::default(),
         })
     }
 }
 
 impl IssuePipeline for LivePipeline {
+    fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     fn issue<'a>(
         &'a self,
         date: NaiveDate,
@@ -269,6 +277,7 @@ impl IssuePipeline for LivePipeline {
             let store: Arc<dyn Store> = Arc::new(gate::ZoneGate {
                 inner: self.store.clone(),
                 due: due.clone(),
+                stop: self.stop.clone(),
             });
             let report = crate::deliver::send::send_issue(crate::deliver::send::SendJob {
                 cfg: &self.cfg,
@@ -352,6 +361,7 @@ impl Scheduler {
     pub fn stop(&self) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.pipeline.stop();
     }
 
     /// Waits up to `limit` for a run in flight to finish; false if it did not.
@@ -508,7 +518,16 @@ impl Scheduler {
             let due = plan.due_filter(date, now);
             let report = self.pipeline.send(&digest, &due).await?;
             let finished = crate::clock::now().max(now);
-            let (status, message) = if report.pending > 0 || report.in_doubt > 0 {
+            let stopped = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
+            let (status, message) = if stopped && report.pending > 0 {
+                (
+                    "partial",
+                    format!(
+                        "{STOPPED}; {} left pending for the next start",
+                        report.pending
+                    ),
+                )
+            } else if report.pending > 0 || report.in_doubt > 0 {
                 (
                     "partial",
                     format!("{} left pending; retried within catch-up", report.pending),
@@ -609,6 +628,9 @@ impl Scheduler {
 /// A failed or incomplete pass is retried no sooner than this after it ended.
 pub const RETRY_AFTER_SECONDS: i64 = 60;
 
+/// Start of the message of a pass cut short by a stop signal.
+const STOPPED: &str = "stopped by a shutdown";
+
 /// Start of the message of a pass that served every zone due so far.
 const WAITING_ZONES: &str = "sent to the zones due so far";
 
@@ -628,6 +650,8 @@ fn next_pass(plan: &Plan, last: &RunRecord, date: NaiveDate) -> Option<DateTime<
         return None;
     }
     match last.status.as_str() {
+        // Nothing failed: the next process goes on at once.
+        "partial" if last.message.starts_with(STOPPED) => None,
         "partial" if last.message.starts_with(WAITING_ZONES) => {
             plan.due_filter(date, last.started_at).next_zone_due()
         }

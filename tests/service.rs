@@ -1026,3 +1026,53 @@ fn serve_refuses_to_start_without_a_secret_when_mailing_over_smtp() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("DIGESTIF_SECRET"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_send_finishes_the_messages_in_flight_and_a_restart_sends_the_rest_once() {
+    let smtp = SmtpServer::start(&["--delay-ms", "250"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (config, date) = serve_config(dir.path(), smtp.port);
+    let cfg = digestif::config::Config::from_file(&config).unwrap();
+    app::archive(&cfg, date);
+    let store = digestif::store::SqliteStore::for_config(&cfg).unwrap();
+    for i in 0..40 {
+        add(
+            &store,
+            &format!("reader{i}@example.org"),
+            SubscriberStatus::Active,
+        );
+    }
+    let first = serve(&config, Some(app::SECRET));
+    smtp.wait_for(2, StdDuration::from_secs(40));
+    sigterm(&first);
+    let (code, log) = wait_exit(first);
+    assert_eq!(code, 0, "{log}");
+    let counts = store.ledger_counts(date).unwrap();
+    assert_eq!(
+        counts.sending, 0,
+        "nothing left in flight: {counts:?}\n{log}"
+    );
+    assert!(counts.sent < 40, "it stopped taking new work: {counts:?}");
+    assert_eq!(counts.sent + counts.pending, 40, "{counts:?}");
+    assert_eq!(
+        counts.sent as usize,
+        smtp.count(),
+        "the ledger matches what the server got"
+    );
+    let last = store.last_run().unwrap().unwrap();
+    assert_eq!(last.status, "partial", "{last:?}");
+
+    // Started again, it sends the rest, each reader once.
+    let second = serve(&config, Some(app::SECRET));
+    eventually("the rest is sent", || {
+        store.last_run().unwrap().is_some_and(|r| r.status == "ok")
+    })
+    .await;
+    sigterm(&second);
+    assert_eq!(wait_exit(second).0, 0);
+    let msgs = smtp.messages();
+    let mut rcpts: Vec<&str> = msgs.iter().map(|m| m.rcpt()).collect();
+    rcpts.sort();
+    rcpts.dedup();
+    assert_eq!((msgs.len(), rcpts.len()), (40, 40));
+}

@@ -2,6 +2,7 @@
 //! only the subscribers whose local send instant has come. Everything else is
 //! passed through unchanged.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -16,6 +17,9 @@ use crate::store::{
 pub struct ZoneGate {
     pub inner: Arc<dyn Store>,
     pub due: DueFilter,
+    /// Once set (the service is stopping), no new row is claimed: the send loop
+    /// finishes the messages in flight and ends, the rest stays pending.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Store for ZoneGate {
@@ -84,6 +88,9 @@ impl Store for ZoneGate {
         limit: usize,
         include_in_doubt: bool,
     ) -> StoreResult<Vec<Delivery>> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
         self.inner.ledger_claim(date, limit, include_in_doubt)
     }
     fn ledger_record(
@@ -167,9 +174,11 @@ mod tests {
         .with_zones([America::New_York, Europe::Berlin]);
         let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
         let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
         let gate = |now| ZoneGate {
             inner: store.clone(),
             due: plan.due_filter(date, now),
+            stop: stop.clone(),
         };
         // 07:00 Paris: Paris and Berlin (same offset), not New York.
         assert_eq!(
@@ -187,5 +196,12 @@ mod tests {
             1
         );
         assert_eq!(store.ledger_counts(date).unwrap().pending, 3);
+        let g = gate(at("2026-11-27T12:00:00Z"));
+        assert_eq!(g.ledger_claim(date, 1, false).unwrap().len(), 1);
+        stop.store(true, Ordering::SeqCst);
+        assert!(
+            g.ledger_claim(date, 10, false).unwrap().is_empty(),
+            "stopping: nothing new"
+        );
     }
 }
