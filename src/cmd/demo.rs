@@ -11,7 +11,7 @@ use anyhow::Context;
 use chrono::{DateTime, FixedOffset, NaiveDate};
 
 use crate::archive::write_atomic;
-use crate::cli::{DateArgs, DemoArgs, SubscribersCmd};
+use crate::cli::{DateArgs, DemoArgs, SendArgs, SubscribersCmd};
 
 use super::{CmdResult, Failure};
 
@@ -69,6 +69,16 @@ pub fn demo(args: &DemoArgs) -> CmdResult {
             dry_run: false,
         },
     )?;
+    super::send::send(
+        Some(&config),
+        &SendArgs {
+            when: when.clone(),
+            dry_run: false,
+            to: None,
+            limit: None,
+        },
+    )?;
+    println!("Messages as sent: {}", dir.join("outbox").display());
     println!(
         "Open {} to see the issue, or run: digestif --config {} preview --date {DEMO_DATE}",
         dir.join("digests")

@@ -41,10 +41,13 @@ pub fn secret_for(cfg: &Config) -> Result<Secret, Failure> {
 
 /// Opens the subscriber store of the config.
 pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, Failure> {
-    let _ = cfg;
-    Err(Failure::job(anyhow::anyhow!(
-        "the subscriber store is not available in this build"
-    )))
+    let store = crate::store::SqliteStore::for_config(cfg).map_err(|e| {
+        Failure::job(anyhow::anyhow!(
+            "cannot open the database {:?}: {e}",
+            cfg.storage.database
+        ))
+    })?;
+    Ok(Arc::new(store))
 }
 
 fn issue(
