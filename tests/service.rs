@@ -1076,3 +1076,61 @@ async fn sigterm_mid_send_finishes_the_messages_in_flight_and_a_restart_sends_th
     rcpts.dedup();
     assert_eq!((msgs.len(), rcpts.len()), (40, 40));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_in_new_york_gets_the_frozen_issue_at_seven_in_new_york() {
+    let smtp = SmtpServer::start(&[]);
+    let app = app::start(Mail::Smtp(smtp.port), "07:00").await;
+    let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+    app::archive(&app.cfg, date);
+    add(
+        app.store.as_ref(),
+        "paris@example.org",
+        SubscriberStatus::Active,
+    );
+    app.store
+        .upsert_subscriber(&NewSubscriber {
+            email: email("ny@example.org"),
+            name: None,
+            locale: None,
+            categories: vec![],
+            timezone: Some(chrono_tz::America::New_York),
+            status: SubscriberStatus::Active,
+        })
+        .unwrap();
+    let sched = Scheduler::new(
+        app.cfg.clone(),
+        app.store.clone(),
+        Arc::new(
+            digestif::schedule::LivePipeline::new(
+                app.cfg.clone(),
+                app.store.clone(),
+                Secret::new(app::SECRET),
+            )
+            .unwrap(),
+        ),
+        app.metrics.clone(),
+    );
+    // 07:00 in Paris.
+    let RunOutcome::Ran(r) = sched.run_once(at("2026-11-27T06:00:00Z")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((r.status.as_str(), r.sent), ("partial", 1), "{r:?}");
+    assert_eq!(smtp.messages()[0].rcpt(), "paris@example.org");
+    // Nothing more until 07:00 in New York (12:00 UTC).
+    assert_eq!(
+        sched.run_once(at("2026-11-27T08:00:00Z")).await.unwrap(),
+        RunOutcome::Idle(at("2026-11-27T12:00:00Z"))
+    );
+    let RunOutcome::Ran(r) = sched.run_once(at("2026-11-27T12:00:05Z")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((r.status.as_str(), r.sent), ("ok", 1), "{r:?}");
+    let msgs = smtp.messages();
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[1].rcpt(), "ny@example.org");
+    assert!(matches!(
+        sched.run_once(at("2026-11-27T13:00:00Z")).await.unwrap(),
+        RunOutcome::Idle(_)
+    ));
+}
