@@ -68,7 +68,7 @@ pub async fn index(State(state): State<AppState>, lang: PageLocale) -> Result<Re
                     @for d in &issues {
                         li {
                             a href=(format!("archive/{}", d.date)) { (top_title(d)) }
-                            span.d { (d.date.format("%Y-%m-%d")) " · " (d.stories.len()) " ·  ≈ " (d.reading_minutes) " min" }
+                            span.d { (d.date.format("%Y-%m-%d")) " · " (d.stories.len()) " " (w.stories) " · ≈ " (d.reading_minutes) " min" }
                         }
                     }
                 }
@@ -172,7 +172,10 @@ pub fn atom(
         "  <link rel=\"alternate\" type=\"text/html\" href=\"{}/archive\"/>\n",
         xml(base_url)
     ));
-    out.push_str(&format!("  <updated>{}</updated>\n", updated.to_rfc3339()));
+    out.push_str(&format!(
+        "  <updated>{}</updated>\n",
+        updated.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    ));
     out.push_str(&format!("  <author><name>{}</name></author>\n", xml(name)));
     for d in issues {
         let url = format!("{}/archive/{}", base_url, d.date);
@@ -191,7 +194,8 @@ pub fn atom(
         ));
         out.push_str(&format!(
             "    <updated>{}</updated>\n",
-            d.built_at.to_rfc3339()
+            d.built_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ));
         out.push_str(&format!(
             "    <summary>{}</summary>\n",

@@ -43,6 +43,7 @@ pub struct Words {
     pub archive_title: &'static str,
     pub archive_empty: &'static str,
     pub archive_feed: &'static str,
+    pub stories: &'static str,
     pub confirm_mail_subject: &'static str,
     pub confirm_mail_body: &'static str,
 }
@@ -83,6 +84,7 @@ pub const FR: Words = Words {
     archive_title: "Les éditions précédentes",
     archive_empty: "Aucune édition pour l’instant.",
     archive_feed: "Flux Atom",
+    stories: "articles",
     confirm_mail_subject: "Confirmez votre inscription à {name}",
     confirm_mail_body: "Bonjour,\n\nPour recevoir {name}, confirmez votre inscription en ouvrant ce lien :\n\n{url}\n\nCe lien est valable {hours} heures. Si vous n’êtes pas à l’origine de cette demande, ignorez ce message : vous ne recevrez rien.\n",
 };
@@ -123,6 +125,7 @@ pub const EN: Words = Words {
     archive_title: "Past issues",
     archive_empty: "No issue yet.",
     archive_feed: "Atom feed",
+    stories: "stories",
     confirm_mail_subject: "Confirm your subscription to {name}",
     confirm_mail_body: "Hello,\n\nTo receive {name}, confirm your subscription by opening this link:\n\n{url}\n\nThe link is valid for {hours} hours. If you did not ask for this, ignore this message: you will receive nothing.\n",
 };

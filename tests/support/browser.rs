@@ -93,6 +93,14 @@ impl Browser {
 
     /// Sends a command and returns its result, skipping the events in between.
     pub fn call(&mut self, method: &str, params: Value) -> Value {
+        match self.try_call(method, params) {
+            Ok(v) => v,
+            Err(e) => panic!("{method} failed: {e}"),
+        }
+    }
+
+    /// Like [`Browser::call`], with the protocol's error as a value.
+    pub fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -107,9 +115,9 @@ impl Browser {
             let v: Value = serde_json::from_str(t.as_str()).unwrap();
             if v["id"].as_u64() == Some(id) {
                 if let Some(e) = v.get("error") {
-                    panic!("{method} failed: {e}");
+                    return Err(e.clone());
                 }
-                return v["result"].clone();
+                return Ok(v["result"].clone());
             }
         }
     }
@@ -131,7 +139,12 @@ impl Browser {
             // The page may be between two documents (no body yet): that is "not yet".
             let probe =
                 format!("(() => {{ try {{ return !!({js}); }} catch (e) {{ return false; }} }})()");
-            if self.eval(&probe) == json!(true) {
+            // During a navigation the old context is gone: also "not yet".
+            let r = self.try_call(
+                "Runtime.evaluate",
+                json!({"expression": probe, "returnByValue": true}),
+            );
+            if r.is_ok_and(|r| r["result"]["value"] == json!(true)) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
