@@ -488,10 +488,12 @@ impl Scheduler {
             let store = self.store.clone();
             let (lease, holder) = (lease.to_string(), self.holder.clone());
             let every = StdDuration::from_secs((lease_len.num_seconds() as u64 / 3).max(1));
+            // Renewal instants follow the run's own "now" (an injected clock in tests).
+            let started = std::time::Instant::now();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
-                    let at = crate::clock::now();
+                    let at = now + Duration::from_std(started.elapsed()).unwrap_or_default();
                     let (s, l, h) = (store.clone(), lease.clone(), holder.clone());
                     let ok = tokio::task::spawn_blocking(move || {
                         s.try_lease(&l, &h, at, at + lease_len)
