@@ -505,6 +505,8 @@ impl Scheduler {
                 }
             })
         };
+        let started = std::time::Instant::now();
+        let elapsed = move || now + Duration::from_std(started.elapsed()).unwrap_or_default();
         let result = async {
             let Some(digest) = self.pipeline.issue(date, now).await? else {
                 return Ok(self.record(
@@ -519,7 +521,7 @@ impl Scheduler {
             self.metrics.issue_built(date);
             let due = plan.due_filter(date, now);
             let report = self.pipeline.send(&digest, &due).await?;
-            let finished = crate::clock::now().max(now);
+            let finished = elapsed();
             let stopped = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
             let (status, message) = if stopped && report.pending > 0 {
                 (
@@ -554,7 +556,7 @@ impl Scheduler {
             Ok(self.record(
                 date,
                 now,
-                crate::clock::now().max(now),
+                elapsed(),
                 "failed",
                 PassReport::default(),
                 format!("{e:#}"),
