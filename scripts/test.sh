@@ -19,5 +19,9 @@ fi
 if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
 fi
+# dkimpy (with PyNaCl for Ed25519): the independent DKIM verifier of the signing tests.
+if ! python3 -c 'import dkim, nacl' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check dkimpy pynacl
+fi
 
 cargo test --all-targets "$@"

@@ -27,7 +27,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build the issue of a date and archive it under digests/<date>/.
-    Build(DateArgs),
+    Build(BuildArgs),
     /// Show the issue of a date (HTML, text or JSON) without archiving anything.
     Preview(PreviewArgs),
     /// List the candidate pool with scores and why each was (not) picked.
@@ -58,6 +58,15 @@ pub struct DateArgs {
     /// Fix "now" (RFC 3339) for reproducible runs; items dated after it are ignored.
     #[arg(long, value_parser = parse_now)]
     pub now: Option<DateTime<FixedOffset>>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub when: DateArgs,
+    /// Overwrite the archive even if the issue was already sent and the new digest differs
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -6,8 +6,10 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::archive;
-use crate::cli::{ArticlesArgs, DateArgs, PreviewArgs, PreviewFormat};
+use crate::cli::{ArticlesArgs, BuildArgs, PreviewArgs, PreviewFormat};
+use crate::config::Config;
 use crate::pipeline::{self, Built};
+use crate::store::Store;
 
 use super::{date_of, load_config, now_of, runtime, CmdResult, Failure};
 
@@ -25,11 +27,32 @@ fn all_sources_failed(built: &Built) -> bool {
     !built.sources.is_empty() && built.sources.iter().all(|s| s.error.is_some())
 }
 
-pub fn build(config: Option<&Path>, a: &DateArgs) -> CmdResult {
+/// How many subscribers already got (or may have got) the issue of `date`: the
+/// ledger's `sent` and `sending` rows. Zero when there is no database file yet
+/// (none is created just to ask).
+fn already_sent(cfg: &Config, date: chrono::NaiveDate) -> Result<u64, Failure> {
+    let Some(path) = cfg.database_path().filter(|p| p.is_file()) else {
+        return Ok(0);
+    };
+    let store = crate::store::SqliteStore::open(&path).map_err(|e| {
+        Failure::job(anyhow::anyhow!(
+            "cannot open the database {} to check whether {date} was sent: {e}",
+            path.display()
+        ))
+    })?;
+    let c = store
+        .ledger_counts(date)
+        .with_context(|| format!("cannot read the ledger of {date}"))?;
+    Ok(c.sent + c.sending)
+}
+
+pub fn build(config: Option<&Path>, args: &BuildArgs) -> CmdResult {
+    let a = &args.when;
     let cfg = load_config(config)?;
     let now = now_of(a);
     let date = date_of(&cfg, a, now);
     let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
+    let sent = already_sent(&cfg, date)?;
     let built = runtime()?.block_on(pipeline::build(&cfg, date, now))?;
     report_sources(&built);
     if all_sources_failed(&built) {
@@ -41,6 +64,26 @@ pub fn build(config: Option<&Path>, a: &DateArgs) -> CmdResult {
         println!("Nothing new for {date}: no issue written.");
         return Ok(());
     };
+    if sent > 0 {
+        // Subscribers and the web archive must show the same issue.
+        let archived = archive::read_digest(&cfg.archive_dir(), date)?;
+        if archived.as_ref() == Some(digest) {
+            println!(
+                "Issue {date} is unchanged (already sent to {sent} subscriber(s)); archive kept as it is."
+            );
+            return Ok(());
+        }
+        if !args.force {
+            return Err(Failure::job(anyhow::anyhow!(
+                "the issue of {date} was already sent to {sent} subscriber(s) (see `digestif ledger --date {date}`), \
+                 and building it now gives a different digest: the archive was left as it is, so that it shows \
+                 what they received. Use `digestif build --date {date} --force` to overwrite it anyway."
+            )));
+        }
+        eprintln!(
+            "warning: the issue of {date} was already sent to {sent} subscriber(s); --force: overwriting its archive with a different digest"
+        );
+    }
     let (dir, _) = pipeline::archive_issue(&cfg, &assets, digest)?;
     let failed: Vec<&str> = built.failed_sources().map(|s| s.name.as_str()).collect();
     println!(

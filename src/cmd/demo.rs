@@ -11,7 +11,7 @@ use anyhow::Context;
 use chrono::{DateTime, FixedOffset, NaiveDate};
 
 use crate::archive::write_atomic;
-use crate::cli::{DateArgs, DemoArgs, SubscribersCmd};
+use crate::cli::{BuildArgs, DateArgs, DemoArgs, SendArgs, SubscribersCmd};
 
 use super::{CmdResult, Failure};
 
@@ -61,7 +61,13 @@ pub fn demo(args: &DemoArgs) -> CmdResult {
         now: Some(DateTime::<FixedOffset>::parse_from_rfc3339(DEMO_NOW).expect("valid")),
     };
     println!("Demo folder: {}", dir.display());
-    super::build::build(Some(&config), &when)?;
+    super::build::build(
+        Some(&config),
+        &BuildArgs {
+            when: when.clone(),
+            force: false,
+        },
+    )?;
     super::subscribers::run(
         Some(&config),
         SubscribersCmd::Import {
@@ -69,6 +75,16 @@ pub fn demo(args: &DemoArgs) -> CmdResult {
             dry_run: false,
         },
     )?;
+    super::send::send(
+        Some(&config),
+        &SendArgs {
+            when: when.clone(),
+            dry_run: false,
+            to: None,
+            limit: None,
+        },
+    )?;
+    println!("Messages as sent: {}", dir.join("outbox").display());
     println!(
         "Open {} to see the issue, or run: digestif --config {} preview --date {DEMO_DATE}",
         dir.join("digests")

@@ -7,6 +7,7 @@ use anyhow::Context;
 
 use crate::cli::{DateArgs, LedgerArgs, SendArgs, UnsubscribeArgs};
 use crate::config::{Config, Secret, TransportKind};
+use crate::deliver::message::MessageFactory;
 use crate::deliver::send::{self, Compose, DigestComposer, SendJob};
 use crate::deliver::transport;
 use crate::domain::{Digest, Subscriber, SubscriberEmail, SubscriberStatus};
@@ -85,9 +86,27 @@ fn sample_subscriber(email: SubscriberEmail) -> Subscriber {
     }
 }
 
+/// Checks what the message needs from the config and the disk (sender, DKIM key)
+/// before any feed is fetched: a bad key stops the run at once, not at each message.
+fn check_message_config(cfg: &Config) -> Result<(), Failure> {
+    MessageFactory::from_config(cfg)
+        .map(drop)
+        .map_err(Failure::usage)
+}
+
 pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
+    if args.limit == Some(0) {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--limit 0 would send nothing: give at least 1 (or --dry-run to check the issue)"
+        )));
+    }
     let cfg = load_config(config)?;
-    let secret = secret_for(&cfg)?;
+    // A dry run sends nothing, so it can check an issue before the secret is set.
+    let secret = match secret_for(&cfg) {
+        Err(_) if args.dry_run => Secret::new(DEMO_SECRET),
+        other => other?,
+    };
+    check_message_config(&cfg)?;
     let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
     let (digest, now) = issue(&cfg, &assets, &args.when)?;
     let composer =
@@ -146,14 +165,26 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
         limit: args.limit,
         secret,
     }))?;
-    println!("{}: {}", digest.date, report.summary());
     for a in &report.in_doubt {
         println!("in doubt (may have received two copies): {a}");
     }
     for (a, e) in &report.failures {
         println!("failed: {a}: {e}");
     }
-    if report.is_complete() {
+    // Every message this run handed out ended as sent or failed, and the run
+    // stopped at --limit: what is left pending was held back on purpose.
+    let held_back_by_limit = args
+        .limit
+        .is_some_and(|l| report.sent + report.failed >= l && report.pending_left > 0);
+    if held_back_by_limit {
+        println!(
+            "held back by --limit: {} message(s), sent by the next `digestif send --date {}`",
+            report.pending_left, digest.date
+        );
+    }
+    // The report is the last line of the output.
+    println!("{}: {}", digest.date, report.summary());
+    if report.is_complete() || held_back_by_limit {
         Ok(())
     } else {
         Err(Failure::job(anyhow::anyhow!(
@@ -166,6 +197,7 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
 
 pub fn lint(config: Option<&Path>, args: &DateArgs) -> CmdResult {
     let cfg = load_config(config)?;
+    check_message_config(&cfg)?;
     let secret = secret_for(&cfg).unwrap_or_else(|_| Secret::new(DEMO_SECRET));
     let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
     let (digest, now) = issue(&cfg, &assets, args)?;

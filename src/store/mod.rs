@@ -166,6 +166,20 @@ pub trait Store: Send + Sync {
     fn ledger_failures(&self, date: NaiveDate) -> StoreResult<Vec<(String, String)>>;
     /// Dates present in the ledger, newest first.
     fn ledger_dates(&self) -> StoreResult<Vec<NaiveDate>>;
+    /// Like [`Store::ledger_enqueue`], for the active subscribers whose own time zone
+    /// (IANA name) is in `zones`, and those without one when `with_unzoned`: the
+    /// scheduler's send passes that follow the sun.
+    fn ledger_enqueue_in_zones(
+        &self,
+        date: NaiveDate,
+        zones: &[String],
+        with_unzoned: bool,
+    ) -> StoreResult<u64> {
+        let _ = (date, zones, with_unzoned);
+        Err(StoreError::Invalid(
+            "this storage backend cannot enqueue by time zone".into(),
+        ))
+    }
 
     // ---- leases: one worker per issue date across processes
     /// Takes or renews the lease `name` for `holder` until `until`; false if another holder has it.

@@ -605,6 +605,38 @@ impl Store for SqliteStore {
         Ok(n as u64)
     }
 
+    fn ledger_enqueue_in_zones(
+        &self,
+        date: NaiveDate,
+        zones: &[String],
+        with_unzoned: bool,
+    ) -> StoreResult<u64> {
+        let zones = serde_json::to_string(zones).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let n = tx
+            .prepare_cached(
+                "INSERT INTO deliveries (issue_date, subscriber_id, state, attempts, updated_at)
+                 SELECT ?1, id, 'pending', 0, ?2 FROM subscribers
+                 WHERE status = 'active'
+                   AND ((timezone IS NULL AND ?3)
+                        OR timezone IN (SELECT value FROM json_each(?4)))
+                 ON CONFLICT (issue_date, subscriber_id) DO NOTHING",
+            )
+            .map_err(db)?
+            .execute(params![
+                day(date),
+                ts(crate::clock::now()),
+                with_unzoned,
+                zones
+            ])
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(n as u64)
+    }
+
     fn ledger_claim(
         &self,
         date: NaiveDate,

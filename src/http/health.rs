@@ -1,0 +1,72 @@
+//! `GET /healthz` (the store answers; the last run and its status) and
+//! `GET /metrics` (Prometheus text format).
+//!
+//! Health is 503 only when the store does not answer: a failed send is shown in
+//! the body and in the metrics, but it is no reason for a load balancer to stop
+//! routing the unsubscribe links.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let checked = state.store(|s| Ok((s.ping(), s.last_run()))).await;
+    let (status, body) = match checked {
+        Ok((Ok(()), last)) => {
+            let last = match last {
+                Ok(Some(r)) => json!({
+                    "date": r.date.to_string(),
+                    "status": r.status,
+                    "started_at": r.started_at.to_rfc3339(),
+                    "finished_at": r.finished_at.to_rfc3339(),
+                    "sent": r.sent,
+                    "failed": r.failed,
+                    "in_doubt": r.in_doubt,
+                }),
+                Ok(None) => serde_json::Value::Null,
+                Err(_) => json!({"error": "could not read the last run"}),
+            };
+            (
+                StatusCode::OK,
+                json!({"status": "ok", "store": "ok", "last_run": last}),
+            )
+        }
+        Ok((Err(e), _)) => {
+            tracing::error!(error = %e, "health check: store does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "unavailable", "store": "unreachable"}),
+            )
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "unavailable", "store": "unreachable"}),
+        ),
+    };
+    let mut res = (status, body.to_string()).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let (counts, last) = match state
+        .store(|s| Ok((s.count_by_status()?, s.last_run()?)))
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return e.for_brand(state.brand()).into_response(),
+    };
+    let body = state.metrics.render(&counts, last.as_ref());
+    let mut res = (StatusCode::OK, body).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}

@@ -1,0 +1,375 @@
+//! Double opt-in: `GET /subscribe` (an embeddable form), `POST /subscribe`
+//! (stores a pending sign-up and mails a signed, expiring link), `GET /confirm`
+//! (a page with one button), `POST /confirm` (activates).
+//!
+//! The answer to a sign-up is the same whether the address is known or not, so
+//! the form cannot be used to test who subscribes. Requests are limited per
+//! client address (the TCP peer: behind a reverse proxy, every visitor shares
+//! the proxy's address, so put the limit there too).
+//!
+//! An address that unsubscribed and signs up again through this double opt-in
+//! is re-activated: confirming from their own mailbox is their explicit choice.
+//! (A CSV import or `subscribers add` never re-activates it.)
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::Duration;
+use maud::html;
+
+use super::{page, pages, AppError, AppState, ClientAddr, PageLocale, Problem, TokenProblem};
+use crate::domain::{Locale, SubscriberEmail, SubscriberStatus};
+use crate::store::{NewSubscriber, PendingSignup};
+
+/// What the visitor typed, kept to fill the form again after an error.
+#[derive(Debug, Default, Clone)]
+pub struct SignupForm {
+    pub email: String,
+    pub name: String,
+    pub locale: Option<Locale>,
+    pub categories: Vec<String>,
+    pub timezone: String,
+}
+
+impl SignupForm {
+    fn parse(body: &[u8]) -> SignupForm {
+        let mut f = SignupForm::default();
+        for (k, v) in url::form_urlencoded::parse(body) {
+            match k.as_ref() {
+                "email" => f.email = v.into_owned(),
+                "name" => f.name = v.into_owned(),
+                "locale" => f.locale = v.parse().ok(),
+                "categories" => f.categories.push(v.into_owned()),
+                "timezone" => f.timezone = v.into_owned(),
+                _ => {}
+            }
+        }
+        f
+    }
+
+    /// Validates like the CSV import: the address, no control characters, a
+    /// known locale and categories; an unknown time zone is ignored (it comes
+    /// from the browser, not from the person).
+    fn validate(&self, offered: &[String], fallback: Locale) -> Result<NewSubscriber, String> {
+        let email = SubscriberEmail::parse(&self.email)?;
+        if self.name.chars().any(char::is_control) {
+            return Err("the name contains a control character".into());
+        }
+        let name = self.name.trim();
+        if name.chars().count() > 100 {
+            return Err("the name is longer than 100 characters".into());
+        }
+        let mut categories = Vec::new();
+        for c in &self.categories {
+            if !offered.contains(c) {
+                return Err(format!("unknown section {c:?}"));
+            }
+            if !categories.contains(c) {
+                categories.push(c.clone());
+            }
+        }
+        Ok(NewSubscriber {
+            email,
+            name: (!name.is_empty()).then(|| name.to_string()),
+            locale: Some(self.locale.unwrap_or(fallback)),
+            categories,
+            timezone: self.timezone.trim().parse::<chrono_tz::Tz>().ok(),
+            status: SubscriberStatus::Pending,
+        })
+    }
+}
+
+fn form_page(
+    state: &AppState,
+    locale: Locale,
+    f: &SignupForm,
+    error: Option<&str>,
+) -> maud::Markup {
+    let w = pages::words(locale);
+    let cats = state.cfg.categories();
+    let n = &state.cfg.newsletter;
+    // The configured tagline speaks the newsletter's language; other pages use their own words.
+    let title = if locale == n.locale && !n.tagline.trim().is_empty() {
+        n.tagline.as_str()
+    } else {
+        w.subscribe_title
+    };
+    let chosen = f.locale.unwrap_or(locale);
+    pages::layout(
+        locale,
+        state.brand(),
+        title,
+        html! {
+            div.box {
+                h1 { (title) }
+                p.sub { (w.subscribe_sub) }
+                @if let Some(e) = error {
+                    p.err role="alert" { (e) }
+                }
+                form method="post" action="subscribe" id="signup" {
+                    label for="email" { (w.email) }
+                    input #email type="email" name="email" required autocomplete="email"
+                        inputmode="email" placeholder=(w.email_placeholder) value=(f.email);
+                    label for="name" { (w.name) " " small { "(" (w.name_hint) ")" } }
+                    input #name type="text" name="name" maxlength="100" autocomplete="given-name" value=(f.name);
+                    label for="locale" { (w.language) }
+                    select #locale name="locale" {
+                        option value="fr" selected[chosen == Locale::Fr] { "Français" }
+                        option value="en" selected[chosen == Locale::En] { "English" }
+                    }
+                    @if !cats.is_empty() {
+                        fieldset {
+                            legend { (w.categories) }
+                            div.cats {
+                                @for c in &cats {
+                                    label {
+                                        input type="checkbox" name="categories" value=(c)
+                                            checked[f.categories.contains(c)];
+                                        (c)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    input type="hidden" name="timezone" id="tz" value=(f.timezone);
+                    button type="submit" { (w.subscribe_button) }
+                    p.fine { (w.privacy) }
+                }
+            }
+            // The reader's own time zone, so that the issue arrives at their morning.
+            script { (maud::PreEscaped(
+                "try{var t=document.getElementById('tz');if(!t.value){t.value=Intl.DateTimeFormat().resolvedOptions().timeZone||''}}catch(e){}"
+            )) }
+        },
+    )
+}
+
+pub async fn form(State(state): State<AppState>, lang: PageLocale) -> Response {
+    let mut res = page(
+        StatusCode::OK,
+        form_page(&state, lang.0, &SignupForm::default(), None),
+    );
+    // Embeddable in the newsroom's pages: no frame restriction on this one page.
+    res.headers_mut()
+        .remove(axum::http::header::X_FRAME_OPTIONS);
+    res
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    lang: PageLocale,
+    client: ClientAddr,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let f = SignupForm::parse(&body);
+    let locale = f.locale.unwrap_or(lang.0);
+    if let Some(ip) = client.0 {
+        if state.limiter.check_key(&ip).is_err() {
+            return Err(
+                AppError::new(StatusCode::TOO_MANY_REQUESTS, locale, Problem::TooMany)
+                    .for_brand(state.brand()),
+            );
+        }
+    }
+    let new = match f.validate(&state.cfg.categories(), locale) {
+        // The newsletter's own zone is the default: stored as "no zone of their own".
+        Ok(mut n) => {
+            if n.timezone == Some(state.cfg.newsletter.timezone.0) {
+                n.timezone = None;
+            }
+            n
+        }
+        Err(msg) => {
+            return Ok(page(
+                StatusCode::BAD_REQUEST,
+                form_page(&state, locale, &f, Some(&msg)),
+            ))
+        }
+    };
+    let now = state.now();
+    let email = new.email.clone();
+    let signup = PendingSignup {
+        subscriber: new,
+        requested_at: now,
+    };
+    state.store(move |s| s.put_signup(&signup)).await?;
+
+    let hours = state.cfg.server.confirm_ttl_hours.max(1);
+    let token = super::confirm_token(&state, &email, now + Duration::hours(hours as i64))?;
+    let url = {
+        let mut u = url::Url::parse(&format!("{}/confirm", state.base_url()))
+            .map_err(|e| AppError::internal(anyhow::anyhow!("base_url: {e}")))?;
+        u.query_pairs_mut()
+            .append_pair("token", &token)
+            .append_pair("lang", locale.code());
+        u.to_string()
+    };
+    let w = pages::words(locale);
+    let subject = w.confirm_mail_subject.replace("{name}", state.brand());
+    let text = w
+        .confirm_mail_body
+        .replace("{name}", state.brand())
+        .replace("{url}", &url)
+        .replace("{hours}", &hours.to_string());
+    state
+        .mailer
+        .send(&email, &subject, &text)
+        .await
+        .map_err(|e| {
+            AppError::internal(e.context("cannot send the confirmation email"))
+                .in_locale(locale)
+                .for_brand(state.brand())
+        })?;
+    state.metrics.signup();
+    Ok(page(
+        StatusCode::OK,
+        pages::message(locale, state.brand(), w.check_inbox_title, w.check_inbox),
+    ))
+}
+
+fn token_of(query: Option<&str>, body: &[u8]) -> Option<String> {
+    let find = |b: &[u8]| {
+        url::form_urlencoded::parse(b)
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    };
+    find(body).or_else(|| query.and_then(|q| find(q.as_bytes())))
+}
+
+fn token_error(state: &AppState, locale: Locale, p: TokenProblem) -> AppError {
+    let problem = match p {
+        TokenProblem::Invalid => Problem::BadLink,
+        TokenProblem::Expired => Problem::ExpiredLink,
+    };
+    AppError::new(StatusCode::BAD_REQUEST, locale, problem).for_brand(state.brand())
+}
+
+pub async fn show_confirm(
+    State(state): State<AppState>,
+    lang: PageLocale,
+    RawQuery(query): RawQuery,
+) -> Result<Response, AppError> {
+    let token = token_of(query.as_deref(), b"").unwrap_or_default();
+    let email = super::verify_confirm_token(&state, &token, state.now())
+        .map_err(|p| token_error(&state, lang.0, p))?;
+    let w = pages::words(lang.0);
+    Ok(page(
+        StatusCode::OK,
+        pages::one_button(
+            lang.0,
+            state.brand(),
+            &pages::OneButton {
+                title: w.confirm_title,
+                ask: w.confirm_ask,
+                who: &pages::masked(email.as_str()),
+                action: "confirm",
+                token: &token,
+                button: w.confirm_button,
+            },
+        ),
+    ))
+}
+
+pub async fn confirm(
+    State(state): State<AppState>,
+    lang: PageLocale,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let token = token_of(query.as_deref(), &body).unwrap_or_default();
+    let now = state.now();
+    let email = super::verify_confirm_token(&state, &token, now)
+        .map_err(|p| token_error(&state, lang.0, p))?;
+    let e = email.clone();
+    let (signup, existing) = state
+        .store(move |s| Ok((s.take_signup(&e)?, s.subscriber_by_email(&e)?)))
+        .await?;
+    let locale = match (&signup, &existing) {
+        (Some(p), _) => p.subscriber.locale.unwrap_or(lang.0),
+        (None, Some(s)) => s.locale.unwrap_or(lang.0),
+        (None, None) => lang.0,
+    };
+    match signup {
+        Some(p) => {
+            let mut new = p.subscriber;
+            new.status = SubscriberStatus::Active;
+            let e = email.clone();
+            state
+                .store(move |s| {
+                    s.upsert_subscriber(&new)?;
+                    // The store keeps an unsubscribed address unsubscribed on upsert;
+                    // a confirmed double opt-in is the person's own choice to come back.
+                    if let Some(sub) = s.subscriber_by_email(&e)? {
+                        if sub.status != SubscriberStatus::Active {
+                            s.set_status(
+                                sub.id,
+                                SubscriberStatus::Active,
+                                "confirmed sign-up",
+                                now,
+                            )?;
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
+            state.metrics.confirmation();
+            tracing::info!("sign-up confirmed");
+        }
+        // A second click on the button: already done.
+        None if existing
+            .as_ref()
+            .is_some_and(|s| s.status == SubscriberStatus::Active) => {}
+        None => return Err(token_error(&state, locale, TokenProblem::Expired)),
+    }
+    let w = pages::words(locale);
+    Ok(page(
+        StatusCode::OK,
+        pages::message(locale, state.brand(), w.confirmed_title, w.confirmed),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offered() -> Vec<String> {
+        vec!["Monde".into(), "Économie".into()]
+    }
+
+    #[test]
+    fn a_valid_form_becomes_a_pending_subscriber() {
+        let f = SignupForm::parse(
+            "email=Jean%40Example.COM&name=+Jean+&locale=en&categories=Monde&categories=%C3%89conomie&categories=Monde&timezone=America%2FNew_York".as_bytes(),
+        );
+        let n = f.validate(&offered(), Locale::Fr).unwrap();
+        assert_eq!(n.email.as_str(), "Jean@example.com");
+        assert_eq!(n.name.as_deref(), Some("Jean"));
+        assert_eq!(n.locale, Some(Locale::En));
+        assert_eq!(
+            n.categories,
+            vec!["Monde".to_string(), "Économie".to_string()]
+        );
+        assert_eq!(n.timezone, Some(chrono_tz::America::New_York));
+        assert_eq!(n.status, SubscriberStatus::Pending);
+    }
+
+    #[test]
+    fn a_header_injection_in_the_address_or_name_is_refused() {
+        let f = SignupForm::parse(b"email=a%40b.com%0D%0ABcc%3A+x%40y.com");
+        assert!(f.validate(&offered(), Locale::Fr).is_err());
+        let f = SignupForm::parse(b"email=a%40b.com&name=x%0Ay");
+        assert!(f.validate(&offered(), Locale::Fr).is_err());
+    }
+
+    #[test]
+    fn an_unknown_category_is_refused_and_a_bad_zone_ignored() {
+        let f = SignupForm::parse(b"email=a%40b.com&categories=Crypto");
+        assert!(f
+            .validate(&offered(), Locale::Fr)
+            .unwrap_err()
+            .contains("Crypto"));
+        let f = SignupForm::parse(b"email=a%40b.com&timezone=Mars%2FOlympus");
+        assert_eq!(f.validate(&offered(), Locale::Fr).unwrap().timezone, None);
+    }
+}

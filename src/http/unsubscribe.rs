@@ -1,0 +1,125 @@
+//! `GET /unsubscribe` shows one button; `POST /unsubscribe` acts (the button's
+//! form, or RFC 8058 one-click with the token in the query string).
+//!
+//! A GET never changes anything: mail scanners prefetch links. The POST is
+//! idempotent and answers 200 without a redirect, as RFC 8058 asks. The mailto
+//! of List-Unsubscribe is for operators to route to `digestif unsubscribe EMAIL`.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::{page, pages, AppError, AppState, PageLocale, Problem};
+use crate::domain::{Locale, Subscriber, SubscriberStatus};
+
+fn token_in(query: Option<&str>, body: &[u8]) -> Option<String> {
+    let find = |bytes: &[u8]| {
+        url::form_urlencoded::parse(bytes)
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+            .filter(|v| !v.is_empty())
+    };
+    find(body).or_else(|| query.and_then(|q| find(q.as_bytes())))
+}
+
+/// The subscriber behind a genuine token (None: genuine, but the address was removed).
+async fn resolve(
+    state: &AppState,
+    token: Option<String>,
+    lang: PageLocale,
+) -> Result<Option<Subscriber>, AppError> {
+    let bad = || {
+        AppError::new(StatusCode::BAD_REQUEST, lang.0, Problem::BadLink).for_brand(state.brand())
+    };
+    let token = token.ok_or_else(bad)?;
+    let id = super::verify_unsubscribe_token(state, &token).ok_or_else(bad)?;
+    state.store(move |s| s.subscriber_by_id(id)).await
+}
+
+/// The subscriber's language, else the newsletter's (the language of their emails);
+/// the visitor's only when the address is gone.
+fn subscriber_locale(state: &AppState, sub: Option<&Subscriber>, lang: PageLocale) -> Locale {
+    match sub {
+        Some(s) => s.locale.unwrap_or(state.cfg.newsletter.locale),
+        None => lang.0,
+    }
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    lang: PageLocale,
+    RawQuery(query): RawQuery,
+) -> Result<Response, AppError> {
+    let token = token_in(query.as_deref(), b"");
+    let sub = resolve(&state, token.clone(), lang).await?;
+    let locale = subscriber_locale(&state, sub.as_ref(), lang);
+    let w = pages::words(locale);
+    let who = sub
+        .as_ref()
+        .map(|s| pages::masked(s.email.as_str()))
+        .unwrap_or_else(|| "…".into());
+    Ok(page(
+        StatusCode::OK,
+        pages::one_button(
+            locale,
+            state.brand(),
+            &pages::OneButton {
+                title: w.unsub_title,
+                ask: w.unsub_ask,
+                who: &who,
+                action: "unsubscribe",
+                token: token.as_deref().unwrap_or(""),
+                button: w.unsub_button,
+            },
+        ),
+    ))
+}
+
+pub async fn act(
+    State(state): State<AppState>,
+    lang: PageLocale,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let token = token_in(query.as_deref(), &body);
+    let sub = resolve(&state, token, lang).await?;
+    let locale = subscriber_locale(&state, sub.as_ref(), lang);
+    if let Some(s) = &sub {
+        if s.status != SubscriberStatus::Unsubscribed {
+            let (id, now) = (s.id, state.now());
+            let one_click = url::form_urlencoded::parse(&body)
+                .any(|(k, v)| k == "List-Unsubscribe" && v == "One-Click");
+            let why = if one_click {
+                "one-click unsubscribe"
+            } else {
+                "unsubscribe page"
+            };
+            state
+                .store(move |st| st.set_status(id, SubscriberStatus::Unsubscribed, why, now))
+                .await?;
+            state.metrics.unsubscribe();
+            tracing::info!(subscriber = id, via = why, "unsubscribed");
+        }
+    }
+    let w = pages::words(locale);
+    Ok(page(
+        StatusCode::OK,
+        pages::message(locale, state.brand(), w.unsub_done_title, w.unsub_done),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_comes_from_the_form_or_the_query() {
+        assert_eq!(
+            token_in(Some("token=abc"), b"List-Unsubscribe=One-Click"),
+            Some("abc".into())
+        );
+        assert_eq!(token_in(None, b"token=x%2By"), Some("x+y".into()));
+        assert_eq!(token_in(Some("token="), b""), None);
+    }
+}

@@ -1,0 +1,207 @@
+//! A [`Store`] seen through a send pass's [`DueFilter`]: the send loop enqueues
+//! only the subscribers whose local send instant has come. Everything else is
+//! passed through unchanged.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::DueFilter;
+use crate::domain::{Subscriber, SubscriberEmail, SubscriberStatus};
+use crate::store::{
+    Delivery, DeliveryOutcome, LedgerCounts, NewSubscriber, PendingSignup, RunRecord, Store,
+    StoreResult, Upserted,
+};
+
+pub struct ZoneGate {
+    pub inner: Arc<dyn Store>,
+    pub due: DueFilter,
+    /// Once set (the service is stopping), no new row is claimed: the send loop
+    /// finishes the messages in flight and ends, the rest stays pending.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Store for ZoneGate {
+    fn ledger_enqueue(&self, date: NaiveDate, max_id: Option<i64>) -> StoreResult<u64> {
+        if self.due.plan.zones.is_empty() || date != self.due.date {
+            return self.inner.ledger_enqueue(date, max_id);
+        }
+        let (zones, with_unzoned) = self.due.due_zones();
+        self.inner
+            .ledger_enqueue_in_zones(date, &zones, with_unzoned)
+    }
+
+    fn upsert_subscriber(&self, new: &NewSubscriber) -> StoreResult<Upserted> {
+        self.inner.upsert_subscriber(new)
+    }
+    fn upsert_many(&self, rows: &[NewSubscriber]) -> StoreResult<Vec<Upserted>> {
+        self.inner.upsert_many(rows)
+    }
+    fn subscriber_by_email(&self, email: &SubscriberEmail) -> StoreResult<Option<Subscriber>> {
+        self.inner.subscriber_by_email(email)
+    }
+    fn subscriber_by_id(&self, id: i64) -> StoreResult<Option<Subscriber>> {
+        self.inner.subscriber_by_id(id)
+    }
+    fn remove_subscriber(&self, email: &SubscriberEmail) -> StoreResult<bool> {
+        self.inner.remove_subscriber(email)
+    }
+    fn set_status(
+        &self,
+        id: i64,
+        status: SubscriberStatus,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.inner.set_status(id, status, reason, at)
+    }
+    fn subscribers_page(
+        &self,
+        status: Option<SubscriberStatus>,
+        after_id: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Subscriber>> {
+        self.inner.subscribers_page(status, after_id, limit)
+    }
+    fn count_by_status(&self) -> StoreResult<Vec<(SubscriberStatus, u64)>> {
+        self.inner.count_by_status()
+    }
+    fn put_signup(&self, signup: &PendingSignup) -> StoreResult<()> {
+        self.inner.put_signup(signup)
+    }
+    fn take_signup(&self, email: &SubscriberEmail) -> StoreResult<Option<PendingSignup>> {
+        self.inner.take_signup(email)
+    }
+    fn ledger_enqueue_in_zones(
+        &self,
+        date: NaiveDate,
+        zones: &[String],
+        with_unzoned: bool,
+    ) -> StoreResult<u64> {
+        self.inner
+            .ledger_enqueue_in_zones(date, zones, with_unzoned)
+    }
+    fn ledger_claim(
+        &self,
+        date: NaiveDate,
+        limit: usize,
+        include_in_doubt: bool,
+    ) -> StoreResult<Vec<Delivery>> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
+        self.inner.ledger_claim(date, limit, include_in_doubt)
+    }
+    fn ledger_record(
+        &self,
+        date: NaiveDate,
+        outcomes: &[(i64, DeliveryOutcome)],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.inner.ledger_record(date, outcomes, at)
+    }
+    fn ledger_counts(&self, date: NaiveDate) -> StoreResult<LedgerCounts> {
+        self.inner.ledger_counts(date)
+    }
+    fn ledger_failures(&self, date: NaiveDate) -> StoreResult<Vec<(String, String)>> {
+        self.inner.ledger_failures(date)
+    }
+    fn ledger_dates(&self) -> StoreResult<Vec<NaiveDate>> {
+        self.inner.ledger_dates()
+    }
+    fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.inner.try_lease(name, holder, now, until)
+    }
+    fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        self.inner.release_lease(name, holder)
+    }
+    fn record_run(&self, run: &RunRecord) -> StoreResult<()> {
+        self.inner.record_run(run)
+    }
+    fn last_run(&self) -> StoreResult<Option<RunRecord>> {
+        self.inner.last_run()
+    }
+    fn ping(&self) -> StoreResult<()> {
+        self.inner.ping()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::SubscriberEmail;
+    use crate::schedule::Plan;
+    use crate::store::SqliteStore;
+    use chrono::{Duration, NaiveTime};
+    use chrono_tz::{America, Europe};
+
+    fn sub(email: &str, tz: Option<chrono_tz::Tz>) -> NewSubscriber {
+        NewSubscriber {
+            email: SubscriberEmail::parse(email).unwrap(),
+            name: None,
+            locale: None,
+            categories: vec![],
+            timezone: tz,
+            status: SubscriberStatus::Active,
+        }
+    }
+
+    #[test]
+    fn a_pass_enqueues_only_the_subscribers_whose_morning_has_come() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        store
+            .upsert_subscriber(&sub("paris@example.org", None))
+            .unwrap();
+        store
+            .upsert_subscriber(&sub("ny@example.org", Some(America::New_York)))
+            .unwrap();
+        store
+            .upsert_subscriber(&sub("berlin@example.org", Some(Europe::Berlin)))
+            .unwrap();
+        let plan = Plan {
+            send_time: NaiveTime::from_hms_opt(7, 0, 0).unwrap(),
+            timezone: Europe::Paris,
+            catch_up: Duration::hours(3),
+            zones: vec![],
+        }
+        .with_zones([America::New_York, Europe::Berlin]);
+        let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let gate = |now| ZoneGate {
+            inner: store.clone(),
+            due: plan.due_filter(date, now),
+            stop: stop.clone(),
+        };
+        // 07:00 Paris: Paris and Berlin (same offset), not New York.
+        assert_eq!(
+            gate(at("2026-11-27T06:00:00Z"))
+                .ledger_enqueue(date, None)
+                .unwrap(),
+            2
+        );
+        assert_eq!(store.ledger_counts(date).unwrap().pending, 2);
+        // 07:00 in New York: the last one.
+        assert_eq!(
+            gate(at("2026-11-27T12:00:00Z"))
+                .ledger_enqueue(date, None)
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.ledger_counts(date).unwrap().pending, 3);
+        let g = gate(at("2026-11-27T12:00:00Z"));
+        assert_eq!(g.ledger_claim(date, 1, false).unwrap().len(), 1);
+        stop.store(true, Ordering::SeqCst);
+        assert!(
+            g.ledger_claim(date, 10, false).unwrap().is_empty(),
+            "stopping: nothing new"
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! The service's pages in a real headless browser (Debian's chromium): the
+//! sign-up form and the unsubscribe button work when clicked. Skipped, with a
+//! message, only when chromium is not installed (`scripts/test.sh` installs it).
+
+#[path = "support/app.rs"]
+mod app;
+#[path = "support/browser.rs"]
+mod browser;
+
+use std::path::PathBuf;
+
+use app::Mail;
+use digestif::config::Secret;
+use digestif::domain::{SubscriberEmail, SubscriberStatus};
+use digestif::store::NewSubscriber;
+
+fn shots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sign_up_form_and_the_confirm_button_work_when_clicked() {
+    let Some(bin) = browser::chromium() else {
+        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let app = app::start(Mail::File, "07:00").await;
+    let (base, outbox) = (app.base.clone(), app.outbox());
+    let page = tokio::task::spawn_blocking(move || {
+        let mut b = browser::Browser::start(&bin);
+        b.call(
+            "Emulation.setTimezoneOverride",
+            serde_json::json!({"timezoneId": "America/New_York"}),
+        );
+        b.goto(&format!("{base}/subscribe?lang=fr"));
+        b.screenshot(&shots().join("subscribe.png"));
+        assert!(b.text().contains("La newsletter qui vous briefe en 5 min"));
+        b.type_into("#email", "lea@example.org");
+        b.type_into("#name", "Léa");
+        b.click("input[name=categories][value='Culture']");
+        b.click("button[type=submit]");
+        b.wait_for("document.body.innerText.includes('Vérifiez votre boîte')");
+        let mails = app::eml_files(&outbox);
+        assert_eq!(mails.len(), 1);
+        let link = app::link_in(&mails[0], "confirm");
+        b.goto(&link);
+        b.click("button[type=submit]");
+        b.wait_for("document.body.innerText.includes('Inscription confirmée')");
+        b.screenshot(&shots().join("confirmed.png"));
+        b.text()
+    })
+    .await
+    .unwrap();
+    assert!(page.contains("Merci"), "{page}");
+    let s = app
+        .store
+        .subscriber_by_email(&SubscriberEmail::parse("lea@example.org").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.status, SubscriberStatus::Active);
+    assert_eq!(s.name.as_deref(), Some("Léa"));
+    assert_eq!(s.categories, vec!["Culture".to_string()]);
+    assert_eq!(
+        s.timezone,
+        Some(chrono_tz::America::New_York),
+        "the browser's zone is kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_unsubscribe_button_works_when_clicked() {
+    let Some(bin) = browser::chromium() else {
+        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let app = app::start(Mail::File, "07:00").await;
+    let email = SubscriberEmail::parse("marc@example.org").unwrap();
+    app.store
+        .upsert_subscriber(&NewSubscriber {
+            email: email.clone(),
+            name: Some("Marc".into()),
+            locale: None,
+            categories: vec![],
+            timezone: None,
+            status: SubscriberStatus::Active,
+        })
+        .unwrap();
+    let id = app.store.subscriber_by_email(&email).unwrap().unwrap().id;
+    let token = digestif::deliver::token::unsubscribe_token(
+        &Secret::new(app::SECRET),
+        &app.cfg.list_id(),
+        id,
+    );
+    let url = app.url(&format!("/unsubscribe?token={token}"));
+    let store = app.store.clone();
+    let e = email.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut b = browser::Browser::start(&bin);
+        b.goto(&url);
+        b.screenshot(&shots().join("unsubscribe.png"));
+        // Opening the page changed nothing.
+        assert_eq!(
+            store.subscriber_by_email(&e).unwrap().unwrap().status,
+            SubscriberStatus::Active
+        );
+        b.click("button[type=submit]");
+        b.wait_for("document.body.innerText.includes('Vous êtes désinscrit')");
+        b.screenshot(&shots().join("unsubscribed.png"));
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        app.store
+            .subscriber_by_email(&email)
+            .unwrap()
+            .unwrap()
+            .status,
+        SubscriberStatus::Unsubscribed
+    );
+}

@@ -1,0 +1,418 @@
+//! DKIM signing end to end: a key made by `openssl`, `digestif send` to a
+//! real SMTP server (aiosmtpd), and every received message checked by an
+//! independent verifier (Python's dkimpy) against the public key.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use digestif::config::Secret;
+use digestif::domain::{SubscriberEmail, SubscriberStatus};
+use digestif::store::{NewSubscriber, SqliteStore, Store};
+use support::SmtpServer;
+
+const SECRET: &str = "test-secret-0123456789abcdef";
+const DATE: &str = "2026-11-27";
+const NOW: &str = "2026-11-27T06:30:00+01:00";
+
+const FEED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>Monde</title><link>https://example.com/</link>
+<item><title>Budget 2027 : ce qui change</title><link>https://example.com/budget</link>
+<description>Le gouvernement présente ses recettes pour 2027.</description>
+<pubDate>Fri, 27 Nov 2026 05:00:00 +0100</pubDate></item>
+<item><title>Sommet sur le climat à Nairobi</title><link>https://example.com/climat</link>
+<description>Les négociations reprennent ce matin.</description>
+<pubDate>Thu, 26 Nov 2026 20:00:00 +0100</pubDate></item>
+</channel></rss>"#;
+
+/// Verifies one message with dkimpy (PyNaCl for Ed25519); the DNS lookup answers
+/// with our public key.
+/// Prints a JSON object: `valid`, the `h` tag's header names, `d` and `s`.
+const VERIFY: &str = r#"
+import json, sys, dkim
+msg = open(sys.argv[1], "rb").read()
+pub = sys.argv[2].encode()
+kind = sys.argv[3].encode()
+asked = []
+def dns(name, timeout=5):
+    asked.append(name.decode() if isinstance(name, bytes) else name)
+    return b"v=DKIM1; k=" + kind + b"; p=" + pub
+valid = dkim.verify(msg, dnsfunc=dns)
+sig = None
+for line in dkim.rfc822_parse(msg)[0]:
+    if line[0].lower() == b"dkim-signature":
+        sig = dkim.util.parse_tag_value(line[1])
+h = [x.strip().decode() for x in sig[b"h"].split(b":")] if sig else []
+print(json.dumps({"valid": bool(valid), "h": h, "asked": asked,
+                  "d": sig[b"d"].decode() if sig else None,
+                  "s": sig[b"s"].decode() if sig else None}))
+"#;
+
+fn ensure_dkimpy() {
+    let ok = Command::new("python3")
+        .args(["-c", "import dkim, nacl"])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        let st = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "dkimpy",
+                "pynacl",
+            ])
+            .status()
+            .expect("python3 is needed for the DKIM tests");
+        assert!(st.success(), "cannot install dkimpy");
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Verdict {
+    valid: bool,
+    h: Vec<String>,
+    asked: Vec<String>,
+    d: Option<String>,
+    s: Option<String>,
+}
+
+fn verify(raw: &[u8], key: &PublicKey) -> Verdict {
+    ensure_dkimpy();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.eml");
+    std::fs::write(&path, raw).unwrap();
+    let out = Command::new("python3")
+        .args(["-c", VERIFY])
+        .arg(&path)
+        .arg(&key.b64)
+        .arg(key.kind.dns_k())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "verifier crashed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    /// `openssl genrsa`: PKCS#8 PEM (`BEGIN PRIVATE KEY`).
+    RsaPkcs8,
+    /// `openssl genrsa -traditional`: PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`).
+    RsaPkcs1,
+    /// `openssl genpkey -algorithm ed25519` (RFC 8463).
+    Ed25519,
+}
+
+impl KeyKind {
+    fn dns_k(self) -> &'static str {
+        match self {
+            KeyKind::Ed25519 => "ed25519",
+            _ => "rsa",
+        }
+    }
+}
+
+struct PublicKey {
+    kind: KeyKind,
+    /// What the DNS record's `p=` holds.
+    b64: String,
+}
+
+fn openssl(args: &[&str], path: &Path) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .arg(path)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("the openssl command is needed for the DKIM tests");
+    assert!(out.status.success(), "openssl {args:?} failed");
+    out.stdout
+}
+
+/// A fresh key: the path of its private PEM and its public half.
+fn new_key(dir: &Path, kind: KeyKind) -> (PathBuf, PublicKey) {
+    use base64::Engine;
+    let n = std::fs::read_dir(dir).unwrap().count();
+    let key = dir.join(format!("key{n}.pem"));
+    match kind {
+        KeyKind::RsaPkcs8 => openssl(&["genrsa", "-out"], &key),
+        KeyKind::RsaPkcs1 => openssl(&["genrsa", "-traditional", "-out"], &key),
+        KeyKind::Ed25519 => openssl(&["genpkey", "-algorithm", "ed25519", "-out"], &key),
+    };
+    let der = openssl(&["pkey", "-pubout", "-outform", "DER", "-in"], &key);
+    // RSA: p= is the DER SubjectPublicKeyInfo; Ed25519 (RFC 8463): the 32 raw bytes.
+    let public = match kind {
+        KeyKind::Ed25519 => &der[der.len() - 32..],
+        _ => &der[..],
+    };
+    let b64 = base64::engine::general_purpose::STANDARD.encode(public);
+    (key, PublicKey { kind, b64 })
+}
+
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(server: &SmtpServer, dkim_key_path: &str, subscribers: &[(&str, Option<&str>)]) -> Site {
+        Site::with_reply_to(server, dkim_key_path, subscribers, true)
+    }
+
+    fn with_reply_to(
+        server: &SmtpServer,
+        dkim_key_path: &str,
+        subscribers: &[(&str, Option<&str>)],
+        reply_to: bool,
+    ) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("feeds")).unwrap();
+        std::fs::write(dir.path().join("feeds/monde.xml"), FEED).unwrap();
+        let cfg = format!(
+            r#"[newsletter]
+name = "L'Essentiel"
+tagline = "La newsletter qui vous briefe en 5 min"
+locale = "fr"
+timezone = "Europe/Paris"
+base_url = "https://news.example.com/digestif"
+
+[[sources]]
+name = "Monde"
+path = "feeds/monde.xml"
+category = "Monde"
+
+[sender]
+from = "L'Essentiel <briefing@news.example.com>"
+{reply_to}
+
+[smtp]
+transport = "smtp"
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+pool_size = 2
+timeout_s = 10
+
+[dkim]
+domain = "news.example.com"
+selector = "brief2026"
+private_key_path = "{dkim_key_path}"
+"#,
+            port = server.port,
+            reply_to = if reply_to {
+                "reply_to = \"Rédaction <redaction@news.example.com>\""
+            } else {
+                ""
+            }
+        );
+        std::fs::write(dir.path().join("digestif.toml"), cfg).unwrap();
+        let store = SqliteStore::open(&dir.path().join("digestif.db")).unwrap();
+        let rows: Vec<NewSubscriber> = subscribers
+            .iter()
+            .map(|(email, name)| NewSubscriber {
+                email: SubscriberEmail::parse(email).unwrap(),
+                name: name.map(str::to_string),
+                locale: None,
+                categories: vec![],
+                timezone: None,
+                status: SubscriberStatus::Active,
+            })
+            .collect();
+        store.upsert_many(&rows).unwrap();
+        Site { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn send(&self) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_digestif"))
+            .arg("--config")
+            .arg(self.dir.path().join("digestif.toml"))
+            .args(["send", "--date", DATE, "--now", NOW])
+            .env(Secret::ENV, SECRET)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Replaces the first `from` after the header named `header` (case-insensitive
+/// start of line), keeping everything else byte for byte.
+fn tamper(raw: &[u8], header: &str, from: &str, to: &str) -> Vec<u8> {
+    let text = String::from_utf8(raw.to_vec()).unwrap();
+    let start = format!("\r\n{}", text.to_ascii_lowercase())
+        .find(&format!("\r\n{}:", header.to_ascii_lowercase()))
+        .unwrap_or_else(|| panic!("no {header} header"));
+    let at = start
+        + text[start..]
+            .find(from)
+            .unwrap_or_else(|| panic!("{from:?} not in {header}"));
+    let mut out = text[..at].to_string();
+    out.push_str(to);
+    out.push_str(&text[at + from.len()..]);
+    out.into_bytes()
+}
+
+const COVERED: [&str; 10] = [
+    "from",
+    "reply-to",
+    "mime-version",
+    "subject",
+    "date",
+    "to",
+    "message-id",
+    "list-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+];
+
+fn sends_messages_whose_signature_an_independent_verifier_accepts(kind: KeyKind, reply_to: bool) {
+    let server = SmtpServer::start(&["--pipelining"]);
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = new_key(keys.path(), kind);
+    let (_, other) = new_key(keys.path(), kind);
+    let site = Site::with_reply_to(
+        &server,
+        key.to_str().unwrap(),
+        &[
+            ("jean@example.com", Some("Jean Dupont")),
+            ("amelie@example.org", Some("Amélie Poulain, « la vraie »")),
+            ("anon@example.net", None),
+        ],
+        reply_to,
+    );
+    let out = site.send();
+    assert!(out.status.success(), "{}", show(&out));
+    let got = server.messages();
+    assert_eq!(got.len(), 3);
+    for m in &got {
+        let raw = String::from_utf8(m.raw.clone()).unwrap();
+        assert!(raw.starts_with("DKIM-Signature:") || raw.contains("\r\nDKIM-Signature:"));
+        let v = verify(&m.raw, &public);
+        assert!(v.valid, "dkimpy rejects the signature of:\n{raw}");
+        assert_eq!(v.d.as_deref(), Some("news.example.com"));
+        assert_eq!(v.s.as_deref(), Some("brief2026"));
+        assert_eq!(v.asked, vec!["brief2026._domainkey.news.example.com."]);
+        let algorithm = match kind {
+            KeyKind::Ed25519 => "a=ed25519-sha256;",
+            _ => "a=rsa-sha256;",
+        };
+        assert!(raw.contains(algorithm), "{raw}");
+        let h: Vec<String> = v.h.iter().map(|x| x.to_ascii_lowercase()).collect();
+        for name in COVERED {
+            assert!(h.iter().any(|x| x == name), "h= lacks {name}: {h:?}");
+        }
+    }
+
+    // The check can fail: a change to a covered header or to the body breaks it.
+    let m = got
+        .iter()
+        .find(|m| m.rcpt() == "jean@example.com")
+        .expect("jean's copy");
+    let forgeries = [
+        ("List-Unsubscribe", "https://", "https://evil."),
+        ("List-Unsubscribe-Post", "One-Click", "One-Click, Two-Click"),
+        ("List-Id", "<", "<x"),
+        ("Subject", "Subject:", "Subject: RE:"),
+        ("From", "briefing@", "phishing@"),
+        ("To", "jean@", "eve@"),
+        ("Date", "2026", "2027"),
+        ("Message-ID", "@", "x@"),
+    ];
+    for (header, from, to) in forgeries {
+        let forged = tamper(&m.raw, header, from, to);
+        assert_ne!(forged, m.raw);
+        assert!(!verify(&forged, &public).valid, "forged {header} verifies");
+    }
+    let raw = String::from_utf8(m.raw.clone()).unwrap();
+    let at = raw.find("Budget 2027").expect("story in the body");
+    let mut body = m.raw.clone();
+    body[at] = b'X';
+    assert!(!verify(&body, &public).valid, "forged body verifies");
+    // Another key does not verify it either.
+    assert!(!verify(&m.raw, &other).valid, "verified with another key");
+    // Adding a Reply-To the sender did not set breaks it too (signed as absent).
+    if !reply_to {
+        let raw = String::from_utf8(m.raw.clone()).unwrap();
+        let added = raw.replacen(
+            "\r\nSubject:",
+            "\r\nReply-To: attacker@evil.example\r\nSubject:",
+            1,
+        );
+        assert_ne!(added, raw);
+        assert!(
+            !verify(added.as_bytes(), &public).valid,
+            "added Reply-To verifies"
+        );
+    }
+}
+
+#[test]
+fn messages_signed_with_a_pkcs8_rsa_key_verify_and_the_signature_covers_the_list_headers() {
+    sends_messages_whose_signature_an_independent_verifier_accepts(KeyKind::RsaPkcs8, true);
+}
+
+#[test]
+fn messages_signed_with_a_pkcs1_rsa_key_and_no_reply_to_verify_too() {
+    sends_messages_whose_signature_an_independent_verifier_accepts(KeyKind::RsaPkcs1, false);
+}
+
+#[test]
+fn messages_signed_with_an_ed25519_key_verify_too() {
+    sends_messages_whose_signature_an_independent_verifier_accepts(KeyKind::Ed25519, false);
+}
+
+fn refuses_at_startup(key_path: &str, site_setup: impl FnOnce(&Path)) {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server, key_path, &[("jean@example.com", None)]);
+    site_setup(site.path());
+    let out = site.send();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[dkim] private_key_path"), "{}", show(&out));
+    assert!(stderr.contains(key_path), "the path is not named: {stderr}");
+    assert_eq!(server.count(), 0);
+    // Refused before the issue was built: no archive, no ledger row.
+    assert!(!site.path().join("digests").join(DATE).exists());
+    let c = SqliteStore::open(&site.path().join("digestif.db"))
+        .unwrap()
+        .ledger_counts(chrono::NaiveDate::from_ymd_opt(2026, 11, 27).unwrap())
+        .unwrap();
+    assert_eq!(c.pending + c.sending + c.sent + c.failed, 0);
+}
+
+#[test]
+fn a_missing_key_file_is_a_config_error_naming_the_key_and_the_path() {
+    refuses_at_startup("keys/missing.pem", |_| {});
+}
+
+#[test]
+fn a_key_file_that_is_not_a_key_is_a_config_error_naming_the_key_and_the_path() {
+    refuses_at_startup("keys/garbage.pem", |dir| {
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        std::fs::write(
+            dir.join("keys/garbage.pem"),
+            "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+    });
+}

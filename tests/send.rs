@@ -1,0 +1,286 @@
+//! `digestif send`, `ledger` and `unsubscribe` as an operator runs them: the
+//! binary, subscribers in SQLite, a real SMTP server (aiosmtpd) over TCP.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use digestif::config::Secret;
+use mail_parser::MessageParser;
+use support::SmtpServer;
+
+const SECRET: &str = "test-secret-0123456789abcdef";
+const DATE: &str = "2026-11-27";
+const NOW: &str = "2026-11-27T06:30:00+01:00";
+
+const FEED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>Monde</title><link>https://example.com/</link>
+<item><title>Budget 2027 : ce qui change</title><link>https://example.com/budget</link>
+<description>Le gouvernement présente ses recettes pour 2027.</description>
+<pubDate>Fri, 27 Nov 2026 05:00:00 +0100</pubDate></item>
+<item><title>Sommet sur le climat à Nairobi</title><link>https://example.com/climat</link>
+<description>Les négociations reprennent ce matin.</description>
+<pubDate>Thu, 26 Nov 2026 20:00:00 +0100</pubDate></item>
+</channel></rss>"#;
+
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    /// A config sending to `server`, with `extra` keys in `[sender]`, and `n` subscribers
+    /// r1..rn@example.com added through the binary.
+    fn new(server: &SmtpServer, extra: &str, n: usize) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("feeds")).unwrap();
+        std::fs::write(dir.path().join("feeds/monde.xml"), FEED).unwrap();
+        let cfg = format!(
+            r#"[newsletter]
+name = "L'Essentiel"
+tagline = "La newsletter qui vous briefe en 5 min"
+locale = "fr"
+timezone = "Europe/Paris"
+base_url = "https://news.example.com/digestif"
+
+[[sources]]
+name = "Monde"
+path = "feeds/monde.xml"
+category = "Monde"
+
+[smtp]
+transport = "smtp"
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+pool_size = 2
+timeout_s = 10
+max_attempts = 3
+retry_base_ms = 20
+
+[sender]
+from = "L'Essentiel <briefing@news.example.com>"
+{extra}
+"#,
+            port = server.port
+        );
+        std::fs::write(dir.path().join("digestif.toml"), cfg).unwrap();
+        let site = Site { dir };
+        for i in 1..=n {
+            let out = site.run(&["subscribers", "add", &format!("r{i}@example.com")]);
+            assert!(out.status.success(), "{}", show(&out));
+        }
+        site
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("digestif.toml")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_digestif"))
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .env(Secret::ENV, SECRET)
+            .env("RUST_LOG", "warn")
+            .env_remove("DIGESTIF_CONFIG")
+            .output()
+            .unwrap()
+    }
+
+    fn send(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["send", "--date", DATE, "--now", NOW];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn recipients(server: &SmtpServer) -> Vec<String> {
+    let mut r: Vec<String> = server
+        .messages()
+        .iter()
+        .map(|m| m.rcpt().to_string())
+        .collect();
+    r.sort();
+    r
+}
+
+#[test]
+fn limit_sends_that_many_exits_0_and_the_next_run_sends_the_rest_once() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server, "", 5);
+    let out = site.send(&["--limit", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(server.count(), 2);
+    let text = stdout(&out);
+    assert!(
+        text.contains("held back by --limit: 3 message(s)"),
+        "{}",
+        show(&out)
+    );
+    let last = text.lines().last().unwrap();
+    assert_eq!(
+        last,
+        format!(
+            "{DATE}: sent 2, retried 0, failed 0 (0 bounced), skipped 0, in doubt 0, left pending 3"
+        )
+    );
+
+    let out = site.send(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        stdout(&out).lines().last().unwrap(),
+        format!(
+            "{DATE}: sent 3, retried 0, failed 0 (0 bounced), skipped 2, in doubt 0, left pending 0"
+        )
+    );
+    let want: Vec<String> = (1..=5).map(|i| format!("r{i}@example.com")).collect();
+    assert_eq!(recipients(&server), want);
+}
+
+#[test]
+fn limit_zero_is_a_usage_error_and_sends_nothing() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server, "", 2);
+    let out = site.send(&["--limit", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--limit"));
+    assert_eq!(server.count(), 0);
+}
+
+#[test]
+fn a_run_that_leaves_messages_pending_exits_1_even_with_a_limit() {
+    // The server answers 451 to the only recipient on every attempt: it stays pending.
+    let server = SmtpServer::start(&["--reject-rcpt", "r1@example.com:451"]);
+    let site = Site::new(&server, "", 1);
+    let out = site.send(&["--limit", "5"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stdout(&out)
+        .lines()
+        .last()
+        .unwrap()
+        .ends_with("left pending 1"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("left pending"));
+}
+
+#[test]
+fn unsubscribing_mid_issue_is_idempotent_and_the_rest_of_that_issue_skips_them() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server, "", 4);
+    // r1 and r2 get the issue; r3 and r4 are still pending in the ledger.
+    let out = site.send(&["--limit", "2"]);
+    assert!(out.status.success(), "{}", show(&out));
+    for expected in ["r4@example.com unsubscribed", "already unsubscribed"] {
+        let out = site.run(&["unsubscribe", "r4@Example.COM"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        assert!(stdout(&out).contains(expected), "{}", show(&out));
+    }
+    let out = site.run(&["unsubscribe", "nobody@example.com"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(stdout(&out).contains("not a subscriber"));
+
+    let out = site.send(&[]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        recipients(&server),
+        vec!["r1@example.com", "r2@example.com", "r3@example.com"]
+    );
+    // They stay unsubscribed for the issues to come.
+    let out = site.run(&["subscribers", "list", "--status", "unsubscribed"]);
+    assert!(stdout(&out).contains("r4@example.com"), "{}", show(&out));
+}
+
+#[test]
+fn ledger_lists_each_failure_with_its_address_and_the_servers_answer() {
+    let server = SmtpServer::start(&["--reject-rcpt", "r2@example.com:550"]);
+    let site = Site::new(&server, "", 3);
+    let out = site.send(&[]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(stdout(&out)
+        .lines()
+        .last()
+        .unwrap()
+        .contains("failed 1 (1 bounced)"));
+    let out = site.run(&["ledger", "--date", DATE]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("{DATE}: pending 0, sending 0, sent 2, failed 1")),
+        "{text}"
+    );
+    let failure = text
+        .lines()
+        .find(|l| l.starts_with("failed: r2@example.com: "))
+        .unwrap_or_else(|| panic!("no failure line: {text}"));
+    assert!(failure.contains("550"), "{failure}");
+    assert!(failure.contains("no such user"), "{failure}");
+    // Without --date: the latest issue.
+    let out = site.run(&["ledger"]);
+    assert!(stdout(&out).contains("sent 2, failed 1"), "{}", show(&out));
+}
+
+#[test]
+fn the_default_subject_is_the_name_the_date_and_the_top_story() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server, "", 1);
+    let out = site.send(&[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let m = &server.messages()[0];
+    let p = MessageParser::default().parse(&m.raw).unwrap();
+    assert_eq!(
+        p.subject(),
+        Some("L'Essentiel · vendredi 27 novembre 2026 · Budget 2027 : ce qui change")
+    );
+}
+
+#[test]
+fn a_subject_template_in_the_config_is_used() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server, "subject = \"{top_title} | {name}\"", 1);
+    let out = site.send(&[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let got = server.messages();
+    let p = MessageParser::default().parse(&got[0].raw).unwrap();
+    assert_eq!(
+        p.subject(),
+        Some("Budget 2027 : ce qui change | L'Essentiel")
+    );
+}
+
+#[test]
+fn a_dry_run_checks_the_issue_without_a_secret_but_a_real_send_needs_one() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server, "", 2);
+    let mut dry = Command::new(env!("CARGO_BIN_EXE_digestif"));
+    dry.arg("--config")
+        .arg(site.config())
+        .args(["send", "--date", DATE, "--now", NOW, "--dry-run"])
+        .env_remove(Secret::ENV)
+        .env("RUST_LOG", "warn");
+    let out = dry.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(stdout(&out).contains("nothing sent"), "{}", show(&out));
+    let mut real = Command::new(env!("CARGO_BIN_EXE_digestif"));
+    real.arg("--config")
+        .arg(site.config())
+        .args(["send", "--date", DATE, "--now", NOW])
+        .env_remove(Secret::ENV)
+        .env("RUST_LOG", "warn");
+    let out = real.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_eq!(server.count(), 0);
+}

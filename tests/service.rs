@@ -1,0 +1,1136 @@
+//! End-to-end tests of the service: a real HTTP client against the router on a
+//! random port, a real SQLite file, a real SMTP server (aiosmtpd), and the
+//! `digestif serve` binary itself for the multi-process and signal cases.
+
+#[path = "support/app.rs"]
+mod app;
+mod support;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant};
+
+use app::{App, Mail};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use digestif::config::Secret;
+use digestif::deliver::token;
+use digestif::domain::{Digest, SubscriberEmail, SubscriberStatus};
+use digestif::schedule::{DueFilter, IssuePipeline, PassReport, RunOutcome, Scheduler};
+use digestif::store::{NewSubscriber, Store};
+use futures::future::BoxFuture;
+use support::SmtpServer;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn email(s: &str) -> SubscriberEmail {
+    SubscriberEmail::parse(s).unwrap()
+}
+
+fn add(store: &dyn Store, addr: &str, status: SubscriberStatus) -> i64 {
+    store
+        .upsert_subscriber(&NewSubscriber {
+            email: email(addr),
+            name: None,
+            locale: None,
+            categories: vec![],
+            timezone: None,
+            status,
+        })
+        .unwrap();
+    store.subscriber_by_email(&email(addr)).unwrap().unwrap().id
+}
+
+fn status_of(store: &dyn Store, addr: &str) -> SubscriberStatus {
+    store
+        .subscriber_by_email(&email(addr))
+        .unwrap()
+        .unwrap()
+        .status
+}
+
+fn unsub_token(app: &App, id: i64) -> String {
+    token::unsubscribe_token(&Secret::new(app::SECRET), &app.cfg.list_id(), id)
+}
+
+/// Waits (bounded) for `f` to hold.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + StdDuration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+}
+
+fn paris_date(now: DateTime<Utc>) -> NaiveDate {
+    now.with_timezone(&chrono_tz::Europe::Paris).date_naive()
+}
+
+// ------------------------------------------------------------------ the whole flow
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_excludes_them() {
+    let smtp = SmtpServer::start(&[]);
+    let app = app::start(Mail::Smtp(smtp.port), "07:00").await;
+    let http = client();
+
+    // Sign up through the form.
+    let res = http
+        .post(app.url("/subscribe"))
+        .form(&[
+            ("email", "claire@example.org"),
+            ("name", "Claire"),
+            ("locale", "fr"),
+            ("categories", "Économie"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("Vérifiez votre boîte"));
+    // Double opt-in: not a subscriber yet.
+    assert!(
+        app.store
+            .subscriber_by_email(&email("claire@example.org"))
+            .unwrap()
+            .is_none()
+            || status_of(app.store.as_ref(), "claire@example.org") != SubscriberStatus::Active
+    );
+
+    // The confirmation arrives at the SMTP server.
+    smtp.wait_for(1, StdDuration::from_secs(20));
+    let mail = &smtp.messages()[0];
+    assert_eq!(mail.rcpt(), "claire@example.org");
+    let link = app::link_in(&mail.raw, "confirm");
+    assert!(link.starts_with(&app.url("/confirm?token=")), "{link}");
+
+    // The link shows a page with a button; GET alone activates nothing.
+    let page = http.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    assert!(body.contains("Confirmer mon inscription"), "{body}");
+    assert!(
+        !body.contains("claire@example.org"),
+        "the page masks the address"
+    );
+    let tok = url::Url::parse(&link)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .unwrap()
+        .1
+        .to_string();
+    let res = http
+        .post(app.url("/confirm"))
+        .form(&[("token", tok.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("Inscription confirmée"));
+    assert_eq!(
+        status_of(app.store.as_ref(), "claire@example.org"),
+        SubscriberStatus::Active
+    );
+    let claire = app
+        .store
+        .subscriber_by_email(&email("claire@example.org"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(claire.name.as_deref(), Some("Claire"));
+    assert_eq!(claire.categories, vec!["Économie".to_string()]);
+
+    // A scheduled send a few seconds away: the clock says 06:59:57 Paris time.
+    let d1 = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+    app::archive(&app.cfg, d1);
+    let sched = Arc::new(Scheduler::new(
+        app.cfg.clone(),
+        app.store.clone(),
+        Arc::new(
+            digestif::schedule::LivePipeline::new(
+                app.cfg.clone(),
+                app.store.clone(),
+                Secret::new(app::SECRET),
+            )
+            .unwrap(),
+        ),
+        app.metrics.clone(),
+    ));
+    let send_at = digestif::domain::local_instant(
+        d1,
+        app.cfg.newsletter.send_time.0,
+        chrono_tz::Europe::Paris,
+    );
+    app.clock.set(send_at - Duration::seconds(3));
+    let mut cron = sched.clone().start(app.clock.clone()).await.unwrap();
+    smtp.wait_for(2, StdDuration::from_secs(40));
+    let issue = &smtp.messages()[1];
+    assert_eq!(issue.rcpt(), "claire@example.org");
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&issue.raw)
+        .unwrap();
+    let list_unsub = parsed.header_raw("List-Unsubscribe").unwrap().to_string();
+    assert!(parsed
+        .header_raw("List-Unsubscribe-Post")
+        .unwrap()
+        .contains("List-Unsubscribe=One-Click"));
+    let one_click = list_unsub
+        .split(['<', '>'])
+        .find(|s| s.starts_with("http"))
+        .unwrap()
+        .to_string();
+    eventually("the run of d1 is recorded", || {
+        app.store
+            .last_run()
+            .unwrap()
+            .is_some_and(|r| r.date == d1 && r.status == "ok")
+    })
+    .await;
+
+    // RFC 8058 one-click: POST to the header's URL, token in the query string.
+    let res = http
+        .post(&one_click)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "no redirect");
+    assert_eq!(
+        status_of(app.store.as_ref(), "claire@example.org"),
+        SubscriberStatus::Unsubscribed
+    );
+
+    // The next day's send reaches the others, not her.
+    add(
+        app.store.as_ref(),
+        "witness@example.org",
+        SubscriberStatus::Active,
+    );
+    let d2 = d1.succ_opt().unwrap();
+    app::archive(&app.cfg, d2);
+    let send_at = digestif::domain::local_instant(
+        d2,
+        app.cfg.newsletter.send_time.0,
+        chrono_tz::Europe::Paris,
+    );
+    app.clock.set(send_at - Duration::seconds(2));
+    eventually("the run of d2 is recorded", || {
+        app.store.last_run().unwrap().is_some_and(|r| r.date == d2)
+    })
+    .await;
+    cron.shutdown().await.unwrap();
+    let msgs = smtp.messages();
+    assert_eq!(
+        msgs.len(),
+        3,
+        "confirmation, d1 to Claire, d2 to the witness"
+    );
+    assert_eq!(msgs[2].rcpt(), "witness@example.org");
+}
+
+// ------------------------------------------------------------------ unsubscribe
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_get_on_the_unsubscribe_link_shows_one_button_and_changes_nothing() {
+    let app = app::start(Mail::File, "07:00").await;
+    let id = add(
+        app.store.as_ref(),
+        "paul@example.org",
+        SubscriberStatus::Active,
+    );
+    let url = app.url(&format!("/unsubscribe?token={}", unsub_token(&app, id)));
+    for _ in 0..3 {
+        let res = client().get(&url).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["referrer-policy"], "no-referrer");
+        let body = res.text().await.unwrap();
+        assert!(
+            body.contains("<form method=\"post\" action=\"unsubscribe\">"),
+            "{body}"
+        );
+        assert!(body.contains("Confirmer la désinscription"), "{body}");
+        assert!(body.contains("p…@example.org"), "{body}");
+    }
+    assert_eq!(
+        status_of(app.store.as_ref(), "paul@example.org"),
+        SubscriberStatus::Active
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_unsubscribe_page_speaks_the_subscribers_language() {
+    let app = app::start(Mail::File, "07:00").await;
+    app.store
+        .upsert_subscriber(&NewSubscriber {
+            email: email("jane@example.org"),
+            name: None,
+            locale: Some(digestif::domain::Locale::En),
+            categories: vec![],
+            timezone: None,
+            status: SubscriberStatus::Active,
+        })
+        .unwrap();
+    let id = app
+        .store
+        .subscriber_by_email(&email("jane@example.org"))
+        .unwrap()
+        .unwrap()
+        .id;
+    let body = client()
+        .get(app.url(&format!("/unsubscribe?token={}", unsub_token(&app, id))))
+        .header("accept-language", "fr-FR")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("<html lang=\"en\">"), "{body}");
+    assert!(body.contains("Confirm unsubscribe"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing() {
+    let app = app::start(Mail::File, "07:00").await;
+    let id = add(
+        app.store.as_ref(),
+        "paul@example.org",
+        SubscriberStatus::Active,
+    );
+    let other = token::unsubscribe_token(
+        &Secret::new("another-secret-entirely-123"),
+        &app.cfg.list_id(),
+        id,
+    );
+    let mut genuine = unsub_token(&app, id);
+    genuine.replace_range(genuine.len() - 2.., "AA");
+    for forged in [other, genuine, "garbage".to_string(), String::new()] {
+        let res = client()
+            .post(app.url(&format!("/unsubscribe?token={forged}")))
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "token {forged:?}");
+        let body = res.text().await.unwrap();
+        assert!(body.contains("Lien invalide"), "{body}");
+        let res = client()
+            .get(app.url(&format!("/unsubscribe?token={forged}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+    }
+    assert_eq!(
+        status_of(app.store.as_ref(), "paul@example.org"),
+        SubscriberStatus::Active
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect() {
+    let app = app::start(Mail::File, "07:00").await;
+    let id = add(
+        app.store.as_ref(),
+        "paul@example.org",
+        SubscriberStatus::Active,
+    );
+    let url = app.url(&format!("/unsubscribe?token={}", unsub_token(&app, id)));
+    for _ in 0..2 {
+        let res = client()
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.headers().get("location").is_none());
+        assert!(res.text().await.unwrap().contains("Vous êtes désinscrit"));
+        assert_eq!(
+            status_of(app.store.as_ref(), "paul@example.org"),
+            SubscriberStatus::Unsubscribed
+        );
+    }
+    // The button's form (token in the body) works as well.
+    let id2 = add(
+        app.store.as_ref(),
+        "anne@example.org",
+        SubscriberStatus::Active,
+    );
+    let res = client()
+        .post(app.url("/unsubscribe"))
+        .form(&[("token", unsub_token(&app, id2))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        status_of(app.store.as_ref(), "anne@example.org"),
+        SubscriberStatus::Unsubscribed
+    );
+}
+
+// ------------------------------------------------------------------ sign-up
+
+async fn sign_up(app: &App, addr: &str) -> (u16, String) {
+    let res = client()
+        .post(app.url("/subscribe"))
+        .form(&[("email", addr), ("locale", "fr")])
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_up_answers_the_same_whether_the_address_is_known_or_not() {
+    let app = app::start(Mail::File, "07:00").await;
+    add(
+        app.store.as_ref(),
+        "known@example.org",
+        SubscriberStatus::Active,
+    );
+    let known = sign_up(&app, "known@example.org").await;
+    let unknown = sign_up(&app, "nobody@example.org").await;
+    assert_eq!(known, unknown);
+    assert_eq!(known.0, 200);
+    // Nobody is subscribed without confirming.
+    assert!(app
+        .store
+        .subscriber_by_email(&email("nobody@example.org"))
+        .unwrap()
+        .is_none_or(|s| s.status != SubscriberStatus::Active));
+    assert_eq!(
+        app::eml_files(&app.outbox()).len(),
+        2,
+        "one confirmation each"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_address_is_refused_with_the_form_shown_again() {
+    let app = app::start(Mail::File, "07:00").await;
+    let (status, body) = sign_up(&app, "not-an-address").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("role=\"alert\""), "{body}");
+    assert!(body.contains("value=\"not-an-address\""), "{body}");
+    let res = client()
+        .post(app.url("/subscribe"))
+        .form(&[("email", "a@example.org"), ("categories", "Astrologie")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(app::eml_files(&app.outbox()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_sign_ups_from_one_client_get_a_429_page() {
+    let app = app::start(Mail::File, "07:00").await;
+    // subscribe_per_minute = 3 in the test config.
+    for i in 0..3 {
+        assert_eq!(sign_up(&app, &format!("a{i}@example.org")).await.0, 200);
+    }
+    let (status, body) = sign_up(&app, "a9@example.org").await;
+    assert_eq!(status, 429);
+    assert!(body.contains("Trop de demandes"), "{body}");
+    assert_eq!(app::eml_files(&app.outbox()).len(), 3);
+}
+
+fn confirm_link_of(app: &App, nth: usize) -> String {
+    let mails = app::eml_files(&app.outbox());
+    app::link_in(&mails[nth], "confirm")
+}
+
+fn token_of(link: &str) -> String {
+    url::Url::parse(link)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .unwrap()
+        .1
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsubscribed_reader_who_confirms_a_new_sign_up_is_active_again() {
+    let app = app::start(Mail::File, "07:00").await;
+    let id = add(
+        app.store.as_ref(),
+        "back@example.org",
+        SubscriberStatus::Active,
+    );
+    app.store
+        .set_status(
+            id,
+            SubscriberStatus::Unsubscribed,
+            "test",
+            digestif::clock::now(),
+        )
+        .unwrap();
+    assert_eq!(sign_up(&app, "back@example.org").await.0, 200);
+    // Signing up alone changes nothing.
+    assert_eq!(
+        status_of(app.store.as_ref(), "back@example.org"),
+        SubscriberStatus::Unsubscribed
+    );
+    let tok = token_of(&confirm_link_of(&app, 0));
+    let res = client()
+        .post(app.url("/confirm"))
+        .form(&[("token", tok.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        status_of(app.store.as_ref(), "back@example.org"),
+        SubscriberStatus::Active
+    );
+    // A second click is harmless.
+    let res = client()
+        .post(app.url("/confirm"))
+        .form(&[("token", tok.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_or_forged_confirmation_link_is_refused() {
+    let app = app::start(Mail::File, "07:00").await;
+    assert_eq!(sign_up(&app, "late@example.org").await.0, 200);
+    let tok = token_of(&confirm_link_of(&app, 0));
+    // 49 hours later (confirm_ttl_hours = 48 by default).
+    app.clock.set(digestif::clock::now() + Duration::hours(49));
+    let res = client()
+        .get(app.url(&format!("/confirm?token={tok}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let res = client()
+        .post(app.url("/confirm"))
+        .form(&[("token", tok.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("plus valide"));
+    let forged = token::confirm_token(
+        &Secret::new("not-the-secret-at-all-123"),
+        "late@example.org",
+        digestif::clock::now() + Duration::hours(100),
+    );
+    app.clock.set(digestif::clock::now());
+    let res = client()
+        .post(app.url("/confirm"))
+        .form(&[("token", forged.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(app
+        .store
+        .subscriber_by_email(&email("late@example.org"))
+        .unwrap()
+        .is_none_or(|s| s.status != SubscriberStatus::Active));
+}
+
+// ------------------------------------------------------------------ archive, health, metrics
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_archive_lists_past_issues_newest_first_without_personal_data() {
+    let app = app::start(Mail::File, "07:00").await;
+    let d1 = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+    let d2 = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
+    let future = NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
+    for d in [d1, d2, future] {
+        app::archive(&app.cfg, d);
+    }
+    app.clock.set("2026-11-27T12:00:00Z".parse().unwrap());
+    let body = client()
+        .get(app.url("/archive"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (p1, p2) = (
+        body.find("Titre principal du 2026-11-25").unwrap(),
+        body.find("Titre principal du 2026-11-26").unwrap(),
+    );
+    assert!(p2 < p1, "newest first");
+    assert!(
+        !body.contains("2026-11-28"),
+        "an issue is not shown before its send time"
+    );
+
+    let res = client()
+        .get(app.url("/archive/2026-11-26"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Le budget 2027 en débat"));
+    assert!(!html.contains("token="), "no token in the public issue");
+    assert_eq!(
+        client()
+            .get(app.url("/archive/2026-11-28"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        client()
+            .get(app.url("/archive/2026-13-45"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        client()
+            .get(app.url("/archive/..%2F..%2Fetc"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let res = client()
+        .get(app.url("/archive/feed.xml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/atom+xml; charset=utf-8"
+    );
+    let feed = res.text().await.unwrap();
+    let parsed = feed_rs::parser::parse(feed.as_bytes()).expect("a valid Atom feed");
+    assert_eq!(parsed.entries.len(), 2);
+    assert_eq!(
+        parsed.entries[0].links[0].href,
+        app.url("/archive/2026-11-26")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthz_reports_the_store_and_the_last_run_and_metrics_count_subscribers() {
+    let app = app::start(Mail::File, "07:00").await;
+    let res = client().get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let v: serde_json::Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+    assert_eq!(v["store"], "ok");
+    assert!(v["last_run"].is_null());
+
+    let d = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+    let t = "2026-11-27T06:00:00Z".parse::<DateTime<Utc>>().unwrap();
+    app.store
+        .record_run(&digestif::store::RunRecord {
+            date: d,
+            started_at: t,
+            finished_at: t + Duration::milliseconds(1500),
+            status: "ok".into(),
+            sent: 12,
+            failed: 0,
+            retried: 1,
+            in_doubt: 0,
+            message: String::new(),
+        })
+        .unwrap();
+    add(
+        app.store.as_ref(),
+        "a@example.org",
+        SubscriberStatus::Active,
+    );
+    let id = add(
+        app.store.as_ref(),
+        "b@example.org",
+        SubscriberStatus::Active,
+    );
+    app.store
+        .set_status(id, SubscriberStatus::Unsubscribed, "test", t)
+        .unwrap();
+
+    let v: serde_json::Value = serde_json::from_str(
+        &client()
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["last_run"]["date"], "2026-11-27");
+    assert_eq!(v["last_run"]["status"], "ok");
+
+    let res = client().get(app.url("/metrics")).send().await.unwrap();
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains("digestif_subscribers{status=\"active\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("digestif_subscribers{status=\"unsubscribed\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("digestif_last_run_duration_seconds 1.500\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "digestif_last_run_timestamp_seconds {}\n",
+            (t + Duration::milliseconds(1500)).timestamp()
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_page_is_a_404_page_in_the_visitors_language() {
+    let app = app::start(Mail::File, "07:00").await;
+    let res = client()
+        .get(app.url("/nope"))
+        .header("accept-language", "en-US,en;q=0.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.text().await.unwrap().contains("Page not found"));
+}
+
+// ------------------------------------------------------------------ scheduler with an injected clock
+
+/// Counts what the scheduler asks of the pipeline; fails the first `fail` sends.
+struct CountingPipeline {
+    builds: AtomicU32,
+    sends: AtomicU32,
+    fail: AtomicU32,
+    cfg: Arc<digestif::config::Config>,
+}
+
+impl IssuePipeline for CountingPipeline {
+    fn issue<'a>(
+        &'a self,
+        date: NaiveDate,
+        _now: DateTime<Utc>,
+    ) -> BoxFuture<'a, anyhow::Result<Option<Digest>>> {
+        self.builds.fetch_add(1, Ordering::SeqCst);
+        let d = app::digest(&self.cfg, date);
+        Box::pin(async move { Ok(Some(d)) })
+    }
+    fn send<'a>(
+        &'a self,
+        _d: &'a Digest,
+        _due: &'a DueFilter,
+    ) -> BoxFuture<'a, anyhow::Result<PassReport>> {
+        self.sends.fetch_add(1, Ordering::SeqCst);
+        let failing = self.fail.load(Ordering::SeqCst) > 0;
+        if failing {
+            self.fail.fetch_sub(1, Ordering::SeqCst);
+        }
+        Box::pin(async move {
+            if failing {
+                anyhow::bail!("connection refused (test)")
+            }
+            Ok(PassReport {
+                sent: 5,
+                ..Default::default()
+            })
+        })
+    }
+}
+
+fn scheduler(app: &App, fail: u32) -> (Arc<Scheduler>, Arc<CountingPipeline>) {
+    let p = Arc::new(CountingPipeline {
+        builds: AtomicU32::new(0),
+        sends: AtomicU32::new(0),
+        fail: AtomicU32::new(fail),
+        cfg: app.cfg.clone(),
+    });
+    let s = Arc::new(Scheduler::new(
+        app.cfg.clone(),
+        app.store.clone(),
+        p.clone(),
+        app.metrics.clone(),
+    ));
+    (s, p)
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_service_does_not_start_the_same_date_twice() {
+    let app = app::start(Mail::File, "07:00").await;
+    let (first, p1) = scheduler(&app, 0);
+    assert!(matches!(
+        first.run_once(at("2026-11-27T05:59:00Z")).await.unwrap(),
+        RunOutcome::Idle(_)
+    ));
+    match first.run_once(at("2026-11-27T06:00:00Z")).await.unwrap() {
+        RunOutcome::Ran(r) => assert_eq!((r.status.as_str(), r.sent), ("ok", 5)),
+        other => panic!("{other:?}"),
+    }
+    // "Restart": a new scheduler on the same database, a minute later.
+    let (second, p2) = scheduler(&app, 0);
+    assert!(matches!(
+        second.run_once(at("2026-11-27T06:01:00Z")).await.unwrap(),
+        RunOutcome::Idle(_)
+    ));
+    assert_eq!(
+        p1.sends.load(Ordering::SeqCst) + p2.sends.load(Ordering::SeqCst),
+        1
+    );
+    // Tomorrow is due again.
+    assert!(matches!(
+        second.run_once(at("2026-11-28T06:00:30Z")).await.unwrap(),
+        RunOutcome::Ran(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_date_leased_by_another_process_is_left_alone() {
+    let app = app::start(Mail::File, "07:00").await;
+    let now = at("2026-11-27T06:00:00Z");
+    assert!(app
+        .store
+        .try_lease(
+            "issue:2026-11-27",
+            "other-host-1",
+            now,
+            now + Duration::seconds(30)
+        )
+        .unwrap());
+    let (s, p) = scheduler(&app, 0);
+    assert_eq!(
+        s.run_once(now).await.unwrap(),
+        RunOutcome::Busy(NaiveDate::from_ymd_opt(2026, 11, 27).unwrap())
+    );
+    assert_eq!(
+        p.builds.load(Ordering::SeqCst),
+        0,
+        "no work started without the lease"
+    );
+    // Once the other holder's lease expired (it died), this one takes over.
+    assert!(matches!(
+        s.run_once(now + Duration::seconds(31)).await.unwrap(),
+        RunOutcome::Ran(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_run_is_retried_within_catch_up_and_skipped_after_it() {
+    let app = app::start(Mail::File, "07:00").await;
+    let (s, p) = scheduler(&app, 2);
+    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T06:00:00Z")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(r.status, "failed");
+    assert!(r.message.contains("connection refused"), "{}", r.message);
+    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T06:10:00Z")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(r.status, "failed");
+    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T06:20:00Z")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(r.status, "ok");
+    assert_eq!(p.sends.load(Ordering::SeqCst), 3);
+
+    // Next day: failing until the catch-up window (3 h) closes, then skipped, with the reason.
+    let (s, _) = scheduler(&app, 100);
+    let RunOutcome::Ran(r) = s.run_once(at("2026-11-28T06:00:00Z")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(r.status, "failed");
+    let RunOutcome::Ran(r) = s.run_once(at("2026-11-28T09:00:01Z")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(r.status, "skipped");
+    assert!(r.message.contains("catch-up"), "{}", r.message);
+    assert!(matches!(
+        s.run_once(at("2026-11-28T09:01:00Z")).await.unwrap(),
+        RunOutcome::Idle(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_back_after_the_catch_up_window_skips_the_day_and_logs_why() {
+    let app = app::start(Mail::File, "07:00").await;
+    let (s, p) = scheduler(&app, 0);
+    assert!(matches!(
+        s.run_once(at("2026-11-26T06:00:00Z")).await.unwrap(),
+        RunOutcome::Ran(_)
+    ));
+    // Down all morning of the 27th; back at 15:00 Paris.
+    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T14:00:00Z")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (r.date.to_string().as_str(), r.status.as_str()),
+        ("2026-11-27", "skipped")
+    );
+    assert_eq!(p.sends.load(Ordering::SeqCst), 1);
+    let h: serde_json::Value = serde_json::from_str(
+        &client()
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(h["last_run"]["status"], "skipped");
+}
+
+// ------------------------------------------------------------------ the binary
+
+fn serve_config(dir: &std::path::Path, smtp_port: u16) -> (std::path::PathBuf, NaiveDate) {
+    // send_time one minute ago (Paris): the first tick sends it, within catch-up.
+    let now = digestif::clock::now() - Duration::minutes(1);
+    let local = now.with_timezone(&chrono_tz::Europe::Paris);
+    let date = paris_date(now);
+    let text = app::config_text(
+        "http://127.0.0.1:9",
+        &Mail::Smtp(smtp_port),
+        &local.format("%H:%M").to_string(),
+    );
+    std::fs::create_dir_all(dir.join("feeds")).unwrap();
+    let path = dir.join("digestif.toml");
+    std::fs::write(&path, text).unwrap();
+    (path, date)
+}
+
+fn serve(config: &std::path::Path, secret: Option<&str>) -> std::process::Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_digestif"));
+    c.arg("--config")
+        .arg(config)
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    c.env_remove("DIGESTIF_SECRET");
+    if let Some(s) = secret {
+        c.env("DIGESTIF_SECRET", s);
+    }
+    c.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn sigterm(child: &std::process::Child) {
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn wait_exit(mut child: std::process::Child) -> (i32, String) {
+    let deadline = Instant::now() + StdDuration::from_secs(60);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (st.code().unwrap_or(-1), err);
+        }
+        assert!(Instant::now() < deadline, "serve did not exit");
+        std::thread::sleep(StdDuration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_serve_processes_on_one_database_send_one_issue_and_stop_cleanly_on_sigterm() {
+    let smtp = SmtpServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (config, date) = serve_config(dir.path(), smtp.port);
+    let cfg = digestif::config::Config::from_file(&config).unwrap();
+    app::archive(&cfg, date);
+    let store = digestif::store::SqliteStore::for_config(&cfg).unwrap();
+    for i in 0..20 {
+        add(
+            &store,
+            &format!("reader{i}@example.org"),
+            SubscriberStatus::Active,
+        );
+    }
+    let a = serve(&config, Some(app::SECRET));
+    let b = serve(&config, Some(app::SECRET));
+    eventually("one run recorded", || {
+        store
+            .last_run()
+            .unwrap()
+            .is_some_and(|r| r.date == date && r.status == "ok")
+    })
+    .await;
+    // Both processes have ticked at least twice by now (every 10 s).
+    tokio::time::sleep(StdDuration::from_secs(12)).await;
+    let msgs = smtp.messages();
+    assert_eq!(msgs.len(), 20, "each reader exactly once");
+    let mut rcpts: Vec<&str> = msgs.iter().map(|m| m.rcpt()).collect();
+    rcpts.sort();
+    rcpts.dedup();
+    assert_eq!(rcpts.len(), 20);
+    assert_eq!(store.ledger_counts(date).unwrap().sent, 20);
+    sigterm(&a);
+    sigterm(&b);
+    let (ca, ea) = wait_exit(a);
+    let (cb, eb) = wait_exit(b);
+    assert_eq!(ca, 0, "{ea}");
+    assert_eq!(cb, 0, "{eb}");
+    assert!(
+        ea.contains("stopping") && eb.contains("stopping"),
+        "{ea}\n{eb}"
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_secret_when_mailing_over_smtp() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = serve_config(dir.path(), 9);
+    let (code, err) = wait_exit(serve(&config, None));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("DIGESTIF_SECRET"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_send_finishes_the_messages_in_flight_and_a_restart_sends_the_rest_once() {
+    let smtp = SmtpServer::start(&["--delay-ms", "250"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (config, date) = serve_config(dir.path(), smtp.port);
+    let cfg = digestif::config::Config::from_file(&config).unwrap();
+    app::archive(&cfg, date);
+    let store = digestif::store::SqliteStore::for_config(&cfg).unwrap();
+    for i in 0..40 {
+        add(
+            &store,
+            &format!("reader{i}@example.org"),
+            SubscriberStatus::Active,
+        );
+    }
+    let first = serve(&config, Some(app::SECRET));
+    smtp.wait_for(2, StdDuration::from_secs(40));
+    sigterm(&first);
+    let (code, log) = wait_exit(first);
+    assert_eq!(code, 0, "{log}");
+    let counts = store.ledger_counts(date).unwrap();
+    assert_eq!(
+        counts.sending, 0,
+        "nothing left in flight: {counts:?}\n{log}"
+    );
+    assert!(counts.sent < 40, "it stopped taking new work: {counts:?}");
+    assert_eq!(counts.sent + counts.pending, 40, "{counts:?}");
+    assert_eq!(
+        counts.sent as usize,
+        smtp.count(),
+        "the ledger matches what the server got"
+    );
+    let last = store.last_run().unwrap().unwrap();
+    assert_eq!(last.status, "partial", "{last:?}");
+
+    // Started again, it sends the rest, each reader once.
+    let second = serve(&config, Some(app::SECRET));
+    eventually("the rest is sent", || {
+        store.last_run().unwrap().is_some_and(|r| r.status == "ok")
+    })
+    .await;
+    sigterm(&second);
+    assert_eq!(wait_exit(second).0, 0);
+    let msgs = smtp.messages();
+    let mut rcpts: Vec<&str> = msgs.iter().map(|m| m.rcpt()).collect();
+    rcpts.sort();
+    rcpts.dedup();
+    assert_eq!((msgs.len(), rcpts.len()), (40, 40));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_in_new_york_gets_the_frozen_issue_at_seven_in_new_york() {
+    let smtp = SmtpServer::start(&[]);
+    let app = app::start(Mail::Smtp(smtp.port), "07:00").await;
+    let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+    app::archive(&app.cfg, date);
+    add(
+        app.store.as_ref(),
+        "paris@example.org",
+        SubscriberStatus::Active,
+    );
+    app.store
+        .upsert_subscriber(&NewSubscriber {
+            email: email("ny@example.org"),
+            name: None,
+            locale: None,
+            categories: vec![],
+            timezone: Some(chrono_tz::America::New_York),
+            status: SubscriberStatus::Active,
+        })
+        .unwrap();
+    let sched = Scheduler::new(
+        app.cfg.clone(),
+        app.store.clone(),
+        Arc::new(
+            digestif::schedule::LivePipeline::new(
+                app.cfg.clone(),
+                app.store.clone(),
+                Secret::new(app::SECRET),
+            )
+            .unwrap(),
+        ),
+        app.metrics.clone(),
+    );
+    // 07:00 in Paris.
+    let RunOutcome::Ran(r) = sched.run_once(at("2026-11-27T06:00:00Z")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((r.status.as_str(), r.sent), ("partial", 1), "{r:?}");
+    assert_eq!(smtp.messages()[0].rcpt(), "paris@example.org");
+    // Nothing more until 07:00 in New York (12:00 UTC).
+    assert_eq!(
+        sched.run_once(at("2026-11-27T08:00:00Z")).await.unwrap(),
+        RunOutcome::Idle(at("2026-11-27T12:00:00Z"))
+    );
+    let RunOutcome::Ran(r) = sched.run_once(at("2026-11-27T12:00:05Z")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((r.status.as_str(), r.sent), ("ok", 1), "{r:?}");
+    let msgs = smtp.messages();
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[1].rcpt(), "ny@example.org");
+    assert!(matches!(
+        sched.run_once(at("2026-11-27T13:00:00Z")).await.unwrap(),
+        RunOutcome::Idle(_)
+    ));
+}
