@@ -88,7 +88,7 @@ fn sample_subscriber(email: SubscriberEmail) -> Subscriber {
 
 /// Checks what the message needs from the config and the disk (sender, DKIM key)
 /// before any feed is fetched: a bad key stops the run at once, not at each message.
-fn check_message_config(cfg: &Config) -> Result<(), Failure> {
+pub fn check_message_config(cfg: &Config) -> Result<(), Failure> {
     MessageFactory::from_config(cfg)
         .map(drop)
         .map_err(Failure::usage)

@@ -14,7 +14,7 @@ use anyhow::Context;
 
 use crate::cli::ServeArgs;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, Secret, TransportKind};
+use crate::config::{Config, Secret};
 use crate::http::{self, metrics::Metrics, AppState, Mailer};
 use crate::schedule::{LivePipeline, Scheduler};
 use crate::store::Store;
@@ -32,28 +32,10 @@ pub fn serve(config: Option<&Path>, args: &ServeArgs) -> CmdResult {
             "--listen {listen:?} must be an address and port such as 127.0.0.1:8080"
         ))
     })?;
-    let secret = secret_for(&cfg)?;
+    // One secret for `send` and `serve`, so the links one writes the other accepts.
+    let secret = super::send::secret_for(&cfg)?;
+    super::send::check_message_config(&cfg)?;
     super::runtime()?.block_on(run(Arc::new(cfg), listen, secret))
-}
-
-/// `DIGESTIF_SECRET` signs every link; only the file transport (a local demo) may go without.
-fn secret_for(cfg: &Config) -> Result<Secret, Failure> {
-    match Secret::from_env() {
-        Some(s) => Ok(s),
-        None if cfg.smtp.transport == TransportKind::File => {
-            tracing::warn!(
-                "{} is not set: using a fixed demo secret, acceptable only with the file transport",
-                Secret::ENV
-            );
-            Ok(Secret::new(b"digestif-demo-secret-file-transport-only".to_vec()))
-        }
-        None => Err(Failure::usage(anyhow::anyhow!(
-            "{} is not set (or shorter than 16 characters): it signs the unsubscribe and \
-             confirmation links. Set it to a long random value, e.g. `export {}=$(openssl rand -hex 32)`.",
-            Secret::ENV,
-            Secret::ENV
-        ))),
-    }
 }
 
 fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
