@@ -43,8 +43,9 @@ pub struct RenderedEmail {
     pub text: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Slot {
+/// Where a personal value goes in a body (see [`EmailTemplate::html_parts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
     Greeting,
     Unsubscribe,
 }
@@ -141,8 +142,20 @@ impl EmailTemplate {
         &self.subject
     }
 
-    /// Fills the personal slots (name, unsubscribe link). Cheap: no re-rendering.
-    pub fn personalise(&self, p: &Personal) -> RenderedEmail {
+    /// The HTML body cut at its personal slots: `literals.len() == slots.len() + 1`,
+    /// the body is `literals[0] slots[0] literals[1] …`. For encoders that prepare
+    /// the parts every subscriber shares once.
+    pub fn html_parts(&self) -> (&[String], &[Slot]) {
+        (&self.html.literals, &self.html.slots)
+    }
+
+    /// The text body cut at its personal slots, like [`EmailTemplate::html_parts`].
+    pub fn text_parts(&self) -> (&[String], &[Slot]) {
+        (&self.text.literals, &self.text.slots)
+    }
+
+    /// What [`EmailTemplate::personalise`] puts in the slots for `p`.
+    pub fn slot_values(&self, p: &Personal) -> SlotValues {
         let name = p.name.as_deref().map(clean_name).filter(|n| !n.is_empty());
         let g = &self.greeting;
         let (html_greeting, text_greeting) = match &name {
@@ -166,16 +179,33 @@ impl EmailTemplate {
         } else {
             self.public_unsubscribe.as_str()
         };
+        SlotValues {
+            html_greeting,
+            html_unsubscribe: html_escape::encode_double_quoted_attribute(unsubscribe).into_owned(),
+            text_greeting,
+            text_unsubscribe: unsubscribe.to_string(),
+        }
+    }
+
+    /// Fills the personal slots (name, unsubscribe link). Cheap: no re-rendering.
+    pub fn personalise(&self, p: &Personal) -> RenderedEmail {
+        let v = self.slot_values(p);
         RenderedEmail {
             subject: self.subject.clone(),
             preheader: self.preheader.clone(),
-            html: self.html.fill(
-                &html_greeting,
-                &html_escape::encode_double_quoted_attribute(unsubscribe),
-            ),
-            text: self.text.fill(&text_greeting, unsubscribe),
+            html: self.html.fill(&v.html_greeting, &v.html_unsubscribe),
+            text: self.text.fill(&v.text_greeting, &v.text_unsubscribe),
         }
     }
+}
+
+/// The personal values of one subscriber, escaped for each body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotValues {
+    pub html_greeting: String,
+    pub html_unsubscribe: String,
+    pub text_greeting: String,
+    pub text_unsubscribe: String,
 }
 
 fn has_control(s: &str) -> bool {
