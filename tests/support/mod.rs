@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod site;
+
 /// A running SMTP server; killed when dropped.
 pub struct SmtpServer {
     child: Child,
