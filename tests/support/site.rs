@@ -25,8 +25,8 @@ pub const FEED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <pubDate>Thu, 26 Nov 2026 20:00:00 +0100</pubDate></item>
 </channel></rss>"#;
 
-/// The `[newsletter]` table (with a tagline when given) and the one source,
-/// `feeds/monde.xml`.
+/// The `[newsletter]` table (with a tagline when given), the one source,
+/// `feeds/monde.xml`, and the `[sender]` table (more keys may follow).
 pub fn config_head(tagline: Option<&str>) -> String {
     let tagline = tagline
         .map(|t| format!("tagline = \"{t}\"\n"))
@@ -42,16 +42,16 @@ base_url = "https://news.example.com/digestif"
 name = "Monde"
 path = "feeds/monde.xml"
 category = "Monde"
+
+[sender]
+from = "L'Essentiel <briefing@news.example.com>"
 "#
     )
 }
 
-/// The head every sending test uses: the tagline, the source, and the sender.
+/// The head every sending test uses: with the tagline.
 pub fn sending_head() -> String {
-    format!(
-        "{}\n[sender]\nfrom = \"L'Essentiel <briefing@news.example.com>\"\n",
-        config_head(Some("La newsletter qui vous briefe en 5 min"))
-    )
+    config_head(Some("La newsletter qui vous briefe en 5 min"))
 }
 
 /// The `[smtp]` table for `server` over plain TCP; more keys may follow.
