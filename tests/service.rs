@@ -28,6 +28,11 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A GET on `path` of the running service, redirects not followed.
+async fn get(app: &App, path: &str) -> reqwest::Response {
+    client().get(app.url(path)).send().await.unwrap()
+}
+
 fn email(s: &str) -> SubscriberEmail {
     SubscriberEmail::parse(s).unwrap()
 }
@@ -320,11 +325,7 @@ async fn a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing() {
         assert_eq!(res.status(), 400, "token {forged:?}");
         let body = res.text().await.unwrap();
         assert!(body.contains("Lien invalide"), "{body}");
-        let res = client()
-            .get(app.url(&format!("/unsubscribe?token={forged}")))
-            .send()
-            .await
-            .unwrap();
+        let res = get(&app, &format!("/unsubscribe?token={forged}")).await;
         assert_eq!(res.status(), 400);
     }
     assert_eq!(
@@ -510,11 +511,7 @@ async fn an_expired_or_forged_confirmation_link_is_refused() {
     let tok = token_of(&confirm_link_of(&app, 0));
     // 49 hours later (confirm_ttl_hours = 48 by default).
     app.clock.set(digestif::clock::now() + Duration::hours(49));
-    let res = client()
-        .get(app.url(&format!("/confirm?token={tok}")))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&app, &format!("/confirm?token={tok}")).await;
     assert_eq!(res.status(), 400);
     let res = client()
         .post(app.url("/confirm"))
@@ -556,14 +553,7 @@ async fn the_archive_lists_past_issues_newest_first_without_personal_data() {
         app::archive(&app.cfg, d);
     }
     app.clock.set("2026-11-27T12:00:00Z".parse().unwrap());
-    let body = client()
-        .get(app.url("/archive"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get(&app, "/archive").await.text().await.unwrap();
     let (p1, p2) = (
         body.find("Titre principal du 2026-11-25").unwrap(),
         body.find("Titre principal du 2026-11-26").unwrap(),
@@ -574,11 +564,7 @@ async fn the_archive_lists_past_issues_newest_first_without_personal_data() {
         "an issue is not shown before its send time"
     );
 
-    let res = client()
-        .get(app.url("/archive/2026-11-26"))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&app, "/archive/2026-11-26").await;
     assert_eq!(res.status(), 200);
     assert!(res.headers()["content-security-policy"]
         .to_str()
@@ -587,39 +573,11 @@ async fn the_archive_lists_past_issues_newest_first_without_personal_data() {
     let html = res.text().await.unwrap();
     assert!(html.contains("Le budget 2027 en débat"));
     assert!(!html.contains("token="), "no token in the public issue");
-    assert_eq!(
-        client()
-            .get(app.url("/archive/2026-11-28"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        client()
-            .get(app.url("/archive/2026-13-45"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        client()
-            .get(app.url("/archive/..%2F..%2Fetc"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(get(&app, "/archive/2026-11-28").await.status(), 404);
+    assert_eq!(get(&app, "/archive/2026-13-45").await.status(), 404);
+    assert_eq!(get(&app, "/archive/..%2F..%2Fetc").await.status(), 404);
 
-    let res = client()
-        .get(app.url("/archive/feed.xml"))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&app, "/archive/feed.xml").await;
     assert_eq!(
         res.headers()["content-type"],
         "application/atom+xml; charset=utf-8"
@@ -636,7 +594,7 @@ async fn the_archive_lists_past_issues_newest_first_without_personal_data() {
 #[tokio::test(flavor = "multi_thread")]
 async fn healthz_reports_the_store_and_the_last_run_and_metrics_count_subscribers() {
     let app = app::start(Mail::File, "07:00").await;
-    let res = client().get(app.url("/healthz")).send().await.unwrap();
+    let res = get(&app, "/healthz").await;
     assert_eq!(res.status(), 200);
     let v: serde_json::Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
     assert_eq!(v["store"], "ok");
@@ -671,21 +629,12 @@ async fn healthz_reports_the_store_and_the_last_run_and_metrics_count_subscriber
         .set_status(id, SubscriberStatus::Unsubscribed, "test", t)
         .unwrap();
 
-    let v: serde_json::Value = serde_json::from_str(
-        &client()
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&get(&app, "/healthz").await.text().await.unwrap()).unwrap();
     assert_eq!(v["last_run"]["date"], "2026-11-27");
     assert_eq!(v["last_run"]["status"], "ok");
 
-    let res = client().get(app.url("/metrics")).send().await.unwrap();
+    let res = get(&app, "/metrics").await;
     assert!(res.headers()["content-type"]
         .to_str()
         .unwrap()
@@ -899,17 +848,8 @@ async fn a_service_back_after_the_catch_up_window_skips_the_day_and_logs_why() {
         ("2026-11-27", "skipped")
     );
     assert_eq!(p.sends.load(Ordering::SeqCst), 1);
-    let h: serde_json::Value = serde_json::from_str(
-        &client()
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let h: serde_json::Value =
+        serde_json::from_str(&get(&app, "/healthz").await.text().await.unwrap()).unwrap();
     assert_eq!(h["last_run"]["status"], "skipped");
 }
 
