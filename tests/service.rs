@@ -51,6 +51,11 @@ fn add(store: &dyn Store, addr: &str, status: SubscriberStatus) -> i64 {
     store.subscriber_by_email(&email(addr)).unwrap().unwrap().id
 }
 
+/// Adds an active reader to the app's store; their id.
+fn add_active(app: &App, addr: &str) -> i64 {
+    add(app.store.as_ref(), addr, SubscriberStatus::Active)
+}
+
 fn status_of(store: &dyn Store, addr: &str) -> SubscriberStatus {
     store
         .subscriber_by_email(&email(addr))
@@ -64,6 +69,11 @@ fn unsub_token(app: &App, id: i64) -> String {
 }
 
 /// Waits (bounded) for `f` to hold.
+/// The reader's unsubscribe link on the running service.
+fn unsub_url(app: &App, id: i64) -> String {
+    app.url(&format!("/unsubscribe?token={}", unsub_token(app, id)))
+}
+
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + StdDuration::from_secs(60);
     while !f() {
@@ -153,19 +163,7 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
     // A scheduled send a few seconds away: the clock says 06:59:57 Paris time.
     let d1 = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
     app::archive(&app.cfg, d1);
-    let sched = Arc::new(Scheduler::new(
-        app.cfg.clone(),
-        app.store.clone(),
-        Arc::new(
-            digestif::schedule::LivePipeline::new(
-                app.cfg.clone(),
-                app.store.clone(),
-                Secret::new(app::SECRET),
-            )
-            .unwrap(),
-        ),
-        app.metrics.clone(),
-    ));
+    let sched = Arc::new(live_scheduler(&app));
     let send_at = digestif::domain::local_instant(
         d1,
         app.cfg.newsletter.send_time.0,
@@ -212,11 +210,7 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
     );
 
     // The next day's send reaches the others, not her.
-    add(
-        app.store.as_ref(),
-        "witness@example.org",
-        SubscriberStatus::Active,
-    );
+    add_active(&app, "witness@example.org");
     let d2 = d1.succ_opt().unwrap();
     app::archive(&app.cfg, d2);
     let send_at = digestif::domain::local_instant(
@@ -244,12 +238,8 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_get_on_the_unsubscribe_link_shows_one_button_and_changes_nothing() {
     let app = app::start(Mail::File, "07:00").await;
-    let id = add(
-        app.store.as_ref(),
-        "paul@example.org",
-        SubscriberStatus::Active,
-    );
-    let url = app.url(&format!("/unsubscribe?token={}", unsub_token(&app, id)));
+    let id = add_active(&app, "paul@example.org");
+    let url = unsub_url(&app, id);
     for _ in 0..3 {
         let res = client().get(&url).send().await.unwrap();
         assert_eq!(res.status(), 200);
@@ -288,7 +278,7 @@ async fn the_unsubscribe_page_speaks_the_subscribers_language() {
         .unwrap()
         .id;
     let body = client()
-        .get(app.url(&format!("/unsubscribe?token={}", unsub_token(&app, id))))
+        .get(unsub_url(&app, id))
         .header("accept-language", "fr-FR")
         .send()
         .await
@@ -303,11 +293,7 @@ async fn the_unsubscribe_page_speaks_the_subscribers_language() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing() {
     let app = app::start(Mail::File, "07:00").await;
-    let id = add(
-        app.store.as_ref(),
-        "paul@example.org",
-        SubscriberStatus::Active,
-    );
+    let id = add_active(&app, "paul@example.org");
     let other = token::unsubscribe_token(
         &Secret::new("another-secret-entirely-123"),
         &app.cfg.list_id(),
@@ -337,12 +323,8 @@ async fn a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect() {
     let app = app::start(Mail::File, "07:00").await;
-    let id = add(
-        app.store.as_ref(),
-        "paul@example.org",
-        SubscriberStatus::Active,
-    );
-    let url = app.url(&format!("/unsubscribe?token={}", unsub_token(&app, id)));
+    let id = add_active(&app, "paul@example.org");
+    let url = unsub_url(&app, id);
     for _ in 0..2 {
         let res = client()
             .post(&url)
@@ -360,11 +342,7 @@ async fn one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect() 
         );
     }
     // The button's form (token in the body) works as well.
-    let id2 = add(
-        app.store.as_ref(),
-        "anne@example.org",
-        SubscriberStatus::Active,
-    );
+    let id2 = add_active(&app, "anne@example.org");
     let res = client()
         .post(app.url("/unsubscribe"))
         .form(&[("token", unsub_token(&app, id2))])
@@ -393,11 +371,7 @@ async fn sign_up(app: &App, addr: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn sign_up_answers_the_same_whether_the_address_is_known_or_not() {
     let app = app::start(Mail::File, "07:00").await;
-    add(
-        app.store.as_ref(),
-        "known@example.org",
-        SubscriberStatus::Active,
-    );
+    add_active(&app, "known@example.org");
     let known = sign_up(&app, "known@example.org").await;
     let unknown = sign_up(&app, "nobody@example.org").await;
     assert_eq!(known, unknown);
@@ -463,11 +437,7 @@ fn token_of(link: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unsubscribed_reader_who_confirms_a_new_sign_up_is_active_again() {
     let app = app::start(Mail::File, "07:00").await;
-    let id = add(
-        app.store.as_ref(),
-        "back@example.org",
-        SubscriberStatus::Active,
-    );
+    let id = add_active(&app, "back@example.org");
     app.store
         .set_status(
             id,
@@ -615,16 +585,8 @@ async fn healthz_reports_the_store_and_the_last_run_and_metrics_count_subscriber
             message: String::new(),
         })
         .unwrap();
-    add(
-        app.store.as_ref(),
-        "a@example.org",
-        SubscriberStatus::Active,
-    );
-    let id = add(
-        app.store.as_ref(),
-        "b@example.org",
-        SubscriberStatus::Active,
-    );
+    add_active(&app, "a@example.org");
+    let id = add_active(&app, "b@example.org");
     app.store
         .set_status(id, SubscriberStatus::Unsubscribed, "test", t)
         .unwrap();
@@ -714,6 +676,23 @@ impl IssuePipeline for CountingPipeline {
             })
         })
     }
+}
+
+/// The scheduler with the real pipeline, on the app's config, store and metrics.
+fn live_scheduler(app: &App) -> Scheduler {
+    Scheduler::new(
+        app.cfg.clone(),
+        app.store.clone(),
+        Arc::new(
+            digestif::schedule::LivePipeline::new(
+                app.cfg.clone(),
+                app.store.clone(),
+                Secret::new(app::SECRET),
+            )
+            .unwrap(),
+        ),
+        app.metrics.clone(),
+    )
 }
 
 fn scheduler(app: &App, fail: u32) -> (Arc<Scheduler>, Arc<CountingPipeline>) {
@@ -894,6 +873,40 @@ fn sigterm(child: &std::process::Child) {
     assert!(st.success());
 }
 
+/// A served site sending to `smtp`, today's issue archived, `readers` active
+/// readers reader0..; the folder lives as long as the first item.
+fn serve_site(
+    smtp: &SmtpServer,
+    readers: usize,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    NaiveDate,
+    digestif::store::SqliteStore,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, date) = serve_config(dir.path(), smtp.port);
+    let cfg = digestif::config::Config::from_file(&config).unwrap();
+    app::archive(&cfg, date);
+    let store = digestif::store::SqliteStore::for_config(&cfg).unwrap();
+    for i in 0..readers {
+        add(
+            &store,
+            &format!("reader{i}@example.org"),
+            SubscriberStatus::Active,
+        );
+    }
+    (dir, config, date, store)
+}
+
+/// The envelope recipients of `msgs`, sorted, each once.
+fn distinct_rcpts(msgs: &[support::Received]) -> Vec<&str> {
+    let mut rcpts: Vec<&str> = msgs.iter().map(|m| m.rcpt()).collect();
+    rcpts.sort();
+    rcpts.dedup();
+    rcpts
+}
+
 fn wait_exit(mut child: std::process::Child) -> (i32, String) {
     let deadline = Instant::now() + StdDuration::from_secs(60);
     loop {
@@ -916,18 +929,7 @@ fn wait_exit(mut child: std::process::Child) -> (i32, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_serve_processes_on_one_database_send_one_issue_and_stop_cleanly_on_sigterm() {
     let smtp = SmtpServer::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let (config, date) = serve_config(dir.path(), smtp.port);
-    let cfg = digestif::config::Config::from_file(&config).unwrap();
-    app::archive(&cfg, date);
-    let store = digestif::store::SqliteStore::for_config(&cfg).unwrap();
-    for i in 0..20 {
-        add(
-            &store,
-            &format!("reader{i}@example.org"),
-            SubscriberStatus::Active,
-        );
-    }
+    let (_dir, config, date, store) = serve_site(&smtp, 20);
     let a = serve(&config, Some(app::SECRET));
     let b = serve(&config, Some(app::SECRET));
     eventually("one run recorded", || {
@@ -941,9 +943,7 @@ async fn two_serve_processes_on_one_database_send_one_issue_and_stop_cleanly_on_
     tokio::time::sleep(StdDuration::from_secs(12)).await;
     let msgs = smtp.messages();
     assert_eq!(msgs.len(), 20, "each reader exactly once");
-    let mut rcpts: Vec<&str> = msgs.iter().map(|m| m.rcpt()).collect();
-    rcpts.sort();
-    rcpts.dedup();
+    let rcpts = distinct_rcpts(&msgs);
     assert_eq!(rcpts.len(), 20);
     assert_eq!(store.ledger_counts(date).unwrap().sent, 20);
     sigterm(&a);
@@ -970,18 +970,7 @@ fn serve_refuses_to_start_without_a_secret_when_mailing_over_smtp() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_mid_send_finishes_the_messages_in_flight_and_a_restart_sends_the_rest_once() {
     let smtp = SmtpServer::start(&["--delay-ms", "250"]);
-    let dir = tempfile::tempdir().unwrap();
-    let (config, date) = serve_config(dir.path(), smtp.port);
-    let cfg = digestif::config::Config::from_file(&config).unwrap();
-    app::archive(&cfg, date);
-    let store = digestif::store::SqliteStore::for_config(&cfg).unwrap();
-    for i in 0..40 {
-        add(
-            &store,
-            &format!("reader{i}@example.org"),
-            SubscriberStatus::Active,
-        );
-    }
+    let (_dir, config, date, store) = serve_site(&smtp, 40);
     let first = serve(&config, Some(app::SECRET));
     smtp.wait_for(2, StdDuration::from_secs(40));
     sigterm(&first);
@@ -1011,9 +1000,7 @@ async fn sigterm_mid_send_finishes_the_messages_in_flight_and_a_restart_sends_th
     sigterm(&second);
     assert_eq!(wait_exit(second).0, 0);
     let msgs = smtp.messages();
-    let mut rcpts: Vec<&str> = msgs.iter().map(|m| m.rcpt()).collect();
-    rcpts.sort();
-    rcpts.dedup();
+    let rcpts = distinct_rcpts(&msgs);
     assert_eq!((msgs.len(), rcpts.len()), (40, 40));
 }
 
@@ -1023,11 +1010,7 @@ async fn a_reader_in_new_york_gets_the_frozen_issue_at_seven_in_new_york() {
     let app = app::start(Mail::Smtp(smtp.port), "07:00").await;
     let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
     app::archive(&app.cfg, date);
-    add(
-        app.store.as_ref(),
-        "paris@example.org",
-        SubscriberStatus::Active,
-    );
+    add_active(&app, "paris@example.org");
     app.store
         .upsert_subscriber(&NewSubscriber {
             email: email("ny@example.org"),
@@ -1038,19 +1021,7 @@ async fn a_reader_in_new_york_gets_the_frozen_issue_at_seven_in_new_york() {
             status: SubscriberStatus::Active,
         })
         .unwrap();
-    let sched = Scheduler::new(
-        app.cfg.clone(),
-        app.store.clone(),
-        Arc::new(
-            digestif::schedule::LivePipeline::new(
-                app.cfg.clone(),
-                app.store.clone(),
-                Secret::new(app::SECRET),
-            )
-            .unwrap(),
-        ),
-        app.metrics.clone(),
-    );
+    let sched = live_scheduler(&app);
     // 07:00 in Paris.
     let RunOutcome::Ran(r) = sched.run_once(at("2026-11-27T06:00:00Z")).await.unwrap() else {
         panic!()
