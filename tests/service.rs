@@ -56,8 +56,8 @@ fn add_active(app: &App, addr: &str) -> i64 {
     add(app.store.as_ref(), addr, SubscriberStatus::Active)
 }
 
-fn status_of(store: &dyn Store, addr: &str) -> SubscriberStatus {
-    store
+fn status_of(app: &App, addr: &str) -> SubscriberStatus {
+    app.store
         .subscriber_by_email(&email(addr))
         .unwrap()
         .unwrap()
@@ -114,7 +114,7 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
             .subscriber_by_email(&email("claire@example.org"))
             .unwrap()
             .is_none()
-            || status_of(app.store.as_ref(), "claire@example.org") != SubscriberStatus::Active
+            || status_of(&app, "claire@example.org") != SubscriberStatus::Active
     );
 
     // The confirmation arrives at the SMTP server.
@@ -149,7 +149,7 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("Inscription confirmée"));
     assert_eq!(
-        status_of(app.store.as_ref(), "claire@example.org"),
+        status_of(&app, "claire@example.org"),
         SubscriberStatus::Active
     );
     let claire = app
@@ -205,7 +205,7 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
         .unwrap();
     assert_eq!(res.status(), 200, "no redirect");
     assert_eq!(
-        status_of(app.store.as_ref(), "claire@example.org"),
+        status_of(&app, "claire@example.org"),
         SubscriberStatus::Unsubscribed
     );
 
@@ -253,7 +253,7 @@ async fn a_get_on_the_unsubscribe_link_shows_one_button_and_changes_nothing() {
         assert!(body.contains("p…@example.org"), "{body}");
     }
     assert_eq!(
-        status_of(app.store.as_ref(), "paul@example.org"),
+        status_of(&app, "paul@example.org"),
         SubscriberStatus::Active
     );
 }
@@ -315,7 +315,7 @@ async fn a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing() {
         assert_eq!(res.status(), 400);
     }
     assert_eq!(
-        status_of(app.store.as_ref(), "paul@example.org"),
+        status_of(&app, "paul@example.org"),
         SubscriberStatus::Active
     );
 }
@@ -337,7 +337,7 @@ async fn one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect() 
         assert!(res.headers().get("location").is_none());
         assert!(res.text().await.unwrap().contains("Vous êtes désinscrit"));
         assert_eq!(
-            status_of(app.store.as_ref(), "paul@example.org"),
+            status_of(&app, "paul@example.org"),
             SubscriberStatus::Unsubscribed
         );
     }
@@ -351,7 +351,7 @@ async fn one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect() 
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(
-        status_of(app.store.as_ref(), "anne@example.org"),
+        status_of(&app, "anne@example.org"),
         SubscriberStatus::Unsubscribed
     );
 }
@@ -449,7 +449,7 @@ async fn an_unsubscribed_reader_who_confirms_a_new_sign_up_is_active_again() {
     assert_eq!(sign_up(&app, "back@example.org").await.0, 200);
     // Signing up alone changes nothing.
     assert_eq!(
-        status_of(app.store.as_ref(), "back@example.org"),
+        status_of(&app, "back@example.org"),
         SubscriberStatus::Unsubscribed
     );
     let tok = token_of(&confirm_link_of(&app, 0));
@@ -461,7 +461,7 @@ async fn an_unsubscribed_reader_who_confirms_a_new_sign_up_is_active_again() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(
-        status_of(app.store.as_ref(), "back@example.org"),
+        status_of(&app, "back@example.org"),
         SubscriberStatus::Active
     );
     // A second click is harmless.
