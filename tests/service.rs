@@ -51,6 +51,12 @@ fn add(store: &dyn Store, addr: &str, status: SubscriberStatus) -> i64 {
     store.subscriber_by_email(&email(addr)).unwrap().unwrap().id
 }
 
+/// Asserts the reader's status in the app's store.
+#[track_caller]
+fn assert_status(app: &App, addr: &str, want: SubscriberStatus) {
+    assert_eq!(status_of(app, addr), want);
+}
+
 /// Adds an active reader to the app's store; their id.
 fn add_active(app: &App, addr: &str) -> i64 {
     add(app.store.as_ref(), addr, SubscriberStatus::Active)
@@ -148,10 +154,7 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
         .unwrap();
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("Inscription confirmée"));
-    assert_eq!(
-        status_of(&app, "claire@example.org"),
-        SubscriberStatus::Active
-    );
+    assert_status(&app, "claire@example.org", SubscriberStatus::Active);
     let claire = app
         .store
         .subscriber_by_email(&email("claire@example.org"))
@@ -204,10 +207,7 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
         .await
         .unwrap();
     assert_eq!(res.status(), 200, "no redirect");
-    assert_eq!(
-        status_of(&app, "claire@example.org"),
-        SubscriberStatus::Unsubscribed
-    );
+    assert_status(&app, "claire@example.org", SubscriberStatus::Unsubscribed);
 
     // The next day's send reaches the others, not her.
     add_active(&app, "witness@example.org");
@@ -252,10 +252,7 @@ async fn a_get_on_the_unsubscribe_link_shows_one_button_and_changes_nothing() {
         assert!(body.contains("Confirmer la désinscription"), "{body}");
         assert!(body.contains("p…@example.org"), "{body}");
     }
-    assert_eq!(
-        status_of(&app, "paul@example.org"),
-        SubscriberStatus::Active
-    );
+    assert_status(&app, "paul@example.org", SubscriberStatus::Active);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -314,10 +311,7 @@ async fn a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing() {
         let res = get(&app, &format!("/unsubscribe?token={forged}")).await;
         assert_eq!(res.status(), 400);
     }
-    assert_eq!(
-        status_of(&app, "paul@example.org"),
-        SubscriberStatus::Active
-    );
+    assert_status(&app, "paul@example.org", SubscriberStatus::Active);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -336,10 +330,7 @@ async fn one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect() 
         assert_eq!(res.status(), 200);
         assert!(res.headers().get("location").is_none());
         assert!(res.text().await.unwrap().contains("Vous êtes désinscrit"));
-        assert_eq!(
-            status_of(&app, "paul@example.org"),
-            SubscriberStatus::Unsubscribed
-        );
+        assert_status(&app, "paul@example.org", SubscriberStatus::Unsubscribed);
     }
     // The button's form (token in the body) works as well.
     let id2 = add_active(&app, "anne@example.org");
@@ -350,10 +341,7 @@ async fn one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect() 
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(
-        status_of(&app, "anne@example.org"),
-        SubscriberStatus::Unsubscribed
-    );
+    assert_status(&app, "anne@example.org", SubscriberStatus::Unsubscribed);
 }
 
 // ------------------------------------------------------------------ sign-up
@@ -448,10 +436,7 @@ async fn an_unsubscribed_reader_who_confirms_a_new_sign_up_is_active_again() {
         .unwrap();
     assert_eq!(sign_up(&app, "back@example.org").await.0, 200);
     // Signing up alone changes nothing.
-    assert_eq!(
-        status_of(&app, "back@example.org"),
-        SubscriberStatus::Unsubscribed
-    );
+    assert_status(&app, "back@example.org", SubscriberStatus::Unsubscribed);
     let tok = token_of(&confirm_link_of(&app, 0));
     let res = client()
         .post(app.url("/confirm"))
@@ -460,10 +445,7 @@ async fn an_unsubscribed_reader_who_confirms_a_new_sign_up_is_active_again() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(
-        status_of(&app, "back@example.org"),
-        SubscriberStatus::Active
-    );
+    assert_status(&app, "back@example.org", SubscriberStatus::Active);
     // A second click is harmless.
     let res = client()
         .post(app.url("/confirm"))
@@ -711,6 +693,19 @@ fn scheduler(app: &App, fail: u32) -> (Arc<Scheduler>, Arc<CountingPipeline>) {
     (s, p)
 }
 
+/// One pass of the scheduler at `when`.
+async fn outcome(s: &Scheduler, when: &str) -> RunOutcome {
+    s.run_once(at(when)).await.unwrap()
+}
+
+/// What the scheduler ran at `when`; panics when it did not run.
+async fn ran(s: &Scheduler, when: &str) -> digestif::store::RunRecord {
+    match outcome(s, when).await {
+        RunOutcome::Ran(r) => r,
+        other => panic!("no run at {when}: {other:?}"),
+    }
+}
+
 fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }
@@ -720,17 +715,15 @@ async fn a_restarted_service_does_not_start_the_same_date_twice() {
     let app = app::start(Mail::File, "07:00").await;
     let (first, p1) = scheduler(&app, 0);
     assert!(matches!(
-        first.run_once(at("2026-11-27T05:59:00Z")).await.unwrap(),
+        outcome(&first, "2026-11-27T05:59:00Z").await,
         RunOutcome::Idle(_)
     ));
-    match first.run_once(at("2026-11-27T06:00:00Z")).await.unwrap() {
-        RunOutcome::Ran(r) => assert_eq!((r.status.as_str(), r.sent), ("ok", 5)),
-        other => panic!("{other:?}"),
-    }
+    let r = ran(&first, "2026-11-27T06:00:00Z").await;
+    assert_eq!((r.status.as_str(), r.sent), ("ok", 5));
     // "Restart": a new scheduler on the same database, a minute later.
     let (second, p2) = scheduler(&app, 0);
     assert!(matches!(
-        second.run_once(at("2026-11-27T06:01:00Z")).await.unwrap(),
+        outcome(&second, "2026-11-27T06:01:00Z").await,
         RunOutcome::Idle(_)
     ));
     assert_eq!(
@@ -739,7 +732,7 @@ async fn a_restarted_service_does_not_start_the_same_date_twice() {
     );
     // Tomorrow is due again.
     assert!(matches!(
-        second.run_once(at("2026-11-28T06:00:30Z")).await.unwrap(),
+        outcome(&second, "2026-11-28T06:00:30Z").await,
         RunOutcome::Ran(_)
     ));
 }
@@ -778,34 +771,24 @@ async fn a_date_leased_by_another_process_is_left_alone() {
 async fn a_failed_run_is_retried_within_catch_up_and_skipped_after_it() {
     let app = app::start(Mail::File, "07:00").await;
     let (s, p) = scheduler(&app, 2);
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T06:00:00Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&s, "2026-11-27T06:00:00Z").await;
     assert_eq!(r.status, "failed");
     assert!(r.message.contains("connection refused"), "{}", r.message);
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T06:10:00Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&s, "2026-11-27T06:10:00Z").await;
     assert_eq!(r.status, "failed");
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T06:20:00Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&s, "2026-11-27T06:20:00Z").await;
     assert_eq!(r.status, "ok");
     assert_eq!(p.sends.load(Ordering::SeqCst), 3);
 
     // Next day: failing until the catch-up window (3 h) closes, then skipped, with the reason.
     let (s, _) = scheduler(&app, 100);
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-28T06:00:00Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&s, "2026-11-28T06:00:00Z").await;
     assert_eq!(r.status, "failed");
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-28T09:00:01Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&s, "2026-11-28T09:00:01Z").await;
     assert_eq!(r.status, "skipped");
     assert!(r.message.contains("catch-up"), "{}", r.message);
     assert!(matches!(
-        s.run_once(at("2026-11-28T09:01:00Z")).await.unwrap(),
+        outcome(&s, "2026-11-28T09:01:00Z").await,
         RunOutcome::Idle(_)
     ));
 }
@@ -815,13 +798,11 @@ async fn a_service_back_after_the_catch_up_window_skips_the_day_and_logs_why() {
     let app = app::start(Mail::File, "07:00").await;
     let (s, p) = scheduler(&app, 0);
     assert!(matches!(
-        s.run_once(at("2026-11-26T06:00:00Z")).await.unwrap(),
+        outcome(&s, "2026-11-26T06:00:00Z").await,
         RunOutcome::Ran(_)
     ));
     // Down all morning of the 27th; back at 15:00 Paris.
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T14:00:00Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&s, "2026-11-27T14:00:00Z").await;
     assert_eq!(
         (r.date.to_string().as_str(), r.status.as_str()),
         ("2026-11-27", "skipped")
@@ -1023,25 +1004,21 @@ async fn a_reader_in_new_york_gets_the_frozen_issue_at_seven_in_new_york() {
         .unwrap();
     let sched = live_scheduler(&app);
     // 07:00 in Paris.
-    let RunOutcome::Ran(r) = sched.run_once(at("2026-11-27T06:00:00Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&sched, "2026-11-27T06:00:00Z").await;
     assert_eq!((r.status.as_str(), r.sent), ("partial", 1), "{r:?}");
     assert_eq!(smtp.messages()[0].rcpt(), "paris@example.org");
     // Nothing more until 07:00 in New York (12:00 UTC).
     assert_eq!(
-        sched.run_once(at("2026-11-27T08:00:00Z")).await.unwrap(),
+        outcome(&sched, "2026-11-27T08:00:00Z").await,
         RunOutcome::Idle(at("2026-11-27T12:00:00Z"))
     );
-    let RunOutcome::Ran(r) = sched.run_once(at("2026-11-27T12:00:05Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&sched, "2026-11-27T12:00:05Z").await;
     assert_eq!((r.status.as_str(), r.sent), ("ok", 1), "{r:?}");
     let msgs = smtp.messages();
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[1].rcpt(), "ny@example.org");
     assert!(matches!(
-        sched.run_once(at("2026-11-27T13:00:00Z")).await.unwrap(),
+        outcome(&sched, "2026-11-27T13:00:00Z").await,
         RunOutcome::Idle(_)
     ));
 }
