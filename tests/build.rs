@@ -58,6 +58,16 @@ transport = "file"
             .unwrap()
     }
 
+    /// `articles --json` for DATE: one JSON object a candidate.
+    fn candidates(&self) -> Vec<serde_json::Value> {
+        let o = self.run(&["articles", "--date", DATE, "--now", NOW, "--json"]);
+        assert!(o.status.success(), "stderr: {}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     fn issue(&self, date: &str) -> PathBuf {
         self.path().join("digests").join(date)
     }
@@ -269,12 +279,7 @@ fn a_story_sent_in_an_earlier_issue_is_not_repeated() {
         .success());
     // Pretend these stories went out in the issue of the 26th.
     std::fs::rename(site.issue(DATE), site.issue("2026-11-26")).unwrap();
-    let o = site.run(&["articles", "--date", DATE, "--now", NOW, "--json"]);
-    assert!(o.status.success(), "stderr: {}", stderr(&o));
-    let lines: Vec<serde_json::Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = site.candidates();
     let chili = lines
         .iter()
         .find(|l| l["url"].as_str().unwrap_or("").ends_with("/monde/chili"))
@@ -292,12 +297,7 @@ fn a_story_sent_in_an_earlier_issue_is_not_repeated() {
 #[test]
 fn articles_json_lists_every_candidate_with_its_verdict() {
     let site = two_feeds();
-    let o = site.run(&["articles", "--date", DATE, "--now", NOW, "--json"]);
-    assert!(o.status.success(), "stderr: {}", stderr(&o));
-    let lines: Vec<serde_json::Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = site.candidates();
     assert_eq!(lines.len(), 5);
     for l in &lines {
         for k in [
