@@ -33,6 +33,11 @@ async fn get(app: &App, path: &str) -> reqwest::Response {
     client().get(app.url(path)).send().await.unwrap()
 }
 
+/// `/healthz`, parsed.
+async fn healthz(app: &App) -> serde_json::Value {
+    serde_json::from_str(&get(app, "/healthz").await.text().await.unwrap()).unwrap()
+}
+
 fn email(s: &str) -> SubscriberEmail {
     SubscriberEmail::parse(s).unwrap()
 }
@@ -139,19 +144,8 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
         !body.contains("claire@example.org"),
         "the page masks the address"
     );
-    let tok = url::Url::parse(&link)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "token")
-        .unwrap()
-        .1
-        .to_string();
-    let res = http
-        .post(app.url("/confirm"))
-        .form(&[("token", tok.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let tok = token_of(&link);
+    let res = post_confirm(&app, &tok).await;
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("Inscription confirmée"));
     assert_status(&app, "claire@example.org", SubscriberStatus::Active);
@@ -412,6 +406,16 @@ fn confirm_link_of(app: &App, nth: usize) -> String {
     app::link_in(&mails[nth], "confirm")
 }
 
+/// The confirmation form's POST with `token`.
+async fn post_confirm(app: &App, token: &str) -> reqwest::Response {
+    client()
+        .post(app.url("/confirm"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+}
+
 fn token_of(link: &str) -> String {
     url::Url::parse(link)
         .unwrap()
@@ -438,21 +442,11 @@ async fn an_unsubscribed_reader_who_confirms_a_new_sign_up_is_active_again() {
     // Signing up alone changes nothing.
     assert_status(&app, "back@example.org", SubscriberStatus::Unsubscribed);
     let tok = token_of(&confirm_link_of(&app, 0));
-    let res = client()
-        .post(app.url("/confirm"))
-        .form(&[("token", tok.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let res = post_confirm(&app, &tok).await;
     assert_eq!(res.status(), 200);
     assert_status(&app, "back@example.org", SubscriberStatus::Active);
     // A second click is harmless.
-    let res = client()
-        .post(app.url("/confirm"))
-        .form(&[("token", tok.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let res = post_confirm(&app, &tok).await;
     assert_eq!(res.status(), 200);
 }
 
@@ -465,12 +459,7 @@ async fn an_expired_or_forged_confirmation_link_is_refused() {
     app.clock.set(digestif::clock::now() + Duration::hours(49));
     let res = get(&app, &format!("/confirm?token={tok}")).await;
     assert_eq!(res.status(), 400);
-    let res = client()
-        .post(app.url("/confirm"))
-        .form(&[("token", tok.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let res = post_confirm(&app, &tok).await;
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("plus valide"));
     let forged = token::confirm_token(
@@ -479,12 +468,7 @@ async fn an_expired_or_forged_confirmation_link_is_refused() {
         digestif::clock::now() + Duration::hours(100),
     );
     app.clock.set(digestif::clock::now());
-    let res = client()
-        .post(app.url("/confirm"))
-        .form(&[("token", forged.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let res = post_confirm(&app, &forged).await;
     assert_eq!(res.status(), 400);
     assert!(app
         .store
@@ -573,8 +557,7 @@ async fn healthz_reports_the_store_and_the_last_run_and_metrics_count_subscriber
         .set_status(id, SubscriberStatus::Unsubscribed, "test", t)
         .unwrap();
 
-    let v: serde_json::Value =
-        serde_json::from_str(&get(&app, "/healthz").await.text().await.unwrap()).unwrap();
+    let v: serde_json::Value = healthz(&app).await;
     assert_eq!(v["last_run"]["date"], "2026-11-27");
     assert_eq!(v["last_run"]["status"], "ok");
 
@@ -698,6 +681,16 @@ async fn outcome(s: &Scheduler, when: &str) -> RunOutcome {
     s.run_once(at(when)).await.unwrap()
 }
 
+/// Whether the pass at `when` found nothing due.
+async fn idle_at(s: &Scheduler, when: &str) -> bool {
+    matches!(outcome(s, when).await, RunOutcome::Idle(_))
+}
+
+/// Whether the pass at `when` ran an issue.
+async fn runs_at(s: &Scheduler, when: &str) -> bool {
+    matches!(outcome(s, when).await, RunOutcome::Ran(_))
+}
+
 /// What the scheduler ran at `when`; panics when it did not run.
 async fn ran(s: &Scheduler, when: &str) -> digestif::store::RunRecord {
     match outcome(s, when).await {
@@ -714,27 +707,18 @@ fn at(s: &str) -> DateTime<Utc> {
 async fn a_restarted_service_does_not_start_the_same_date_twice() {
     let app = app::start(Mail::File, "07:00").await;
     let (first, p1) = scheduler(&app, 0);
-    assert!(matches!(
-        outcome(&first, "2026-11-27T05:59:00Z").await,
-        RunOutcome::Idle(_)
-    ));
+    assert!(idle_at(&first, "2026-11-27T05:59:00Z").await);
     let r = ran(&first, "2026-11-27T06:00:00Z").await;
     assert_eq!((r.status.as_str(), r.sent), ("ok", 5));
     // "Restart": a new scheduler on the same database, a minute later.
     let (second, p2) = scheduler(&app, 0);
-    assert!(matches!(
-        outcome(&second, "2026-11-27T06:01:00Z").await,
-        RunOutcome::Idle(_)
-    ));
+    assert!(idle_at(&second, "2026-11-27T06:01:00Z").await);
     assert_eq!(
         p1.sends.load(Ordering::SeqCst) + p2.sends.load(Ordering::SeqCst),
         1
     );
     // Tomorrow is due again.
-    assert!(matches!(
-        outcome(&second, "2026-11-28T06:00:30Z").await,
-        RunOutcome::Ran(_)
-    ));
+    assert!(runs_at(&second, "2026-11-28T06:00:30Z").await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -787,20 +771,14 @@ async fn a_failed_run_is_retried_within_catch_up_and_skipped_after_it() {
     let r = ran(&s, "2026-11-28T09:00:01Z").await;
     assert_eq!(r.status, "skipped");
     assert!(r.message.contains("catch-up"), "{}", r.message);
-    assert!(matches!(
-        outcome(&s, "2026-11-28T09:01:00Z").await,
-        RunOutcome::Idle(_)
-    ));
+    assert!(idle_at(&s, "2026-11-28T09:01:00Z").await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_back_after_the_catch_up_window_skips_the_day_and_logs_why() {
     let app = app::start(Mail::File, "07:00").await;
     let (s, p) = scheduler(&app, 0);
-    assert!(matches!(
-        outcome(&s, "2026-11-26T06:00:00Z").await,
-        RunOutcome::Ran(_)
-    ));
+    assert!(runs_at(&s, "2026-11-26T06:00:00Z").await);
     // Down all morning of the 27th; back at 15:00 Paris.
     let r = ran(&s, "2026-11-27T14:00:00Z").await;
     assert_eq!(
@@ -808,8 +786,7 @@ async fn a_service_back_after_the_catch_up_window_skips_the_day_and_logs_why() {
         ("2026-11-27", "skipped")
     );
     assert_eq!(p.sends.load(Ordering::SeqCst), 1);
-    let h: serde_json::Value =
-        serde_json::from_str(&get(&app, "/healthz").await.text().await.unwrap()).unwrap();
+    let h: serde_json::Value = healthz(&app).await;
     assert_eq!(h["last_run"]["status"], "skipped");
 }
 
@@ -1017,8 +994,5 @@ async fn a_reader_in_new_york_gets_the_frozen_issue_at_seven_in_new_york() {
     let msgs = smtp.messages();
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[1].rcpt(), "ny@example.org");
-    assert!(matches!(
-        outcome(&sched, "2026-11-27T13:00:00Z").await,
-        RunOutcome::Idle(_)
-    ));
+    assert!(idle_at(&sched, "2026-11-27T13:00:00Z").await);
 }
