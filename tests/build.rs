@@ -1,10 +1,13 @@
 //! End to end: the binary turns feeds into an archived issue, previews it,
 //! lists its candidates, and refuses bad input with a clear message.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_digestif");
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use support::site::{digestif_at, stderr, stdout};
+
 const NOW: &str = "2026-11-27T06:00:00Z";
 const DATE: &str = "2026-11-27";
 
@@ -49,11 +52,7 @@ transport = "file"
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--config")
-            .arg(self.path().join("digestif.toml"))
-            .args(args)
-            .env_remove("DIGESTIF_CONFIG")
+        digestif_at(&self.path().join("digestif.toml"), args)
             .output()
             .unwrap()
     }
@@ -71,13 +70,6 @@ transport = "file"
     fn issue(&self, date: &str) -> PathBuf {
         self.path().join("digests").join(date)
     }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// An RSS 2.0 feed of `(title, link, pubDate RFC 2822, description)`.
@@ -377,8 +369,7 @@ fn a_config_error_exits_2_naming_the_key_and_line() {
 
 #[test]
 fn a_missing_config_exits_2_with_a_hint() {
-    let o = Command::new(BIN)
-        .args(["--config", "/nonexistent/digestif.toml", "build"])
+    let o = digestif_at(Path::new("/nonexistent/digestif.toml"), &["build"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));

@@ -8,7 +8,7 @@ use std::process::Output;
 
 use digestif::config::Secret;
 use mail_parser::MessageParser;
-use support::site::{digestif_cmd, recipients, show, site_dir, smtp_table, DATE, NOW};
+use support::site::{digestif_cmd, recipients, show, site_dir, smtp_table, stdout, DATE, NOW};
 use support::SmtpServer;
 
 struct Site {
@@ -47,10 +47,6 @@ impl Site {
         args.extend_from_slice(extra);
         self.run(&args)
     }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
 }
 
 #[test]

@@ -72,16 +72,20 @@ pub fn site_dir(config: &str) -> tempfile::TempDir {
     dir
 }
 
-/// The binary on `config`, with the test secret, quiet logs, and no config from the
-/// environment.
-pub fn digestif_cmd(config: &Path, args: &[&str]) -> Command {
+/// The binary on `config`, with no config from the environment.
+pub fn digestif_at(config: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_digestif"));
     c.arg("--config")
         .arg(config)
         .args(args)
-        .env(Secret::ENV, SECRET)
-        .env("RUST_LOG", "warn")
         .env_remove("DIGESTIF_CONFIG");
+    c
+}
+
+/// The binary on `config`, with the test secret and quiet logs.
+pub fn digestif_cmd(config: &Path, args: &[&str]) -> Command {
+    let mut c = digestif_at(config, args);
+    c.env(Secret::ENV, SECRET).env("RUST_LOG", "warn");
     c
 }
 
@@ -95,6 +99,14 @@ pub fn subscriber(email: &str, name: Option<String>) -> NewSubscriber {
         timezone: None,
         status: SubscriberStatus::Active,
     }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Exit status, stdout and stderr, for an assertion message.
