@@ -19,6 +19,7 @@ use digestif::domain::{Digest, SubscriberEmail, SubscriberStatus};
 use digestif::schedule::{DueFilter, IssuePipeline, PassReport, RunOutcome, Scheduler};
 use digestif::store::{NewSubscriber, Store};
 use futures::future::BoxFuture;
+use support::site::subscriber;
 use support::SmtpServer;
 
 fn client() -> reqwest::Client {
@@ -45,12 +46,8 @@ fn email(s: &str) -> SubscriberEmail {
 fn add(store: &dyn Store, addr: &str, status: SubscriberStatus) -> i64 {
     store
         .upsert_subscriber(&NewSubscriber {
-            email: email(addr),
-            name: None,
-            locale: None,
-            categories: vec![],
-            timezone: None,
             status,
+            ..subscriber(addr, None)
         })
         .unwrap();
     store.subscriber_by_email(&email(addr)).unwrap().unwrap().id
@@ -254,12 +251,8 @@ async fn the_unsubscribe_page_speaks_the_subscribers_language() {
     let app = app::start(Mail::File, "07:00").await;
     app.store
         .upsert_subscriber(&NewSubscriber {
-            email: email("jane@example.org"),
-            name: None,
             locale: Some(digestif::domain::Locale::En),
-            categories: vec![],
-            timezone: None,
-            status: SubscriberStatus::Active,
+            ..subscriber("jane@example.org", None)
         })
         .unwrap();
     let id = app
@@ -971,12 +964,8 @@ async fn a_reader_in_new_york_gets_the_frozen_issue_at_seven_in_new_york() {
     add_active(&app, "paris@example.org");
     app.store
         .upsert_subscriber(&NewSubscriber {
-            email: email("ny@example.org"),
-            name: None,
-            locale: None,
-            categories: vec![],
             timezone: Some(chrono_tz::America::New_York),
-            status: SubscriberStatus::Active,
+            ..subscriber("ny@example.org", None)
         })
         .unwrap();
     let sched = live_scheduler(&app);
