@@ -1,10 +1,13 @@
 //! End to end: the binary turns feeds into an archived issue, previews it,
 //! lists its candidates, and refuses bad input with a clear message.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_digestif");
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use support::site::{digestif_at, stderr, stdout};
+
 const NOW: &str = "2026-11-27T06:00:00Z";
 const DATE: &str = "2026-11-27";
 
@@ -49,25 +52,24 @@ transport = "file"
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--config")
-            .arg(self.path().join("digestif.toml"))
-            .args(args)
-            .env_remove("DIGESTIF_CONFIG")
+        digestif_at(&self.path().join("digestif.toml"), args)
             .output()
             .unwrap()
+    }
+
+    /// `articles --json` for DATE: one JSON object a candidate.
+    fn candidates(&self) -> Vec<serde_json::Value> {
+        let o = self.run(&["articles", "--date", DATE, "--now", NOW, "--json"]);
+        assert!(o.status.success(), "stderr: {}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     fn issue(&self, date: &str) -> PathBuf {
         self.path().join("digests").join(date)
     }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// An RSS 2.0 feed of `(title, link, pubDate RFC 2822, description)`.
@@ -269,12 +271,7 @@ fn a_story_sent_in_an_earlier_issue_is_not_repeated() {
         .success());
     // Pretend these stories went out in the issue of the 26th.
     std::fs::rename(site.issue(DATE), site.issue("2026-11-26")).unwrap();
-    let o = site.run(&["articles", "--date", DATE, "--now", NOW, "--json"]);
-    assert!(o.status.success(), "stderr: {}", stderr(&o));
-    let lines: Vec<serde_json::Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = site.candidates();
     let chili = lines
         .iter()
         .find(|l| l["url"].as_str().unwrap_or("").ends_with("/monde/chili"))
@@ -292,12 +289,7 @@ fn a_story_sent_in_an_earlier_issue_is_not_repeated() {
 #[test]
 fn articles_json_lists_every_candidate_with_its_verdict() {
     let site = two_feeds();
-    let o = site.run(&["articles", "--date", DATE, "--now", NOW, "--json"]);
-    assert!(o.status.success(), "stderr: {}", stderr(&o));
-    let lines: Vec<serde_json::Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = site.candidates();
     assert_eq!(lines.len(), 5);
     for l in &lines {
         for k in [
@@ -377,8 +369,7 @@ fn a_config_error_exits_2_naming_the_key_and_line() {
 
 #[test]
 fn a_missing_config_exits_2_with_a_hint() {
-    let o = Command::new(BIN)
-        .args(["--config", "/nonexistent/digestif.toml", "build"])
+    let o = digestif_at(Path::new("/nonexistent/digestif.toml"), &["build"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));

@@ -10,13 +10,29 @@ use support::SmtpServer;
 
 fn smtp_to(server: &SmtpServer) -> SmtpTransport {
     let cfg = Smtp {
-        host: "127.0.0.1".into(),
-        port: server.port,
-        tls: TlsMode::None,
         timeout_s: 10,
-        ..Smtp::default()
+        ..smtp_at(server.port)
     };
     SmtpTransport::new(&cfg, None)
+}
+
+/// Plain SMTP to `port` on the loopback, otherwise the defaults.
+fn smtp_at(port: u16) -> Smtp {
+    Smtp {
+        host: "127.0.0.1".into(),
+        port,
+        tls: TlsMode::None,
+        ..Smtp::default()
+    }
+}
+
+/// A loopback port nobody listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn outgoing(to: &str, body: &str) -> Outgoing {
@@ -134,17 +150,7 @@ mod smtp_transport {
 
     #[test]
     fn nobody_listening_is_a_transient_error() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cfg = Smtp {
-            host: "127.0.0.1".into(),
-            port,
-            tls: TlsMode::None,
-            ..Smtp::default()
-        };
+        let cfg = smtp_at(closed_port());
         let t = SmtpTransport::new(&cfg, None);
         let e = rt().block_on(t.connect()).err().unwrap();
         assert!(e.is_transient());
@@ -162,6 +168,7 @@ mod send_loop {
     use digestif::deliver::send::{deliver_ledger, Compose, SendOptions};
     use digestif::domain::{Subscriber, SubscriberEmail, SubscriberStatus};
     use digestif::store::*;
+    use support::site::{everyone, recipients};
 
     #[derive(Default)]
     struct MemLedger {
@@ -415,22 +422,6 @@ mod send_loop {
             .unwrap()
     }
 
-    fn recipients(server: &SmtpServer) -> Vec<String> {
-        let mut r: Vec<String> = server
-            .messages()
-            .iter()
-            .map(|m| m.rcpt().to_string())
-            .collect();
-        r.sort();
-        r
-    }
-
-    fn everyone(n: usize) -> Vec<String> {
-        let mut r: Vec<String> = (1..=n).map(|i| format!("r{i}@example.com")).collect();
-        r.sort();
-        r
-    }
-
     #[test]
     fn every_active_subscriber_gets_exactly_one_message_and_a_second_run_sends_nothing() {
         let server = SmtpServer::start(&["--pipelining"]);
@@ -507,17 +498,7 @@ mod send_loop {
 
     #[test]
     fn a_server_that_never_answers_leaves_rows_pending_for_the_next_run() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cfg = Smtp {
-            host: "127.0.0.1".into(),
-            port,
-            tls: TlsMode::None,
-            ..Smtp::default()
-        };
+        let cfg = smtp_at(closed_port());
         let t: Arc<dyn Transport> = Arc::new(SmtpTransport::new(&cfg, None));
         let store = MemStore::with(20);
         let r = tokio::runtime::Runtime::new()
@@ -554,29 +535,19 @@ mod send_loop {
 /// SMTP to the test server. Needs the render and store stages.
 mod binary {
     use super::*;
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::process::{Command, Output, Stdio};
     use std::time::Duration;
 
     use digestif::config::Secret;
     use digestif::deliver::token;
     use digestif::domain::{SubscriberEmail, SubscriberStatus};
-    use digestif::store::{NewSubscriber, SqliteStore, Store};
+    use digestif::store::{SqliteStore, Store};
     use mail_parser::{MessageParser, MimeHeaders};
-
-    const SECRET: &str = "test-secret-0123456789abcdef";
-    const DATE: &str = "2026-11-27";
-    const NOW: &str = "2026-11-27T06:30:00+01:00";
-
-    const FEED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<rss version="2.0"><channel><title>Monde</title><link>https://example.com/</link>
-<item><title>Budget 2027 : ce qui change</title><link>https://example.com/budget</link>
-<description>Le gouvernement présente ses recettes pour 2027.</description>
-<pubDate>Fri, 27 Nov 2026 05:00:00 +0100</pubDate></item>
-<item><title>Sommet sur le climat à Nairobi</title><link>https://example.com/climat</link>
-<description>Les négociations reprennent ce matin.</description>
-<pubDate>Thu, 26 Nov 2026 20:00:00 +0100</pubDate></item>
-</channel></rss>"#;
+    use support::site::{
+        digestif_cmd, everyone, recipients, sending_head, show, site_dir, smtp_table, subscriber,
+        DATE, NOW, SECRET,
+    };
 
     struct Site {
         dir: tempfile::TempDir,
@@ -584,51 +555,21 @@ mod binary {
 
     impl Site {
         fn new(server: &SmtpServer, pool: usize, subscribers: usize) -> Site {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::create_dir_all(dir.path().join("feeds")).unwrap();
-            std::fs::write(dir.path().join("feeds/monde.xml"), FEED).unwrap();
             let cfg = format!(
-                r#"[newsletter]
-name = "L'Essentiel"
-tagline = "La newsletter qui vous briefe en 5 min"
-locale = "fr"
-timezone = "Europe/Paris"
-base_url = "https://news.example.com/digestif"
-
-[[sources]]
-name = "Monde"
-path = "feeds/monde.xml"
-category = "Monde"
-
-[sender]
-from = "L'Essentiel <briefing@news.example.com>"
-
-[smtp]
-transport = "smtp"
-host = "127.0.0.1"
-port = {port}
-tls = "none"
-pool_size = {pool}
-timeout_s = 10
-max_attempts = 5
-retry_base_ms = 20
-"#,
-                port = server.port
+                "{}\n{}max_attempts = 5\nretry_base_ms = 20\n",
+                sending_head(),
+                smtp_table(server, pool)
             );
-            std::fs::write(dir.path().join("digestif.toml"), cfg).unwrap();
-            let site = Site { dir };
-            let store = site.store();
-            let rows: Vec<NewSubscriber> = (1..=subscribers)
-                .map(|i| NewSubscriber {
-                    email: SubscriberEmail::parse(&format!("r{i}@example.com")).unwrap(),
-                    name: (i % 2 == 0).then(|| format!("Lecteur {i}")),
-                    locale: None,
-                    categories: vec![],
-                    timezone: None,
-                    status: SubscriberStatus::Active,
+            let site = Site {
+                dir: site_dir(&cfg),
+            };
+            let rows: Vec<_> = (1..=subscribers)
+                .map(|i| {
+                    let name = (i % 2 == 0).then(|| format!("Lecteur {i}"));
+                    subscriber(&format!("r{i}@example.com"), name)
                 })
                 .collect();
-            store.upsert_many(&rows).unwrap();
+            site.store().upsert_many(&rows).unwrap();
             site
         }
 
@@ -641,13 +582,7 @@ retry_base_ms = 20
         }
 
         fn cmd(&self, args: &[&str]) -> Command {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_digestif"));
-            c.arg("--config")
-                .arg(self.config())
-                .args(args)
-                .env(Secret::ENV, SECRET)
-                .env("RUST_LOG", "warn");
-            c
+            digestif_cmd(&self.config(), args)
         }
 
         fn send(&self) -> Output {
@@ -655,31 +590,6 @@ retry_base_ms = 20
                 .output()
                 .unwrap()
         }
-    }
-
-    fn everyone(n: usize) -> Vec<String> {
-        let mut r: Vec<String> = (1..=n).map(|i| format!("r{i}@example.com")).collect();
-        r.sort();
-        r
-    }
-
-    fn recipients(server: &SmtpServer) -> Vec<String> {
-        let mut r: Vec<String> = server
-            .messages()
-            .iter()
-            .map(|m| m.rcpt().to_string())
-            .collect();
-        r.sort();
-        r
-    }
-
-    fn show(o: &Output) -> String {
-        format!(
-            "status {:?}\nstdout:\n{}\nstderr:\n{}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
     }
 
     #[test]
@@ -941,7 +851,4 @@ retry_base_ms = 20
             .unwrap();
         assert_eq!(c.sent, 0);
     }
-
-    #[allow(dead_code)]
-    fn _path(_: &Path) {}
 }

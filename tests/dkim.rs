@@ -7,24 +7,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use digestif::config::Secret;
-use digestif::domain::{SubscriberEmail, SubscriberStatus};
-use digestif::store::{NewSubscriber, SqliteStore, Store};
+use digestif::store::{SqliteStore, Store};
+use support::site::{digestif_cmd, show, site_dir, smtp_table, subscriber, DATE, NOW};
 use support::SmtpServer;
-
-const SECRET: &str = "test-secret-0123456789abcdef";
-const DATE: &str = "2026-11-27";
-const NOW: &str = "2026-11-27T06:30:00+01:00";
-
-const FEED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<rss version="2.0"><channel><title>Monde</title><link>https://example.com/</link>
-<item><title>Budget 2027 : ce qui change</title><link>https://example.com/budget</link>
-<description>Le gouvernement présente ses recettes pour 2027.</description>
-<pubDate>Fri, 27 Nov 2026 05:00:00 +0100</pubDate></item>
-<item><title>Sommet sur le climat à Nairobi</title><link>https://example.com/climat</link>
-<description>Les négociations reprennent ce matin.</description>
-<pubDate>Thu, 26 Nov 2026 20:00:00 +0100</pubDate></item>
-</channel></rss>"#;
 
 /// Verifies one message with dkimpy (PyNaCl for Ed25519); the DNS lookup answers
 /// with our public key.
@@ -50,27 +35,7 @@ print(json.dumps({"valid": bool(valid), "h": h, "asked": asked,
 "#;
 
 fn ensure_dkimpy() {
-    let ok = Command::new("python3")
-        .args(["-c", "import dkim, nacl"])
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        let st = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "dkimpy",
-                "pynacl",
-            ])
-            .status()
-            .expect("python3 is needed for the DKIM tests");
-        assert!(st.success(), "cannot install dkimpy");
-    }
+    support::ensure_python("import dkim, nacl", &["dkimpy", "pynacl"], "DKIM");
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -173,58 +138,27 @@ impl Site {
         subscribers: &[(&str, Option<&str>)],
         reply_to: bool,
     ) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("feeds")).unwrap();
-        std::fs::write(dir.path().join("feeds/monde.xml"), FEED).unwrap();
+        let reply_to = if reply_to {
+            "reply_to = \"Rédaction <redaction@news.example.com>\"\n"
+        } else {
+            ""
+        };
         let cfg = format!(
-            r#"[newsletter]
-name = "L'Essentiel"
-tagline = "La newsletter qui vous briefe en 5 min"
-locale = "fr"
-timezone = "Europe/Paris"
-base_url = "https://news.example.com/digestif"
-
-[[sources]]
-name = "Monde"
-path = "feeds/monde.xml"
-category = "Monde"
-
-[sender]
-from = "L'Essentiel <briefing@news.example.com>"
-{reply_to}
-
-[smtp]
-transport = "smtp"
-host = "127.0.0.1"
-port = {port}
-tls = "none"
-pool_size = 2
-timeout_s = 10
-
+            r#"{head}{reply_to}
+{smtp}
 [dkim]
 domain = "news.example.com"
 selector = "brief2026"
 private_key_path = "{dkim_key_path}"
 "#,
-            port = server.port,
-            reply_to = if reply_to {
-                "reply_to = \"Rédaction <redaction@news.example.com>\""
-            } else {
-                ""
-            }
+            head = support::site::sending_head(),
+            smtp = smtp_table(server, 2),
         );
-        std::fs::write(dir.path().join("digestif.toml"), cfg).unwrap();
+        let dir = site_dir(&cfg);
         let store = SqliteStore::open(&dir.path().join("digestif.db")).unwrap();
-        let rows: Vec<NewSubscriber> = subscribers
+        let rows: Vec<_> = subscribers
             .iter()
-            .map(|(email, name)| NewSubscriber {
-                email: SubscriberEmail::parse(email).unwrap(),
-                name: name.map(str::to_string),
-                locale: None,
-                categories: vec![],
-                timezone: None,
-                status: SubscriberStatus::Active,
-            })
+            .map(|(email, name)| subscriber(email, name.map(str::to_string)))
             .collect();
         store.upsert_many(&rows).unwrap();
         Site { dir }
@@ -235,24 +169,13 @@ private_key_path = "{dkim_key_path}"
     }
 
     fn send(&self) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_digestif"))
-            .arg("--config")
-            .arg(self.dir.path().join("digestif.toml"))
-            .args(["send", "--date", DATE, "--now", NOW])
-            .env(Secret::ENV, SECRET)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
+        digestif_cmd(
+            &self.dir.path().join("digestif.toml"),
+            &["send", "--date", DATE, "--now", NOW],
+        )
+        .output()
+        .unwrap()
     }
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Replaces the first `from` after the header named `header` (case-insensitive

@@ -1,12 +1,13 @@
 //! `digestif build` for a date whose issue already went out: the archive (the web
 //! version, "view in browser") must keep showing what subscribers received.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_digestif");
-const DATE: &str = "2026-11-27";
-const NOW: &str = "2026-11-27T06:30:00+01:00";
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use digestif::config::Secret;
+use support::site::{config_head, digestif_cmd, show, DATE, NOW};
 
 const ITEM_BUDGET: &str = r#"<item><title>Budget 2027 : ce qui change</title><link>https://example.com/budget</link>
 <description>Le gouvernement présente ses recettes pour 2027.</description>
@@ -37,28 +38,11 @@ impl Site {
     fn new() -> Site {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("feeds")).unwrap();
-        std::fs::write(
-            dir.path().join("digestif.toml"),
-            r#"[newsletter]
-name = "L'Essentiel"
-locale = "fr"
-timezone = "Europe/Paris"
-base_url = "https://news.example.com/digestif"
-
-[[sources]]
-name = "Monde"
-path = "feeds/monde.xml"
-category = "Monde"
-
-[sender]
-from = "L'Essentiel <briefing@news.example.com>"
-
-[smtp]
-transport = "file"
-file_dir = "outbox"
-"#,
-        )
-        .unwrap();
+        let cfg = format!(
+            "{}\n[smtp]\ntransport = \"file\"\nfile_dir = \"outbox\"\n",
+            config_head(None)
+        );
+        std::fs::write(dir.path().join("digestif.toml"), cfg).unwrap();
         let site = Site { dir };
         site.set_feed(&[ITEM_BUDGET, ITEM_CLIMAT]);
         site
@@ -73,12 +57,8 @@ file_dir = "outbox"
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--config")
-            .arg(self.path().join("digestif.toml"))
-            .args(args)
-            .env_remove("DIGESTIF_CONFIG")
-            .env_remove("DIGESTIF_SECRET")
+        digestif_cmd(&self.path().join("digestif.toml"), args)
+            .env_remove(Secret::ENV)
             .env("RUST_LOG", "error")
             .output()
             .unwrap()
@@ -131,15 +111,6 @@ file_dir = "outbox"
         v.sort();
         v
     }
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -4,25 +4,12 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use digestif::config::Secret;
 use mail_parser::MessageParser;
+use support::site::{digestif_cmd, recipients, show, site_dir, smtp_table, stdout, DATE, NOW};
 use support::SmtpServer;
-
-const SECRET: &str = "test-secret-0123456789abcdef";
-const DATE: &str = "2026-11-27";
-const NOW: &str = "2026-11-27T06:30:00+01:00";
-
-const FEED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<rss version="2.0"><channel><title>Monde</title><link>https://example.com/</link>
-<item><title>Budget 2027 : ce qui change</title><link>https://example.com/budget</link>
-<description>Le gouvernement présente ses recettes pour 2027.</description>
-<pubDate>Fri, 27 Nov 2026 05:00:00 +0100</pubDate></item>
-<item><title>Sommet sur le climat à Nairobi</title><link>https://example.com/climat</link>
-<description>Les négociations reprennent ce matin.</description>
-<pubDate>Thu, 26 Nov 2026 20:00:00 +0100</pubDate></item>
-</channel></rss>"#;
 
 struct Site {
     dir: tempfile::TempDir,
@@ -32,40 +19,14 @@ impl Site {
     /// A config sending to `server`, with `extra` keys in `[sender]`, and `n` subscribers
     /// r1..rn@example.com added through the binary.
     fn new(server: &SmtpServer, extra: &str, n: usize) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("feeds")).unwrap();
-        std::fs::write(dir.path().join("feeds/monde.xml"), FEED).unwrap();
         let cfg = format!(
-            r#"[newsletter]
-name = "L'Essentiel"
-tagline = "La newsletter qui vous briefe en 5 min"
-locale = "fr"
-timezone = "Europe/Paris"
-base_url = "https://news.example.com/digestif"
-
-[[sources]]
-name = "Monde"
-path = "feeds/monde.xml"
-category = "Monde"
-
-[smtp]
-transport = "smtp"
-host = "127.0.0.1"
-port = {port}
-tls = "none"
-pool_size = 2
-timeout_s = 10
-max_attempts = 3
-retry_base_ms = 20
-
-[sender]
-from = "L'Essentiel <briefing@news.example.com>"
-{extra}
-"#,
-            port = server.port
+            "{}{extra}\n\n{}max_attempts = 3\nretry_base_ms = 20\n",
+            support::site::sending_head(),
+            smtp_table(server, 2)
         );
-        std::fs::write(dir.path().join("digestif.toml"), cfg).unwrap();
-        let site = Site { dir };
+        let site = Site {
+            dir: site_dir(&cfg),
+        };
         for i in 1..=n {
             let out = site.run(&["subscribers", "add", &format!("r{i}@example.com")]);
             assert!(out.status.success(), "{}", show(&out));
@@ -78,15 +39,7 @@ from = "L'Essentiel <briefing@news.example.com>"
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_digestif"))
-            .arg("--config")
-            .arg(self.config())
-            .args(args)
-            .env(Secret::ENV, SECRET)
-            .env("RUST_LOG", "warn")
-            .env_remove("DIGESTIF_CONFIG")
-            .output()
-            .unwrap()
+        digestif_cmd(&self.config(), args).output().unwrap()
     }
 
     fn send(&self, extra: &[&str]) -> Output {
@@ -94,29 +47,6 @@ from = "L'Essentiel <briefing@news.example.com>"
         args.extend_from_slice(extra);
         self.run(&args)
     }
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn recipients(server: &SmtpServer) -> Vec<String> {
-    let mut r: Vec<String> = server
-        .messages()
-        .iter()
-        .map(|m| m.rcpt().to_string())
-        .collect();
-    r.sort();
-    r
 }
 
 #[test]
@@ -265,21 +195,16 @@ fn a_subject_template_in_the_config_is_used() {
 fn a_dry_run_checks_the_issue_without_a_secret_but_a_real_send_needs_one() {
     let server = SmtpServer::start(&[]);
     let site = Site::new(&server, "", 2);
-    let mut dry = Command::new(env!("CARGO_BIN_EXE_digestif"));
-    dry.arg("--config")
-        .arg(site.config())
-        .args(["send", "--date", DATE, "--now", NOW, "--dry-run"])
-        .env_remove(Secret::ENV)
-        .env("RUST_LOG", "warn");
+    let mut dry = digestif_cmd(
+        &site.config(),
+        &["send", "--date", DATE, "--now", NOW, "--dry-run"],
+    );
+    dry.env_remove(Secret::ENV);
     let out = dry.output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(stdout(&out).contains("nothing sent"), "{}", show(&out));
-    let mut real = Command::new(env!("CARGO_BIN_EXE_digestif"));
-    real.arg("--config")
-        .arg(site.config())
-        .args(["send", "--date", DATE, "--now", NOW])
-        .env_remove(Secret::ENV)
-        .env("RUST_LOG", "warn");
+    let mut real = digestif_cmd(&site.config(), &["send", "--date", DATE, "--now", NOW]);
+    real.env_remove(Secret::ENV);
     let out = real.output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert_eq!(server.count(), 0);

@@ -19,6 +19,7 @@ use digestif::domain::{Digest, SubscriberEmail, SubscriberStatus};
 use digestif::schedule::{DueFilter, IssuePipeline, PassReport, RunOutcome, Scheduler};
 use digestif::store::{NewSubscriber, Store};
 use futures::future::BoxFuture;
+use support::site::subscriber;
 use support::SmtpServer;
 
 fn client() -> reqwest::Client {
@@ -28,6 +29,16 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A GET on `path` of the running service, redirects not followed.
+async fn get(app: &App, path: &str) -> reqwest::Response {
+    client().get(app.url(path)).send().await.unwrap()
+}
+
+/// `/healthz`, parsed.
+async fn healthz(app: &App) -> serde_json::Value {
+    serde_json::from_str(&get(app, "/healthz").await.text().await.unwrap()).unwrap()
+}
+
 fn email(s: &str) -> SubscriberEmail {
     SubscriberEmail::parse(s).unwrap()
 }
@@ -35,19 +46,26 @@ fn email(s: &str) -> SubscriberEmail {
 fn add(store: &dyn Store, addr: &str, status: SubscriberStatus) -> i64 {
     store
         .upsert_subscriber(&NewSubscriber {
-            email: email(addr),
-            name: None,
-            locale: None,
-            categories: vec![],
-            timezone: None,
             status,
+            ..subscriber(addr, None)
         })
         .unwrap();
     store.subscriber_by_email(&email(addr)).unwrap().unwrap().id
 }
 
-fn status_of(store: &dyn Store, addr: &str) -> SubscriberStatus {
-    store
+/// Asserts the reader's status in the app's store.
+#[track_caller]
+fn assert_status(app: &App, addr: &str, want: SubscriberStatus) {
+    assert_eq!(status_of(app, addr), want);
+}
+
+/// Adds an active reader to the app's store; their id.
+fn add_active(app: &App, addr: &str) -> i64 {
+    add(app.store.as_ref(), addr, SubscriberStatus::Active)
+}
+
+fn status_of(app: &App, addr: &str) -> SubscriberStatus {
+    app.store
         .subscriber_by_email(&email(addr))
         .unwrap()
         .unwrap()
@@ -59,6 +77,11 @@ fn unsub_token(app: &App, id: i64) -> String {
 }
 
 /// Waits (bounded) for `f` to hold.
+/// The reader's unsubscribe link on the running service.
+fn unsub_url(app: &App, id: i64) -> String {
+    app.url(&format!("/unsubscribe?token={}", unsub_token(app, id)))
+}
+
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + StdDuration::from_secs(60);
     while !f() {
@@ -99,7 +122,7 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
             .subscriber_by_email(&email("claire@example.org"))
             .unwrap()
             .is_none()
-            || status_of(app.store.as_ref(), "claire@example.org") != SubscriberStatus::Active
+            || status_of(&app, "claire@example.org") != SubscriberStatus::Active
     );
 
     // The confirmation arrives at the SMTP server.
@@ -118,25 +141,11 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
         !body.contains("claire@example.org"),
         "the page masks the address"
     );
-    let tok = url::Url::parse(&link)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "token")
-        .unwrap()
-        .1
-        .to_string();
-    let res = http
-        .post(app.url("/confirm"))
-        .form(&[("token", tok.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let tok = token_of(&link);
+    let res = post_confirm(&app, &tok).await;
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("Inscription confirmée"));
-    assert_eq!(
-        status_of(app.store.as_ref(), "claire@example.org"),
-        SubscriberStatus::Active
-    );
+    assert_status(&app, "claire@example.org", SubscriberStatus::Active);
     let claire = app
         .store
         .subscriber_by_email(&email("claire@example.org"))
@@ -148,19 +157,7 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
     // A scheduled send a few seconds away: the clock says 06:59:57 Paris time.
     let d1 = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
     app::archive(&app.cfg, d1);
-    let sched = Arc::new(Scheduler::new(
-        app.cfg.clone(),
-        app.store.clone(),
-        Arc::new(
-            digestif::schedule::LivePipeline::new(
-                app.cfg.clone(),
-                app.store.clone(),
-                Secret::new(app::SECRET),
-            )
-            .unwrap(),
-        ),
-        app.metrics.clone(),
-    ));
+    let sched = Arc::new(live_scheduler(&app));
     let send_at = digestif::domain::local_instant(
         d1,
         app.cfg.newsletter.send_time.0,
@@ -201,17 +198,10 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
         .await
         .unwrap();
     assert_eq!(res.status(), 200, "no redirect");
-    assert_eq!(
-        status_of(app.store.as_ref(), "claire@example.org"),
-        SubscriberStatus::Unsubscribed
-    );
+    assert_status(&app, "claire@example.org", SubscriberStatus::Unsubscribed);
 
     // The next day's send reaches the others, not her.
-    add(
-        app.store.as_ref(),
-        "witness@example.org",
-        SubscriberStatus::Active,
-    );
+    add_active(&app, "witness@example.org");
     let d2 = d1.succ_opt().unwrap();
     app::archive(&app.cfg, d2);
     let send_at = digestif::domain::local_instant(
@@ -239,12 +229,8 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_get_on_the_unsubscribe_link_shows_one_button_and_changes_nothing() {
     let app = app::start(Mail::File, "07:00").await;
-    let id = add(
-        app.store.as_ref(),
-        "paul@example.org",
-        SubscriberStatus::Active,
-    );
-    let url = app.url(&format!("/unsubscribe?token={}", unsub_token(&app, id)));
+    let id = add_active(&app, "paul@example.org");
+    let url = unsub_url(&app, id);
     for _ in 0..3 {
         let res = client().get(&url).send().await.unwrap();
         assert_eq!(res.status(), 200);
@@ -257,10 +243,7 @@ async fn a_get_on_the_unsubscribe_link_shows_one_button_and_changes_nothing() {
         assert!(body.contains("Confirmer la désinscription"), "{body}");
         assert!(body.contains("p…@example.org"), "{body}");
     }
-    assert_eq!(
-        status_of(app.store.as_ref(), "paul@example.org"),
-        SubscriberStatus::Active
-    );
+    assert_status(&app, "paul@example.org", SubscriberStatus::Active);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -268,12 +251,8 @@ async fn the_unsubscribe_page_speaks_the_subscribers_language() {
     let app = app::start(Mail::File, "07:00").await;
     app.store
         .upsert_subscriber(&NewSubscriber {
-            email: email("jane@example.org"),
-            name: None,
             locale: Some(digestif::domain::Locale::En),
-            categories: vec![],
-            timezone: None,
-            status: SubscriberStatus::Active,
+            ..subscriber("jane@example.org", None)
         })
         .unwrap();
     let id = app
@@ -283,7 +262,7 @@ async fn the_unsubscribe_page_speaks_the_subscribers_language() {
         .unwrap()
         .id;
     let body = client()
-        .get(app.url(&format!("/unsubscribe?token={}", unsub_token(&app, id))))
+        .get(unsub_url(&app, id))
         .header("accept-language", "fr-FR")
         .send()
         .await
@@ -298,11 +277,7 @@ async fn the_unsubscribe_page_speaks_the_subscribers_language() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing() {
     let app = app::start(Mail::File, "07:00").await;
-    let id = add(
-        app.store.as_ref(),
-        "paul@example.org",
-        SubscriberStatus::Active,
-    );
+    let id = add_active(&app, "paul@example.org");
     let other = token::unsubscribe_token(
         &Secret::new("another-secret-entirely-123"),
         &app.cfg.list_id(),
@@ -320,28 +295,17 @@ async fn a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing() {
         assert_eq!(res.status(), 400, "token {forged:?}");
         let body = res.text().await.unwrap();
         assert!(body.contains("Lien invalide"), "{body}");
-        let res = client()
-            .get(app.url(&format!("/unsubscribe?token={forged}")))
-            .send()
-            .await
-            .unwrap();
+        let res = get(&app, &format!("/unsubscribe?token={forged}")).await;
         assert_eq!(res.status(), 400);
     }
-    assert_eq!(
-        status_of(app.store.as_ref(), "paul@example.org"),
-        SubscriberStatus::Active
-    );
+    assert_status(&app, "paul@example.org", SubscriberStatus::Active);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect() {
     let app = app::start(Mail::File, "07:00").await;
-    let id = add(
-        app.store.as_ref(),
-        "paul@example.org",
-        SubscriberStatus::Active,
-    );
-    let url = app.url(&format!("/unsubscribe?token={}", unsub_token(&app, id)));
+    let id = add_active(&app, "paul@example.org");
+    let url = unsub_url(&app, id);
     for _ in 0..2 {
         let res = client()
             .post(&url)
@@ -353,17 +317,10 @@ async fn one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect() 
         assert_eq!(res.status(), 200);
         assert!(res.headers().get("location").is_none());
         assert!(res.text().await.unwrap().contains("Vous êtes désinscrit"));
-        assert_eq!(
-            status_of(app.store.as_ref(), "paul@example.org"),
-            SubscriberStatus::Unsubscribed
-        );
+        assert_status(&app, "paul@example.org", SubscriberStatus::Unsubscribed);
     }
     // The button's form (token in the body) works as well.
-    let id2 = add(
-        app.store.as_ref(),
-        "anne@example.org",
-        SubscriberStatus::Active,
-    );
+    let id2 = add_active(&app, "anne@example.org");
     let res = client()
         .post(app.url("/unsubscribe"))
         .form(&[("token", unsub_token(&app, id2))])
@@ -371,10 +328,7 @@ async fn one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect() 
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(
-        status_of(app.store.as_ref(), "anne@example.org"),
-        SubscriberStatus::Unsubscribed
-    );
+    assert_status(&app, "anne@example.org", SubscriberStatus::Unsubscribed);
 }
 
 // ------------------------------------------------------------------ sign-up
@@ -392,11 +346,7 @@ async fn sign_up(app: &App, addr: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn sign_up_answers_the_same_whether_the_address_is_known_or_not() {
     let app = app::start(Mail::File, "07:00").await;
-    add(
-        app.store.as_ref(),
-        "known@example.org",
-        SubscriberStatus::Active,
-    );
+    add_active(&app, "known@example.org");
     let known = sign_up(&app, "known@example.org").await;
     let unknown = sign_up(&app, "nobody@example.org").await;
     assert_eq!(known, unknown);
@@ -449,6 +399,16 @@ fn confirm_link_of(app: &App, nth: usize) -> String {
     app::link_in(&mails[nth], "confirm")
 }
 
+/// The confirmation form's POST with `token`.
+async fn post_confirm(app: &App, token: &str) -> reqwest::Response {
+    client()
+        .post(app.url("/confirm"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+}
+
 fn token_of(link: &str) -> String {
     url::Url::parse(link)
         .unwrap()
@@ -462,11 +422,7 @@ fn token_of(link: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unsubscribed_reader_who_confirms_a_new_sign_up_is_active_again() {
     let app = app::start(Mail::File, "07:00").await;
-    let id = add(
-        app.store.as_ref(),
-        "back@example.org",
-        SubscriberStatus::Active,
-    );
+    let id = add_active(&app, "back@example.org");
     app.store
         .set_status(
             id,
@@ -477,29 +433,13 @@ async fn an_unsubscribed_reader_who_confirms_a_new_sign_up_is_active_again() {
         .unwrap();
     assert_eq!(sign_up(&app, "back@example.org").await.0, 200);
     // Signing up alone changes nothing.
-    assert_eq!(
-        status_of(app.store.as_ref(), "back@example.org"),
-        SubscriberStatus::Unsubscribed
-    );
+    assert_status(&app, "back@example.org", SubscriberStatus::Unsubscribed);
     let tok = token_of(&confirm_link_of(&app, 0));
-    let res = client()
-        .post(app.url("/confirm"))
-        .form(&[("token", tok.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let res = post_confirm(&app, &tok).await;
     assert_eq!(res.status(), 200);
-    assert_eq!(
-        status_of(app.store.as_ref(), "back@example.org"),
-        SubscriberStatus::Active
-    );
+    assert_status(&app, "back@example.org", SubscriberStatus::Active);
     // A second click is harmless.
-    let res = client()
-        .post(app.url("/confirm"))
-        .form(&[("token", tok.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let res = post_confirm(&app, &tok).await;
     assert_eq!(res.status(), 200);
 }
 
@@ -510,18 +450,9 @@ async fn an_expired_or_forged_confirmation_link_is_refused() {
     let tok = token_of(&confirm_link_of(&app, 0));
     // 49 hours later (confirm_ttl_hours = 48 by default).
     app.clock.set(digestif::clock::now() + Duration::hours(49));
-    let res = client()
-        .get(app.url(&format!("/confirm?token={tok}")))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&app, &format!("/confirm?token={tok}")).await;
     assert_eq!(res.status(), 400);
-    let res = client()
-        .post(app.url("/confirm"))
-        .form(&[("token", tok.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let res = post_confirm(&app, &tok).await;
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("plus valide"));
     let forged = token::confirm_token(
@@ -530,12 +461,7 @@ async fn an_expired_or_forged_confirmation_link_is_refused() {
         digestif::clock::now() + Duration::hours(100),
     );
     app.clock.set(digestif::clock::now());
-    let res = client()
-        .post(app.url("/confirm"))
-        .form(&[("token", forged.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let res = post_confirm(&app, &forged).await;
     assert_eq!(res.status(), 400);
     assert!(app
         .store
@@ -556,14 +482,7 @@ async fn the_archive_lists_past_issues_newest_first_without_personal_data() {
         app::archive(&app.cfg, d);
     }
     app.clock.set("2026-11-27T12:00:00Z".parse().unwrap());
-    let body = client()
-        .get(app.url("/archive"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get(&app, "/archive").await.text().await.unwrap();
     let (p1, p2) = (
         body.find("Titre principal du 2026-11-25").unwrap(),
         body.find("Titre principal du 2026-11-26").unwrap(),
@@ -574,11 +493,7 @@ async fn the_archive_lists_past_issues_newest_first_without_personal_data() {
         "an issue is not shown before its send time"
     );
 
-    let res = client()
-        .get(app.url("/archive/2026-11-26"))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&app, "/archive/2026-11-26").await;
     assert_eq!(res.status(), 200);
     assert!(res.headers()["content-security-policy"]
         .to_str()
@@ -587,39 +502,11 @@ async fn the_archive_lists_past_issues_newest_first_without_personal_data() {
     let html = res.text().await.unwrap();
     assert!(html.contains("Le budget 2027 en débat"));
     assert!(!html.contains("token="), "no token in the public issue");
-    assert_eq!(
-        client()
-            .get(app.url("/archive/2026-11-28"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        client()
-            .get(app.url("/archive/2026-13-45"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        client()
-            .get(app.url("/archive/..%2F..%2Fetc"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(get(&app, "/archive/2026-11-28").await.status(), 404);
+    assert_eq!(get(&app, "/archive/2026-13-45").await.status(), 404);
+    assert_eq!(get(&app, "/archive/..%2F..%2Fetc").await.status(), 404);
 
-    let res = client()
-        .get(app.url("/archive/feed.xml"))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&app, "/archive/feed.xml").await;
     assert_eq!(
         res.headers()["content-type"],
         "application/atom+xml; charset=utf-8"
@@ -636,7 +523,7 @@ async fn the_archive_lists_past_issues_newest_first_without_personal_data() {
 #[tokio::test(flavor = "multi_thread")]
 async fn healthz_reports_the_store_and_the_last_run_and_metrics_count_subscribers() {
     let app = app::start(Mail::File, "07:00").await;
-    let res = client().get(app.url("/healthz")).send().await.unwrap();
+    let res = get(&app, "/healthz").await;
     assert_eq!(res.status(), 200);
     let v: serde_json::Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
     assert_eq!(v["store"], "ok");
@@ -657,35 +544,17 @@ async fn healthz_reports_the_store_and_the_last_run_and_metrics_count_subscriber
             message: String::new(),
         })
         .unwrap();
-    add(
-        app.store.as_ref(),
-        "a@example.org",
-        SubscriberStatus::Active,
-    );
-    let id = add(
-        app.store.as_ref(),
-        "b@example.org",
-        SubscriberStatus::Active,
-    );
+    add_active(&app, "a@example.org");
+    let id = add_active(&app, "b@example.org");
     app.store
         .set_status(id, SubscriberStatus::Unsubscribed, "test", t)
         .unwrap();
 
-    let v: serde_json::Value = serde_json::from_str(
-        &client()
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let v: serde_json::Value = healthz(&app).await;
     assert_eq!(v["last_run"]["date"], "2026-11-27");
     assert_eq!(v["last_run"]["status"], "ok");
 
-    let res = client().get(app.url("/metrics")).send().await.unwrap();
+    let res = get(&app, "/metrics").await;
     assert!(res.headers()["content-type"]
         .to_str()
         .unwrap()
@@ -767,6 +636,23 @@ impl IssuePipeline for CountingPipeline {
     }
 }
 
+/// The scheduler with the real pipeline, on the app's config, store and metrics.
+fn live_scheduler(app: &App) -> Scheduler {
+    Scheduler::new(
+        app.cfg.clone(),
+        app.store.clone(),
+        Arc::new(
+            digestif::schedule::LivePipeline::new(
+                app.cfg.clone(),
+                app.store.clone(),
+                Secret::new(app::SECRET),
+            )
+            .unwrap(),
+        ),
+        app.metrics.clone(),
+    )
+}
+
 fn scheduler(app: &App, fail: u32) -> (Arc<Scheduler>, Arc<CountingPipeline>) {
     let p = Arc::new(CountingPipeline {
         builds: AtomicU32::new(0),
@@ -783,6 +669,29 @@ fn scheduler(app: &App, fail: u32) -> (Arc<Scheduler>, Arc<CountingPipeline>) {
     (s, p)
 }
 
+/// One pass of the scheduler at `when`.
+async fn outcome(s: &Scheduler, when: &str) -> RunOutcome {
+    s.run_once(at(when)).await.unwrap()
+}
+
+/// Whether the pass at `when` found nothing due.
+async fn idle_at(s: &Scheduler, when: &str) -> bool {
+    matches!(outcome(s, when).await, RunOutcome::Idle(_))
+}
+
+/// Whether the pass at `when` ran an issue.
+async fn runs_at(s: &Scheduler, when: &str) -> bool {
+    matches!(outcome(s, when).await, RunOutcome::Ran(_))
+}
+
+/// What the scheduler ran at `when`; panics when it did not run.
+async fn ran(s: &Scheduler, when: &str) -> digestif::store::RunRecord {
+    match outcome(s, when).await {
+        RunOutcome::Ran(r) => r,
+        other => panic!("no run at {when}: {other:?}"),
+    }
+}
+
 fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }
@@ -791,29 +700,18 @@ fn at(s: &str) -> DateTime<Utc> {
 async fn a_restarted_service_does_not_start_the_same_date_twice() {
     let app = app::start(Mail::File, "07:00").await;
     let (first, p1) = scheduler(&app, 0);
-    assert!(matches!(
-        first.run_once(at("2026-11-27T05:59:00Z")).await.unwrap(),
-        RunOutcome::Idle(_)
-    ));
-    match first.run_once(at("2026-11-27T06:00:00Z")).await.unwrap() {
-        RunOutcome::Ran(r) => assert_eq!((r.status.as_str(), r.sent), ("ok", 5)),
-        other => panic!("{other:?}"),
-    }
+    assert!(idle_at(&first, "2026-11-27T05:59:00Z").await);
+    let r = ran(&first, "2026-11-27T06:00:00Z").await;
+    assert_eq!((r.status.as_str(), r.sent), ("ok", 5));
     // "Restart": a new scheduler on the same database, a minute later.
     let (second, p2) = scheduler(&app, 0);
-    assert!(matches!(
-        second.run_once(at("2026-11-27T06:01:00Z")).await.unwrap(),
-        RunOutcome::Idle(_)
-    ));
+    assert!(idle_at(&second, "2026-11-27T06:01:00Z").await);
     assert_eq!(
         p1.sends.load(Ordering::SeqCst) + p2.sends.load(Ordering::SeqCst),
         1
     );
     // Tomorrow is due again.
-    assert!(matches!(
-        second.run_once(at("2026-11-28T06:00:30Z")).await.unwrap(),
-        RunOutcome::Ran(_)
-    ));
+    assert!(runs_at(&second, "2026-11-28T06:00:30Z").await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -850,66 +748,38 @@ async fn a_date_leased_by_another_process_is_left_alone() {
 async fn a_failed_run_is_retried_within_catch_up_and_skipped_after_it() {
     let app = app::start(Mail::File, "07:00").await;
     let (s, p) = scheduler(&app, 2);
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T06:00:00Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&s, "2026-11-27T06:00:00Z").await;
     assert_eq!(r.status, "failed");
     assert!(r.message.contains("connection refused"), "{}", r.message);
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T06:10:00Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&s, "2026-11-27T06:10:00Z").await;
     assert_eq!(r.status, "failed");
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T06:20:00Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&s, "2026-11-27T06:20:00Z").await;
     assert_eq!(r.status, "ok");
     assert_eq!(p.sends.load(Ordering::SeqCst), 3);
 
     // Next day: failing until the catch-up window (3 h) closes, then skipped, with the reason.
     let (s, _) = scheduler(&app, 100);
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-28T06:00:00Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&s, "2026-11-28T06:00:00Z").await;
     assert_eq!(r.status, "failed");
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-28T09:00:01Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&s, "2026-11-28T09:00:01Z").await;
     assert_eq!(r.status, "skipped");
     assert!(r.message.contains("catch-up"), "{}", r.message);
-    assert!(matches!(
-        s.run_once(at("2026-11-28T09:01:00Z")).await.unwrap(),
-        RunOutcome::Idle(_)
-    ));
+    assert!(idle_at(&s, "2026-11-28T09:01:00Z").await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_back_after_the_catch_up_window_skips_the_day_and_logs_why() {
     let app = app::start(Mail::File, "07:00").await;
     let (s, p) = scheduler(&app, 0);
-    assert!(matches!(
-        s.run_once(at("2026-11-26T06:00:00Z")).await.unwrap(),
-        RunOutcome::Ran(_)
-    ));
+    assert!(runs_at(&s, "2026-11-26T06:00:00Z").await);
     // Down all morning of the 27th; back at 15:00 Paris.
-    let RunOutcome::Ran(r) = s.run_once(at("2026-11-27T14:00:00Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&s, "2026-11-27T14:00:00Z").await;
     assert_eq!(
         (r.date.to_string().as_str(), r.status.as_str()),
         ("2026-11-27", "skipped")
     );
     assert_eq!(p.sends.load(Ordering::SeqCst), 1);
-    let h: serde_json::Value = serde_json::from_str(
-        &client()
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let h: serde_json::Value = healthz(&app).await;
     assert_eq!(h["last_run"]["status"], "skipped");
 }
 
@@ -954,6 +824,40 @@ fn sigterm(child: &std::process::Child) {
     assert!(st.success());
 }
 
+/// A served site sending to `smtp`, today's issue archived, `readers` active
+/// readers reader0..; the folder lives as long as the first item.
+fn serve_site(
+    smtp: &SmtpServer,
+    readers: usize,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    NaiveDate,
+    digestif::store::SqliteStore,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, date) = serve_config(dir.path(), smtp.port);
+    let cfg = digestif::config::Config::from_file(&config).unwrap();
+    app::archive(&cfg, date);
+    let store = digestif::store::SqliteStore::for_config(&cfg).unwrap();
+    for i in 0..readers {
+        add(
+            &store,
+            &format!("reader{i}@example.org"),
+            SubscriberStatus::Active,
+        );
+    }
+    (dir, config, date, store)
+}
+
+/// The envelope recipients of `msgs`, sorted, each once.
+fn distinct_rcpts(msgs: &[support::Received]) -> Vec<&str> {
+    let mut rcpts: Vec<&str> = msgs.iter().map(|m| m.rcpt()).collect();
+    rcpts.sort();
+    rcpts.dedup();
+    rcpts
+}
+
 fn wait_exit(mut child: std::process::Child) -> (i32, String) {
     let deadline = Instant::now() + StdDuration::from_secs(60);
     loop {
@@ -976,18 +880,7 @@ fn wait_exit(mut child: std::process::Child) -> (i32, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_serve_processes_on_one_database_send_one_issue_and_stop_cleanly_on_sigterm() {
     let smtp = SmtpServer::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let (config, date) = serve_config(dir.path(), smtp.port);
-    let cfg = digestif::config::Config::from_file(&config).unwrap();
-    app::archive(&cfg, date);
-    let store = digestif::store::SqliteStore::for_config(&cfg).unwrap();
-    for i in 0..20 {
-        add(
-            &store,
-            &format!("reader{i}@example.org"),
-            SubscriberStatus::Active,
-        );
-    }
+    let (_dir, config, date, store) = serve_site(&smtp, 20);
     let a = serve(&config, Some(app::SECRET));
     let b = serve(&config, Some(app::SECRET));
     eventually("one run recorded", || {
@@ -1001,9 +894,7 @@ async fn two_serve_processes_on_one_database_send_one_issue_and_stop_cleanly_on_
     tokio::time::sleep(StdDuration::from_secs(12)).await;
     let msgs = smtp.messages();
     assert_eq!(msgs.len(), 20, "each reader exactly once");
-    let mut rcpts: Vec<&str> = msgs.iter().map(|m| m.rcpt()).collect();
-    rcpts.sort();
-    rcpts.dedup();
+    let rcpts = distinct_rcpts(&msgs);
     assert_eq!(rcpts.len(), 20);
     assert_eq!(store.ledger_counts(date).unwrap().sent, 20);
     sigterm(&a);
@@ -1030,18 +921,7 @@ fn serve_refuses_to_start_without_a_secret_when_mailing_over_smtp() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_mid_send_finishes_the_messages_in_flight_and_a_restart_sends_the_rest_once() {
     let smtp = SmtpServer::start(&["--delay-ms", "250"]);
-    let dir = tempfile::tempdir().unwrap();
-    let (config, date) = serve_config(dir.path(), smtp.port);
-    let cfg = digestif::config::Config::from_file(&config).unwrap();
-    app::archive(&cfg, date);
-    let store = digestif::store::SqliteStore::for_config(&cfg).unwrap();
-    for i in 0..40 {
-        add(
-            &store,
-            &format!("reader{i}@example.org"),
-            SubscriberStatus::Active,
-        );
-    }
+    let (_dir, config, date, store) = serve_site(&smtp, 40);
     let first = serve(&config, Some(app::SECRET));
     smtp.wait_for(2, StdDuration::from_secs(40));
     sigterm(&first);
@@ -1071,9 +951,7 @@ async fn sigterm_mid_send_finishes_the_messages_in_flight_and_a_restart_sends_th
     sigterm(&second);
     assert_eq!(wait_exit(second).0, 0);
     let msgs = smtp.messages();
-    let mut rcpts: Vec<&str> = msgs.iter().map(|m| m.rcpt()).collect();
-    rcpts.sort();
-    rcpts.dedup();
+    let rcpts = distinct_rcpts(&msgs);
     assert_eq!((msgs.len(), rcpts.len()), (40, 40));
 }
 
@@ -1083,54 +961,27 @@ async fn a_reader_in_new_york_gets_the_frozen_issue_at_seven_in_new_york() {
     let app = app::start(Mail::Smtp(smtp.port), "07:00").await;
     let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
     app::archive(&app.cfg, date);
-    add(
-        app.store.as_ref(),
-        "paris@example.org",
-        SubscriberStatus::Active,
-    );
+    add_active(&app, "paris@example.org");
     app.store
         .upsert_subscriber(&NewSubscriber {
-            email: email("ny@example.org"),
-            name: None,
-            locale: None,
-            categories: vec![],
             timezone: Some(chrono_tz::America::New_York),
-            status: SubscriberStatus::Active,
+            ..subscriber("ny@example.org", None)
         })
         .unwrap();
-    let sched = Scheduler::new(
-        app.cfg.clone(),
-        app.store.clone(),
-        Arc::new(
-            digestif::schedule::LivePipeline::new(
-                app.cfg.clone(),
-                app.store.clone(),
-                Secret::new(app::SECRET),
-            )
-            .unwrap(),
-        ),
-        app.metrics.clone(),
-    );
+    let sched = live_scheduler(&app);
     // 07:00 in Paris.
-    let RunOutcome::Ran(r) = sched.run_once(at("2026-11-27T06:00:00Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&sched, "2026-11-27T06:00:00Z").await;
     assert_eq!((r.status.as_str(), r.sent), ("partial", 1), "{r:?}");
     assert_eq!(smtp.messages()[0].rcpt(), "paris@example.org");
     // Nothing more until 07:00 in New York (12:00 UTC).
     assert_eq!(
-        sched.run_once(at("2026-11-27T08:00:00Z")).await.unwrap(),
+        outcome(&sched, "2026-11-27T08:00:00Z").await,
         RunOutcome::Idle(at("2026-11-27T12:00:00Z"))
     );
-    let RunOutcome::Ran(r) = sched.run_once(at("2026-11-27T12:00:05Z")).await.unwrap() else {
-        panic!()
-    };
+    let r = ran(&sched, "2026-11-27T12:00:05Z").await;
     assert_eq!((r.status.as_str(), r.sent), ("ok", 1), "{r:?}");
     let msgs = smtp.messages();
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[1].rcpt(), "ny@example.org");
-    assert!(matches!(
-        sched.run_once(at("2026-11-27T13:00:00Z")).await.unwrap(),
-        RunOutcome::Idle(_)
-    ));
+    assert!(idle_at(&sched, "2026-11-27T13:00:00Z").await);
 }

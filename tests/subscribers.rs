@@ -1,7 +1,11 @@
 //! End-to-end: `digestif subscribers …` run as a binary against a SQLite file.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use support::site::{digestif_at, stderr, stdout};
 
 struct Site {
     dir: tempfile::TempDir,
@@ -31,15 +35,14 @@ impl Site {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_digestif"))
-            .arg("--config")
-            .arg(self.path("digestif.toml"))
-            .arg("subscribers")
-            .args(args)
-            // Relative paths in the config resolve against its folder, not here.
-            .current_dir(std::env::temp_dir())
-            .output()
-            .unwrap()
+        digestif_at(
+            &self.path("digestif.toml"),
+            &[&["subscribers"], args].concat(),
+        )
+        // Relative paths in the config resolve against its folder, not here.
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap()
     }
 
     fn list(&self, args: &[&str]) -> Vec<String> {
@@ -47,14 +50,6 @@ impl Site {
         assert!(out.status.success(), "{}", stderr(&out));
         stdout(&out).lines().map(String::from).collect()
     }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn example() -> &'static Path {

@@ -899,6 +899,35 @@ mod tests {
         (dir, store)
     }
 
+    /// A fresh database file's path; the folder lives as long as the first item.
+    fn db_path() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        (dir, path)
+    }
+
+    fn sub_of(s: &SqliteStore, addr: &str) -> Subscriber {
+        s.subscriber_by_email(&email(addr)).unwrap().unwrap()
+    }
+
+    /// A file store with `n` active readers r0.. enqueued for `date()`.
+    fn enqueued(n: usize) -> (tempfile::TempDir, SqliteStore) {
+        let (dir, s) = file_store();
+        add_many(&s, n);
+        s.ledger_enqueue(date(), None).unwrap();
+        (dir, s)
+    }
+
+    fn lease(
+        s: &SqliteStore,
+        name: &str,
+        holder: &str,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> bool {
+        s.try_lease(name, holder, from, until).unwrap()
+    }
+
     fn add_many(store: &SqliteStore, n: usize) {
         let rows: Vec<_> = (0..n)
             .map(|i| active(&format!("r{i}@example.com")))
@@ -908,8 +937,7 @@ mod tests {
 
     #[test]
     fn migrations_apply_once_and_reopening_keeps_the_data() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.db");
+        let (_dir, path) = db_path();
         {
             let s = SqliteStore::open(&path).unwrap();
             assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
@@ -935,8 +963,7 @@ mod tests {
 
     #[test]
     fn a_database_from_a_newer_version_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.db");
+        let (_dir, path) = db_path();
         drop(SqliteStore::open(&path).unwrap());
         let c = Connection::open(&path).unwrap();
         c.execute(
@@ -971,11 +998,7 @@ mod tests {
     fn an_unsubscribed_address_stays_unsubscribed_after_a_reimport() {
         let (_d, s) = file_store();
         s.upsert_subscriber(&active("a@example.com")).unwrap();
-        let id = s
-            .subscriber_by_email(&email("a@example.com"))
-            .unwrap()
-            .unwrap()
-            .id;
+        let id = sub_of(&s, "a@example.com").id;
         assert!(s
             .set_status(id, SubscriberStatus::Unsubscribed, "one-click", at(8, 0))
             .unwrap());
@@ -988,10 +1011,7 @@ mod tests {
         named.locale = Some(Locale::Fr);
         let outs = s.upsert_many(&[named]).unwrap();
         assert_eq!(outs, vec![Upserted::Updated]);
-        let sub = s
-            .subscriber_by_email(&email("a@example.com"))
-            .unwrap()
-            .unwrap();
+        let sub = sub_of(&s, "a@example.com");
         assert_eq!(sub.status, SubscriberStatus::Unsubscribed);
         assert_eq!(sub.name.as_deref(), Some("Alice"));
         assert_eq!(sub.locale, Some(Locale::Fr));
@@ -1009,10 +1029,7 @@ mod tests {
             s.upsert_subscriber(&active("a@example.com")).unwrap(),
             Upserted::Unchanged
         );
-        let sub = s
-            .subscriber_by_email(&email("a@example.com"))
-            .unwrap()
-            .unwrap();
+        let sub = sub_of(&s, "a@example.com");
         assert_eq!(sub.categories, vec!["tech", "world"]);
         assert_eq!(sub.timezone, Some(chrono_tz::America::Montreal));
     }
@@ -1025,10 +1042,7 @@ mod tests {
             .upsert_subscriber(&new_sub("a@example.com", SubscriberStatus::Unsubscribed))
             .unwrap();
         assert_eq!(out, Upserted::Updated);
-        let sub = s
-            .subscriber_by_email(&email("a@example.com"))
-            .unwrap()
-            .unwrap();
+        let sub = sub_of(&s, "a@example.com");
         assert_eq!(sub.status, SubscriberStatus::Unsubscribed);
         let unsub_at: Option<String> = s
             .conn()
@@ -1088,10 +1102,7 @@ mod tests {
             .unwrap();
         s.upsert_subscriber(&new_sub("p@example.com", SubscriberStatus::Pending))
             .unwrap();
-        let b = s
-            .subscriber_by_email(&email("r0@example.com"))
-            .unwrap()
-            .unwrap();
+        let b = sub_of(&s, "r0@example.com");
         s.set_status(b.id, SubscriberStatus::Bounced, "550", at(1, 0))
             .unwrap();
         assert_eq!(s.ledger_enqueue(date(), None).unwrap(), 4);
@@ -1104,9 +1115,7 @@ mod tests {
 
     #[test]
     fn claim_then_record_moves_rows_through_every_state() {
-        let (_d, s) = file_store();
-        add_many(&s, 4);
-        s.ledger_enqueue(date(), None).unwrap();
+        let (_d, s) = enqueued(4);
         let claimed = s.ledger_claim(date(), 10, false).unwrap();
         assert_eq!(claimed.len(), 4);
         assert!(claimed
@@ -1191,9 +1200,7 @@ mod tests {
 
     #[test]
     fn a_hard_bounce_marks_the_subscriber_bounced_and_out_of_the_next_issue() {
-        let (_d, s) = file_store();
-        add_many(&s, 2);
-        s.ledger_enqueue(date(), None).unwrap();
+        let (_d, s) = enqueued(2);
         let c = s.ledger_claim(date(), 10, false).unwrap();
         let id = c[0].subscriber.id;
         s.ledger_record(
@@ -1226,8 +1233,7 @@ mod tests {
 
     #[test]
     fn rows_in_flight_when_a_process_died_come_back_once_as_in_doubt() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.db");
+        let (_dir, path) = db_path();
         {
             let s = SqliteStore::open(&path).unwrap();
             add_many(&s, 5);
@@ -1248,13 +1254,8 @@ mod tests {
 
     #[test]
     fn a_subscriber_who_unsubscribes_mid_send_is_dropped_from_the_ledger() {
-        let (_d, s) = file_store();
-        add_many(&s, 3);
-        s.ledger_enqueue(date(), None).unwrap();
-        let gone = s
-            .subscriber_by_email(&email("r1@example.com"))
-            .unwrap()
-            .unwrap();
+        let (_d, s) = enqueued(3);
+        let gone = sub_of(&s, "r1@example.com");
         s.set_status(
             gone.id,
             SubscriberStatus::Unsubscribed,
@@ -1276,8 +1277,7 @@ mod tests {
 
     #[test]
     fn two_connections_claiming_at_once_never_get_the_same_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.db");
+        let (_dir, path) = db_path();
         let seed = SqliteStore::open(&path).unwrap();
         add_many(&seed, 600);
         seed.ledger_enqueue(date(), None).unwrap();
@@ -1311,43 +1311,24 @@ mod tests {
 
     #[test]
     fn a_lease_is_exclusive_until_it_expires() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.db");
+        let (_dir, path) = db_path();
         let a = SqliteStore::open(&path).unwrap();
         let b = SqliteStore::open(&path).unwrap();
-        assert!(a
-            .try_lease("issue:2026-03-02", "a", at(7, 0), at(7, 10))
-            .unwrap());
-        assert!(!b
-            .try_lease("issue:2026-03-02", "b", at(7, 5), at(7, 15))
-            .unwrap());
+        assert!(lease(&a, "issue:2026-03-02", "a", at(7, 0), at(7, 10)));
+        assert!(!lease(&b, "issue:2026-03-02", "b", at(7, 5), at(7, 15)));
         // The holder renews.
-        assert!(a
-            .try_lease("issue:2026-03-02", "a", at(7, 5), at(7, 20))
-            .unwrap());
-        assert!(!b
-            .try_lease("issue:2026-03-02", "b", at(7, 15), at(7, 25))
-            .unwrap());
+        assert!(lease(&a, "issue:2026-03-02", "a", at(7, 5), at(7, 20)));
+        assert!(!lease(&b, "issue:2026-03-02", "b", at(7, 15), at(7, 25)));
         // Another name is another lease.
-        assert!(b
-            .try_lease("issue:2026-03-03", "b", at(7, 15), at(7, 25))
-            .unwrap());
+        assert!(lease(&b, "issue:2026-03-03", "b", at(7, 15), at(7, 25)));
         // Expired: anyone takes it.
-        assert!(b
-            .try_lease("issue:2026-03-02", "b", at(7, 20), at(7, 30))
-            .unwrap());
-        assert!(!a
-            .try_lease("issue:2026-03-02", "a", at(7, 21), at(7, 31))
-            .unwrap());
+        assert!(lease(&b, "issue:2026-03-02", "b", at(7, 20), at(7, 30)));
+        assert!(!lease(&a, "issue:2026-03-02", "a", at(7, 21), at(7, 31)));
         // Releasing someone else's lease does nothing; releasing one's own frees it.
         a.release_lease("issue:2026-03-02", "a").unwrap();
-        assert!(!a
-            .try_lease("issue:2026-03-02", "a", at(7, 22), at(7, 32))
-            .unwrap());
+        assert!(!lease(&a, "issue:2026-03-02", "a", at(7, 22), at(7, 32)));
         b.release_lease("issue:2026-03-02", "b").unwrap();
-        assert!(a
-            .try_lease("issue:2026-03-02", "a", at(7, 22), at(7, 32))
-            .unwrap());
+        assert!(lease(&a, "issue:2026-03-02", "a", at(7, 22), at(7, 32)));
     }
 
     #[test]

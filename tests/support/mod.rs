@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod site;
+
 /// A running SMTP server; killed when dropped.
 pub struct SmtpServer {
     child: Child,
@@ -34,10 +36,11 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py")
 }
 
-/// Installs aiosmtpd if it is missing (as `scripts/test.sh` does).
-fn ensure_aiosmtpd() {
+/// Installs the Python `packages` with pip unless `import` already succeeds
+/// (as `scripts/test.sh` does); `tests` names the tests that need them.
+pub fn ensure_python(import: &str, packages: &[&str], tests: &str) {
     let ok = Command::new("python3")
-        .args(["-c", "import aiosmtpd"])
+        .args(["-c", import])
         .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
@@ -50,12 +53,16 @@ fn ensure_aiosmtpd() {
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
-                "aiosmtpd",
             ])
+            .args(packages)
             .status()
-            .expect("python3 is needed for the SMTP tests");
-        assert!(st.success(), "cannot install aiosmtpd");
+            .unwrap_or_else(|_| panic!("python3 is needed for the {tests} tests"));
+        assert!(st.success(), "cannot install {}", packages[0]);
     }
+}
+
+fn ensure_aiosmtpd() {
+    ensure_python("import aiosmtpd", &["aiosmtpd"], "SMTP");
 }
 
 impl SmtpServer {
