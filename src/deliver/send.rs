@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::{Config, Secret};
@@ -312,7 +312,50 @@ struct Done {
     email: String,
     outcome: DeliveryOutcome,
     retried: bool,
-    _permit: Vec<OwnedSemaphorePermit>,
+}
+
+/// Takes in one finished delivery: counts consecutive give-ups and remembers
+/// the rows given up in this run (they are not claimed again).
+fn absorb(d: Done, finished: &mut Vec<Done>, consecutive: &mut usize, given_up: &mut HashSet<i64>) {
+    match &d.outcome {
+        DeliveryOutcome::Retry { .. } => {
+            *consecutive += 1;
+            given_up.insert(d.id);
+        }
+        DeliveryOutcome::Sent { .. } => *consecutive = 0,
+        DeliveryOutcome::Failed { .. } => {}
+    }
+    finished.push(d);
+}
+
+/// Whether a delivery task ended without reporting (it panicked): its row stays
+/// in `sending` and is in doubt for the next run.
+fn lost_task(r: std::result::Result<(), tokio::task::JoinError>) -> bool {
+    match r {
+        Ok(()) => false,
+        Err(e) => {
+            tracing::error!(error = %e, "a delivery task failed; its row is left in doubt");
+            true
+        }
+    }
+}
+
+/// Adds recorded outcomes to the run's totals.
+fn count_outcomes(totals: &mut SendReport, recorded: &[Done]) {
+    for d in recorded {
+        if d.retried {
+            totals.retried += 1;
+        }
+        match &d.outcome {
+            DeliveryOutcome::Sent { .. } => totals.sent += 1,
+            DeliveryOutcome::Failed { error, hard_bounce } => {
+                totals.failed += 1;
+                totals.bounced += u64::from(*hard_bounce);
+                totals.failures.push((d.email.clone(), error.clone()));
+            }
+            DeliveryOutcome::Retry { .. } => {}
+        }
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -455,47 +498,85 @@ pub async fn deliver_ledger(
         max_attempts: opts.max_attempts,
         retry_base: opts.retry_base,
     });
-    // One permit per row claimed and not yet recorded: the in-doubt bound.
-    let sem = Arc::new(Semaphore::new(pool));
+    // One task (this one) owns the ledger while sending: it gathers whatever
+    // finished meanwhile, records those outcomes and claims as many new rows as
+    // were freed in ONE transaction (one blocking hop), then starts them. Rows in
+    // `sending` without a recorded outcome never exceed `pool`: the freed rows are
+    // recorded in the same transaction that claims their replacements.
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut totals = SendReport::default();
+    let mut last_log = Instant::now();
+    let mut finished: Vec<Done> = Vec::new();
+    let mut in_flight: usize = 0;
+    let mut given_out: u64 = 0;
+    let mut given_up: HashSet<i64> = HashSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let breaker = pool.max(4);
+    let mut consecutive: usize = 0;
+    let mut stopping = false;
+    // Set once a claim returns fewer rows than asked: nothing left to claim.
+    let mut exhausted = false;
+    loop {
+        while let Ok(d) = done_rx.try_recv() {
+            in_flight -= 1;
+            absorb(d, &mut finished, &mut consecutive, &mut given_up);
+        }
+        while let Some(r) = tasks.try_join_next() {
+            in_flight -= usize::from(lost_task(r));
+        }
+        if consecutive >= breaker && !stopping {
+            tracing::error!("the server keeps failing: stopping this run, the rest stays pending");
+            stopping = true;
+        }
+        let remaining = opts.limit.map_or(u64::MAX, |l| l.saturating_sub(given_out));
+        let slots = if stopping {
+            0
+        } else {
+            (pool.saturating_sub(in_flight) as u64).min(remaining) as usize
+        };
+        let mut batch: Vec<Delivery> = Vec::with_capacity(slots);
+        while batch.len() < slots {
+            match queue.pop_front() {
+                Some(d) => batch.push(d),
+                None => break,
+            }
+        }
+        let want = if exhausted { 0 } else { slots - batch.len() };
+        if finished.is_empty() && want == 0 && batch.is_empty() {
+            if in_flight == 0 {
+                break;
+            }
+            // Every slot is busy (or nothing is left): wait for one to finish.
+            tokio::select! {
+                Some(d) = done_rx.recv() => {
+                    in_flight -= 1;
+                    absorb(d, &mut finished, &mut consecutive, &mut given_up);
+                }
+                Some(r) = tasks.join_next() => {
+                    in_flight -= usize::from(lost_task(r));
+                }
+            }
+            continue;
+        }
 
-    // The recorder: group commit of whatever finished meanwhile.
-    let rec_store = store.clone();
-    let rec_sem = sem.clone();
-    let recorder = tokio::spawn(async move {
-        let mut totals = SendReport::default();
-        let mut last_log = Instant::now();
-        while let Some(first) = done_rx.recv().await {
-            let mut batch = vec![first];
-            while let Ok(more) = done_rx.try_recv() {
-                batch.push(more);
-            }
+        if !finished.is_empty() || want > 0 {
+            // Ask for a few more when some rows were given up in this run: they
+            // are pending again and come first, and are put back below.
+            let ask = if want > 0 {
+                want + given_up.len().min(1024)
+            } else {
+                0
+            };
             let outcomes: Vec<(i64, DeliveryOutcome)> =
-                batch.iter().map(|d| (d.id, d.outcome.clone())).collect();
-            let s = rec_store.clone();
+                finished.iter().map(|d| (d.id, d.outcome.clone())).collect();
+            let s = store.clone();
             let when = at();
-            let res = blocking(move || s.ledger_record(date, &outcomes, when)).await;
-            if let Err(e) = res {
-                // Nothing more is claimed: the dispatcher stops at its next slot.
-                rec_sem.close();
-                return Err(e.context("cannot record outcomes in the ledger"));
-            }
-            for d in &batch {
-                if d.retried {
-                    totals.retried += 1;
-                }
-                match &d.outcome {
-                    DeliveryOutcome::Sent { .. } => totals.sent += 1,
-                    DeliveryOutcome::Failed { error, hard_bounce } => {
-                        totals.failed += 1;
-                        totals.bounced += u64::from(*hard_bounce);
-                        totals.failures.push((d.email.clone(), error.clone()));
-                    }
-                    DeliveryOutcome::Retry { .. } => {}
-                }
-            }
+            let rows = blocking(move || s.ledger_record_and_claim(date, &outcomes, ask, when))
+                .await
+                .context("cannot record outcomes and claim rows in the ledger")?;
+            count_outcomes(&mut totals, &finished);
             if let Some(b) = &bar {
-                b.inc(batch.len() as u64);
+                b.inc(finished.len() as u64);
             } else if last_log.elapsed() >= Duration::from_secs(5) {
                 last_log = Instant::now();
                 tracing::info!(
@@ -505,58 +586,13 @@ pub async fn deliver_ledger(
                     "progress"
                 );
             }
-            drop(batch); // releases the permits
-        }
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-        Ok(totals)
-    });
-
-    let mut given_out: u64 = 0;
-    let mut given_up: HashSet<i64> = HashSet::new();
-    let (gave_up_tx, mut gave_up_rx) = mpsc::unbounded_channel::<i64>();
-    let mut tasks = tokio::task::JoinSet::new();
-    let breaker = pool.max(4);
-    let consecutive = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    loop {
-        while let Ok(id) = gave_up_rx.try_recv() {
-            given_up.insert(id);
-        }
-        if consecutive.load(std::sync::atomic::Ordering::Relaxed) >= breaker {
-            tracing::error!("the server keeps failing: stopping this run, the rest stays pending");
-            break;
-        }
-        let remaining = opts.limit.map(|l| l.saturating_sub(given_out));
-        if remaining == Some(0) {
-            break;
-        }
-        // Wait for one free slot, then take every other free one (up to a batch).
-        let Ok(first) = sem.clone().acquire_owned().await else {
-            break; // the recorder failed; its error is returned below
-        };
-        let mut permits = vec![first];
-        let cap = remaining.unwrap_or(u64::MAX).min(256) as usize;
-        while permits.len() < cap {
-            match sem.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
+            finished.clear();
+            if rows.len() < ask {
+                exhausted = true;
             }
-        }
-        let mut batch: Vec<Delivery> = Vec::new();
-        while batch.len() < permits.len() {
-            match queue.pop_front() {
-                Some(d) => batch.push(d),
-                None => break,
-            }
-        }
-        if batch.len() < permits.len() {
-            let want = permits.len() - batch.len() + given_up.len().min(1024);
-            let s = store.clone();
-            let rows = blocking(move || s.ledger_claim(date, want, false)).await?;
             let mut back = Vec::new();
             for d in rows {
-                if given_up.contains(&d.subscriber.id) || batch.len() >= permits.len() {
+                if given_up.contains(&d.subscriber.id) || batch.len() >= slots {
                     back.push(d);
                 } else {
                     batch.push(d);
@@ -580,49 +616,25 @@ pub async fn deliver_ledger(
                 blocking(move || s.ledger_record(date, &outcomes, when)).await?;
             }
         }
-        if batch.is_empty() {
-            drop(permits);
-            if tasks.is_empty() {
-                break;
-            }
-            // Wait for in-flight work: a retry given up may free rows to skip.
-            tasks.join_next().await;
-            continue;
-        }
-        permits.truncate(batch.len());
         given_out += batch.len() as u64;
-        for (d, permit) in batch.into_iter().zip(permits) {
+        in_flight += batch.len();
+        for d in batch {
             let shared = shared.clone();
             let done_tx = done_tx.clone();
-            let gave_up_tx = gave_up_tx.clone();
-            let consecutive = consecutive.clone();
             tasks.spawn(async move {
                 let (outcome, retried) = deliver_one(shared, &d).await;
-                match &outcome {
-                    DeliveryOutcome::Retry { .. } => {
-                        consecutive.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let _ = gave_up_tx.send(d.subscriber.id);
-                    }
-                    DeliveryOutcome::Sent { .. } => {
-                        consecutive.store(0, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    DeliveryOutcome::Failed { .. } => {}
-                }
                 let _ = done_tx.send(Done {
                     id: d.subscriber.id,
                     email: d.subscriber.email.to_string(),
                     outcome,
                     retried,
-                    _permit: vec![permit],
                 });
             });
         }
-        // Reap finished tasks without waiting.
-        while tasks.try_join_next().is_some() {}
     }
-    while tasks.join_next().await.is_some() {}
-    drop(done_tx);
-    let totals = recorder.await.context("recorder panicked")??;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
 
     // Rows still queued (in doubt beyond a --limit) go back to pending.
     if !queue.is_empty() {
