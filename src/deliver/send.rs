@@ -669,3 +669,159 @@ pub async fn deliver_ledger(
     tracing::info!(%date, elapsed = ?started.elapsed(), "{}", report.summary());
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{SubscriberEmail, SubscriberStatus};
+    use crate::store::{NewSubscriber, SqliteStore};
+    use futures::future::BoxFuture;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct Plain;
+    impl Compose for Plain {
+        fn compose(&self, s: &Subscriber) -> Result<Outgoing> {
+            Ok(Outgoing {
+                message_id: format!("{}.test", s.id),
+                from: "news@example.com".into(),
+                to: s.email.to_string(),
+                bytes: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+            })
+        }
+    }
+
+    /// Looks at the ledger at every message: how many rows are in `sending`.
+    #[derive(Clone)]
+    struct Watching {
+        store: Arc<SqliteStore>,
+        date: NaiveDate,
+        most_sending: Arc<AtomicU64>,
+        sends: Arc<AtomicU64>,
+    }
+    impl Transport for Watching {
+        fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, SendError>> {
+            let conn = self.clone();
+            Box::pin(async move { Ok(Box::new(conn) as Box<dyn Connection>) })
+        }
+        fn describe(&self) -> String {
+            "watching".into()
+        }
+    }
+    impl Connection for Watching {
+        fn send<'a>(&'a mut self, msg: &'a Outgoing) -> BoxFuture<'a, Result<(), SendError>> {
+            Box::pin(async move {
+                let sending = self.store.ledger_counts(self.date).unwrap().sending;
+                self.most_sending.fetch_max(sending, Ordering::SeqCst);
+                let n = self.sends.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                if msg.to.starts_with("refused") {
+                    return Err(SendError::permanent("554 refused"));
+                }
+                if n % 7 == 3 {
+                    return Err(SendError::transient("421 try again"));
+                }
+                Ok(())
+            })
+        }
+        fn is_broken(&self) -> bool {
+            false
+        }
+        fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn store_with(
+        addresses: impl IntoIterator<Item = String>,
+    ) -> (tempfile::TempDir, Arc<SqliteStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("d.sqlite")).unwrap());
+        for a in addresses {
+            store
+                .upsert_subscriber(&NewSubscriber {
+                    email: SubscriberEmail::parse(&a).unwrap(),
+                    name: None,
+                    locale: None,
+                    categories: vec![],
+                    timezone: None,
+                    status: SubscriberStatus::Active,
+                })
+                .unwrap();
+        }
+        (dir, store)
+    }
+
+    fn options(pool_size: usize, limit: Option<u64>) -> SendOptions {
+        SendOptions {
+            pool_size,
+            rate_per_second: 0.0,
+            max_attempts: 3,
+            retry_base: Duration::from_millis(1),
+            limit,
+            progress_bar: false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn never_more_rows_in_sending_than_connections_and_every_row_ends_recorded() {
+        let (_dir, store) = store_with((0..60).map(|i| {
+            let who = if i % 20 == 5 { "refused" } else { "r" };
+            format!("{who}{i}@example.com")
+        }));
+        let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let most_sending = Arc::new(AtomicU64::new(0));
+        let transport = Arc::new(Watching {
+            store: store.clone(),
+            date,
+            most_sending: most_sending.clone(),
+            sends: Arc::new(AtomicU64::new(0)),
+        });
+        let report = deliver_ledger(
+            store.clone(),
+            date,
+            Arc::new(Plain),
+            transport,
+            &options(3, None),
+            crate::clock::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!((report.sent, report.failed), (57, 3), "{report:?}");
+        assert!(report.retried > 0, "{report:?}");
+        assert_eq!(report.pending_left, 0);
+        let most = most_sending.load(Ordering::SeqCst);
+        assert!(
+            (1..=3).contains(&most),
+            "{most} rows were in sending at once"
+        );
+        let counts = store.ledger_counts(date).unwrap();
+        assert_eq!((counts.sent, counts.failed, counts.sending), (57, 3, 0));
+    }
+
+    #[tokio::test]
+    async fn a_limit_stops_after_that_many_messages_and_leaves_the_rest_pending() {
+        let (_dir, store) = store_with((0..10).map(|i| format!("r{i}@example.com")));
+        let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let transport = Arc::new(Watching {
+            store: store.clone(),
+            date,
+            most_sending: Arc::new(AtomicU64::new(0)),
+            // Away from the transient failure of every 7th message.
+            sends: Arc::new(AtomicU64::new(4)),
+        });
+        let report = deliver_ledger(
+            store.clone(),
+            date,
+            Arc::new(Plain),
+            transport,
+            &options(2, Some(4)),
+            crate::clock::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.sent, 4);
+        assert_eq!(report.pending_left, 6);
+        let counts = store.ledger_counts(date).unwrap();
+        assert_eq!((counts.sent, counts.pending, counts.sending), (4, 6, 0));
+    }
+}
