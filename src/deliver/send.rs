@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::{Config, Secret};
@@ -312,7 +312,50 @@ struct Done {
     email: String,
     outcome: DeliveryOutcome,
     retried: bool,
-    _permit: Vec<OwnedSemaphorePermit>,
+}
+
+/// Takes in one finished delivery: counts consecutive give-ups and remembers
+/// the rows given up in this run (they are not claimed again).
+fn absorb(d: Done, finished: &mut Vec<Done>, consecutive: &mut usize, given_up: &mut HashSet<i64>) {
+    match &d.outcome {
+        DeliveryOutcome::Retry { .. } => {
+            *consecutive += 1;
+            given_up.insert(d.id);
+        }
+        DeliveryOutcome::Sent { .. } => *consecutive = 0,
+        DeliveryOutcome::Failed { .. } => {}
+    }
+    finished.push(d);
+}
+
+/// Whether a delivery task ended without reporting (it panicked): its row stays
+/// in `sending` and is in doubt for the next run.
+fn lost_task(r: std::result::Result<(), tokio::task::JoinError>) -> bool {
+    match r {
+        Ok(()) => false,
+        Err(e) => {
+            tracing::error!(error = %e, "a delivery task failed; its row is left in doubt");
+            true
+        }
+    }
+}
+
+/// Adds recorded outcomes to the run's totals.
+fn count_outcomes(totals: &mut SendReport, recorded: &[Done]) {
+    for d in recorded {
+        if d.retried {
+            totals.retried += 1;
+        }
+        match &d.outcome {
+            DeliveryOutcome::Sent { .. } => totals.sent += 1,
+            DeliveryOutcome::Failed { error, hard_bounce } => {
+                totals.failed += 1;
+                totals.bounced += u64::from(*hard_bounce);
+                totals.failures.push((d.email.clone(), error.clone()));
+            }
+            DeliveryOutcome::Retry { .. } => {}
+        }
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -455,47 +498,85 @@ pub async fn deliver_ledger(
         max_attempts: opts.max_attempts,
         retry_base: opts.retry_base,
     });
-    // One permit per row claimed and not yet recorded: the in-doubt bound.
-    let sem = Arc::new(Semaphore::new(pool));
+    // One task (this one) owns the ledger while sending: it gathers whatever
+    // finished meanwhile, records those outcomes and claims as many new rows as
+    // were freed in ONE transaction (one blocking hop), then starts them. Rows in
+    // `sending` without a recorded outcome never exceed `pool`: the freed rows are
+    // recorded in the same transaction that claims their replacements.
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut totals = SendReport::default();
+    let mut last_log = Instant::now();
+    let mut finished: Vec<Done> = Vec::new();
+    let mut in_flight: usize = 0;
+    let mut given_out: u64 = 0;
+    let mut given_up: HashSet<i64> = HashSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let breaker = pool.max(4);
+    let mut consecutive: usize = 0;
+    let mut stopping = false;
+    // Set once a claim returns fewer rows than asked: nothing left to claim.
+    let mut exhausted = false;
+    loop {
+        while let Ok(d) = done_rx.try_recv() {
+            in_flight -= 1;
+            absorb(d, &mut finished, &mut consecutive, &mut given_up);
+        }
+        while let Some(r) = tasks.try_join_next() {
+            in_flight -= usize::from(lost_task(r));
+        }
+        if consecutive >= breaker && !stopping {
+            tracing::error!("the server keeps failing: stopping this run, the rest stays pending");
+            stopping = true;
+        }
+        let remaining = opts.limit.map_or(u64::MAX, |l| l.saturating_sub(given_out));
+        let slots = if stopping {
+            0
+        } else {
+            (pool.saturating_sub(in_flight) as u64).min(remaining) as usize
+        };
+        let mut batch: Vec<Delivery> = Vec::with_capacity(slots);
+        while batch.len() < slots {
+            match queue.pop_front() {
+                Some(d) => batch.push(d),
+                None => break,
+            }
+        }
+        let want = if exhausted { 0 } else { slots - batch.len() };
+        if finished.is_empty() && want == 0 && batch.is_empty() {
+            if in_flight == 0 {
+                break;
+            }
+            // Every slot is busy (or nothing is left): wait for one to finish.
+            tokio::select! {
+                Some(d) = done_rx.recv() => {
+                    in_flight -= 1;
+                    absorb(d, &mut finished, &mut consecutive, &mut given_up);
+                }
+                Some(r) = tasks.join_next() => {
+                    in_flight -= usize::from(lost_task(r));
+                }
+            }
+            continue;
+        }
 
-    // The recorder: group commit of whatever finished meanwhile.
-    let rec_store = store.clone();
-    let rec_sem = sem.clone();
-    let recorder = tokio::spawn(async move {
-        let mut totals = SendReport::default();
-        let mut last_log = Instant::now();
-        while let Some(first) = done_rx.recv().await {
-            let mut batch = vec![first];
-            while let Ok(more) = done_rx.try_recv() {
-                batch.push(more);
-            }
+        if !finished.is_empty() || want > 0 {
+            // Ask for a few more when some rows were given up in this run: they
+            // are pending again and come first, and are put back below.
+            let ask = if want > 0 {
+                want + given_up.len().min(1024)
+            } else {
+                0
+            };
             let outcomes: Vec<(i64, DeliveryOutcome)> =
-                batch.iter().map(|d| (d.id, d.outcome.clone())).collect();
-            let s = rec_store.clone();
+                finished.iter().map(|d| (d.id, d.outcome.clone())).collect();
+            let s = store.clone();
             let when = at();
-            let res = blocking(move || s.ledger_record(date, &outcomes, when)).await;
-            if let Err(e) = res {
-                // Nothing more is claimed: the dispatcher stops at its next slot.
-                rec_sem.close();
-                return Err(e.context("cannot record outcomes in the ledger"));
-            }
-            for d in &batch {
-                if d.retried {
-                    totals.retried += 1;
-                }
-                match &d.outcome {
-                    DeliveryOutcome::Sent { .. } => totals.sent += 1,
-                    DeliveryOutcome::Failed { error, hard_bounce } => {
-                        totals.failed += 1;
-                        totals.bounced += u64::from(*hard_bounce);
-                        totals.failures.push((d.email.clone(), error.clone()));
-                    }
-                    DeliveryOutcome::Retry { .. } => {}
-                }
-            }
+            let rows = blocking(move || s.ledger_record_and_claim(date, &outcomes, ask, when))
+                .await
+                .context("cannot record outcomes and claim rows in the ledger")?;
+            count_outcomes(&mut totals, &finished);
             if let Some(b) = &bar {
-                b.inc(batch.len() as u64);
+                b.inc(finished.len() as u64);
             } else if last_log.elapsed() >= Duration::from_secs(5) {
                 last_log = Instant::now();
                 tracing::info!(
@@ -505,58 +586,13 @@ pub async fn deliver_ledger(
                     "progress"
                 );
             }
-            drop(batch); // releases the permits
-        }
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-        Ok(totals)
-    });
-
-    let mut given_out: u64 = 0;
-    let mut given_up: HashSet<i64> = HashSet::new();
-    let (gave_up_tx, mut gave_up_rx) = mpsc::unbounded_channel::<i64>();
-    let mut tasks = tokio::task::JoinSet::new();
-    let breaker = pool.max(4);
-    let consecutive = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    loop {
-        while let Ok(id) = gave_up_rx.try_recv() {
-            given_up.insert(id);
-        }
-        if consecutive.load(std::sync::atomic::Ordering::Relaxed) >= breaker {
-            tracing::error!("the server keeps failing: stopping this run, the rest stays pending");
-            break;
-        }
-        let remaining = opts.limit.map(|l| l.saturating_sub(given_out));
-        if remaining == Some(0) {
-            break;
-        }
-        // Wait for one free slot, then take every other free one (up to a batch).
-        let Ok(first) = sem.clone().acquire_owned().await else {
-            break; // the recorder failed; its error is returned below
-        };
-        let mut permits = vec![first];
-        let cap = remaining.unwrap_or(u64::MAX).min(256) as usize;
-        while permits.len() < cap {
-            match sem.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
+            finished.clear();
+            if rows.len() < ask {
+                exhausted = true;
             }
-        }
-        let mut batch: Vec<Delivery> = Vec::new();
-        while batch.len() < permits.len() {
-            match queue.pop_front() {
-                Some(d) => batch.push(d),
-                None => break,
-            }
-        }
-        if batch.len() < permits.len() {
-            let want = permits.len() - batch.len() + given_up.len().min(1024);
-            let s = store.clone();
-            let rows = blocking(move || s.ledger_claim(date, want, false)).await?;
             let mut back = Vec::new();
             for d in rows {
-                if given_up.contains(&d.subscriber.id) || batch.len() >= permits.len() {
+                if given_up.contains(&d.subscriber.id) || batch.len() >= slots {
                     back.push(d);
                 } else {
                     batch.push(d);
@@ -580,49 +616,25 @@ pub async fn deliver_ledger(
                 blocking(move || s.ledger_record(date, &outcomes, when)).await?;
             }
         }
-        if batch.is_empty() {
-            drop(permits);
-            if tasks.is_empty() {
-                break;
-            }
-            // Wait for in-flight work: a retry given up may free rows to skip.
-            tasks.join_next().await;
-            continue;
-        }
-        permits.truncate(batch.len());
         given_out += batch.len() as u64;
-        for (d, permit) in batch.into_iter().zip(permits) {
+        in_flight += batch.len();
+        for d in batch {
             let shared = shared.clone();
             let done_tx = done_tx.clone();
-            let gave_up_tx = gave_up_tx.clone();
-            let consecutive = consecutive.clone();
             tasks.spawn(async move {
                 let (outcome, retried) = deliver_one(shared, &d).await;
-                match &outcome {
-                    DeliveryOutcome::Retry { .. } => {
-                        consecutive.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let _ = gave_up_tx.send(d.subscriber.id);
-                    }
-                    DeliveryOutcome::Sent { .. } => {
-                        consecutive.store(0, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    DeliveryOutcome::Failed { .. } => {}
-                }
                 let _ = done_tx.send(Done {
                     id: d.subscriber.id,
                     email: d.subscriber.email.to_string(),
                     outcome,
                     retried,
-                    _permit: vec![permit],
                 });
             });
         }
-        // Reap finished tasks without waiting.
-        while tasks.try_join_next().is_some() {}
     }
-    while tasks.join_next().await.is_some() {}
-    drop(done_tx);
-    let totals = recorder.await.context("recorder panicked")??;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
 
     // Rows still queued (in doubt beyond a --limit) go back to pending.
     if !queue.is_empty() {
@@ -656,4 +668,160 @@ pub async fn deliver_ledger(
     report.pending_left = after.pending + after.sending;
     tracing::info!(%date, elapsed = ?started.elapsed(), "{}", report.summary());
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{SubscriberEmail, SubscriberStatus};
+    use crate::store::{NewSubscriber, SqliteStore};
+    use futures::future::BoxFuture;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct Plain;
+    impl Compose for Plain {
+        fn compose(&self, s: &Subscriber) -> Result<Outgoing> {
+            Ok(Outgoing {
+                message_id: format!("{}.test", s.id),
+                from: "news@example.com".into(),
+                to: s.email.to_string(),
+                bytes: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+            })
+        }
+    }
+
+    /// Looks at the ledger at every message: how many rows are in `sending`.
+    #[derive(Clone)]
+    struct Watching {
+        store: Arc<SqliteStore>,
+        date: NaiveDate,
+        most_sending: Arc<AtomicU64>,
+        sends: Arc<AtomicU64>,
+    }
+    impl Transport for Watching {
+        fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, SendError>> {
+            let conn = self.clone();
+            Box::pin(async move { Ok(Box::new(conn) as Box<dyn Connection>) })
+        }
+        fn describe(&self) -> String {
+            "watching".into()
+        }
+    }
+    impl Connection for Watching {
+        fn send<'a>(&'a mut self, msg: &'a Outgoing) -> BoxFuture<'a, Result<(), SendError>> {
+            Box::pin(async move {
+                let sending = self.store.ledger_counts(self.date).unwrap().sending;
+                self.most_sending.fetch_max(sending, Ordering::SeqCst);
+                let n = self.sends.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                if msg.to.starts_with("refused") {
+                    return Err(SendError::permanent("554 refused"));
+                }
+                if n % 7 == 3 {
+                    return Err(SendError::transient("421 try again"));
+                }
+                Ok(())
+            })
+        }
+        fn is_broken(&self) -> bool {
+            false
+        }
+        fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn store_with(
+        addresses: impl IntoIterator<Item = String>,
+    ) -> (tempfile::TempDir, Arc<SqliteStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("d.sqlite")).unwrap());
+        for a in addresses {
+            store
+                .upsert_subscriber(&NewSubscriber {
+                    email: SubscriberEmail::parse(&a).unwrap(),
+                    name: None,
+                    locale: None,
+                    categories: vec![],
+                    timezone: None,
+                    status: SubscriberStatus::Active,
+                })
+                .unwrap();
+        }
+        (dir, store)
+    }
+
+    fn options(pool_size: usize, limit: Option<u64>) -> SendOptions {
+        SendOptions {
+            pool_size,
+            rate_per_second: 0.0,
+            max_attempts: 3,
+            retry_base: Duration::from_millis(1),
+            limit,
+            progress_bar: false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn never_more_rows_in_sending_than_connections_and_every_row_ends_recorded() {
+        let (_dir, store) = store_with((0..60).map(|i| {
+            let who = if i % 20 == 5 { "refused" } else { "r" };
+            format!("{who}{i}@example.com")
+        }));
+        let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let most_sending = Arc::new(AtomicU64::new(0));
+        let transport = Arc::new(Watching {
+            store: store.clone(),
+            date,
+            most_sending: most_sending.clone(),
+            sends: Arc::new(AtomicU64::new(0)),
+        });
+        let report = deliver_ledger(
+            store.clone(),
+            date,
+            Arc::new(Plain),
+            transport,
+            &options(3, None),
+            crate::clock::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!((report.sent, report.failed), (57, 3), "{report:?}");
+        assert!(report.retried > 0, "{report:?}");
+        assert_eq!(report.pending_left, 0);
+        let most = most_sending.load(Ordering::SeqCst);
+        assert!(
+            (1..=3).contains(&most),
+            "{most} rows were in sending at once"
+        );
+        let counts = store.ledger_counts(date).unwrap();
+        assert_eq!((counts.sent, counts.failed, counts.sending), (57, 3, 0));
+    }
+
+    #[tokio::test]
+    async fn a_limit_stops_after_that_many_messages_and_leaves_the_rest_pending() {
+        let (_dir, store) = store_with((0..10).map(|i| format!("r{i}@example.com")));
+        let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let transport = Arc::new(Watching {
+            store: store.clone(),
+            date,
+            most_sending: Arc::new(AtomicU64::new(0)),
+            // Away from the transient failure of every 7th message.
+            sends: Arc::new(AtomicU64::new(4)),
+        });
+        let report = deliver_ledger(
+            store.clone(),
+            date,
+            Arc::new(Plain),
+            transport,
+            &options(2, Some(4)),
+            crate::clock::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.sent, 4);
+        assert_eq!(report.pending_left, 6);
+        let counts = store.ledger_counts(date).unwrap();
+        assert_eq!((counts.sent, counts.pending, counts.sending), (4, 6, 0));
+    }
 }

@@ -161,6 +161,25 @@ pub trait Store: Send + Sync {
         outcomes: &[(i64, DeliveryOutcome)],
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
+    /// Records `outcomes`, then claims up to `claim_limit` pending rows of `date`
+    /// (never rows in doubt), as [`Store::ledger_record`] then [`Store::ledger_claim`]
+    /// would. Backends do both in one transaction: the send loop calls this once
+    /// for every batch of finished messages to take their replacements.
+    fn ledger_record_and_claim(
+        &self,
+        date: NaiveDate,
+        outcomes: &[(i64, DeliveryOutcome)],
+        claim_limit: usize,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Delivery>> {
+        if !outcomes.is_empty() {
+            self.ledger_record(date, outcomes, at)?;
+        }
+        if claim_limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.ledger_claim(date, claim_limit, false)
+    }
     fn ledger_counts(&self, date: NaiveDate) -> StoreResult<LedgerCounts>;
     /// (address, last error) of failed rows.
     fn ledger_failures(&self, date: NaiveDate) -> StoreResult<Vec<(String, String)>>;

@@ -379,6 +379,42 @@ impl SqliteStore {
         }
         Ok(())
     }
+
+    /// Records `outcomes` inside the transaction `tx`.
+    fn record_in(
+        tx: &Connection,
+        date: &str,
+        outcomes: &[(i64, DeliveryOutcome)],
+        at: &str,
+    ) -> rusqlite::Result<()> {
+        for (id, outcome) in outcomes {
+            // A row already sent or failed is never moved back.
+            let (state, error, message_id) = match outcome {
+                DeliveryOutcome::Sent { message_id } => ("sent", None, Some(message_id.as_str())),
+                DeliveryOutcome::Retry { error } => ("pending", Some(error.as_str()), None),
+                DeliveryOutcome::Failed { error, .. } => ("failed", Some(error.as_str()), None),
+            };
+            tx.prepare_cached(
+                "UPDATE deliveries SET state = ?3, attempts = attempts + 1,
+                   last_error = ?4, message_id = COALESCE(?5, message_id), updated_at = ?6
+                 WHERE issue_date = ?1 AND subscriber_id = ?2
+                   AND state IN ('pending', 'sending')",
+            )?
+            .execute(params![date, id, state, error, message_id, at])?;
+            if let DeliveryOutcome::Failed {
+                error,
+                hard_bounce: true,
+            } = outcome
+            {
+                tx.prepare_cached(
+                    "UPDATE subscribers SET status = 'bounced', status_reason = ?2, updated_at = ?3
+                     WHERE id = ?1 AND status <> 'unsubscribed'",
+                )?
+                .execute(params![id, error, at])?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Store for SqliteStore {
@@ -670,39 +706,39 @@ impl Store for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
-        let d = day(date);
-        let at = ts(at);
-        for (id, outcome) in outcomes {
-            // A row already sent or failed is never moved back.
-            let (state, error, message_id) = match outcome {
-                DeliveryOutcome::Sent { message_id } => ("sent", None, Some(message_id.as_str())),
-                DeliveryOutcome::Retry { error } => ("pending", Some(error.as_str()), None),
-                DeliveryOutcome::Failed { error, .. } => ("failed", Some(error.as_str()), None),
-            };
-            tx.prepare_cached(
-                "UPDATE deliveries SET state = ?3, attempts = attempts + 1,
-                   last_error = ?4, message_id = COALESCE(?5, message_id), updated_at = ?6
-                 WHERE issue_date = ?1 AND subscriber_id = ?2
-                   AND state IN ('pending', 'sending')",
-            )
-            .map_err(db)?
-            .execute(params![d, id, state, error, message_id, at])
-            .map_err(db)?;
-            if let DeliveryOutcome::Failed {
-                error,
-                hard_bounce: true,
-            } = outcome
-            {
-                tx.prepare_cached(
-                    "UPDATE subscribers SET status = 'bounced', status_reason = ?2, updated_at = ?3
-                     WHERE id = ?1 AND status <> 'unsubscribed'",
-                )
-                .map_err(db)?
-                .execute(params![id, error, at])
-                .map_err(db)?;
-            }
-        }
+        Self::record_in(&tx, &day(date), outcomes, &ts(at)).map_err(db)?;
         tx.commit().map_err(db)
+    }
+
+    fn ledger_record_and_claim(
+        &self,
+        date: NaiveDate,
+        outcomes: &[(i64, DeliveryOutcome)],
+        claim_limit: usize,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Delivery>> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let d = day(date);
+        let now = ts(at);
+        Self::record_in(&tx, &d, outcomes, &now).map_err(db)?;
+        let mut out = Vec::with_capacity(claim_limit.min(10_000));
+        if claim_limit > 0 {
+            Self::claim_state(
+                &tx,
+                &d,
+                DeliveryState::Pending,
+                claim_limit,
+                &now,
+                &mut out,
+                date,
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(out)
     }
 
     fn ledger_counts(&self, date: NaiveDate) -> StoreResult<LedgerCounts> {
@@ -1196,6 +1232,77 @@ mod tests {
                 ("r3@example.com".to_string(), "550 no such user".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn recording_and_claiming_together_frees_and_refills_the_same_slots() {
+        let (_d, s) = file_store();
+        add_many(&s, 5);
+        s.ledger_enqueue(date(), None).unwrap();
+        let first = s.ledger_record_and_claim(date(), &[], 2, at(7, 0)).unwrap();
+        let ids: Vec<i64> = first.iter().map(|d| d.subscriber.id).collect();
+        assert_eq!(ids.len(), 2);
+        assert!(first.iter().all(|d| !d.in_doubt));
+        let next = s
+            .ledger_record_and_claim(
+                date(),
+                &[
+                    (
+                        ids[0],
+                        DeliveryOutcome::Sent {
+                            message_id: "a@x".into(),
+                        },
+                    ),
+                    (
+                        ids[1],
+                        DeliveryOutcome::Retry {
+                            error: "421".into(),
+                        },
+                    ),
+                ],
+                2,
+                at(7, 1),
+            )
+            .unwrap();
+        // The retried row is pending again and comes first; the sent one never.
+        let next_ids: Vec<i64> = next.iter().map(|d| d.subscriber.id).collect();
+        assert_eq!(next_ids[0], ids[1]);
+        assert_eq!(next[0].attempts, 1);
+        assert!(!next_ids.contains(&ids[0]));
+        assert_eq!(
+            s.ledger_counts(date()).unwrap(),
+            LedgerCounts {
+                pending: 2,
+                sending: 2,
+                sent: 1,
+                failed: 0
+            }
+        );
+        // Recording only, with nothing to claim.
+        let none = s
+            .ledger_record_and_claim(
+                date(),
+                &[(
+                    next_ids[1],
+                    DeliveryOutcome::Failed {
+                        error: "550".into(),
+                        hard_bounce: true,
+                    },
+                )],
+                0,
+                at(7, 2),
+            )
+            .unwrap();
+        assert!(none.is_empty());
+        assert_eq!(s.ledger_counts(date()).unwrap().sending, 1);
+        let bounced = s.subscriber_by_id(next_ids[1]).unwrap().unwrap();
+        assert_eq!(bounced.status, SubscriberStatus::Bounced);
+        // A row left in `sending` by a dead process is not taken here.
+        let rest = s
+            .ledger_record_and_claim(date(), &[], 10, at(7, 3))
+            .unwrap();
+        assert_eq!(rest.len(), 2);
+        assert!(!rest.iter().any(|d| d.subscriber.id == next_ids[0]));
     }
 
     #[test]
