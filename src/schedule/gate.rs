@@ -101,6 +101,24 @@ impl Store for ZoneGate {
     ) -> StoreResult<()> {
         self.inner.ledger_record(date, outcomes, at)
     }
+    /// One store hop per batch, as the inner store does it; once stopping, the
+    /// outcomes are still recorded but no new row is handed out.
+    fn ledger_record_and_claim(
+        &self,
+        date: NaiveDate,
+        outcomes: &[(i64, DeliveryOutcome)],
+        claim_limit: usize,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Delivery>> {
+        if self.stop.load(Ordering::SeqCst) {
+            if !outcomes.is_empty() {
+                self.inner.ledger_record(date, outcomes, at)?;
+            }
+            return Ok(Vec::new());
+        }
+        self.inner
+            .ledger_record_and_claim(date, outcomes, claim_limit, at)
+    }
     fn ledger_counts(&self, date: NaiveDate) -> StoreResult<LedgerCounts> {
         self.inner.ledger_counts(date)
     }
@@ -202,6 +220,65 @@ mod tests {
         assert!(
             g.ledger_claim(date, 10, false).unwrap().is_empty(),
             "stopping: nothing new"
+        );
+    }
+
+    #[test]
+    fn a_stopping_gate_records_the_outcomes_in_flight_and_hands_out_no_new_row() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        for i in 0..4 {
+            store
+                .upsert_subscriber(&sub(&format!("reader{i}@example.org"), None))
+                .unwrap();
+        }
+        let plan = Plan {
+            send_time: NaiveTime::from_hms_opt(7, 0, 0).unwrap(),
+            timezone: Europe::Paris,
+            catch_up: Duration::hours(3),
+            zones: vec![],
+        };
+        let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let now = "2026-11-27T06:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let gate = ZoneGate {
+            inner: store.clone(),
+            due: plan.due_filter(date, now),
+            stop: stop.clone(),
+        };
+        assert_eq!(gate.ledger_enqueue(date, None).unwrap(), 4);
+        // Running: the merged hop claims like the inner store.
+        let first = gate.ledger_record_and_claim(date, &[], 2, now).unwrap();
+        assert_eq!(first.len(), 2);
+        let ids: Vec<i64> = first.iter().map(|d| d.subscriber.id).collect();
+
+        stop.store(true, Ordering::SeqCst);
+        let outcomes = [
+            (
+                ids[0],
+                DeliveryOutcome::Sent {
+                    message_id: "a@example.org".into(),
+                },
+            ),
+            (
+                ids[1],
+                DeliveryOutcome::Retry {
+                    error: "421 try later".into(),
+                },
+            ),
+        ];
+        let rows = gate
+            .ledger_record_and_claim(date, &outcomes, 10, now)
+            .unwrap();
+        assert!(rows.is_empty(), "stopping: no row handed out, got {rows:?}");
+        assert_eq!(
+            store.ledger_counts(date).unwrap(),
+            LedgerCounts {
+                pending: 3,
+                sending: 0,
+                sent: 1,
+                failed: 0
+            },
+            "both outcomes recorded, the rest left pending"
         );
     }
 }
