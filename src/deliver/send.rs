@@ -524,6 +524,20 @@ pub async fn deliver_ledger(
         while let Some(r) = tasks.try_join_next() {
             in_flight -= usize::from(lost_task(r));
         }
+        // With several connections, wait a little for more to finish so that one
+        // store call records (and replaces) several messages.
+        if pool >= 4 && !finished.is_empty() && finished.len() < pool / 2 && in_flight > 0 {
+            let until = Instant::now() + Duration::from_millis(1);
+            while finished.len() < pool / 2 && in_flight > 0 {
+                match tokio::time::timeout_at(until, done_rx.recv()).await {
+                    Ok(Some(d)) => {
+                        in_flight -= 1;
+                        absorb(d, &mut finished, &mut consecutive, &mut given_up);
+                    }
+                    _ => break,
+                }
+            }
+        }
         if consecutive >= breaker && !stopping {
             tracing::error!("the server keeps failing: stopping this run, the rest stays pending");
             stopping = true;
