@@ -629,7 +629,7 @@ impl Config {
 }
 
 /// Turns a toml error into one line naming the key and the line.
-fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+pub(crate) fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     let msg = e.message().trim().to_string();
     match e.span() {
         Some(span) => {

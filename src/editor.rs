@@ -30,14 +30,6 @@ impl EditorPicks {
     }
 
     pub fn parse(text: &str) -> Result<EditorPicks, String> {
-        toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            match line {
-                Some(l) => format!("line {l}: {}", e.message().trim()),
-                None => e.message().trim().to_string(),
-            }
-        })
+        toml::from_str(text).map_err(|e| crate::config::describe_toml_error(text, &e))
     }
 }
