@@ -279,17 +279,31 @@ impl IssuePipeline for LivePipeline {
                 due: due.clone(),
                 stop: self.stop.clone(),
             });
-            let report = crate::deliver::send::send_issue(crate::deliver::send::SendJob {
-                cfg: &self.cfg,
-                store,
-                digest,
-                assets: &self.assets,
-                transport: self.transport.clone(),
-                now: due.now,
-                limit: None,
-                secret: self.secret.clone(),
+            // The pass runs on its own thread with a single-threaded runtime, as
+            // `digestif send` does: one thread drives the connections and the
+            // ledger with no hand-off per message, and the HTTP side keeps its own.
+            let cfg = self.cfg.clone();
+            let assets = self.assets.clone();
+            let transport = self.transport.clone();
+            let secret = self.secret.clone();
+            let owned = digest.clone();
+            let now = due.now;
+            let report = tokio::task::spawn_blocking(move || {
+                crate::deliver::send::single_thread_runtime()?.block_on(
+                    crate::deliver::send::send_issue(crate::deliver::send::SendJob {
+                        cfg: &cfg,
+                        store,
+                        digest: &owned,
+                        assets: &assets,
+                        transport,
+                        now,
+                        limit: None,
+                        secret,
+                    }),
+                )
             })
-            .await?;
+            .await
+            .context("the send pass panicked")??;
             tracing::info!(date = %digest.date, report = %report.summary(), "send pass");
             for (addr, err) in &report.failures {
                 tracing::warn!(%addr, error = %err, "delivery failed");

@@ -137,7 +137,7 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
     }
 
     let transport = transport::from_config(&cfg).map_err(Failure::usage)?;
-    let rt = runtime()?;
+    let rt = send::single_thread_runtime()?;
 
     if let Some(to) = &args.to {
         let email =

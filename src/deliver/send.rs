@@ -263,6 +263,17 @@ pub struct SendJob<'a> {
     pub secret: Secret,
 }
 
+/// The runtime a send runs on: one thread drives every connection and the
+/// ledger, with no hand-off between threads on the way of each message (on a
+/// small machine the SMTP server needs the other cores). Store calls run in
+/// place on it (see `blocking`).
+pub fn single_thread_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the send runtime")
+}
+
 /// Sends the issue `job.digest` to every active subscriber not yet served.
 pub async fn send_issue(job: SendJob<'_>) -> Result<SendReport> {
     let composer = Arc::new(DigestComposer::new(
@@ -358,13 +369,22 @@ fn count_outcomes(totals: &mut SendReport, recorded: &[Done]) {
     }
 }
 
+/// Runs a store call. On a single-threaded runtime (the `send` command) it runs
+/// in place: a ledger transaction takes tens of microseconds, less than handing
+/// it to another thread and waking this one again. On a multi-threaded runtime
+/// (the service) it goes to the blocking pool so the HTTP side is never stalled.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> crate::store::StoreResult<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .context("store task panicked")?
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    let flavor = tokio::runtime::Handle::current().runtime_flavor();
+    let r = if flavor == tokio::runtime::RuntimeFlavor::CurrentThread {
+        f()
+    } else {
+        tokio::task::spawn_blocking(f)
+            .await
+            .context("store task panicked")?
+    };
+    r.map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// One delivery: compose, then send with retries. Never fails: the outcome says.
@@ -776,8 +796,21 @@ mod tests {
         }
     }
 
+    /// Store calls go to the blocking pool on a multi-threaded runtime.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn never_more_rows_in_sending_than_connections_and_every_row_ends_recorded() {
+        bounded_and_recorded().await;
+    }
+
+    /// Store calls run in place on the single-threaded runtime of `send`.
+    #[test]
+    fn on_the_send_runtime_too_never_more_rows_in_sending_than_connections() {
+        single_thread_runtime()
+            .unwrap()
+            .block_on(bounded_and_recorded());
+    }
+
+    async fn bounded_and_recorded() {
         let (_dir, store) = store_with((0..60).map(|i| {
             let who = if i % 20 == 5 { "refused" } else { "r" };
             format!("{who}{i}@example.com")
