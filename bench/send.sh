@@ -9,7 +9,9 @@
 #   --smoke           2,000 subscribers, 1 and 4 connections; checks that it works
 #                     (send exits 0, the report and the sink count every message).
 #   --subscribers N   subscribers to generate, import and send to (default 20000).
-#   --connections L   pool sizes to measure, one send per size (default "1 4 16").
+#   --connections L   pool sizes to measure, one send per size (default "1 4 16");
+#                     a size given more than once is measured again (ours, then
+#                     smtp-source, each time) and the median ratio is printed.
 #   --rate R          rate-limit accuracy instead: rate_per_second = R, R × S
 #                     subscribers (S = --seconds, default 30), one pool size.
 #   --source-count M  messages for smtp-source (default: N, at most 200000).
@@ -145,6 +147,7 @@ else
 fi
 
 status=0
+ratios=()
 for c in $connections; do
     run=$BENCH_TMP/c$c
     port=$(bench_free_port)
@@ -178,12 +181,30 @@ for c in $connections; do
             "$(awk -v o="$ours" -v r="$rate" 'BEGIN { printf "%+.1f%%", (o - r) * 100 / r }')" "$T_RSS_MB"
     else
         theirs=$(bench_smtp_source "$c" "$source_count" "$size" "$port" -d)
+        ratios+=("$c $(awk -v o="$ours" -v t="$theirs" 'BEGIN { printf "%.3f", o / t }')")
         printf '%-6s %-8s %-9s %-9s %-14s %-7s %-9s %-8s\n' "$c" "$size" "${sent:-0}" "$ours" "$theirs" \
             "$(awk -v o="$ours" -v t="$theirs" 'BEGIN { printf "%.2f", o / t }')" "$T_RSS_MB" "$T_WALL"
     fi
     bench_stop "$SINK_PID"
     rm -f "$run"/digestif.db*
 done
+
+# Repeated sizes: the median ratio of each (runs on a shared machine vary).
+if [ ${#ratios[@]} -gt 0 ] && [ "$(printf '%s\n' "${ratios[@]}" | cut -d' ' -f1 | sort | uniq -d)" != "" ]; then
+    printf '%s\n' "${ratios[@]}" | sort -k1,1n -k2,2n | awk '
+        { c[NR] = $1; r[NR] = $2 }
+        END {
+            i = 1
+            while (i <= NR) {
+                j = i; while (j < NR && c[j + 1] == c[i]) j++
+                n = j - i + 1
+                m = (n % 2) ? r[i + (n - 1) / 2] : (r[i + n / 2 - 1] + r[i + n / 2]) / 2
+                list = ""; for (k = i; k <= j; k++) list = list (k > i ? " " : "") sprintf("%.2f", r[k])
+                printf "median ratio with %s connection(s) over %d runs: %.2f (%s)\n", c[i], n, m, list
+                i = j + 1
+            }
+        }'
+fi
 
 if [ -n "$smoke" ]; then
     if [ "$status" = 0 ]; then echo "smoke: ok"; else echo "smoke: FAILED"; fi

@@ -148,6 +148,42 @@ mod smtp_transport {
         assert_eq!(server.count(), 2);
     }
 
+    /// The send loop marks a row `sending` between `stage` and `finish`: a
+    /// connection dropped in between must deliver nothing.
+    #[test]
+    fn a_staged_message_is_delivered_by_finish_and_never_by_a_dropped_connection() {
+        for flags in [&[][..], &["--pipelining"][..]] {
+            let server = SmtpServer::start(flags);
+            let t = smtp_to(&server);
+            rt().block_on(async {
+                let mut c = t.connect().await.unwrap();
+                let first = outgoing("staged@example.com", "line\r\n.dot\r\nend");
+                c.stage(&first).await.unwrap();
+                c.finish(&first).await.unwrap();
+                // Staged again on the same session, then the session is dropped.
+                c.stage(&outgoing("dropped@example.com", "never"))
+                    .await
+                    .unwrap();
+                drop(c);
+                // A later message on a new session still goes through.
+                let mut c = t.connect().await.unwrap();
+                c.send(&outgoing("after@example.com", "y")).await.unwrap();
+                c.close().await;
+            });
+            server.wait_for(2, std::time::Duration::from_secs(5));
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let got = server.messages();
+            let rcpts: Vec<&str> = got.iter().map(|m| m.rcpt()).collect();
+            assert_eq!(
+                rcpts,
+                ["staged@example.com", "after@example.com"],
+                "{flags:?}"
+            );
+            let raw = String::from_utf8(got[0].raw.clone()).unwrap();
+            assert!(raw.contains("\r\n.dot\r\nend"), "{raw:?}");
+        }
+    }
+
     #[test]
     fn nobody_listening_is_a_transient_error() {
         let cfg = smtp_at(closed_port());
@@ -338,6 +374,48 @@ mod send_loop {
                 }
             }
             Ok(())
+        }
+        fn ledger_next(
+            &self,
+            date: NaiveDate,
+            after: i64,
+            limit: usize,
+        ) -> StoreResult<Vec<Delivery>> {
+            let l = self.0.lock().unwrap();
+            Ok(l.rows
+                .range(after.saturating_add(1)..)
+                .filter(|(id, r)| {
+                    r.0 == DeliveryState::Pending && l.subs[id].status == SubscriberStatus::Active
+                })
+                .take(limit)
+                .map(|(id, r)| Delivery {
+                    date,
+                    subscriber: l.subs[id].clone(),
+                    attempts: r.1,
+                    in_doubt: false,
+                })
+                .collect())
+        }
+        fn ledger_record_and_mark(
+            &self,
+            date: NaiveDate,
+            outcomes: &[(i64, DeliveryOutcome)],
+            marks: &[i64],
+            at: DateTime<Utc>,
+        ) -> StoreResult<Vec<bool>> {
+            self.ledger_record(date, outcomes, at)?;
+            let mut l = self.0.lock().unwrap();
+            Ok(marks
+                .iter()
+                .map(|id| {
+                    let row = l.rows.get_mut(id).unwrap();
+                    let moved = row.0 == DeliveryState::Pending;
+                    if moved {
+                        row.0 = DeliveryState::Sending;
+                    }
+                    moved
+                })
+                .collect())
         }
         fn ledger_counts(&self, _: NaiveDate) -> StoreResult<LedgerCounts> {
             let l = self.0.lock().unwrap();

@@ -4,7 +4,7 @@
 //! leaves at most `pool_size` messages in doubt, and the next run resends those
 //! once and names them.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::{Config, Secret};
@@ -321,22 +321,28 @@ struct Shared {
 struct Done {
     id: i64,
     email: String,
-    outcome: DeliveryOutcome,
+    /// None: the row was never marked `sending` (the ledger refused it), nothing to record.
+    outcome: Option<DeliveryOutcome>,
     retried: bool,
 }
 
-/// Takes in one finished delivery: counts consecutive give-ups and remembers
-/// the rows given up in this run (they are not claimed again).
-fn absorb(d: Done, finished: &mut Vec<Done>, consecutive: &mut usize, given_up: &mut HashSet<i64>) {
+/// What delivery tasks tell the ledger task, in the order they happen.
+enum Event {
+    /// A message is staged on its connection: may its row go to `sending`?
+    Mark(i64, oneshot::Sender<bool>),
+    Done(Done),
+}
+
+/// Takes in one finished delivery: counts consecutive give-ups.
+fn absorb(d: Done, finished: &mut Vec<Done>, consecutive: &mut usize) {
     match &d.outcome {
-        DeliveryOutcome::Retry { .. } => {
-            *consecutive += 1;
-            given_up.insert(d.id);
-        }
-        DeliveryOutcome::Sent { .. } => *consecutive = 0,
-        DeliveryOutcome::Failed { .. } => {}
+        Some(DeliveryOutcome::Retry { .. }) => *consecutive += 1,
+        Some(DeliveryOutcome::Sent { .. }) => *consecutive = 0,
+        Some(DeliveryOutcome::Failed { .. }) | None => {}
     }
-    finished.push(d);
+    if d.outcome.is_some() {
+        finished.push(d);
+    }
 }
 
 /// Whether a delivery task ended without reporting (it panicked): its row stays
@@ -358,13 +364,13 @@ fn count_outcomes(totals: &mut SendReport, recorded: &[Done]) {
             totals.retried += 1;
         }
         match &d.outcome {
-            DeliveryOutcome::Sent { .. } => totals.sent += 1,
-            DeliveryOutcome::Failed { error, hard_bounce } => {
+            Some(DeliveryOutcome::Sent { .. }) => totals.sent += 1,
+            Some(DeliveryOutcome::Failed { error, hard_bounce }) => {
                 totals.failed += 1;
                 totals.bounced += u64::from(*hard_bounce);
                 totals.failures.push((d.email.clone(), error.clone()));
             }
-            DeliveryOutcome::Retry { .. } => {}
+            Some(DeliveryOutcome::Retry { .. }) | None => {}
         }
     }
 }
@@ -387,18 +393,46 @@ async fn blocking<T: Send + 'static>(
     r.map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// One delivery: compose, then send with retries. Never fails: the outcome says.
-async fn deliver_one(shared: Arc<Shared>, d: &Delivery) -> (DeliveryOutcome, bool) {
+/// The longest a staged message waits for other marks to share its store call.
+const GATHER: Duration = Duration::from_micros(500);
+
+/// Asks the ledger task to move row `id` to `sending`; false if it refused.
+async fn mark(events: &mpsc::UnboundedSender<Event>, id: i64) -> bool {
+    let (tx, rx) = oneshot::channel();
+    if events.send(Event::Mark(id, tx)).is_err() {
+        return false;
+    }
+    rx.await.unwrap_or(false)
+}
+
+/// One delivery: compose, stage the message on a connection, have its row
+/// marked `sending` (unless it already is: `marked`), end the message, with
+/// retries. Never fails: the outcome says (None: the ledger refused the row and
+/// the staged message was dropped undelivered). The connection comes back for
+/// the caller to return to the pool once the outcome is reported.
+async fn deliver_one(
+    shared: &Shared,
+    d: &Delivery,
+    mut marked: bool,
+    events: &mpsc::UnboundedSender<Event>,
+) -> (Option<DeliveryOutcome>, bool, Option<Box<dyn Connection>>) {
+    // Every outcome is recorded against a row in `sending`: a row not yet
+    // marked is marked first (refused: nothing is recorded, it stays as it is).
+    let settle = |outcome: DeliveryOutcome, retried: bool, marked: bool| async move {
+        if marked || mark(events, d.subscriber.id).await {
+            (Some(outcome), retried, None)
+        } else {
+            (None, retried, None)
+        }
+    };
     let msg = match shared.composer.compose(&d.subscriber) {
         Ok(m) => m,
         Err(e) => {
-            return (
-                DeliveryOutcome::Failed {
-                    error: format!("cannot build the message: {e:#}"),
-                    hard_bounce: false,
-                },
-                false,
-            )
+            let outcome = DeliveryOutcome::Failed {
+                error: format!("cannot build the message: {e:#}"),
+                hard_bounce: false,
+            };
+            return settle(outcome, false, marked).await;
         }
     };
     let mut attempt = 0;
@@ -412,38 +446,54 @@ async fn deliver_one(shared: Arc<Shared>, d: &Delivery) -> (DeliveryOutcome, boo
         };
         let err: SendError = match conn {
             Err(e) => e,
-            Ok(mut c) => match c.send(&msg).await {
-                Ok(()) => {
-                    shared.idle.lock().expect("pool lock").push(c);
-                    return (
-                        DeliveryOutcome::Sent {
-                            message_id: msg.message_id,
-                        },
-                        retried,
-                    );
-                }
-                Err(e) => {
-                    if !c.is_broken() {
-                        shared.idle.lock().expect("pool lock").push(c);
+            Ok(mut c) => {
+                let sent = match c.stage(&msg).await {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        if !marked {
+                            // The server is reading the message while the ledger
+                            // marks its row: the end of the data waits for the mark.
+                            if !mark(events, d.subscriber.id).await {
+                                // Dropped before the end of its data: not delivered.
+                                return (None, retried, None);
+                            }
+                            marked = true;
+                        }
+                        c.finish(&msg).await
                     }
-                    e
+                };
+                match sent {
+                    Ok(()) => {
+                        return (
+                            Some(DeliveryOutcome::Sent {
+                                message_id: msg.message_id,
+                            }),
+                            retried,
+                            Some(c),
+                        );
+                    }
+                    Err(e) => {
+                        if !c.is_broken() {
+                            shared.idle.lock().expect("pool lock").push(c);
+                        }
+                        e
+                    }
                 }
-            },
+            }
         };
         if err.is_permanent() {
             tracing::warn!(to = %msg.to, error = %err, "permanent failure");
-            return (
-                DeliveryOutcome::Failed {
-                    hard_bounce: err.is_hard_bounce(),
-                    error: err.message,
-                },
-                retried,
-            );
+            let outcome = DeliveryOutcome::Failed {
+                hard_bounce: err.is_hard_bounce(),
+                error: err.message,
+            };
+            return settle(outcome, retried, marked).await;
         }
         attempt += 1;
         if attempt >= shared.max_attempts {
             tracing::warn!(to = %msg.to, error = %err, attempts = attempt, "giving up for this run");
-            return (DeliveryOutcome::Retry { error: err.message }, retried);
+            let outcome = DeliveryOutcome::Retry { error: err.message };
+            return settle(outcome, retried, marked).await;
         }
         retried = true;
         let wait = backoff(shared.retry_base, attempt);
@@ -518,45 +568,46 @@ pub async fn deliver_ledger(
         max_attempts: opts.max_attempts,
         retry_base: opts.retry_base,
     });
-    // One task (this one) owns the ledger while sending: it gathers whatever
-    // finished meanwhile, records those outcomes and claims as many new rows as
-    // were freed in ONE transaction (one blocking hop), then starts them. Rows in
-    // `sending` without a recorded outcome never exceed `pool`: the freed rows are
-    // recorded in the same transaction that claims their replacements.
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    // One task (this one) owns the ledger while sending. Rows are read ahead in
+    // id order without being changed; a delivery task stages its message on a
+    // connection (the server reads it), then asks this task to mark the row
+    // `sending`, and only then ends the message. Each store call records every
+    // outcome reported so far and marks every row asked for, in one transaction,
+    // while the servers are busy reading. A row is in `sending` only from just
+    // before the end of its message until its outcome is recorded, and at most
+    // `pool` delivery tasks exist: rows in doubt after a crash never exceed `pool`.
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
     let mut totals = SendReport::default();
     let mut last_log = Instant::now();
     let mut finished: Vec<Done> = Vec::new();
+    let mut marks: Vec<(i64, oneshot::Sender<bool>)> = Vec::new();
     let mut in_flight: usize = 0;
     let mut given_out: u64 = 0;
-    let mut given_up: HashSet<i64> = HashSet::new();
     let mut tasks = tokio::task::JoinSet::new();
     let breaker = pool.max(4);
     let mut consecutive: usize = 0;
     let mut stopping = false;
-    // Set once a claim returns fewer rows than asked: nothing left to claim.
+    // Rows read ahead (pending, unchanged), and the id they were read up to.
+    let mut ahead: VecDeque<Delivery> = VecDeque::new();
+    let mut after = i64::MIN;
+    let read_ahead = (pool * 8).clamp(64, 1024);
+    // Set once a read returns fewer rows than asked: nothing left to read.
     let mut exhausted = false;
+    let gather_target = pool.div_ceil(2);
+    let mut first_mark: Option<Instant> = None;
+    let mut store_calls: u64 = 0;
     loop {
-        while let Ok(d) = done_rx.try_recv() {
-            in_flight -= 1;
-            absorb(d, &mut finished, &mut consecutive, &mut given_up);
+        while let Ok(ev) = events_rx.try_recv() {
+            match ev {
+                Event::Mark(id, reply) => marks.push((id, reply)),
+                Event::Done(d) => {
+                    in_flight -= 1;
+                    absorb(d, &mut finished, &mut consecutive);
+                }
+            }
         }
         while let Some(r) = tasks.try_join_next() {
             in_flight -= usize::from(lost_task(r));
-        }
-        // With several connections, wait a little for more to finish so that one
-        // store call records (and replaces) several messages.
-        if pool >= 4 && !finished.is_empty() && finished.len() < pool / 2 && in_flight > 0 {
-            let until = Instant::now() + Duration::from_millis(1);
-            while finished.len() < pool / 2 && in_flight > 0 {
-                match tokio::time::timeout_at(until, done_rx.recv()).await {
-                    Ok(Some(d)) => {
-                        in_flight -= 1;
-                        absorb(d, &mut finished, &mut consecutive, &mut given_up);
-                    }
-                    _ => break,
-                }
-            }
         }
         if consecutive >= breaker && !stopping {
             tracing::error!("the server keeps failing: stopping this run, the rest stays pending");
@@ -568,24 +619,59 @@ pub async fn deliver_ledger(
         } else {
             (pool.saturating_sub(in_flight) as u64).min(remaining) as usize
         };
-        let mut batch: Vec<Delivery> = Vec::with_capacity(slots);
+        if queue.len() + ahead.len() < slots && !exhausted {
+            let s = store.clone();
+            let rows = blocking(move || s.ledger_next(date, after, read_ahead))
+                .await
+                .context("cannot read the next rows of the ledger")?;
+            exhausted = rows.len() < read_ahead;
+            if let Some(last) = rows.last() {
+                after = last.subscriber.id;
+            }
+            ahead.extend(rows);
+        }
+        // Rows taken from a dead run are in `sending` already; the others are not.
+        let mut batch: Vec<(Delivery, bool)> = Vec::with_capacity(slots);
         while batch.len() < slots {
             match queue.pop_front() {
-                Some(d) => batch.push(d),
-                None => break,
+                Some(d) => batch.push((d, true)),
+                None => match ahead.pop_front() {
+                    Some(d) => batch.push((d, false)),
+                    None => break,
+                },
             }
         }
-        let want = if exhausted { 0 } else { slots - batch.len() };
-        if finished.is_empty() && want == 0 && batch.is_empty() {
-            if in_flight == 0 {
+        // When to go to the store: once half the connections wait for a mark (the
+        // servers are still reading their messages), at once if every task waits,
+        // after GATHER at the latest; outcomes alone when nothing else is coming.
+        let waiting_since = *first_mark.get_or_insert_with(Instant::now);
+        if marks.is_empty() {
+            first_mark = None;
+        }
+        let commit = (!marks.is_empty()
+            && (marks.len() >= gather_target
+                || marks.len() >= in_flight
+                || waiting_since.elapsed() >= GATHER))
+            || (!finished.is_empty() && (in_flight == 0 || finished.len() >= 256));
+        if !commit && batch.is_empty() {
+            if in_flight == 0 && finished.is_empty() && marks.is_empty() {
                 break;
             }
-            // Every slot is busy (or nothing is left): wait for one to finish.
+            // Every slot is busy (or nothing is left): wait for news.
+            let until = if marks.is_empty() {
+                Instant::now() + Duration::from_secs(3600)
+            } else {
+                waiting_since + GATHER
+            };
             tokio::select! {
-                Some(d) = done_rx.recv() => {
-                    in_flight -= 1;
-                    absorb(d, &mut finished, &mut consecutive, &mut given_up);
-                }
+                ev = tokio::time::timeout_at(until, events_rx.recv()) => match ev {
+                    Ok(Some(Event::Mark(id, reply))) => marks.push((id, reply)),
+                    Ok(Some(Event::Done(d))) => {
+                        in_flight -= 1;
+                        absorb(d, &mut finished, &mut consecutive);
+                    }
+                    Ok(None) | Err(_) => {}
+                },
                 Some(r) = tasks.join_next() => {
                     in_flight -= usize::from(lost_task(r));
                 }
@@ -593,21 +679,21 @@ pub async fn deliver_ledger(
             continue;
         }
 
-        if !finished.is_empty() || want > 0 {
-            // Ask for a few more when some rows were given up in this run: they
-            // are pending again and come first, and are put back below.
-            let ask = if want > 0 {
-                want + given_up.len().min(1024)
-            } else {
-                0
-            };
-            let outcomes: Vec<(i64, DeliveryOutcome)> =
-                finished.iter().map(|d| (d.id, d.outcome.clone())).collect();
+        if commit {
+            let outcomes: Vec<(i64, DeliveryOutcome)> = finished
+                .iter()
+                .filter_map(|d| d.outcome.clone().map(|o| (d.id, o)))
+                .collect();
+            let ids: Vec<i64> = marks.iter().map(|(id, _)| *id).collect();
             let s = store.clone();
             let when = at();
-            let rows = blocking(move || s.ledger_record_and_claim(date, &outcomes, ask, when))
+            store_calls += 1;
+            let marked = blocking(move || s.ledger_record_and_mark(date, &outcomes, &ids, when))
                 .await
-                .context("cannot record outcomes and claim rows in the ledger")?;
+                .context("cannot record outcomes and mark rows in the ledger")?;
+            for ((_, reply), ok) in marks.drain(..).zip(marked) {
+                let _ = reply.send(ok);
+            }
             count_outcomes(&mut totals, &finished);
             if let Some(b) = &bar {
                 b.inc(finished.len() as u64);
@@ -621,48 +707,25 @@ pub async fn deliver_ledger(
                 );
             }
             finished.clear();
-            if rows.len() < ask {
-                exhausted = true;
-            }
-            let mut back = Vec::new();
-            for d in rows {
-                if given_up.contains(&d.subscriber.id) || batch.len() >= slots {
-                    back.push(d);
-                } else {
-                    batch.push(d);
-                }
-            }
-            if !back.is_empty() {
-                // Claimed only to reach past them: put back untouched for the next run.
-                let outcomes: Vec<(i64, DeliveryOutcome)> = back
-                    .iter()
-                    .map(|d| {
-                        (
-                            d.subscriber.id,
-                            DeliveryOutcome::Retry {
-                                error: "left for the next run".into(),
-                            },
-                        )
-                    })
-                    .collect();
-                let s = store.clone();
-                let when = at();
-                blocking(move || s.ledger_record(date, &outcomes, when)).await?;
-            }
         }
         given_out += batch.len() as u64;
         in_flight += batch.len();
-        for d in batch {
+        for (d, marked) in batch {
             let shared = shared.clone();
-            let done_tx = done_tx.clone();
+            let events = events_tx.clone();
             tasks.spawn(async move {
-                let (outcome, retried) = deliver_one(shared, &d).await;
-                let _ = done_tx.send(Done {
+                let (outcome, retried, conn) = deliver_one(&shared, &d, marked, &events).await;
+                // The outcome is on its way to the ledger before the connection
+                // serves anyone else.
+                let _ = events.send(Event::Done(Done {
                     id: d.subscriber.id,
                     email: d.subscriber.email.to_string(),
                     outcome,
                     retried,
-                });
+                }));
+                if let Some(c) = conn {
+                    shared.idle.lock().expect("pool lock").push(c);
+                }
             });
         }
     }
@@ -700,7 +763,7 @@ pub async fn deliver_ledger(
     report.bounced = totals.bounced;
     report.failures = totals.failures;
     report.pending_left = after.pending + after.sending;
-    tracing::info!(%date, elapsed = ?started.elapsed(), "{}", report.summary());
+    tracing::info!(%date, elapsed = ?started.elapsed(), store_calls, "{}", report.summary());
     Ok(report)
 }
 
@@ -724,6 +787,18 @@ mod tests {
         }
     }
 
+    /// A transport whose connections are clones of one test connection.
+    struct Cloning<C>(C);
+    impl<C: Connection + Clone + Sync + 'static> Transport for Cloning<C> {
+        fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, SendError>> {
+            let conn = self.0.clone();
+            Box::pin(async move { Ok(Box::new(conn) as Box<dyn Connection>) })
+        }
+        fn describe(&self) -> String {
+            "test connections".into()
+        }
+    }
+
     /// Looks at the ledger at every message: how many rows are in `sending`.
     #[derive(Clone)]
     struct Watching {
@@ -731,15 +806,6 @@ mod tests {
         date: NaiveDate,
         most_sending: Arc<AtomicU64>,
         sends: Arc<AtomicU64>,
-    }
-    impl Transport for Watching {
-        fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, SendError>> {
-            let conn = self.clone();
-            Box::pin(async move { Ok(Box::new(conn) as Box<dyn Connection>) })
-        }
-        fn describe(&self) -> String {
-            "watching".into()
-        }
     }
     impl Connection for Watching {
         fn send<'a>(&'a mut self, msg: &'a Outgoing) -> BoxFuture<'a, Result<(), SendError>> {
@@ -817,12 +883,12 @@ mod tests {
         }));
         let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
         let most_sending = Arc::new(AtomicU64::new(0));
-        let transport = Arc::new(Watching {
+        let transport = Arc::new(Cloning(Watching {
             store: store.clone(),
             date,
             most_sending: most_sending.clone(),
             sends: Arc::new(AtomicU64::new(0)),
-        });
+        }));
         let report = deliver_ledger(
             store.clone(),
             date,
@@ -849,13 +915,13 @@ mod tests {
     async fn a_limit_stops_after_that_many_messages_and_leaves_the_rest_pending() {
         let (_dir, store) = store_with((0..10).map(|i| format!("r{i}@example.com")));
         let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
-        let transport = Arc::new(Watching {
+        let transport = Arc::new(Cloning(Watching {
             store: store.clone(),
             date,
             most_sending: Arc::new(AtomicU64::new(0)),
             // Away from the transient failure of every 7th message.
             sends: Arc::new(AtomicU64::new(4)),
-        });
+        }));
         let report = deliver_ledger(
             store.clone(),
             date,
@@ -870,5 +936,139 @@ mod tests {
         assert_eq!(report.pending_left, 6);
         let counts = store.ledger_counts(date).unwrap();
         assert_eq!((counts.sent, counts.pending, counts.sending), (4, 6, 0));
+    }
+
+    /// A two-step connection: stages, then finishes; looks at the ledger at each
+    /// step. `steal` names a subscriber whose row "another sender" marks while
+    /// its message is staged here.
+    #[derive(Clone)]
+    struct Staging {
+        store: Arc<SqliteStore>,
+        date: NaiveDate,
+        steal: Option<i64>,
+        staged: Arc<Mutex<Vec<i64>>>,
+        finished: Arc<Mutex<Vec<i64>>>,
+        pending_at_stage: Arc<AtomicU64>,
+        pending_at_finish: Arc<AtomicU64>,
+        most_sending: Arc<AtomicU64>,
+    }
+    impl Staging {
+        fn id(msg: &Outgoing) -> i64 {
+            msg.message_id.trim_end_matches(".test").parse().unwrap()
+        }
+        fn is_pending(&self, id: i64) -> bool {
+            let next = self.store.ledger_next(self.date, id - 1, 1).unwrap();
+            next.first().is_some_and(|d| d.subscriber.id == id)
+        }
+    }
+    impl Connection for Staging {
+        fn send<'a>(&'a mut self, _: &'a Outgoing) -> BoxFuture<'a, Result<(), SendError>> {
+            panic!("the send loop stages and finishes");
+        }
+        fn stage<'a>(&'a mut self, msg: &'a Outgoing) -> BoxFuture<'a, Result<(), SendError>> {
+            Box::pin(async move {
+                let id = Staging::id(msg);
+                if self.is_pending(id) {
+                    self.pending_at_stage.fetch_add(1, Ordering::SeqCst);
+                }
+                self.staged.lock().unwrap().push(id);
+                if self.steal == Some(id) {
+                    let took = self
+                        .store
+                        .ledger_record_and_mark(self.date, &[], &[id], crate::clock::now())
+                        .unwrap();
+                    assert_eq!(took, vec![true]);
+                }
+                tokio::task::yield_now().await;
+                Ok(())
+            })
+        }
+        fn finish<'a>(&'a mut self, msg: &'a Outgoing) -> BoxFuture<'a, Result<(), SendError>> {
+            Box::pin(async move {
+                let id = Staging::id(msg);
+                if self.is_pending(id) {
+                    self.pending_at_finish.fetch_add(1, Ordering::SeqCst);
+                }
+                let sending = self.store.ledger_counts(self.date).unwrap().sending;
+                self.most_sending.fetch_max(sending, Ordering::SeqCst);
+                self.finished.lock().unwrap().push(id);
+                tokio::task::yield_now().await;
+                Ok(())
+            })
+        }
+        fn is_broken(&self) -> bool {
+            false
+        }
+        fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn staging(store: &Arc<SqliteStore>, date: NaiveDate, steal: Option<i64>) -> Staging {
+        Staging {
+            store: store.clone(),
+            date,
+            steal,
+            staged: Arc::default(),
+            finished: Arc::default(),
+            pending_at_stage: Arc::default(),
+            pending_at_finish: Arc::default(),
+            most_sending: Arc::default(),
+        }
+    }
+
+    /// A whole run through `t` with `pool` connections, on the runtime of `send`.
+    fn send_staged(
+        store: &Arc<SqliteStore>,
+        date: NaiveDate,
+        t: &Staging,
+        pool: usize,
+    ) -> SendReport {
+        single_thread_runtime()
+            .unwrap()
+            .block_on(deliver_ledger(
+                store.clone(),
+                date,
+                Arc::new(Plain),
+                Arc::new(Cloning(t.clone())),
+                &options(pool, None),
+                crate::clock::now(),
+            ))
+            .unwrap()
+    }
+
+    #[test]
+    fn rows_go_to_sending_between_stage_and_finish_never_before() {
+        let (_dir, store) = store_with((0..40).map(|i| format!("r{i}@example.com")));
+        let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let t = staging(&store, date, None);
+        let report = send_staged(&store, date, &t, 4);
+        assert_eq!(report.sent, 40, "{report:?}");
+        assert_eq!(t.pending_at_stage.load(Ordering::SeqCst), 40);
+        assert_eq!(t.pending_at_finish.load(Ordering::SeqCst), 0);
+        let most = t.most_sending.load(Ordering::SeqCst);
+        assert!((1..=4).contains(&most), "{most} rows in sending at once");
+        assert_eq!(store.ledger_counts(date).unwrap().sent, 40);
+    }
+
+    #[test]
+    fn a_row_taken_by_another_sender_meanwhile_is_dropped_before_its_end() {
+        let (_dir, store) = store_with((0..10).map(|i| format!("r{i}@example.com")));
+        let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        store.ledger_enqueue(date, None).unwrap();
+        let victim = store.ledger_next(date, i64::MIN, 4).unwrap()[3]
+            .subscriber
+            .id;
+        let t = staging(&store, date, Some(victim));
+        let report = send_staged(&store, date, &t, 2);
+        assert!(t.staged.lock().unwrap().contains(&victim));
+        assert!(
+            !t.finished.lock().unwrap().contains(&victim),
+            "the other sender's row was delivered here too"
+        );
+        assert_eq!(report.sent, 9, "{report:?}");
+        // Still the other sender's: in `sending`, not recorded by this run.
+        let counts = store.ledger_counts(date).unwrap();
+        assert_eq!((counts.sent, counts.sending, counts.pending), (9, 1, 0));
     }
 }

@@ -89,7 +89,20 @@ impl SendError {
 /// One open channel to the destination (an SMTP session, a folder). Each send
 /// worker owns one.
 pub trait Connection: Send {
+    /// Sends `msg`: delivered once this returns Ok.
     fn send<'a>(&'a mut self, msg: &'a Outgoing) -> BoxFuture<'a, Result<(), SendError>>;
+    /// Sends everything of `msg` that can go out without delivering it (for SMTP:
+    /// the envelope and the data, not the end of the data). The send loop stages
+    /// a message, marks its row `sending` in the ledger while the server already
+    /// reads it, then calls [`Connection::finish`]. A connection dropped between
+    /// the two delivers nothing. By default nothing goes out before `finish`.
+    fn stage<'a>(&'a mut self, _msg: &'a Outgoing) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Delivers `msg`, staged or not. By default [`Connection::send`].
+    fn finish<'a>(&'a mut self, msg: &'a Outgoing) -> BoxFuture<'a, Result<(), SendError>> {
+        self.send(msg)
+    }
     /// After an error: whether this connection can still be used.
     fn is_broken(&self) -> bool;
     /// Ends the session politely (QUIT).
@@ -360,6 +373,8 @@ struct PlainSmtp {
     broken: bool,
     /// A failed transaction left state on the server: send RSET first.
     needs_rset: bool,
+    /// A message's data is out but not its end (see `stage_data`).
+    staged: bool,
     line: String,
     buf: Vec<u8>,
 }
@@ -375,6 +390,7 @@ impl PlainSmtp {
             auth: Vec::new(),
             broken: false,
             needs_rset: false,
+            staged: false,
             line: String::new(),
             buf: Vec::with_capacity(64 * 1024),
         }
@@ -485,7 +501,13 @@ impl PlainSmtp {
         )))
     }
 
-    async fn transaction(&mut self, msg: &Outgoing) -> Result<(), SendError> {
+    /// The envelope, then the data of `msg` without its end: the server holds
+    /// the message and delivers nothing until [`PlainSmtp::end_data`]. A session
+    /// that ends before that (closed, dropped, process killed) delivers nothing.
+    async fn stage_data(&mut self, msg: &Outgoing) -> Result<(), SendError> {
+        if self.staged {
+            return Err(self.lost("a message is already staged on this connection".into()));
+        }
         let rset = std::mem::take(&mut self.needs_rset);
         let mut head = String::with_capacity(128);
         if rset {
@@ -538,10 +560,21 @@ impl PlainSmtp {
         }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        dot_stuff_into(&msg.bytes, &mut buf);
+        dot_stuff_body_into(&msg.bytes, &mut buf);
         let written = self.write(&buf).await;
         self.buf = buf;
         written?;
+        self.staged = true;
+        Ok(())
+    }
+
+    /// Ends the staged data: the server's reply says whether it took the message.
+    async fn end_data(&mut self) -> Result<(), SendError> {
+        if !self.staged {
+            return Err(self.lost("no message staged on this connection".into()));
+        }
+        self.staged = false;
+        self.write(b".\r\n").await?;
         let done = self.read_reply().await?;
         if done.code != 250 {
             self.needs_rset = true;
@@ -565,6 +598,12 @@ impl PlainSmtp {
 /// Copies `msg` into `out` with SMTP dot-stuffing (RFC 5321 §4.5.2), CRLF line
 /// ends, and the terminating `.` line.
 pub fn dot_stuff_into(msg: &[u8], out: &mut Vec<u8>) {
+    dot_stuff_body_into(msg, out);
+    out.extend_from_slice(b".\r\n");
+}
+
+/// [`dot_stuff_into`] without the final `.` line: the data of a staged message.
+fn dot_stuff_body_into(msg: &[u8], out: &mut Vec<u8>) {
     out.reserve(msg.len() + 16);
     // Only the line ends that need a change are visited: a vectorised search for
     // LF, then whole runs copied at once. A message without bare LFs and without
@@ -592,7 +631,6 @@ pub fn dot_stuff_into(msg: &[u8], out: &mut Vec<u8>) {
     if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b".\r\n");
 }
 
 impl Connection for PlainSmtp {
@@ -601,7 +639,29 @@ impl Connection for PlainSmtp {
             if self.broken {
                 return Err(SendError::transient("connection already lost"));
             }
-            self.transaction(msg).await
+            self.stage_data(msg).await?;
+            self.end_data().await
+        })
+    }
+
+    fn stage<'a>(&'a mut self, msg: &'a Outgoing) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            if self.broken {
+                return Err(SendError::transient("connection already lost"));
+            }
+            self.stage_data(msg).await
+        })
+    }
+
+    fn finish<'a>(&'a mut self, msg: &'a Outgoing) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            if self.broken {
+                return Err(SendError::transient("connection already lost"));
+            }
+            if !self.staged {
+                self.stage_data(msg).await?;
+            }
+            self.end_data().await
         })
     }
 

@@ -101,23 +101,30 @@ impl Store for ZoneGate {
     ) -> StoreResult<()> {
         self.inner.ledger_record(date, outcomes, at)
     }
+    /// Once stopping, no row is read ahead.
+    fn ledger_next(&self, date: NaiveDate, after: i64, limit: usize) -> StoreResult<Vec<Delivery>> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
+        self.inner.ledger_next(date, after, limit)
+    }
     /// One store hop per batch, as the inner store does it; once stopping, the
-    /// outcomes are still recorded but no new row is handed out.
-    fn ledger_record_and_claim(
+    /// outcomes are still recorded but no row is marked: the messages staged
+    /// for them are dropped before their end, undelivered, and stay pending.
+    fn ledger_record_and_mark(
         &self,
         date: NaiveDate,
         outcomes: &[(i64, DeliveryOutcome)],
-        claim_limit: usize,
+        marks: &[i64],
         at: DateTime<Utc>,
-    ) -> StoreResult<Vec<Delivery>> {
+    ) -> StoreResult<Vec<bool>> {
         if self.stop.load(Ordering::SeqCst) {
             if !outcomes.is_empty() {
                 self.inner.ledger_record(date, outcomes, at)?;
             }
-            return Ok(Vec::new());
+            return Ok(vec![false; marks.len()]);
         }
-        self.inner
-            .ledger_record_and_claim(date, outcomes, claim_limit, at)
+        self.inner.ledger_record_and_mark(date, outcomes, marks, at)
     }
     fn ledger_counts(&self, date: NaiveDate) -> StoreResult<LedgerCounts> {
         self.inner.ledger_counts(date)
@@ -247,9 +254,13 @@ mod tests {
         };
         assert_eq!(gate.ledger_enqueue(date, None).unwrap(), 4);
         // Running: the merged hop claims like the inner store.
-        let first = gate.ledger_record_and_claim(date, &[], 2, now).unwrap();
+        let first = gate.ledger_next(date, i64::MIN, 2).unwrap();
         assert_eq!(first.len(), 2);
         let ids: Vec<i64> = first.iter().map(|d| d.subscriber.id).collect();
+        assert_eq!(
+            gate.ledger_record_and_mark(date, &[], &ids, now).unwrap(),
+            vec![true, true]
+        );
 
         stop.store(true, Ordering::SeqCst);
         let outcomes = [
@@ -266,10 +277,15 @@ mod tests {
                 },
             ),
         ];
-        let rows = gate
-            .ledger_record_and_claim(date, &outcomes, 10, now)
+        let third = store.ledger_next(date, ids[1], 1).unwrap()[0].subscriber.id;
+        let moved = gate
+            .ledger_record_and_mark(date, &outcomes, &[third], now)
             .unwrap();
-        assert!(rows.is_empty(), "stopping: no row handed out, got {rows:?}");
+        assert_eq!(moved, vec![false], "stopping: no row marked");
+        assert!(
+            gate.ledger_next(date, i64::MIN, 10).unwrap().is_empty(),
+            "stopping: nothing read ahead"
+        );
         assert_eq!(
             store.ledger_counts(date).unwrap(),
             LedgerCounts {

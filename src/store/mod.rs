@@ -161,25 +161,23 @@ pub trait Store: Send + Sync {
         outcomes: &[(i64, DeliveryOutcome)],
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
-    /// Records `outcomes`, then claims up to `claim_limit` pending rows of `date`
-    /// (never rows in doubt), as [`Store::ledger_record`] then [`Store::ledger_claim`]
-    /// would. Backends do both in one transaction: the send loop calls this once
-    /// for every batch of finished messages to take their replacements.
-    fn ledger_record_and_claim(
+    /// Reads up to `limit` pending rows of `date` whose subscriber id is above
+    /// `after`, in id order, without changing them (rows of subscribers no longer
+    /// active are dropped from the ledger on the way). Fewer than `limit`: there
+    /// are no more. The send loop reads ahead with this, then marks each row with
+    /// [`Store::ledger_record_and_mark`] just before its message ends.
+    fn ledger_next(&self, date: NaiveDate, after: i64, limit: usize) -> StoreResult<Vec<Delivery>>;
+    /// In one transaction: records `outcomes` (as [`Store::ledger_record`]), then
+    /// moves each row of `marks` from pending to sending. Per mark, whether it
+    /// moved: not if the row is no longer pending (another sender took it) or its
+    /// subscriber is no longer active (then the row is dropped).
+    fn ledger_record_and_mark(
         &self,
         date: NaiveDate,
         outcomes: &[(i64, DeliveryOutcome)],
-        claim_limit: usize,
+        marks: &[i64],
         at: DateTime<Utc>,
-    ) -> StoreResult<Vec<Delivery>> {
-        if !outcomes.is_empty() {
-            self.ledger_record(date, outcomes, at)?;
-        }
-        if claim_limit == 0 {
-            return Ok(Vec::new());
-        }
-        self.ledger_claim(date, claim_limit, false)
-    }
+    ) -> StoreResult<Vec<bool>>;
     fn ledger_counts(&self, date: NaiveDate) -> StoreResult<LedgerCounts>;
     /// (address, last error) of failed rows.
     fn ledger_failures(&self, date: NaiveDate) -> StoreResult<Vec<(String, String)>>;

@@ -337,21 +337,7 @@ impl SqliteStore {
         let mut after = i64::MIN;
         while out.len() < limit {
             let want = (limit - out.len()) as i64;
-            // INDEXED BY: without statistics SQLite walks the primary key from the
-            // first subscriber and skips every row already sent, which makes each
-            // claim O(rows sent so far) and a whole send quadratic.
-            let rows: Vec<(u32, Subscriber)> = tx
-                .prepare_cached(&format!(
-                    "SELECT d.attempts, {SUB_COLS}
-                     FROM deliveries d INDEXED BY deliveries_by_state
-                     JOIN subscribers s ON s.id = d.subscriber_id
-                     WHERE d.issue_date = ?1 AND d.state = ?2 AND d.subscriber_id > ?4
-                     ORDER BY d.subscriber_id LIMIT ?3"
-                ))?
-                .query_map(params![date, state.as_str(), want, after], |r| {
-                    Ok((r.get(0)?, subscriber_from_row(r, 1)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+            let rows = Self::rows_after(tx, date, state, after, want)?;
             if rows.is_empty() {
                 break;
             }
@@ -378,6 +364,31 @@ impl SqliteStore {
             }
         }
         Ok(())
+    }
+
+    /// Up to `want` rows of `date` in `state` with a subscriber id above `after`,
+    /// in id order, with their subscriber.
+    fn rows_after(
+        conn: &Connection,
+        date: &str,
+        state: DeliveryState,
+        after: i64,
+        want: i64,
+    ) -> rusqlite::Result<Vec<(u32, Subscriber)>> {
+        // INDEXED BY: without statistics SQLite walks the primary key from the
+        // first subscriber and skips every row already sent, which makes each
+        // claim O(rows sent so far) and a whole send quadratic.
+        conn.prepare_cached(&format!(
+            "SELECT d.attempts, {SUB_COLS}
+             FROM deliveries d INDEXED BY deliveries_by_state
+             JOIN subscribers s ON s.id = d.subscriber_id
+             WHERE d.issue_date = ?1 AND d.state = ?2 AND d.subscriber_id > ?4
+             ORDER BY d.subscriber_id LIMIT ?3"
+        ))?
+        .query_map(params![date, state.as_str(), want, after], |r| {
+            Ok((r.get(0)?, subscriber_from_row(r, 1)?))
+        })?
+        .collect()
     }
 
     /// Records `outcomes` inside the transaction `tx`.
@@ -710,13 +721,48 @@ impl Store for SqliteStore {
         tx.commit().map_err(db)
     }
 
-    fn ledger_record_and_claim(
+    fn ledger_next(&self, date: NaiveDate, after: i64, limit: usize) -> StoreResult<Vec<Delivery>> {
+        let conn = self.conn();
+        let d = day(date);
+        let mut out = Vec::with_capacity(limit.min(10_000));
+        let mut after = after;
+        while out.len() < limit {
+            let want = (limit - out.len()) as i64;
+            let rows =
+                Self::rows_after(&conn, &d, DeliveryState::Pending, after, want).map_err(db)?;
+            if rows.is_empty() {
+                break;
+            }
+            for (attempts, subscriber) in rows {
+                after = subscriber.id;
+                if subscriber.status == SubscriberStatus::Active {
+                    out.push(Delivery {
+                        date,
+                        subscriber,
+                        attempts,
+                        in_doubt: false,
+                    });
+                } else {
+                    conn.prepare_cached(
+                        "DELETE FROM deliveries
+                         WHERE issue_date = ?1 AND subscriber_id = ?2 AND state = 'pending'",
+                    )
+                    .map_err(db)?
+                    .execute(params![d, subscriber.id])
+                    .map_err(db)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn ledger_record_and_mark(
         &self,
         date: NaiveDate,
         outcomes: &[(i64, DeliveryOutcome)],
-        claim_limit: usize,
+        marks: &[i64],
         at: DateTime<Utc>,
-    ) -> StoreResult<Vec<Delivery>> {
+    ) -> StoreResult<Vec<bool>> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -724,18 +770,29 @@ impl Store for SqliteStore {
         let d = day(date);
         let now = ts(at);
         Self::record_in(&tx, &d, outcomes, &now).map_err(db)?;
-        let mut out = Vec::with_capacity(claim_limit.min(10_000));
-        if claim_limit > 0 {
-            Self::claim_state(
-                &tx,
-                &d,
-                DeliveryState::Pending,
-                claim_limit,
-                &now,
-                &mut out,
-                date,
-            )
-            .map_err(db)?;
+        let mut out = Vec::with_capacity(marks.len());
+        for id in marks {
+            let moved = tx
+                .prepare_cached(
+                    "UPDATE deliveries SET state = 'sending', updated_at = ?3
+                     WHERE issue_date = ?1 AND subscriber_id = ?2 AND state = 'pending'
+                       AND EXISTS (SELECT 1 FROM subscribers WHERE id = ?2 AND status = 'active')",
+                )
+                .map_err(db)?
+                .execute(params![d, id, now])
+                .map_err(db)?;
+            if moved == 0 {
+                // Unsubscribed (or bounced) since it was read: out of this issue.
+                tx.prepare_cached(
+                    "DELETE FROM deliveries
+                     WHERE issue_date = ?1 AND subscriber_id = ?2 AND state = 'pending'
+                       AND NOT EXISTS (SELECT 1 FROM subscribers WHERE id = ?2 AND status = 'active')",
+                )
+                .map_err(db)?
+                .execute(params![d, id])
+                .map_err(db)?;
+            }
+            out.push(moved == 1);
         }
         tx.commit().map_err(db)?;
         Ok(out)
@@ -1235,16 +1292,45 @@ mod tests {
     }
 
     #[test]
-    fn recording_and_claiming_together_frees_and_refills_the_same_slots() {
+    fn reading_ahead_changes_nothing_and_marks_move_only_pending_rows_of_active_subscribers() {
         let (_d, s) = file_store();
         add_many(&s, 5);
         s.ledger_enqueue(date(), None).unwrap();
-        let first = s.ledger_record_and_claim(date(), &[], 2, at(7, 0)).unwrap();
-        let ids: Vec<i64> = first.iter().map(|d| d.subscriber.id).collect();
-        assert_eq!(ids.len(), 2);
-        assert!(first.iter().all(|d| !d.in_doubt));
-        let next = s
-            .ledger_record_and_claim(
+        // Read ahead: in id order, from the cursor, nothing changed.
+        let ahead = s.ledger_next(date(), i64::MIN, 3).unwrap();
+        let ids: Vec<i64> = ahead.iter().map(|d| d.subscriber.id).collect();
+        assert_eq!(ids.len(), 3);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(s.ledger_counts(date()).unwrap().pending, 5);
+        let rest = s.ledger_next(date(), ids[2], 10).unwrap();
+        assert_eq!(rest.len(), 2, "fewer than asked: the end");
+        assert!(rest.iter().all(|d| d.subscriber.id > ids[2]));
+
+        // One unsubscribes after being read: their mark is refused and the row dropped.
+        s.set_status(ids[2], SubscriberStatus::Unsubscribed, "test", at(7, 0))
+            .unwrap();
+        let moved = s
+            .ledger_record_and_mark(date(), &[], &[ids[0], ids[1], ids[2]], at(7, 0))
+            .unwrap();
+        assert_eq!(moved, vec![true, true, false]);
+        assert_eq!(
+            s.ledger_counts(date()).unwrap(),
+            LedgerCounts {
+                pending: 2,
+                sending: 2,
+                sent: 0,
+                failed: 0
+            }
+        );
+        // Marked already (another sender took it): refused, left as it is.
+        assert_eq!(
+            s.ledger_record_and_mark(date(), &[], &[ids[0]], at(7, 1))
+                .unwrap(),
+            vec![false]
+        );
+        // Outcomes and the next marks in one call.
+        let moved = s
+            .ledger_record_and_mark(
                 date(),
                 &[
                     (
@@ -1255,54 +1341,55 @@ mod tests {
                     ),
                     (
                         ids[1],
-                        DeliveryOutcome::Retry {
-                            error: "421".into(),
+                        DeliveryOutcome::Failed {
+                            error: "550".into(),
+                            hard_bounce: true,
                         },
                     ),
                 ],
-                2,
-                at(7, 1),
-            )
-            .unwrap();
-        // The retried row is pending again and comes first; the sent one never.
-        let next_ids: Vec<i64> = next.iter().map(|d| d.subscriber.id).collect();
-        assert_eq!(next_ids[0], ids[1]);
-        assert_eq!(next[0].attempts, 1);
-        assert!(!next_ids.contains(&ids[0]));
-        assert_eq!(
-            s.ledger_counts(date()).unwrap(),
-            LedgerCounts {
-                pending: 2,
-                sending: 2,
-                sent: 1,
-                failed: 0
-            }
-        );
-        // Recording only, with nothing to claim.
-        let none = s
-            .ledger_record_and_claim(
-                date(),
-                &[(
-                    next_ids[1],
-                    DeliveryOutcome::Failed {
-                        error: "550".into(),
-                        hard_bounce: true,
-                    },
-                )],
-                0,
+                &[rest[0].subscriber.id],
                 at(7, 2),
             )
             .unwrap();
-        assert!(none.is_empty());
-        assert_eq!(s.ledger_counts(date()).unwrap().sending, 1);
-        let bounced = s.subscriber_by_id(next_ids[1]).unwrap().unwrap();
+        assert_eq!(moved, vec![true]);
+        assert_eq!(
+            s.ledger_counts(date()).unwrap(),
+            LedgerCounts {
+                pending: 1,
+                sending: 1,
+                sent: 1,
+                failed: 1
+            }
+        );
+        let bounced = s.subscriber_by_id(ids[1]).unwrap().unwrap();
         assert_eq!(bounced.status, SubscriberStatus::Bounced);
-        // A row left in `sending` by a dead process is not taken here.
-        let rest = s
-            .ledger_record_and_claim(date(), &[], 10, at(7, 3))
+        // A row in `sending` is never read ahead; a sent one neither.
+        let again = s.ledger_next(date(), i64::MIN, 10).unwrap();
+        assert_eq!(
+            again.iter().map(|d| d.subscriber.id).collect::<Vec<_>>(),
+            vec![rest[1].subscriber.id]
+        );
+    }
+
+    #[test]
+    fn reading_ahead_drops_rows_of_subscribers_gone_meanwhile_and_still_fills_the_batch() {
+        let (_d, s) = enqueued(6);
+        let all = s.ledger_next(date(), i64::MIN, 6).unwrap();
+        for d in &all[..3] {
+            s.set_status(
+                d.subscriber.id,
+                SubscriberStatus::Unsubscribed,
+                "test",
+                at(7, 0),
+            )
             .unwrap();
-        assert_eq!(rest.len(), 2);
-        assert!(!rest.iter().any(|d| d.subscriber.id == next_ids[0]));
+        }
+        let ahead = s.ledger_next(date(), i64::MIN, 3).unwrap();
+        assert_eq!(
+            ahead.iter().map(|d| d.subscriber.id).collect::<Vec<_>>(),
+            all[3..].iter().map(|d| d.subscriber.id).collect::<Vec<_>>()
+        );
+        assert_eq!(s.ledger_counts(date()).unwrap().pending, 3);
     }
 
     #[test]
