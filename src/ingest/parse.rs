@@ -22,6 +22,9 @@ pub struct RawItem {
 /// Parses a feed document. Fails with a sentence naming the problem: a declared
 /// encoding the bytes do not follow, broken XML or JSON, or an unknown format.
 pub fn parse_feed(bytes: &[u8]) -> Result<Vec<RawItem>, String> {
+    // A UTF-8 byte order mark (common from Windows tools and some CMSs) is not
+    // part of the document: JSON parsers refuse it.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     check_encoding(bytes)?;
     let feed = feed_rs::parser::Builder::new()
         // Deterministic ids: the default falls back to random UUIDs.
@@ -169,6 +172,21 @@ mod tests {
         );
         assert_eq!(e.categories, vec!["Économie".to_string()]);
         assert_eq!(e.content.as_deref(), Some("<p>Texte</p>"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_a_json_feed_or_an_rss_feed_is_skipped() {
+        let json = "\u{FEFF}{\"version\":\"https://jsonfeed.org/version/1.1\",\"title\":\"C\",
+            \"items\":[{\"id\":\"1\",\"url\":\"https://example.com/a\",\"title\":\"Été\"}]}";
+        let items = parse_feed(json.as_bytes()).unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].title.as_deref(), Some("Été"));
+        let rss =
+            "\u{FEFF}<?xml version=\"1.0\" encoding=\"utf-8\"?><rss version=\"2.0\"><channel>\
+            <title>T</title><item><title>Un</title><link>https://example.com/u</link></item>\
+            </channel></rss>";
+        let items = parse_feed(rss.as_bytes()).unwrap();
+        assert_eq!(items[0].title.as_deref(), Some("Un"));
     }
 
     #[test]
