@@ -489,6 +489,10 @@ async fn the_archive_lists_past_issues_newest_first_without_personal_data() {
     );
     assert!(p2 < p1, "newest first");
     assert!(
+        body.contains(r#"<time datetime="2026-11-26">jeudi 26 novembre 2026</time>"#),
+        "dates in the reader's words: {body}"
+    );
+    assert!(
         !body.contains("2026-11-28"),
         "an issue is not shown before its send time"
     );

@@ -68,7 +68,7 @@ pub async fn index(State(state): State<AppState>, lang: PageLocale) -> Result<Re
                     @for d in &issues {
                         li {
                             a href=(format!("archive/{}", d.date)) { (top_title(d)) }
-                            span.d { (d.date.format("%Y-%m-%d")) " · " (d.stories.len()) " " (w.stories) " · ≈ " (d.reading_minutes) " min" }
+                            span.d { time datetime=(d.date) { (state.assets.strings(locale).format_date(d.date)) } " · " (d.stories.len()) " " (w.stories) " · ≈ " (d.reading_minutes) " min" }
                         }
                     }
                 }

@@ -54,6 +54,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub mailer: Arc<dyn Mailer>,
+    /// The newsletter's words and theme (dates in the archive, in each language).
+    pub assets: Arc<crate::render::Assets>,
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
@@ -67,8 +69,12 @@ impl AppState {
         mailer: Arc<dyn Mailer>,
     ) -> AppState {
         let per_minute = NonZeroU32::new(cfg.server.subscribe_per_minute.max(1)).expect("≥ 1");
+        // `serve` has loaded the templates once already and stops on an error.
+        let assets =
+            crate::pipeline::assets(&cfg).unwrap_or_else(|_| crate::render::Assets::builtin());
         AppState {
             limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
+            assets: Arc::new(assets),
             cfg,
             store,
             secret,
