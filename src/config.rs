@@ -265,6 +265,9 @@ pub struct Smtp {
     pub retry_base_ms: u64,
     /// Folder for `transport = "file"` (relative to the config file).
     pub file_dir: PathBuf,
+    /// A PEM file of root certificates to trust for TLS besides the system's
+    /// (a relay with a private CA), relative to the config file.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for Smtp {
@@ -282,6 +285,7 @@ impl Default for Smtp {
             max_attempts: 5,
             retry_base_ms: 500,
             file_dir: PathBuf::from("outbox"),
+            ca_file: None,
         }
     }
 }

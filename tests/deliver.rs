@@ -193,6 +193,187 @@ mod smtp_transport {
     }
 }
 
+/// STARTTLS and implicit TLS through lettre's rustls client, against aiosmtpd
+/// with a certificate made for the test and trusted through `smtp.ca_file`.
+mod tls {
+    use super::*;
+    use std::path::PathBuf;
+
+    struct Cert {
+        _dir: tempfile::TempDir,
+        cert: PathBuf,
+        key: PathBuf,
+    }
+
+    /// A self-signed certificate for "localhost", as PEM files.
+    fn localhost_cert() -> Cert {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+        Cert {
+            _dir: dir,
+            cert,
+            key,
+        }
+    }
+
+    fn server(mode: &str, c: &Cert) -> SmtpServer {
+        SmtpServer::start(&[
+            mode,
+            "--tls-cert",
+            c.cert.to_str().unwrap(),
+            "--tls-key",
+            c.key.to_str().unwrap(),
+        ])
+    }
+
+    fn transport(port: u16, tls: TlsMode, roots: Option<&Cert>) -> SmtpTransport {
+        let cfg = Smtp {
+            host: "localhost".into(),
+            port,
+            tls,
+            timeout_s: 10,
+            ..Smtp::default()
+        };
+        let t = SmtpTransport::new(&cfg, None);
+        match roots {
+            Some(c) => t.with_roots(std::fs::read(&c.cert).unwrap()).unwrap(),
+            None => t,
+        }
+    }
+
+    fn two_messages_over(mode: &str, tls: TlsMode) {
+        let c = localhost_cert();
+        let server = server(mode, &c);
+        let t = transport(server.port, tls, Some(&c));
+        rt().block_on(async {
+            let mut conn = t.connect().await.unwrap();
+            for i in 0..2 {
+                let body = format!("line\r\n.dot\r\nsecret {i}");
+                conn.send(&outgoing(&format!("r{i}@example.com"), &body))
+                    .await
+                    .unwrap();
+            }
+            conn.close().await;
+        });
+        let got = server.messages();
+        assert_eq!(got.len(), 2, "{mode}");
+        for (i, m) in got.iter().enumerate() {
+            assert!(m.tls, "{mode}: message {i} did not come over TLS");
+            assert_eq!(m.rcpt(), format!("r{i}@example.com"));
+            let parsed = mail_parser::MessageParser::default()
+                .parse(&m.raw)
+                .expect("a parsable message");
+            assert_eq!(parsed.subject(), Some("test"));
+            let body = String::from_utf8_lossy(&m.raw).to_string();
+            assert!(
+                body.contains(&format!("\r\n.dot\r\nsecret {i}")),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn starttls_upgrades_the_session_and_delivers() {
+        two_messages_over("--starttls", TlsMode::Starttls);
+    }
+
+    #[test]
+    fn implicit_tls_delivers() {
+        two_messages_over("--implicit-tls", TlsMode::Tls);
+    }
+
+    #[test]
+    fn an_untrusted_certificate_is_refused_and_nothing_is_sent() {
+        let c = localhost_cert();
+        let server = server("--starttls", &c);
+        let t = transport(server.port, TlsMode::Starttls, None);
+        let e = rt()
+            .block_on(t.connect())
+            .err()
+            .expect("an untrusted server");
+        assert!(
+            e.message.to_lowercase().contains("certificate"),
+            "the error names the certificate: {e:?}"
+        );
+        assert_eq!(server.count(), 0);
+    }
+
+    #[test]
+    fn plain_smtp_to_a_server_that_requires_starttls_sends_nothing_in_clear() {
+        let c = localhost_cert();
+        let server = server("--starttls", &c);
+        let t = transport(server.port, TlsMode::None, None);
+        let e = rt()
+            .block_on(async {
+                let mut conn = t.connect().await?;
+                conn.send(&outgoing("r@example.com", "x")).await
+            })
+            .unwrap_err();
+        assert_eq!(e.code, Some(530), "{e:?}");
+        assert_eq!(server.count(), 0);
+    }
+
+    /// The whole `send` command over STARTTLS, trusting the relay through
+    /// `smtp.ca_file` (relative to the config file); a missing file is a usage error.
+    #[test]
+    fn send_delivers_over_starttls_with_the_config_s_ca_file() {
+        use support::site::{digestif_cmd, sending_head, site_dir, subscriber, DATE, NOW};
+        let c = localhost_cert();
+        let server = server("--starttls", &c);
+        let cfg = format!(
+            "{}\n[smtp]\ntransport = \"smtp\"\nhost = \"localhost\"\nport = {}\n\
+             tls = \"starttls\"\nca_file = \"relay-ca.pem\"\npool_size = 2\ntimeout_s = 10\n",
+            sending_head(),
+            server.port
+        );
+        let dir = site_dir(&cfg);
+        let config = dir.path().join("digestif.toml");
+        let store = digestif::store::SqliteStore::open(&dir.path().join("digestif.db")).unwrap();
+        let rows: Vec<_> = (1..=3)
+            .map(|i| subscriber(&format!("r{i}@example.com"), None))
+            .collect();
+        digestif::store::Store::upsert_many(&store, &rows).unwrap();
+
+        let missing = digestif_cmd(&config, &["send", "--date", DATE, "--now", NOW])
+            .output()
+            .unwrap();
+        assert_eq!(missing.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&missing.stderr);
+        assert!(
+            err.contains("smtp.ca_file") && err.contains("relay-ca.pem"),
+            "{err}"
+        );
+        assert_eq!(server.count(), 0);
+
+        std::fs::copy(&c.cert, dir.path().join("relay-ca.pem")).unwrap();
+        let out = digestif_cmd(&config, &["send", "--date", DATE, "--now", NOW])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = server.messages();
+        assert_eq!(got.len(), 3);
+        assert!(got.iter().all(|m| m.tls), "every message over TLS");
+        let mut to: Vec<&str> = got.iter().map(|m| m.rcpt()).collect();
+        to.sort();
+        assert_eq!(to, ["r1@example.com", "r2@example.com", "r3@example.com"]);
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused_naming_the_problem() {
+        let t = transport(25, TlsMode::Starttls, None);
+        let e = t.with_roots(b"not a certificate".to_vec()).err().unwrap();
+        assert!(e.contains("no PEM certificate"), "{e}");
+    }
+}
+
 /// The send loop against a real SMTP server, with a small in-memory ledger
 /// (the SQLite store is exercised through the binary below).
 mod send_loop {

@@ -134,7 +134,17 @@ pub fn from_config(cfg: &Config) -> anyhow::Result<Arc<dyn Transport>> {
                 }
                 _ => None,
             };
-            Ok(Arc::new(SmtpTransport::new(&cfg.smtp, password)))
+            let mut t = SmtpTransport::new(&cfg.smtp, password);
+            if let Some(file) = &cfg.smtp.ca_file {
+                let path = cfg.resolve(file);
+                let pem = std::fs::read(&path).map_err(|e| {
+                    anyhow::anyhow!("smtp.ca_file: cannot read {}: {e}", path.display())
+                })?;
+                t = t
+                    .with_roots(pem)
+                    .map_err(|e| anyhow::anyhow!("smtp.ca_file: {}: {e}", path.display()))?;
+            }
+            Ok(Arc::new(t))
         }
     }
 }
@@ -214,6 +224,8 @@ pub struct SmtpTransport {
     password: Option<String>,
     timeout: Duration,
     hello_name: String,
+    /// Extra root certificates (PEM) for TLS.
+    roots: Option<Vec<u8>>,
 }
 
 impl SmtpTransport {
@@ -226,7 +238,40 @@ impl SmtpTransport {
             password,
             timeout: Duration::from_secs(smtp.timeout_s.max(1)),
             hello_name: "localhost".into(),
+            roots: None,
         }
+    }
+
+    /// Also trusts the root certificates of `pem` for TLS (one or more PEM
+    /// blocks). Fails when the file holds no certificate.
+    pub fn with_roots(mut self, pem: Vec<u8>) -> Result<SmtpTransport, String> {
+        let n = pem_certificates(&pem).len();
+        if n == 0 {
+            return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
+        }
+        for c in pem_certificates(&pem) {
+            lettre::transport::smtp::client::Certificate::from_pem(c.as_bytes())
+                .map_err(|e| format!("not a readable certificate: {e}"))?;
+        }
+        self.roots = Some(pem);
+        Ok(self)
+    }
+
+    fn tls_parameters(&self) -> Result<lettre::transport::smtp::client::TlsParameters, SendError> {
+        use lettre::transport::smtp::client::{Certificate, TlsParameters};
+        let mut b = TlsParameters::builder(self.host.clone());
+        for c in self
+            .roots
+            .as_deref()
+            .map(pem_certificates)
+            .unwrap_or_default()
+        {
+            let cert = Certificate::from_pem(c.as_bytes())
+                .map_err(|e| SendError::permanent(format!("smtp.ca_file: {e}")))?;
+            b = b.add_root_certificate(cert);
+        }
+        b.build_rustls()
+            .map_err(|e| SendError::permanent(format!("TLS setup for {}: {e}", self.host)))
     }
 
     async fn tcp(&self) -> Result<TcpStream, SendError> {
@@ -269,12 +314,11 @@ impl SmtpTransport {
 
     async fn connect_tls(&self) -> Result<Box<dyn Connection>, SendError> {
         use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-        use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+        use lettre::transport::smtp::client::AsyncSmtpConnection;
         use lettre::transport::smtp::extension::ClientId;
 
         let hello = ClientId::Domain(self.hello_name.clone());
-        let tls = TlsParameters::new(self.host.clone())
-            .map_err(|e| SendError::permanent(format!("TLS setup for {}: {e}", self.host)))?;
+        let tls = self.tls_parameters()?;
         let lettre_err = |e: lettre::transport::smtp::Error| lettre_error("connect", &e);
         let mut conn = match self.tls {
             TlsMode::Tls => AsyncSmtpConnection::connect_tokio1(
@@ -345,6 +389,21 @@ fn lettre_error(stage: &str, e: &lettre::transport::smtp::Error) -> SendError {
         None if e.is_permanent() => SendError::permanent(format!("{stage}: {e}")),
         None => SendError::transient(format!("{stage}: {e}")),
     }
+}
+
+/// The PEM blocks of certificates in `pem`, each whole (BEGIN to END line).
+fn pem_certificates(pem: &[u8]) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = String::from_utf8_lossy(pem);
+    let mut out = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(b) = rest.find(BEGIN) {
+        let Some(e) = rest[b..].find(END) else { break };
+        out.push(rest[b..b + e + END.len()].to_string());
+        rest = &rest[b + e + END.len()..];
+    }
+    out
 }
 
 /// An SMTP reply: code and text lines.

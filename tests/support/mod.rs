@@ -22,6 +22,8 @@ pub struct Received {
     pub raw: Vec<u8>,
     pub mail_from: String,
     pub rcpt_tos: Vec<String>,
+    /// The message came over TLS (STARTTLS or implicit).
+    pub tls: bool,
 }
 
 impl Received {
@@ -119,6 +121,7 @@ impl SmtpServer {
                         .iter()
                         .map(|v| v.as_str().unwrap().to_string())
                         .collect(),
+                    tls: env["tls"].as_bool().unwrap_or(false),
                 }
             })
             .collect()

@@ -13,11 +13,17 @@ Fault modes:
                            connection abruptly (once); then messages are accepted again
   --delay-ms D             wait D ms before accepting each message
   --pipelining             advertise PIPELINING (RFC 2920) in the EHLO reply
+
+TLS (both need --tls-cert and --tls-key, PEM files):
+  --starttls               offer STARTTLS and refuse mail before it (RFC 3207)
+  --implicit-tls           TLS from the first byte (SMTPS, port 465 style)
+Each message's .json says whether it came over TLS ("tls": true/false).
 """
 import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 
 from aiosmtpd.smtp import SMTP
@@ -68,7 +74,8 @@ class Handler:
             f.write(envelope.original_content or envelope.content)
         os.rename(base + ".eml.tmp", base + ".eml")
         with open(base + ".json.tmp", "w") as f:
-            json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos}, f)
+            tls = server.transport.get_extra_info("ssl_object") is not None
+            json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos, "tls": tls}, f)
         os.rename(base + ".json.tmp", base + ".json")
         return "250 2.0.0 OK queued"
 
@@ -82,14 +89,30 @@ async def main():
     p.add_argument("--drop-after", type=int)
     p.add_argument("--delay-ms", type=int, default=0)
     p.add_argument("--pipelining", action="store_true")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--starttls", action="store_true")
+    p.add_argument("--implicit-tls", action="store_true")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     handler = Handler(args)
+    ctx = None
+    if args.starttls or args.implicit_tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    starttls = ctx if args.starttls else None
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(handler, hostname="smtp.test", data_size_limit=64 * 1024 * 1024),
+        lambda: SMTP(
+            handler,
+            hostname="smtp.test",
+            data_size_limit=64 * 1024 * 1024,
+            tls_context=starttls,
+            require_starttls=starttls is not None,
+        ),
         host="127.0.0.1",
         port=args.port,
+        ssl=ctx if args.implicit_tls else None,
     )
     port = server.sockets[0].getsockname()[1]
     print(port, flush=True)
