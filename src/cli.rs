@@ -35,6 +35,9 @@ pub enum Command {
     /// Build and "send" the example issue with the built-in example config, feeds and
     /// subscribers, writing .eml files instead of mailing: no server needed.
     Demo(DemoArgs),
+    /// The editor's picks for an issue: pin or drop a story, write a word of introduction.
+    #[command(subcommand)]
+    Editor(EditorCmd),
     /// Manage subscribers.
     #[command(subcommand)]
     Subscribers(SubscribersCmd),
@@ -107,6 +110,40 @@ pub struct DemoArgs {
     /// Folder for the demo's config, archive, database and outbox.
     #[arg(long, default_value = "digestif-demo")]
     pub out: PathBuf,
+}
+
+/// Each edit changes `digests/<date>/editor.toml`, read when the issue is built or previewed.
+#[derive(Debug, Subcommand)]
+pub enum EditorCmd {
+    /// Show the picks of an issue.
+    Show(DateArgs),
+    /// Always put this story in, at the top (after the stories pinned before it).
+    Pin(EditorUrlArgs),
+    /// Keep this story out of the issue.
+    Drop(EditorUrlArgs),
+    /// Forget a pin or a drop.
+    Reset(EditorUrlArgs),
+    /// Set the word of introduction shown first; --clear removes it.
+    Intro(EditorIntroArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EditorUrlArgs {
+    #[command(flatten)]
+    pub when: DateArgs,
+    /// The story's link, as `digestif articles` lists it (tracking parameters are ignored).
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EditorIntroArgs {
+    #[command(flatten)]
+    pub when: DateArgs,
+    /// The introduction (a few sentences).
+    #[arg(required_unless_present = "clear")]
+    pub text: Option<String>,
+    #[arg(long, conflicts_with = "text")]
+    pub clear: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -262,6 +262,82 @@ exclude = ["https://news.example.com/eco/ble-prix"]
     assert!(text.contains("Bonjour ! Ce matin, le budget."));
 }
 
+/// The same picks as above, made with `digestif editor` instead of by hand.
+#[test]
+fn the_editor_command_pins_drops_and_introduces_what_preview_then_shows() {
+    let site = two_feeds();
+    let ed = |args: &[&str]| {
+        let mut a = vec!["editor"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--date", DATE]);
+        site.run(&a)
+    };
+    let budget = "https://news.example.com/eco/budget-2027-recettes?utm_medium=email";
+    let wheat = "https://news.example.com/eco/ble-prix";
+    for o in [
+        ed(&["pin", wheat]),
+        ed(&["pin", budget]),
+        // Dropping a pinned story unpins it.
+        ed(&["drop", wheat]),
+        ed(&["intro", "Bonjour ! Ce matin, le budget."]),
+    ] {
+        assert!(o.status.success(), "stderr: {}", stderr(&o));
+    }
+    let shown = ed(&["show"]);
+    let text = stdout(&shown);
+    assert!(
+        text.contains("intro: Bonjour ! Ce matin, le budget."),
+        "{text}"
+    );
+    assert!(
+        text.contains("pinned:\n  1. https://news.example.com/eco/budget-2027-recettes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dropped:\n  1. https://news.example.com/eco/ble-prix"),
+        "{text}"
+    );
+
+    let o = site.run(&["preview", "--date", DATE, "--now", NOW, "--format", "json"]);
+    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let d: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let urls = story_urls(&d);
+    assert_eq!(urls[0], "https://news.example.com/eco/budget-2027-recettes");
+    assert!(!urls.iter().any(|u| u.contains("ble-prix")), "{urls:?}");
+    assert_eq!(d["intro"], "Bonjour ! Ce matin, le budget.");
+
+    // Reset and --clear undo; a bad link changes nothing and says why.
+    assert!(ed(&["reset", wheat]).status.success());
+    assert!(ed(&["intro", "--clear"]).status.success());
+    let bad = ed(&["pin", "javascript:alert(1)"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("not a story link"),
+        "{}",
+        stderr(&bad)
+    );
+    let file = std::fs::read_to_string(site.issue(DATE).join("editor.toml")).unwrap();
+    assert!(
+        !file.contains("ble-prix") && !file.contains("intro") && !file.contains("javascript"),
+        "{file}"
+    );
+    assert!(file.contains("budget-2027-recettes"), "{file}");
+
+    // A broken file is named with its line, and left as it is.
+    std::fs::write(
+        site.issue(DATE).join("editor.toml"),
+        "pin = [\"a\"\nintro = 3\n",
+    )
+    .unwrap();
+    let o = ed(&["drop", wheat]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("editor.toml") && stderr(&o).contains("line"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn a_story_sent_in_an_earlier_issue_is_not_repeated() {
     let site = two_feeds();

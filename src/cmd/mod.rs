@@ -10,6 +10,7 @@ use crate::domain::today_in;
 
 pub mod build;
 pub mod demo;
+pub mod editor;
 pub mod send;
 pub mod serve;
 pub mod subscribers;
@@ -96,6 +97,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Preview(a) => build::preview(config, &a),
         Command::Articles(a) => build::articles(config, &a),
         Command::Demo(a) => demo::demo(&a),
+        Command::Editor(c) => editor::run(config, c),
         Command::Subscribers(c) => subscribers::run(config, c),
         Command::Send(a) => send::send(config, &a),
         Command::Lint(a) => send::lint(config, &a),
