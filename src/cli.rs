@@ -29,6 +29,7 @@ pub enum Command {
     /// Build the issue of a date and archive it under digests/<date>/.
     Build(BuildArgs),
     /// Show the issue of a date (HTML, text or JSON) without archiving anything.
+    /// Without --date: the next issue (tomorrow's once today's has gone out).
     Preview(PreviewArgs),
     /// List the candidate pool with scores and why each was (not) picked.
     Articles(ArticlesArgs),
@@ -36,6 +37,7 @@ pub enum Command {
     /// subscribers, writing .eml files instead of mailing: no server needed.
     Demo(DemoArgs),
     /// The editor's picks for an issue: pin or drop a story, write a word of introduction.
+    /// Without --date: the next issue (tomorrow's once today's has gone out).
     #[command(subcommand)]
     Editor(EditorCmd),
     /// Manage subscribers.

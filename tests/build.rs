@@ -338,6 +338,48 @@ fn the_editor_command_pins_drops_and_introduces_what_preview_then_shows() {
     );
 }
 
+/// Without --date, the editor works on the next issue: today's until its send
+/// time (07:00 in Paris here), tomorrow's after it.
+#[test]
+fn editor_and_preview_default_to_the_next_issue() {
+    let site = two_feeds();
+    let before = site.run(&["editor", "show", "--now", "2026-11-27T06:59:00+01:00"]);
+    assert!(
+        stdout(&before).contains("editor's picks for 2026-11-27"),
+        "{}",
+        stdout(&before)
+    );
+    let after = site.run(&["editor", "show", "--now", "2026-11-27T07:00:00+01:00"]);
+    assert!(
+        stdout(&after).contains("editor's picks for 2026-11-28"),
+        "{}",
+        stdout(&after)
+    );
+
+    let o = site.run(&[
+        "preview",
+        "--now",
+        "2026-11-27T06:59:00+01:00",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let d: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(d["date"], DATE, "before the send time: today's issue");
+    let o = site.run(&[
+        "preview",
+        "--now",
+        "2026-11-27T09:00:00+01:00",
+        "--format",
+        "json",
+    ]);
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        said.contains("2026-11-28"),
+        "after the send time: tomorrow's issue: {said}"
+    );
+}
+
 #[test]
 fn a_story_sent_in_an_earlier_issue_is_not_repeated() {
     let site = two_feeds();

@@ -109,7 +109,7 @@ pub fn build(config: Option<&Path>, args: &BuildArgs) -> CmdResult {
 pub fn preview(config: Option<&Path>, a: &PreviewArgs) -> CmdResult {
     let cfg = load_config(config)?;
     let now = now_of(&a.when);
-    let date = date_of(&cfg, &a.when, now);
+    let date = super::next_issue_of(&cfg, &a.when, now);
     let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
     // An archived issue is shown as archived (fast, exactly what went out),
     // unless the editor asks for a rebuild.

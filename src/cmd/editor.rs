@@ -7,7 +7,7 @@ use crate::archive;
 use crate::cli::{DateArgs, EditorCmd};
 use crate::editor::EditorPicks;
 
-use super::{date_of, load_config, now_of, CmdResult, Failure};
+use super::{load_config, next_issue_of, now_of, CmdResult, Failure};
 
 pub fn run(config: Option<&Path>, cmd: EditorCmd) -> CmdResult {
     let cfg = load_config(config)?;
@@ -16,7 +16,7 @@ pub fn run(config: Option<&Path>, cmd: EditorCmd) -> CmdResult {
         EditorCmd::Pin(a) | EditorCmd::Drop(a) | EditorCmd::Reset(a) => &a.when,
         EditorCmd::Intro(a) => &a.when,
     };
-    let date = date_of(&cfg, when, now_of(when));
+    let date = next_issue_of(&cfg, when, now_of(when));
     let path = archive::editor_file(&cfg.archive_dir(), date);
     let mut picks = EditorPicks::load(&path).map_err(|e| {
         Failure::usage(anyhow::anyhow!(

@@ -81,6 +81,22 @@ pub fn date_of(cfg: &Config, args: &DateArgs, now: DateTime<Utc>) -> NaiveDate {
         .unwrap_or_else(|| today_in(now, cfg.newsletter.timezone.0))
 }
 
+/// The `--date` of a command, else the next issue: today in the newsletter's zone
+/// until today's send time, tomorrow after it. What an editor works on.
+pub fn next_issue_of(cfg: &Config, args: &DateArgs, now: DateTime<Utc>) -> NaiveDate {
+    args.date.unwrap_or_else(|| next_issue(cfg, now))
+}
+
+fn next_issue(cfg: &Config, now: DateTime<Utc>) -> NaiveDate {
+    let n = &cfg.newsletter;
+    let today = today_in(now, n.timezone.0);
+    if crate::domain::local_instant(today, n.send_time.0, n.timezone.0) > now {
+        today
+    } else {
+        today.succ_opt().unwrap_or(today)
+    }
+}
+
 /// A multi-threaded runtime for the commands that do I/O.
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
