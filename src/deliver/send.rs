@@ -699,10 +699,16 @@ pub async fn deliver_ledger(
                 b.inc(finished.len() as u64);
             } else if last_log.elapsed() >= Duration::from_secs(5) {
                 last_log = Instant::now();
+                let done = totals.sent + totals.failed;
+                let per_second = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                let eta_s = (total.saturating_sub(done) as f64 / per_second.max(1e-3)).round();
                 tracing::info!(
                     sent = totals.sent,
                     failed = totals.failed,
                     retried = totals.retried,
+                    of = total,
+                    per_second = per_second.round(),
+                    eta_s,
                     "progress"
                 );
             }
