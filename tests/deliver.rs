@@ -460,6 +460,15 @@ mod send_loop {
         fn count_by_status(&self) -> StoreResult<Vec<(SubscriberStatus, u64)>> {
             unimplemented!()
         }
+        fn set_preferences(
+            &self,
+            _: i64,
+            _: Option<digestif::domain::Locale>,
+            _: &[String],
+            _: DateTime<Utc>,
+        ) -> StoreResult<bool> {
+            unimplemented!()
+        }
         fn put_signup(&self, _: &PendingSignup) -> StoreResult<()> {
             unimplemented!()
         }

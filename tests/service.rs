@@ -274,6 +274,89 @@ async fn the_unsubscribe_page_speaks_the_subscribers_language() {
     assert!(body.contains("Confirm unsubscribe"), "{body}");
 }
 
+/// From the unsubscribe page to the preferences form and back to the store:
+/// language and sections change, the subscription does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_unsubscribe_page_leads_to_preferences_that_change_language_and_sections() {
+    let app = app::start(Mail::File, "07:00").await;
+    let id = add_active(&app, "paul@example.org");
+    let token = unsub_token(&app, id);
+    let offered = app.cfg.categories();
+    assert!(
+        offered.len() >= 2,
+        "the test site offers sections: {offered:?}"
+    );
+
+    let body = get(&app, &format!("/unsubscribe?token={token}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("token", &token)
+        .finish();
+    assert!(
+        body.contains(&format!("href=\"preferences?{query}\"")),
+        "a link to the preferences: {body}"
+    );
+
+    let res = get(&app, &format!("/preferences?{query}")).await;
+    assert_eq!(res.status(), 200);
+    let form = res.text().await.unwrap();
+    assert!(
+        form.contains("<form method=\"post\" action=\"preferences\""),
+        "{form}"
+    );
+    assert!(form.contains("<option value=\"fr\" selected>"), "{form}");
+    assert!(form.contains("p…@example.org"), "{form}");
+
+    let chosen = &offered[1];
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("token", &token)
+        .append_pair("locale", "en")
+        .append_pair("categories", chosen)
+        .finish();
+    let res = client()
+        .post(app.url("/preferences"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("<html lang=\"en\">") && page.contains("Preferences saved"),
+        "{page}"
+    );
+    let s = app.store.subscriber_by_id(id).unwrap().unwrap();
+    assert_eq!(s.locale, Some(digestif::domain::Locale::En));
+    assert_eq!(s.categories, vec![chosen.clone()]);
+    assert_eq!(s.status, SubscriberStatus::Active);
+
+    // An unknown section is named and changes nothing; a forged token is refused.
+    let res = client()
+        .post(app.url("/preferences"))
+        .body(format!("token={token}&categories=Astrologie"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("Astrologie"));
+    let res = client()
+        .post(app.url("/preferences"))
+        .body("token=garbage&locale=fr")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let s = app.store.subscriber_by_id(id).unwrap().unwrap();
+    assert_eq!(
+        (s.locale, s.categories),
+        (Some(digestif::domain::Locale::En), vec![chosen.clone()])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing() {
     let app = app::start(Mail::File, "07:00").await;

@@ -29,6 +29,7 @@ pub mod health;
 pub mod mail;
 pub mod metrics;
 pub mod pages;
+pub mod preferences;
 pub mod subscribe;
 pub mod unsubscribe;
 
@@ -118,6 +119,10 @@ pub fn router(state: AppState) -> Router {
             get(unsubscribe::show).post(unsubscribe::act),
         )
         .route("/subscribe", get(subscribe::form).post(subscribe::submit))
+        .route(
+            "/preferences",
+            get(preferences::show).post(preferences::save),
+        )
         .route(
             "/confirm",
             get(subscribe::show_confirm).post(subscribe::confirm),

@@ -13,6 +13,14 @@ pub struct Words {
     pub unsub_button: &'static str,
     pub unsub_done_title: &'static str,
     pub unsub_done: &'static str,
+    pub prefs_offer: &'static str,
+    pub prefs_link: &'static str,
+    pub prefs_title: &'static str,
+    pub prefs_ask: &'static str,
+    pub prefs_button: &'static str,
+    pub prefs_saved_title: &'static str,
+    pub prefs_saved: &'static str,
+    pub prefs_inactive: &'static str,
     pub subscribe_title: &'static str,
     pub subscribe_sub: &'static str,
     pub email_placeholder: &'static str,
@@ -54,6 +62,14 @@ pub const FR: Words = Words {
     unsub_button: "Confirmer la désinscription",
     unsub_done_title: "Vous êtes désinscrit",
     unsub_done: "C’est fait : vous ne recevrez plus cette newsletter. Vous pouvez vous réinscrire à tout moment.",
+    prefs_offer: "Plutôt changer de langue ou de rubriques ?",
+    prefs_link: "Gérer mes préférences",
+    prefs_title: "Vos préférences",
+    prefs_ask: "La langue et les rubriques de la newsletter envoyée à",
+    prefs_button: "Enregistrer",
+    prefs_saved_title: "Préférences enregistrées",
+    prefs_saved: "C’est noté : le prochain numéro en tiendra compte.",
+    prefs_inactive: "Cette adresse ne reçoit pas la newsletter en ce moment ; vos choix serviront si vous vous réinscrivez.",
     subscribe_title: "La newsletter qui vous briefe en 5 min",
     email_placeholder: "prenom.nom@exemple.fr",
     subscribe_sub: "Chaque jour, recevez l’essentiel de l’information pour ne rien rater de l’actualité",
@@ -95,6 +111,14 @@ pub const EN: Words = Words {
     unsub_button: "Confirm unsubscribe",
     unsub_done_title: "You are unsubscribed",
     unsub_done: "Done: you will not receive this newsletter any more. You can sign up again at any time.",
+    prefs_offer: "Rather change the language or the sections?",
+    prefs_link: "Manage my preferences",
+    prefs_title: "Your preferences",
+    prefs_ask: "The language and sections of the newsletter sent to",
+    prefs_button: "Save",
+    prefs_saved_title: "Preferences saved",
+    prefs_saved: "Noted: the next issue will follow them.",
+    prefs_inactive: "This address does not receive the newsletter at the moment; your choices will apply if you sign up again.",
     subscribe_title: "The newsletter that briefs you in 5 minutes",
     email_placeholder: "first.last@example.com",
     subscribe_sub: "Every day, get the essential news so you miss nothing",
@@ -226,6 +250,8 @@ pub struct OneButton<'a> {
     pub action: &'a str,
     pub token: &'a str,
     pub button: &'a str,
+    /// A line under the form: text, then a link (text, relative href).
+    pub aside: Option<(&'a str, &'a str, String)>,
 }
 
 pub fn one_button(locale: Locale, brand: &str, p: &OneButton<'_>) -> Markup {
@@ -240,8 +266,42 @@ pub fn one_button(locale: Locale, brand: &str, p: &OneButton<'_>) -> Markup {
                 input type="hidden" name="token" value=(p.token);
                 button type="submit" { (p.button) }
             }
+            @if let Some((text, link, href)) = &p.aside {
+                p.fine { (text) " " a href=(href) { (link) } }
+            }
         },
     )
+}
+
+/// The language select and the sections' checkboxes of the sign-up and
+/// preferences forms.
+pub fn language_and_sections(
+    w: &Words,
+    chosen: Locale,
+    offered: &[String],
+    followed: &[String],
+) -> Markup {
+    html! {
+        label for="locale" { (w.language) }
+        select #locale name="locale" {
+            option value="fr" selected[chosen == Locale::Fr] { "Français" }
+            option value="en" selected[chosen == Locale::En] { "English" }
+        }
+        @if !offered.is_empty() {
+            fieldset {
+                legend { (w.categories) }
+                div.cats {
+                    @for c in offered {
+                        label {
+                            input type="checkbox" name="categories" value=(c)
+                                checked[followed.contains(c)];
+                            (c)
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

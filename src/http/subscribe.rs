@@ -113,25 +113,7 @@ fn form_page(
                         inputmode="email" placeholder=(w.email_placeholder) value=(f.email);
                     label for="name" { (w.name) " " small { "(" (w.name_hint) ")" } }
                     input #name type="text" name="name" maxlength="100" autocomplete="given-name" value=(f.name);
-                    label for="locale" { (w.language) }
-                    select #locale name="locale" {
-                        option value="fr" selected[chosen == Locale::Fr] { "Français" }
-                        option value="en" selected[chosen == Locale::En] { "English" }
-                    }
-                    @if !cats.is_empty() {
-                        fieldset {
-                            legend { (w.categories) }
-                            div.cats {
-                                @for c in &cats {
-                                    label {
-                                        input type="checkbox" name="categories" value=(c)
-                                            checked[f.categories.contains(c)];
-                                        (c)
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    (pages::language_and_sections(w, chosen, &cats, &f.categories))
                     input type="hidden" name="timezone" id="tz" value=(f.timezone);
                     button type="submit" { (w.subscribe_button) }
                     p.fine { (w.privacy) }
@@ -266,6 +248,7 @@ pub async fn show_confirm(
                 action: "confirm",
                 token: &token,
                 button: w.confirm_button,
+                aside: None,
             },
         ),
     ))

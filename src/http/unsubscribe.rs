@@ -13,7 +13,7 @@ use axum::response::Response;
 use super::{page, pages, AppError, AppState, PageLocale, Problem};
 use crate::domain::{Locale, Subscriber, SubscriberStatus};
 
-fn token_in(query: Option<&str>, body: &[u8]) -> Option<String> {
+pub(super) fn token_in(query: Option<&str>, body: &[u8]) -> Option<String> {
     let find = |bytes: &[u8]| {
         url::form_urlencoded::parse(bytes)
             .find(|(k, _)| k == "token")
@@ -24,7 +24,7 @@ fn token_in(query: Option<&str>, body: &[u8]) -> Option<String> {
 }
 
 /// The subscriber behind a genuine token (None: genuine, but the address was removed).
-async fn resolve(
+pub(super) async fn resolve(
     state: &AppState,
     token: Option<String>,
     lang: PageLocale,
@@ -39,7 +39,11 @@ async fn resolve(
 
 /// The subscriber's language, else the newsletter's (the language of their emails);
 /// the visitor's only when the address is gone.
-fn subscriber_locale(state: &AppState, sub: Option<&Subscriber>, lang: PageLocale) -> Locale {
+pub(super) fn subscriber_locale(
+    state: &AppState,
+    sub: Option<&Subscriber>,
+    lang: PageLocale,
+) -> Locale {
     match sub {
         Some(s) => s.locale.unwrap_or(state.cfg.newsletter.locale),
         None => lang.0,
@@ -71,6 +75,12 @@ pub async fn show(
                 action: "unsubscribe",
                 token: token.as_deref().unwrap_or(""),
                 button: w.unsub_button,
+                aside: sub.as_ref().map(|_| {
+                    let q: String = url::form_urlencoded::Serializer::new(String::new())
+                        .append_pair("token", token.as_deref().unwrap_or(""))
+                        .finish();
+                    (w.prefs_offer, w.prefs_link, format!("preferences?{q}"))
+                }),
             },
         ),
     ))

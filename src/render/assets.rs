@@ -303,7 +303,7 @@ mod tests {
 
     #[test]
     fn a_missing_key_is_named_with_its_file() {
-        let en = EN.replace("unsubscribe = \"Unsubscribe\"", "");
+        let en = EN.replace("unsubscribe = \"Unsubscribe or manage preferences\"", "");
         let err = Assets::parse(THEME, FR, &en).unwrap_err();
         assert!(err.starts_with("en.toml:"), "{err}");
         assert!(err.contains("unsubscribe"), "{err}");

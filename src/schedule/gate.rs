@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::DueFilter;
-use crate::domain::{Subscriber, SubscriberEmail, SubscriberStatus};
+use crate::domain::{Locale, Subscriber, SubscriberEmail, SubscriberStatus};
 use crate::store::{
     Delivery, DeliveryOutcome, LedgerCounts, NewSubscriber, PendingSignup, RunRecord, Store,
     StoreResult, Upserted,
@@ -55,6 +55,15 @@ impl Store for ZoneGate {
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
         self.inner.set_status(id, status, reason, at)
+    }
+    fn set_preferences(
+        &self,
+        id: i64,
+        locale: Option<Locale>,
+        categories: &[String],
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.inner.set_preferences(id, locale, categories, at)
     }
     fn subscribers_page(
         &self,

@@ -128,6 +128,16 @@ pub trait Store: Send + Sync {
         reason: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Sets the subscriber's language and followed sections (an empty list: none,
+    /// every section in the order). Their status is left as it is.
+    /// Whether the subscriber exists.
+    fn set_preferences(
+        &self,
+        id: i64,
+        locale: Option<Locale>,
+        categories: &[String],
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// A page of subscribers with `id > after_id`, ordered by id (a resumable cursor).
     fn subscribers_page(
         &self,

@@ -514,6 +514,29 @@ impl Store for SqliteStore {
         Ok(n > 0)
     }
 
+    fn set_preferences(
+        &self,
+        id: i64,
+        locale: Option<Locale>,
+        categories: &[String],
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let n = self
+            .conn()
+            .prepare_cached(
+                "UPDATE subscribers SET locale = ?2, categories = ?3, updated_at = ?4 WHERE id = ?1",
+            )
+            .map_err(db)?
+            .execute(params![
+                id,
+                locale.map(|l| l.code()),
+                join_categories(categories),
+                ts(at)
+            ])
+            .map_err(db)?;
+        Ok(n > 0)
+    }
+
     fn subscribers_page(
         &self,
         status: Option<SubscriberStatus>,
@@ -1390,6 +1413,51 @@ mod tests {
             all[3..].iter().map(|d| d.subscriber.id).collect::<Vec<_>>()
         );
         assert_eq!(s.ledger_counts(date()).unwrap().pending, 3);
+    }
+
+    #[test]
+    fn preferences_replace_language_and_sections_and_leave_the_status_alone() {
+        let (_d, s) = file_store();
+        s.upsert_subscriber(&NewSubscriber {
+            locale: Some(Locale::Fr),
+            categories: vec!["Monde".into(), "Sport".into()],
+            ..active("a@example.com")
+        })
+        .unwrap();
+        s.upsert_subscriber(&new_sub("gone@example.com", SubscriberStatus::Unsubscribed))
+            .unwrap();
+        let a = s
+            .subscriber_by_email(&SubscriberEmail::parse("a@example.com").unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(s
+            .set_preferences(a.id, Some(Locale::En), &["Culture".into()], at(8, 0))
+            .unwrap());
+        let a2 = s.subscriber_by_id(a.id).unwrap().unwrap();
+        assert_eq!(
+            (a2.locale, a2.categories.clone()),
+            (Some(Locale::En), vec!["Culture".to_string()])
+        );
+        // No section: no preference (an import would have kept the old ones).
+        s.set_preferences(a.id, Some(Locale::En), &[], at(8, 1))
+            .unwrap();
+        assert!(s
+            .subscriber_by_id(a.id)
+            .unwrap()
+            .unwrap()
+            .categories
+            .is_empty());
+        let g = s
+            .subscriber_by_email(&SubscriberEmail::parse("gone@example.com").unwrap())
+            .unwrap()
+            .unwrap();
+        s.set_preferences(g.id, Some(Locale::En), &[], at(8, 2))
+            .unwrap();
+        assert_eq!(
+            s.subscriber_by_id(g.id).unwrap().unwrap().status,
+            SubscriberStatus::Unsubscribed
+        );
+        assert!(!s.set_preferences(999_999, None, &[], at(8, 3)).unwrap());
     }
 
     #[test]

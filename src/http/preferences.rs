@@ -1,0 +1,150 @@
+//! `GET /preferences?token=…`: the subscriber's language and sections in one
+//! form; `POST /preferences` saves them. Reached from the unsubscribe page
+//! ("rather change the language or the sections?") with the same signed token,
+//! so the link in every email leads here too. Saving never changes whether the
+//! address receives the newsletter: an unsubscribed reader stays unsubscribed.
+//! No section ticked means no preference: every section, in the order.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use maud::html;
+
+use super::unsubscribe::{resolve, subscriber_locale, token_in};
+use super::{page, pages, AppError, AppState, PageLocale, Problem};
+use crate::domain::{Locale, Subscriber, SubscriberStatus};
+
+/// The choices posted by the form.
+#[derive(Debug, Default, PartialEq)]
+struct Choice {
+    locale: Option<Locale>,
+    categories: Vec<String>,
+}
+
+impl Choice {
+    /// Parses the form; an unknown language or section is an error that names it.
+    fn parse(body: &[u8], offered: &[String]) -> Result<Choice, String> {
+        let mut c = Choice::default();
+        for (k, v) in url::form_urlencoded::parse(body) {
+            match k.as_ref() {
+                "locale" => {
+                    c.locale = Some(
+                        v.parse()
+                            .map_err(|_| format!("unknown language {:?}", v.as_ref()))?,
+                    )
+                }
+                "categories" => {
+                    if !offered.iter().any(|o| *o == v) {
+                        return Err(format!("unknown section {:?}", v.as_ref()));
+                    }
+                    if !c.categories.iter().any(|o| *o == v) {
+                        c.categories.push(v.into_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+}
+
+fn form(state: &AppState, locale: Locale, sub: &Subscriber, token: &str) -> maud::Markup {
+    let w = pages::words(locale);
+    let cats = state.cfg.categories();
+    let active = sub.status == SubscriberStatus::Active;
+    pages::layout(
+        locale,
+        state.brand(),
+        w.prefs_title,
+        html! {
+            div.box {
+                h1 { (w.prefs_title) }
+                p.sub { (w.prefs_ask) " " span.who { (pages::masked(sub.email.as_str())) } "." }
+                @if !active {
+                    p.err { (w.prefs_inactive) }
+                }
+                form method="post" action="preferences" id="preferences" {
+                    input type="hidden" name="token" value=(token);
+                    (pages::language_and_sections(w, locale, &cats, &sub.categories))
+                    button type="submit" { (w.prefs_button) }
+                }
+            }
+        },
+    )
+}
+
+/// The subscriber behind the token, or the page saying the link is no good.
+async fn subscriber(
+    state: &AppState,
+    token: Option<String>,
+    lang: PageLocale,
+) -> Result<Subscriber, AppError> {
+    resolve(state, token, lang).await?.ok_or_else(|| {
+        AppError::new(StatusCode::NOT_FOUND, lang.0, Problem::BadLink).for_brand(state.brand())
+    })
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    lang: PageLocale,
+    RawQuery(query): RawQuery,
+) -> Result<Response, AppError> {
+    let token = token_in(query.as_deref(), b"");
+    let sub = subscriber(&state, token.clone(), lang).await?;
+    let locale = subscriber_locale(&state, Some(&sub), lang);
+    Ok(page(
+        StatusCode::OK,
+        form(&state, locale, &sub, token.as_deref().unwrap_or("")),
+    ))
+}
+
+pub async fn save(
+    State(state): State<AppState>,
+    lang: PageLocale,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let token = token_in(None, &body);
+    let sub = subscriber(&state, token, lang).await?;
+    let locale = subscriber_locale(&state, Some(&sub), lang);
+    let choice = Choice::parse(&body, &state.cfg.categories()).map_err(|msg| {
+        AppError::new(StatusCode::BAD_REQUEST, locale, Problem::Invalid(msg))
+            .for_brand(state.brand())
+    })?;
+    let new_locale = choice.locale.or(sub.locale);
+    let (id, now) = (sub.id, state.now());
+    let categories = choice.categories;
+    state
+        .store(move |s| s.set_preferences(id, new_locale, &categories, now))
+        .await?;
+    tracing::info!(subscriber = id, "preferences saved");
+    let shown = new_locale.unwrap_or(locale);
+    let w = pages::words(shown);
+    Ok(page(
+        StatusCode::OK,
+        pages::message(shown, state.brand(), w.prefs_saved_title, w.prefs_saved),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_form_names_an_unknown_language_or_section_and_keeps_each_section_once() {
+        let offered = vec!["Monde".to_string(), "Économie".to_string()];
+        let c = Choice::parse(
+            "token=t&locale=en&categories=Monde&categories=%C3%89conomie&categories=Monde"
+                .as_bytes(),
+            &offered,
+        )
+        .unwrap();
+        assert_eq!(c.locale, Some(Locale::En));
+        assert_eq!(c.categories, ["Monde", "Économie"]);
+        let e = Choice::parse(b"locale=de", &offered).unwrap_err();
+        assert!(e.contains("\"de\""), "{e}");
+        let e = Choice::parse(b"categories=Sport", &offered).unwrap_err();
+        assert!(e.contains("\"Sport\""), "{e}");
+        assert_eq!(Choice::parse(b"", &offered).unwrap(), Choice::default());
+    }
+}
