@@ -1,5 +1,5 @@
 //! The service's pages in a real headless browser (Debian's chromium): the
-//! sign-up form and the unsubscribe button work when clicked. Skipped, with a
+//! sign-up form, the unsubscribe button and the preferences form work when clicked. Skipped, with a
 //! message, only when chromium is not installed (`scripts/test.sh` installs it).
 
 #[path = "support/app.rs"]
@@ -69,13 +69,8 @@ async fn the_sign_up_form_and_the_confirm_button_work_when_clicked() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_unsubscribe_button_works_when_clicked() {
-    let Some(bin) = browser::chromium() else {
-        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
-        return;
-    };
-    let app = app::start(Mail::File, "07:00").await;
+/// Marc, an active reader of the app, and his unsubscribe link.
+fn marc(app: &app::App) -> (SubscriberEmail, String) {
     let email = SubscriberEmail::parse("marc@example.org").unwrap();
     app.store
         .upsert_subscriber(&NewSubscriber {
@@ -93,7 +88,17 @@ async fn the_unsubscribe_button_works_when_clicked() {
         &app.cfg.list_id(),
         id,
     );
-    let url = app.url(&format!("/unsubscribe?token={token}"));
+    (email, app.url(&format!("/unsubscribe?token={token}")))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_unsubscribe_button_works_when_clicked() {
+    let Some(bin) = browser::chromium() else {
+        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let app = app::start(Mail::File, "07:00").await;
+    let (email, url) = marc(&app);
     let store = app.store.clone();
     let e = email.clone();
     tokio::task::spawn_blocking(move || {
@@ -119,4 +124,33 @@ async fn the_unsubscribe_button_works_when_clicked() {
             .status,
         SubscriberStatus::Unsubscribed
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_preferences_link_and_form_work_when_clicked() {
+    let Some(bin) = browser::chromium() else {
+        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let app = app::start(Mail::File, "07:00").await;
+    let (email, url) = marc(&app);
+    let section = app.cfg.categories()[0].clone();
+    let pick = section.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut b = browser::Browser::start(&bin);
+        b.goto(&url);
+        b.click("a[href^=preferences]");
+        b.wait_for("document.querySelector('#preferences') !== null");
+        b.eval("document.querySelector('#locale').value = 'en'");
+        b.click(&format!("input[name=categories][value='{pick}']"));
+        b.screenshot(&shots().join("preferences.png"));
+        b.click("button[type=submit]");
+        b.wait_for("document.body.innerText.includes('Preferences saved')");
+    })
+    .await
+    .unwrap();
+    let s = app.store.subscriber_by_email(&email).unwrap().unwrap();
+    assert_eq!(s.locale, Some(digestif::domain::Locale::En));
+    assert_eq!(s.categories, vec![section]);
+    assert_eq!(s.status, SubscriberStatus::Active, "still subscribed");
 }

@@ -168,12 +168,13 @@ impl Browser {
         self.call("Input.insertText", json!({"text": text}));
     }
 
-    /// Clicks the element's centre with real mouse events.
+    /// Clicks the element's centre with real mouse events (the centre of its first
+    /// line box: a link that wraps has empty space in the middle of its bounding box).
     pub fn click(&mut self, selector: &str) {
         let sel = serde_json::to_string(selector).unwrap();
         let rect = self.eval(&format!(
             "(() => {{ const e = document.querySelector({sel}); e.scrollIntoView({{block:'center'}}); \
-             const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+             const r = e.getClientRects()[0]; return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
         ));
         let (x, y) = (rect[0].as_f64().unwrap(), rect[1].as_f64().unwrap());
         for kind in ["mouseMoved", "mousePressed", "mouseReleased"] {
