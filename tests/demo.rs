@@ -1,0 +1,102 @@
+//! The README's first command, `digestif demo`, on a fresh folder: the example
+//! issue is built and archived, and every active example subscriber gets one
+//! complete message in the outbox, once, even when the demo is run again.
+
+use std::path::Path;
+use std::process::Command;
+
+use mail_parser::{MessageParser, MimeHeaders};
+
+const CSV: &str = include_str!("../subscribers.example.csv");
+
+/// The active addresses of the shipped example list.
+fn active_readers() -> Vec<String> {
+    let mut r = csv::Reader::from_reader(CSV.as_bytes());
+    let headers = r.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (email, status) = (col("email"), col("status"));
+    let mut out: Vec<String> = r
+        .records()
+        .map(|rec| rec.unwrap())
+        .filter(|rec| rec.get(status).unwrap_or("active") != "unsubscribed")
+        .map(|rec| rec[email].to_lowercase())
+        .collect();
+    out.sort();
+    out
+}
+
+fn demo(cwd: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_digestif"))
+        .arg("demo")
+        .current_dir(cwd)
+        .env_remove("DIGESTIF_CONFIG")
+        .env_remove("DIGESTIF_SECRET")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn outbox(cwd: &Path) -> Vec<Vec<u8>> {
+    let mut files: Vec<_> = std::fs::read_dir(cwd.join("digestif-demo/outbox"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .collect();
+    files.sort();
+    files.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+#[test]
+fn the_demo_builds_the_example_issue_and_mails_each_active_reader_once() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let issue = dir.path().join("digestif-demo/digests/2026-11-27");
+    for f in ["digest.json", "email.html", "email.txt"] {
+        assert!(issue.join(f).is_file(), "{f} not archived");
+    }
+
+    let readers = active_readers();
+    assert!(
+        readers.len() >= 3,
+        "the example list has readers: {readers:?}"
+    );
+    let mails = outbox(dir.path());
+    let mut to: Vec<String> = Vec::new();
+    for raw in &mails {
+        let m = MessageParser::default()
+            .parse(raw)
+            .expect("a parsable message");
+        to.push(
+            m.to()
+                .and_then(|a| a.first())
+                .and_then(|a| a.address())
+                .unwrap()
+                .to_lowercase(),
+        );
+        assert!(
+            m.body_text(0).is_some_and(|t| t.contains("2026")),
+            "no text part"
+        );
+        assert!(
+            m.body_html(0).is_some_and(|h| h.contains("<html")),
+            "no HTML part"
+        );
+        let unsub = m.header_raw("List-Unsubscribe").expect("List-Unsubscribe");
+        assert!(unsub.contains("/unsubscribe?token="), "{unsub}");
+        assert!(m
+            .content_type()
+            .is_some_and(|c| c.subtype() == Some("alternative")));
+    }
+    to.sort();
+    assert_eq!(to, readers, "one message per active reader");
+
+    // Run again: nobody gets the issue twice.
+    demo(dir.path());
+    assert_eq!(outbox(dir.path()).len(), mails.len());
+}
