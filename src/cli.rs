@@ -96,6 +96,10 @@ pub struct PreviewArgs {
     /// Build afresh even if the date is archived.
     #[arg(long)]
     pub rebuild: bool,
+    /// Show the email exactly as this subscriber gets it (their language, their
+    /// sections first, their name, their unsubscribe link) instead of the web version.
+    #[arg(long = "for", value_name = "EMAIL")]
+    pub for_reader: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -380,6 +380,62 @@ fn editor_and_preview_default_to_the_next_issue() {
     );
 }
 
+/// `preview --for` shows the email one reader gets: their language, their name,
+/// their sections first, their own unsubscribe link.
+#[test]
+fn preview_for_a_subscriber_shows_their_own_email() {
+    let site = two_feeds();
+    let o = site.run(&[
+        "subscribers",
+        "add",
+        "ann@example.org",
+        "--name",
+        "Ann",
+        "--locale",
+        "en",
+        "--categories",
+        "Économie",
+    ]);
+    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let o = site.run(&[
+        "preview",
+        "--date",
+        DATE,
+        "--now",
+        NOW,
+        "--format",
+        "text",
+        "--for",
+        "ann@example.org",
+    ]);
+    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("Hello Ann,"), "{text}");
+    assert!(
+        text.contains("/unsubscribe?token="),
+        "a personal link: {text}"
+    );
+    let (eco, world) = (text.find("ÉCONOMIE").unwrap(), text.find("MONDE").unwrap());
+    assert!(eco < world, "the reader's section comes first: {text}");
+    let public = stdout(&site.run(&["preview", "--date", DATE, "--now", NOW, "--format", "text"]));
+    assert!(
+        !public.contains("Hello Ann") && !public.contains("token="),
+        "{public}"
+    );
+
+    let o = site.run(&[
+        "preview",
+        "--date",
+        DATE,
+        "--now",
+        NOW,
+        "--for",
+        "nobody@example.org",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is not a subscriber"), "{}", stderr(&o));
+}
+
 #[test]
 fn a_story_sent_in_an_earlier_issue_is_not_repeated() {
     let site = two_feeds();

@@ -132,18 +132,19 @@ pub fn preview(config: Option<&Path>, a: &PreviewArgs) -> CmdResult {
             }
         }
     };
+    // The web version, or the email exactly as one subscriber gets it.
+    let render = || -> Result<crate::render::RenderedEmail, Failure> {
+        match &a.for_reader {
+            Some(who) => super::send::email_for(&cfg, &assets, &digest, who, now),
+            None => Ok(pipeline::render_public(&cfg, &assets, &digest)),
+        }
+    };
     let body = match a.format {
         PreviewFormat::Json => {
             serde_json::to_string_pretty(&digest).context("serialising the digest")? + "\n"
         }
-        PreviewFormat::Html | PreviewFormat::Text => {
-            let email = pipeline::render_public(&cfg, &assets, &digest);
-            if a.format == PreviewFormat::Html {
-                email.html
-            } else {
-                email.text
-            }
-        }
+        PreviewFormat::Html => render()?.html,
+        PreviewFormat::Text => render()?.text,
     };
     let out_path = match (&a.out, a.open) {
         (Some(p), _) => Some(p.clone()),
@@ -153,7 +154,7 @@ pub fn preview(config: Option<&Path>, a: &PreviewArgs) -> CmdResult {
     match &out_path {
         Some(p) => {
             let bytes = if a.open && a.format != PreviewFormat::Html {
-                pipeline::render_public(&cfg, &assets, &digest).html
+                render()?.html
             } else {
                 body
             };

@@ -195,6 +195,34 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
     }
 }
 
+/// The message body `subscriber` gets for `digest`, as `send` would build it.
+/// Without DIGESTIF_SECRET the links are signed with a placeholder secret.
+pub fn email_for(
+    cfg: &Config,
+    assets: &Assets,
+    digest: &Digest,
+    email: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<crate::render::RenderedEmail, Failure> {
+    let address =
+        SubscriberEmail::parse(email).map_err(|e| Failure::usage(anyhow::anyhow!("--for: {e}")))?;
+    let store = open_store(cfg)?;
+    let subscriber = store
+        .subscriber_by_email(&address)
+        .map_err(|e| Failure::job(anyhow::anyhow!("cannot read the subscribers: {e}")))?
+        .ok_or_else(|| {
+            Failure::usage(anyhow::anyhow!(
+                "--for: {email} is not a subscriber (see `digestif subscribers list`)"
+            ))
+        })?;
+    let secret = secret_for(cfg).unwrap_or_else(|_| {
+        eprintln!("note: DIGESTIF_SECRET is not set: the links carry a placeholder signature");
+        Secret::new(DEMO_SECRET)
+    });
+    let composer = DigestComposer::new(cfg, digest, assets, secret, now).map_err(Failure::usage)?;
+    Ok(composer.render_for(&subscriber).0)
+}
+
 pub fn lint(config: Option<&Path>, args: &DateArgs) -> CmdResult {
     let cfg = load_config(config)?;
     check_message_config(&cfg)?;
