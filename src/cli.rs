@@ -53,6 +53,9 @@ pub enum Command {
     Unsubscribe(UnsubscribeArgs),
     /// Run the service: daily schedule and HTTP (unsubscribe, sign-up, archive, health, metrics).
     Serve(ServeArgs),
+    /// Check a setup without sending anything: config, templates, sender and DKIM key,
+    /// secret, database, every source, and the SMTP server (connect, TLS, login).
+    Check,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,6 +9,7 @@ use crate::config::{self, Config};
 use crate::domain::today_in;
 
 pub mod build;
+pub mod check;
 pub mod demo;
 pub mod editor;
 pub mod send;
@@ -120,5 +121,6 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Ledger(a) => send::ledger(config, &a),
         Command::Unsubscribe(a) => send::unsubscribe(config, &a),
         Command::Serve(a) => serve::serve(config, &a),
+        Command::Check => check::check(config),
     }
 }

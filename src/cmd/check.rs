@@ -1,0 +1,134 @@
+//! `digestif check`: every part a send needs, tried once, nothing sent. One line
+//! per part ("ok" or "FAIL" and what to fix); exit 1 if any part failed.
+
+use std::path::Path;
+
+use crate::config::{Config, TransportKind};
+use crate::deliver::message::MessageFactory;
+use crate::deliver::transport;
+use crate::domain::SubscriberStatus;
+
+use super::send::{open_store, secret_for};
+use super::{load_config, runtime, CmdResult, Failure};
+
+/// One checked part: its name, and what was found or what is wrong.
+struct Line {
+    part: String,
+    result: Result<String, String>,
+}
+
+fn line(part: impl Into<String>, result: Result<String, String>) -> Line {
+    Line {
+        part: part.into(),
+        result,
+    }
+}
+
+pub fn check(config: Option<&Path>) -> CmdResult {
+    let cfg = load_config(config)?;
+    let mut lines = vec![line(
+        "config",
+        Ok(format!("{} source(s)", cfg.sources.len())),
+    )];
+    lines.push(line(
+        "templates",
+        crate::pipeline::assets(&cfg)
+            .map(|_| "theme and words read".to_string())
+            .map_err(|e| format!("{e:#}")),
+    ));
+    lines.push(line(
+        "sender",
+        MessageFactory::from_config(&cfg)
+            .map(|f| {
+                if f.signs() {
+                    "From and DKIM key read".to_string()
+                } else {
+                    "From read; no DKIM signing".to_string()
+                }
+            })
+            .map_err(|e| format!("{e:#}")),
+    ));
+    lines.push(line(
+        "secret",
+        if cfg.smtp.transport == TransportKind::File {
+            Ok("not needed with the file transport".to_string())
+        } else {
+            secret_for(&cfg)
+                .map(|_| "set".to_string())
+                .map_err(|e| format!("{:#}", e.error))
+        },
+    ));
+    lines.push(line("database", database(&cfg)));
+    let rt = runtime()?;
+    let (_, sources) = rt.block_on(crate::ingest::ingest(&cfg, crate::clock::now()));
+    for s in sources {
+        lines.push(line(
+            format!("source {:?}", s.name),
+            match s.error {
+                None => Ok(format!("{} item(s)", s.articles)),
+                Some(e) => Err(e),
+            },
+        ));
+    }
+    lines.push(line("delivery", rt.block_on(delivery(&cfg))));
+
+    let failed = lines.iter().filter(|l| l.result.is_err()).count();
+    for l in &lines {
+        match &l.result {
+            Ok(what) => println!("ok    {}: {what}", l.part),
+            Err(why) => println!("FAIL  {}: {why}", l.part),
+        }
+    }
+    if failed == 0 {
+        println!("everything a send needs works");
+        Ok(())
+    } else {
+        Err(Failure::job(anyhow::anyhow!(
+            "{failed} part(s) failed (the FAIL lines above say what to fix)"
+        )))
+    }
+}
+
+fn database(cfg: &Config) -> Result<String, String> {
+    let store = open_store(cfg).map_err(|e| format!("{:#}", e.error))?;
+    store.ping().map_err(|e| e.to_string())?;
+    let counts = store.count_by_status().map_err(|e| e.to_string())?;
+    let active = counts
+        .iter()
+        .find(|(s, _)| *s == SubscriberStatus::Active)
+        .map_or(0, |(_, n)| *n);
+    Ok(format!("{active} active subscriber(s)"))
+}
+
+/// The outbox folder is writable, or the SMTP server takes a session (TLS and
+/// login as configured) that ends with QUIT, no mail.
+async fn delivery(cfg: &Config) -> Result<String, String> {
+    let t = transport::from_config(cfg).map_err(|e| format!("{e:#}"))?;
+    if cfg.smtp.transport == TransportKind::File {
+        let dir = cfg.resolve(&cfg.smtp.file_dir);
+        let probe = dir.join(".digestif-check");
+        std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(&probe, b"check"))
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+        return Ok(format!(
+            "{} is writable (file transport: nothing is mailed)",
+            t.describe()
+        ));
+    }
+    let c = t
+        .connect()
+        .await
+        .map_err(|e| format!("{}: {}", t.describe(), e.message))?;
+    c.close().await;
+    Ok(format!(
+        "{} takes a session (tls = {:?}{})",
+        t.describe(),
+        cfg.smtp.tls,
+        if cfg.smtp.username.is_some() {
+            ", logged in"
+        } else {
+            ""
+        }
+    ))
+}
