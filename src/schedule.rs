@@ -353,12 +353,7 @@ impl Scheduler {
         pipeline: Arc<dyn IssuePipeline>,
         metrics: Arc<Metrics>,
     ) -> Scheduler {
-        let holder = format!(
-            "{}-{}-{:08x}",
-            hostname_hint(),
-            std::process::id(),
-            rand::random::<u32>()
-        );
+        let holder = lease_holder("serve");
         Scheduler {
             cfg,
             store,
@@ -450,7 +445,7 @@ impl Scheduler {
                 }
             }
         }
-        let lease = format!("issue:{date}");
+        let lease = issue_lease(date);
         let lease_len = Duration::seconds(self.cfg.schedule.lease_seconds.max(5) as i64);
         if !self.lease(&lease, now, now + lease_len).await? {
             return Ok(RunOutcome::Busy(date));
@@ -602,11 +597,11 @@ impl Scheduler {
 
     async fn lease(&self, name: &str, now: DateTime<Utc>, until: DateTime<Utc>) -> Result<bool> {
         let (store, name, holder) = (self.store.clone(), name.to_string(), self.holder.clone());
-        Ok(
-            tokio::task::spawn_blocking(move || store.try_lease(&name, &holder, now, until))
-                .await
-                .context("store task panicked")??,
-        )
+        Ok(tokio::task::spawn_blocking(move || {
+            take_lease(store.as_ref(), &name, &holder, now, until)
+        })
+        .await
+        .context("store task panicked")??)
     }
 
     async fn release(&self, name: &str) {
@@ -678,6 +673,65 @@ fn next_pass(plan: &Plan, last: &RunRecord, date: NaiveDate) -> Option<DateTime<
     }
 }
 
+/// A name for this process in leases: what it is, the host, the pid, a random tag.
+pub fn lease_holder(kind: &str) -> String {
+    format!(
+        "{kind}-{}-{}-{:08x}",
+        hostname_hint(),
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Takes the lease `name` for `holder` until `until`, as [`Store::try_lease`];
+/// when another holder has it, and that holder is a process of this machine
+/// that is gone (killed, crashed), takes it over at once instead of waiting for
+/// it to expire: a restart resumes the issue right away.
+pub fn take_lease(
+    store: &dyn Store,
+    name: &str,
+    holder: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> crate::store::StoreResult<bool> {
+    if store.try_lease(name, holder, now, until)? {
+        return Ok(true);
+    }
+    match store.lease_holder(name)? {
+        Some(old) if holder_is_gone(&old) => {
+            tracing::warn!(lease = name, holder = %old, "taking over the lease of a process that is gone");
+            store.release_lease(name, &old)?;
+            store.try_lease(name, holder, now, until)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Whether `holder` (as [`lease_holder`] writes it) names a process of this host
+/// that no longer runs. False whenever that cannot be known (another host, no /proc).
+fn holder_is_gone(holder: &str) -> bool {
+    let mut right = holder.rsplitn(3, '-');
+    let (Some(_tag), Some(pid), Some(rest)) = (right.next(), right.next(), right.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    let Some((_kind, host)) = rest.split_once('-') else {
+        return false;
+    };
+    let proc = std::path::Path::new("/proc");
+    host == hostname_hint()
+        && pid != std::process::id()
+        && proc.join("self").exists()
+        && !proc.join(pid.to_string()).exists()
+}
+
+/// The lease that makes one process at a time send the issue of `date`.
+pub fn issue_lease(date: NaiveDate) -> String {
+    format!("issue:{date}")
+}
+
 fn hostname_hint() -> String {
     std::env::var("HOSTNAME")
         .ok()
@@ -690,6 +744,44 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use chrono_tz::{America, Asia, Europe};
+
+    #[test]
+    fn a_lease_left_by_a_dead_local_process_is_taken_over_a_live_or_remote_one_is_not() {
+        let store = crate::store::SqliteStore::open_in_memory().unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 27, 6, 0, 0).unwrap();
+        let until = now + Duration::minutes(5);
+        let host = hostname_hint();
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let holders = [
+            (format!("send-{host}-{dead_pid}-0000abcd"), true),
+            (format!("send-{host}-{}-0000abcd", live.id()), false),
+            (
+                format!("serve-elsewhere.example-{dead_pid}-0000abcd"),
+                false,
+            ),
+            ("garbage".to_string(), false),
+        ];
+        for (i, (old, taken)) in holders.iter().enumerate() {
+            let name = format!("issue:test-{i}");
+            assert!(store.try_lease(&name, old, now, until).unwrap());
+            let got = take_lease(&store, &name, "serve-me-1-00000001", now, until).unwrap();
+            assert_eq!(got, *taken, "holder {old}");
+            let want = if *taken {
+                "serve-me-1-00000001"
+            } else {
+                old.as_str()
+            };
+            assert_eq!(store.lease_holder(&name).unwrap().as_deref(), Some(want));
+        }
+        live.kill().unwrap();
+        let _ = live.wait();
+    }
 
     fn plan(time: &str) -> Plan {
         Plan {

@@ -638,6 +638,9 @@ mod send_loop {
         fn release_lease(&self, _: &str, _: &str) -> StoreResult<()> {
             unimplemented!()
         }
+        fn lease_holder(&self, _: &str) -> StoreResult<Option<String>> {
+            unimplemented!()
+        }
         fn record_run(&self, _: &RunRecord) -> StoreResult<()> {
             unimplemented!()
         }

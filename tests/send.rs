@@ -209,3 +209,64 @@ fn a_dry_run_checks_the_issue_without_a_secret_but_a_real_send_needs_one() {
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert_eq!(server.count(), 0);
 }
+
+/// One sender per issue across processes: a second `send` while the first runs
+/// (or while `serve` holds the issue) does nothing, and says so; nobody gets two
+/// copies; the lease is released at the end.
+#[test]
+fn a_second_send_of_the_same_issue_while_one_runs_does_nothing_and_says_so() {
+    let server = SmtpServer::start(&["--delay-ms", "40"]);
+    let site = Site::new(&server, "", 20);
+    let first = digestif_cmd(&site.config(), &["send", "--date", DATE, "--now", NOW])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    server.wait_for(1, std::time::Duration::from_secs(30));
+    let second = site.send(&[]);
+    assert_eq!(second.status.code(), Some(1), "{}", show(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("being sent by another process"),
+        "{}",
+        show(&second)
+    );
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", show(&first));
+    let mut want: Vec<String> = (1..=20).map(|i| format!("r{i}@example.com")).collect();
+    want.sort();
+    let mut got = recipients(&server);
+    got.sort();
+    assert_eq!(got, want, "each reader exactly once");
+
+    // Released: the next send runs (and has nothing left to send).
+    let again = site.send(&[]);
+    assert_eq!(again.status.code(), Some(0), "{}", show(&again));
+    assert_eq!(server.count(), 20);
+}
+
+#[test]
+fn a_send_waits_for_nobody_when_serve_holds_the_issue_and_leaves_the_ledger_alone() {
+    use digestif::store::{SqliteStore, Store};
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server, "", 3);
+    let store = SqliteStore::open(&site.dir.path().join("digestif.db")).unwrap();
+    let now = digestif::clock::now();
+    let lease = format!("issue:{DATE}");
+    assert!(store
+        .try_lease(
+            &lease,
+            "serve-elsewhere",
+            now,
+            now + chrono::Duration::hours(1)
+        )
+        .unwrap());
+    let out = site.send(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(server.count(), 0);
+    let date = chrono::NaiveDate::parse_from_str(DATE, "%Y-%m-%d").unwrap();
+    assert_eq!(store.ledger_counts(date).unwrap().sending, 0);
+    store.release_lease(&lease, "serve-elsewhere").unwrap();
+    let out = site.send(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(server.count(), 3);
+}

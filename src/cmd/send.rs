@@ -155,6 +155,9 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
     }
 
     let store = open_store(&cfg)?;
+    // One sender per issue across processes: the scheduler of `serve` takes the
+    // same lease. Rows in flight in another process must not look "in doubt" here.
+    let _lease = IssueLease::take(&cfg, store.clone(), digest.date)?;
     let report = rt.block_on(send::send_issue(SendJob {
         cfg: &cfg,
         store,
@@ -221,6 +224,81 @@ pub fn email_for(
     });
     let composer = DigestComposer::new(cfg, digest, assets, secret, now).map_err(Failure::usage)?;
     Ok(composer.render_for(&subscriber).0)
+}
+
+/// `issue:<date>` held while `send` runs, renewed from its own thread every third
+/// of `[schedule] lease_seconds` (a killed process loses it after that), released
+/// when dropped.
+struct IssueLease {
+    store: Arc<dyn Store>,
+    name: String,
+    holder: String,
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    renew: Option<std::thread::JoinHandle<()>>,
+}
+
+impl IssueLease {
+    fn take(
+        cfg: &Config,
+        store: Arc<dyn Store>,
+        date: chrono::NaiveDate,
+    ) -> Result<IssueLease, Failure> {
+        let name = crate::schedule::issue_lease(date);
+        let holder = crate::schedule::lease_holder("send");
+        let len = chrono::Duration::seconds(cfg.schedule.lease_seconds.max(5) as i64);
+        let now = crate::clock::now();
+        let taken = crate::schedule::take_lease(store.as_ref(), &name, &holder, now, now + len)
+            .map_err(|e| Failure::job(anyhow::anyhow!("cannot take the send lease: {e}")))?;
+        if !taken {
+            return Err(Failure::job(anyhow::anyhow!(
+                "the issue of {date} is being sent by another process (`digestif serve` or \
+                 another `digestif send`): nothing done here. Its progress: `digestif ledger --date {date}`"
+            )));
+        }
+        let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let renew = {
+            let (store, name, holder, stop) =
+                (store.clone(), name.clone(), holder.clone(), stop.clone());
+            let every = len.to_std().unwrap_or_default() / 3;
+            std::thread::spawn(move || {
+                let (lock, cv) = &*stop;
+                let mut stopped = lock.lock().expect("lease lock");
+                // The flag is checked before each wait: a stop that came before
+                // this thread first waited is not missed.
+                while !*stopped {
+                    let (guard, waited) = cv.wait_timeout(stopped, every).expect("lease lock");
+                    stopped = guard;
+                    if *stopped || !waited.timed_out() {
+                        continue;
+                    }
+                    let now = crate::clock::now();
+                    if !matches!(store.try_lease(&name, &holder, now, now + len), Ok(true)) {
+                        tracing::error!(lease = %name, "could not renew the send lease");
+                    }
+                }
+            })
+        };
+        Ok(IssueLease {
+            store,
+            name,
+            holder,
+            stop,
+            renew: Some(renew),
+        })
+    }
+}
+
+impl Drop for IssueLease {
+    fn drop(&mut self) {
+        *self.stop.0.lock().expect("lease lock") = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.renew.take() {
+            let _ = t.join();
+        }
+        if self.store.release_lease(&self.name, &self.holder).is_err() {
+            tracing::warn!("could not release the send lease; it expires on its own");
+        }
+    }
 }
 
 pub fn lint(config: Option<&Path>, args: &DateArgs) -> CmdResult {

@@ -156,6 +156,9 @@ impl Store for ZoneGate {
     fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
         self.inner.release_lease(name, holder)
     }
+    fn lease_holder(&self, name: &str) -> StoreResult<Option<String>> {
+        self.inner.lease_holder(name)
+    }
     fn record_run(&self, run: &RunRecord) -> StoreResult<()> {
         self.inner.record_run(run)
     }

@@ -218,6 +218,8 @@ pub trait Store: Send + Sync {
         until: DateTime<Utc>,
     ) -> StoreResult<bool>;
     fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
+    /// Who holds the lease `name` now (expired or not), if anyone.
+    fn lease_holder(&self, name: &str) -> StoreResult<Option<String>>;
 
     // ---- runs (for health and metrics)
     fn record_run(&self, run: &RunRecord) -> StoreResult<()>;

@@ -916,6 +916,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn lease_holder(&self, name: &str) -> StoreResult<Option<String>> {
+        self.conn()
+            .prepare_cached("SELECT holder FROM leases WHERE name = ?1")
+            .map_err(db)?
+            .query_row([name], |r| r.get(0))
+            .optional()
+            .map_err(db)
+    }
+
     fn record_run(&self, run: &RunRecord) -> StoreResult<()> {
         self.conn()
             .prepare_cached(
