@@ -263,10 +263,17 @@ fn a_send_waits_for_nobody_when_serve_holds_the_issue_and_leaves_the_ledger_alon
     let out = site.send(&[]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert_eq!(server.count(), 0);
+    let ledger = stdout(&site.run(&["ledger", "--date", DATE]));
+    assert!(ledger.contains("being sent by serve-elsewhere"), "{ledger}");
     let date = chrono::NaiveDate::parse_from_str(DATE, "%Y-%m-%d").unwrap();
     assert_eq!(store.ledger_counts(date).unwrap().sending, 0);
     store.release_lease(&lease, "serve-elsewhere").unwrap();
     let out = site.send(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(server.count(), 3);
+    let ledger = stdout(&site.run(&["ledger", "--date", DATE]));
+    assert!(
+        !ledger.contains("being sent"),
+        "released at the end: {ledger}"
+    );
 }

@@ -348,6 +348,12 @@ pub fn ledger(config: Option<&Path>, args: &LedgerArgs) -> CmdResult {
         "{date}: pending {}, sending {}, sent {}, failed {}",
         c.pending, c.sending, c.sent, c.failed
     );
+    if let Some(holder) = store
+        .lease_holder(&crate::schedule::issue_lease(date))
+        .context("cannot read the leases")?
+    {
+        println!("being sent by {holder}");
+    }
     for (a, e) in store
         .ledger_failures(date)
         .context("cannot read the ledger")?
