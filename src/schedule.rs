@@ -722,6 +722,7 @@ fn holder_is_gone(holder: &str) -> bool {
     };
     let proc = std::path::Path::new("/proc");
     host == hostname_hint()
+        && host != UNKNOWN_HOST
         && pid != std::process::id()
         && proc.join("self").exists()
         && !proc.join(pid.to_string()).exists()
@@ -732,12 +733,17 @@ pub fn issue_lease(date: NaiveDate) -> String {
     format!("issue:{date}")
 }
 
+/// This machine's name: $HOSTNAME, else the kernel's, else "host" (unknown).
 fn hostname_hint() -> String {
     std::env::var("HOSTNAME")
         .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into())
+        .unwrap_or_else(|| UNKNOWN_HOST.into())
 }
+
+const UNKNOWN_HOST: &str = "host";
 
 #[cfg(test)]
 mod tests {
