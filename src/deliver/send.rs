@@ -691,8 +691,19 @@ pub async fn deliver_ledger(
             let marked = blocking(move || s.ledger_record_and_mark(date, &outcomes, &ids, when))
                 .await
                 .context("cannot record outcomes and mark rows in the ledger")?;
+            let refused = marked.iter().any(|ok| !ok);
             for ((_, reply), ok) in marks.drain(..).zip(marked) {
                 let _ = reply.send(ok);
+            }
+            if refused {
+                // A row was refused (unsubscribed, taken by another sender, or the
+                // service is stopping): what was read ahead may be stale too. Read
+                // it again from the same place rather than stage it for nothing.
+                if let Some(first) = ahead.front() {
+                    after = first.subscriber.id - 1;
+                }
+                ahead.clear();
+                exhausted = false;
             }
             count_outcomes(&mut totals, &finished);
             if let Some(b) = &bar {
@@ -957,6 +968,8 @@ mod tests {
         pending_at_stage: Arc<AtomicU64>,
         pending_at_finish: Arc<AtomicU64>,
         most_sending: Arc<AtomicU64>,
+        /// Raise this flag once this many messages are staged.
+        raise: Option<(usize, Arc<std::sync::atomic::AtomicBool>)>,
     }
     impl Staging {
         fn id(msg: &Outgoing) -> i64 {
@@ -978,6 +991,11 @@ mod tests {
                     self.pending_at_stage.fetch_add(1, Ordering::SeqCst);
                 }
                 self.staged.lock().unwrap().push(id);
+                if let Some((n, flag)) = &self.raise {
+                    if self.staged.lock().unwrap().len() >= *n {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                }
                 if self.steal == Some(id) {
                     let took = self
                         .store
@@ -1020,6 +1038,7 @@ mod tests {
             pending_at_stage: Arc::default(),
             pending_at_finish: Arc::default(),
             most_sending: Arc::default(),
+            raise: None,
         }
     }
 
@@ -1076,5 +1095,49 @@ mod tests {
         // Still the other sender's: in `sending`, not recorded by this run.
         let counts = store.ledger_counts(date).unwrap();
         assert_eq!((counts.sent, counts.sending, counts.pending), (9, 1, 0));
+    }
+
+    /// The service stops while a pass runs (its store gate refuses every mark from
+    /// then on): the loop reads again, gets nothing, and stages no more messages
+    /// than were already under way.
+    #[test]
+    fn once_the_gate_stops_nothing_more_is_staged() {
+        use crate::schedule::{gate::ZoneGate, Plan};
+        use std::sync::atomic::AtomicBool;
+        let (_dir, store) = store_with((0..40).map(|i| format!("r{i}@example.com")));
+        let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let plan = Plan {
+            send_time: chrono::NaiveTime::from_hms_opt(7, 0, 0).unwrap(),
+            timezone: chrono_tz::Europe::Paris,
+            catch_up: chrono::Duration::hours(3),
+            zones: vec![],
+        };
+        let gate: Arc<dyn Store> = Arc::new(ZoneGate {
+            inner: store.clone(),
+            due: plan.due_filter(date, crate::clock::now()),
+            stop: stop.clone(),
+        });
+        let t = Staging {
+            raise: Some((5, stop.clone())),
+            ..staging(&store, date, None)
+        };
+        let report = single_thread_runtime()
+            .unwrap()
+            .block_on(deliver_ledger(
+                gate,
+                date,
+                Arc::new(Plain),
+                Arc::new(Cloning(t.clone())),
+                &options(2, None),
+                crate::clock::now(),
+            ))
+            .unwrap();
+        let staged = t.staged.lock().unwrap().len();
+        assert!(staged < 20, "{staged} messages staged after the stop");
+        let counts = store.ledger_counts(date).unwrap();
+        assert_eq!(counts.sending, 0, "nothing left in sending");
+        assert_eq!(counts.sent, report.sent);
+        assert_eq!(counts.pending + counts.sent, 40);
     }
 }
