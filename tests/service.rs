@@ -576,6 +576,10 @@ async fn the_archive_lists_past_issues_newest_first_without_personal_data() {
         "dates in the reader's words: {body}"
     );
     assert!(
+        body.contains(r#"<link rel="alternate" type="application/atom+xml" title="L'Essentiel" href="archive/feed.xml">"#),
+        "the feed is announced: {body}"
+    );
+    assert!(
         !body.contains("2026-11-28"),
         "an issue is not shown before its send time"
     );

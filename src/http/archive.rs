@@ -55,10 +55,11 @@ pub async fn index(State(state): State<AppState>, lang: PageLocale) -> Result<Re
         .await
         .map_err(|e| e.in_locale(locale).for_brand(state.brand()))?;
     let w = pages::words(locale);
-    let markup = pages::layout(
+    let markup = pages::layout_with_feed(
         locale,
         state.brand(),
         w.archive_title,
+        Some("archive/feed.xml"),
         html! {
             h1 { (w.archive_title) }
             @if issues.is_empty() {

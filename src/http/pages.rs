@@ -195,6 +195,17 @@ a{color:var(--accent)}
 
 /// The page frame: `lang`, viewport, the newsletter's name as a masthead.
 pub fn layout(locale: Locale, brand: &str, title: &str, body: Markup) -> Markup {
+    layout_with_feed(locale, brand, title, None, body)
+}
+
+/// [`layout`], announcing an Atom feed (relative `href`) to browsers and feed readers.
+pub fn layout_with_feed(
+    locale: Locale,
+    brand: &str,
+    title: &str,
+    feed: Option<&str>,
+    body: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang=(locale.code()) {
@@ -204,6 +215,9 @@ pub fn layout(locale: Locale, brand: &str, title: &str, body: Markup) -> Markup 
                 meta name="robots" content="noindex";
                 meta name="color-scheme" content="light dark";
                 title { (title) " · " (brand) }
+                @if let Some(href) = feed {
+                    link rel="alternate" type="application/atom+xml" title=(brand) href=(href);
+                }
                 style { (PreEscaped(CSS)) }
             }
             body {
