@@ -2,6 +2,9 @@
 //! issue is built and archived, and every active example subscriber gets one
 //! complete message in the outbox, once, even when the demo is run again.
 
+#[path = "support/app.rs"]
+mod app;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -42,14 +45,7 @@ fn demo(cwd: &Path) {
 }
 
 fn outbox(cwd: &Path) -> Vec<Vec<u8>> {
-    let mut files: Vec<_> = std::fs::read_dir(cwd.join("digestif-demo/outbox"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-        .collect();
-    files.sort();
-    files.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    app::eml_files(&cwd.join("digestif-demo/outbox"))
 }
 
 #[test]

@@ -644,25 +644,23 @@ pub async fn deliver_ledger(
         // When to go to the store: once half the connections wait for a mark (the
         // servers are still reading their messages), at once if every task waits,
         // after GATHER at the latest; outcomes alone when nothing else is coming.
-        let waiting_since = *first_mark.get_or_insert_with(Instant::now);
         if marks.is_empty() {
             first_mark = None;
+        } else if first_mark.is_none() {
+            first_mark = Some(Instant::now());
         }
-        let commit = (!marks.is_empty()
-            && (marks.len() >= gather_target
-                || marks.len() >= in_flight
-                || waiting_since.elapsed() >= GATHER))
-            || (!finished.is_empty() && (in_flight == 0 || finished.len() >= 256));
+        let commit = first_mark.is_some_and(|since| {
+            marks.len() >= gather_target || marks.len() >= in_flight || since.elapsed() >= GATHER
+        }) || (!finished.is_empty() && (in_flight == 0 || finished.len() >= 256));
         if !commit && batch.is_empty() {
             if in_flight == 0 && finished.is_empty() && marks.is_empty() {
                 break;
             }
             // Every slot is busy (or nothing is left): wait for news.
-            let until = if marks.is_empty() {
-                Instant::now() + Duration::from_secs(3600)
-            } else {
-                waiting_since + GATHER
-            };
+            let until = first_mark.map_or_else(
+                || Instant::now() + Duration::from_secs(3600),
+                |since| since + GATHER,
+            );
             tokio::select! {
                 ev = tokio::time::timeout_at(until, events_rx.recv()) => match ev {
                     Ok(Some(Event::Mark(id, reply))) => marks.push((id, reply)),

@@ -312,6 +312,19 @@ pub fn page(status: StatusCode, markup: maud::Markup) -> Response {
     (status, Html(markup.into_string())).into_response()
 }
 
+/// 200 and a page with a title and one paragraph: what an action did.
+pub fn done_page(
+    state: &AppState,
+    locale: crate::domain::Locale,
+    title: &str,
+    text: &str,
+) -> Response {
+    page(
+        StatusCode::OK,
+        pages::message(locale, state.brand(), title, text),
+    )
+}
+
 // ---------------------------------------------------------------------------
 // Tokens: the signing lives in `crate::deliver::token` (HMAC under
 // `config::Secret`, checked in constant time); these are the only places the

@@ -26,6 +26,7 @@ impl Choice {
     /// Parses the form; an unknown language or section is an error that names it.
     fn parse(body: &[u8], offered: &[String]) -> Result<Choice, String> {
         let mut c = Choice::default();
+        let mut ticked = Vec::new();
         for (k, v) in url::form_urlencoded::parse(body) {
             match k.as_ref() {
                 "locale" => {
@@ -34,17 +35,11 @@ impl Choice {
                             .map_err(|_| format!("unknown language {:?}", v.as_ref()))?,
                     )
                 }
-                "categories" => {
-                    if !offered.iter().any(|o| *o == v) {
-                        return Err(format!("unknown section {:?}", v.as_ref()));
-                    }
-                    if !c.categories.iter().any(|o| *o == v) {
-                        c.categories.push(v.into_owned());
-                    }
-                }
+                "categories" => ticked.push(v.into_owned()),
                 _ => {}
             }
         }
+        c.categories = super::subscribe::offered_sections(&ticked, offered)?;
         Ok(c)
     }
 }
@@ -120,9 +115,11 @@ pub async fn save(
     tracing::info!(subscriber = id, "preferences saved");
     let shown = new_locale.unwrap_or(locale);
     let w = pages::words(shown);
-    Ok(page(
-        StatusCode::OK,
-        pages::message(shown, state.brand(), w.prefs_saved_title, w.prefs_saved),
+    Ok(super::done_page(
+        &state,
+        shown,
+        w.prefs_saved_title,
+        w.prefs_saved,
     ))
 }
 

@@ -22,6 +22,24 @@ use super::{page, pages, AppError, AppState, ClientAddr, PageLocale, Problem, To
 use crate::domain::{Locale, SubscriberEmail, SubscriberStatus};
 use crate::store::{NewSubscriber, PendingSignup};
 
+/// The sections a form ticked, each once, in order; one the newsletter does not
+/// offer is an error that names it.
+pub(super) fn offered_sections(
+    chosen: &[String],
+    offered: &[String],
+) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in chosen {
+        if !offered.contains(c) {
+            return Err(format!("unknown section {c:?}"));
+        }
+        if !out.contains(c) {
+            out.push(c.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// What the visitor typed, kept to fill the form again after an error.
 #[derive(Debug, Default, Clone)]
 pub struct SignupForm {
@@ -60,15 +78,7 @@ impl SignupForm {
         if name.chars().count() > 100 {
             return Err("the name is longer than 100 characters".into());
         }
-        let mut categories = Vec::new();
-        for c in &self.categories {
-            if !offered.contains(c) {
-                return Err(format!("unknown section {c:?}"));
-            }
-            if !categories.contains(c) {
-                categories.push(c.clone());
-            }
-        }
+        let categories = offered_sections(&self.categories, offered)?;
         Ok(NewSubscriber {
             email,
             name: (!name.is_empty()).then(|| name.to_string()),
@@ -204,9 +214,11 @@ pub async fn submit(
                 .for_brand(state.brand())
         })?;
     state.metrics.signup();
-    Ok(page(
-        StatusCode::OK,
-        pages::message(locale, state.brand(), w.check_inbox_title, w.check_inbox),
+    Ok(super::done_page(
+        &state,
+        locale,
+        w.check_inbox_title,
+        w.check_inbox,
     ))
 }
 
@@ -306,9 +318,11 @@ pub async fn confirm(
         None => return Err(token_error(&state, locale, TokenProblem::Expired)),
     }
     let w = pages::words(locale);
-    Ok(page(
-        StatusCode::OK,
-        pages::message(locale, state.brand(), w.confirmed_title, w.confirmed),
+    Ok(super::done_page(
+        &state,
+        locale,
+        w.confirmed_title,
+        w.confirmed,
     ))
 }
 

@@ -113,9 +113,11 @@ pub async fn act(
         }
     }
     let w = pages::words(locale);
-    Ok(page(
-        StatusCode::OK,
-        pages::message(locale, state.brand(), w.unsub_done_title, w.unsub_done),
+    Ok(super::done_page(
+        &state,
+        locale,
+        w.unsub_done_title,
+        w.unsub_done,
     ))
 }
 
