@@ -197,37 +197,16 @@ mod smtp_transport {
 /// with a certificate made for the test and trusted through `smtp.ca_file`.
 mod tls {
     use super::*;
-    use std::path::PathBuf;
+    use support::cert::Cert;
 
-    struct Cert {
-        _dir: tempfile::TempDir,
-        cert: PathBuf,
-        key: PathBuf,
-    }
-
-    /// A self-signed certificate for "localhost", as PEM files.
     fn localhost_cert() -> Cert {
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let cert = dir.path().join("cert.pem");
-        let key = dir.path().join("key.pem");
-        std::fs::write(&cert, ck.cert.pem()).unwrap();
-        std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
-        Cert {
-            _dir: dir,
-            cert,
-            key,
-        }
+        Cert::localhost()
     }
 
     fn server(mode: &str, c: &Cert) -> SmtpServer {
-        SmtpServer::start(&[
-            mode,
-            "--tls-cert",
-            c.cert.to_str().unwrap(),
-            "--tls-key",
-            c.key.to_str().unwrap(),
-        ])
+        let mut flags = vec![mode];
+        flags.extend(c.flags());
+        SmtpServer::start(&flags)
     }
 
     fn transport(port: u16, tls: TlsMode, roots: Option<&Cert>) -> SmtpTransport {

@@ -1,5 +1,6 @@
 //! Test harness: a real SMTP server (aiosmtpd, in Python) on a free loopback
-//! port, with fault modes, writing every message it accepts to a folder.
+//! port, with fault modes, writing every message it accepts to a folder; and a
+//! scripted server of our own (`scripted_smtp.py`) for what aiosmtpd cannot do.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cert;
 pub mod site;
 
 /// A running SMTP server; killed when dropped.
@@ -34,8 +36,10 @@ impl Received {
     }
 }
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py")
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(name)
 }
 
 /// Installs the Python `packages` with pip unless `import` already succeeds
@@ -72,9 +76,20 @@ impl SmtpServer {
     /// `--drop-after N`, `--delay-ms D`, `--pipelining`) and waits until it accepts connections.
     pub fn start(flags: &[&str]) -> SmtpServer {
         ensure_aiosmtpd();
+        SmtpServer::spawn("smtp_server.py", flags)
+    }
+
+    /// Starts the scripted server (`tests/support/scripted_smtp.py`, standard library
+    /// only) with its flags (`--mode starttls`, `--reply MAIL=553 …`, `--no-pipelining`,
+    /// `--close-after N`, `--inject-after-starttls LINE`…; see the script's doc).
+    pub fn scripted(flags: &[&str]) -> SmtpServer {
+        SmtpServer::spawn("scripted_smtp.py", flags)
+    }
+
+    fn spawn(name: &str, flags: &[&str]) -> SmtpServer {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new("python3")
-            .arg(script())
+            .arg(script(name))
             .arg("--out")
             .arg(dir.path())
             .args(flags)
@@ -89,13 +104,27 @@ impl SmtpServer {
         let port: u16 = line
             .trim()
             .parse()
-            .unwrap_or_else(|_| panic!("SMTP server did not print its port: {line:?}"));
+            .unwrap_or_else(|_| panic!("{name} did not print its port: {line:?}"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "SMTP server never accepted");
             std::thread::sleep(Duration::from_millis(20));
         }
         SmtpServer { child, port, dir }
+    }
+
+    /// The scripted server's session log: one line per command (`C > LINE`), reply
+    /// (`C < LINE`) and event (`C ! EVENT`), C numbering the connections from 1.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("session.log")).unwrap_or_default()
+    }
+
+    /// The events (`C ! EVENT`) of the scripted server's log, without the connection number.
+    pub fn events(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|l| l.split_once(" ! ").map(|(_, e)| e.to_string()))
+            .collect()
     }
 
     /// Messages accepted so far, in arrival order.
