@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod articles;
+pub mod bounces;
 pub mod cli;
 pub mod clock;
 pub mod cmd;

@@ -1,0 +1,16 @@
+//! Bounces and complaints: what comes back after a message left.
+//!
+//! A relay accepts almost every message and reports failures later, by mail, to the
+//! envelope sender: delivery status notifications (RFC 3464) and feedback-loop
+//! complaints (RFC 5965). This module reads one such message ([`report`], pure),
+//! names the subscriber and issue it is about from the signed VERP return path
+//! ([`verp`], never from the report's own contents), and decides what it changes
+//! ([`rules`], pure). Reading mailboxes and the store are at the edges.
+
+pub mod report;
+pub mod rules;
+pub mod verp;
+
+pub use report::{parse, Action, EventKind, Parsed, Report, StatusCode};
+pub use rules::{Decision, Rules};
+pub use verp::{ReturnPath, Tag, TagCheck};
