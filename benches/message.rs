@@ -25,6 +25,7 @@ fn example_config() -> Config {
 fn subscriber(id: i64) -> Subscriber {
     Subscriber {
         id,
+        link_key: Default::default(),
         email: SubscriberEmail::parse(&format!("reader{id}@bench.example.com"))
             .expect("valid address"),
         name: Some(format!("Reader {id}")),

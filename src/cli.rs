@@ -185,8 +185,12 @@ pub enum SubscribersCmd {
         #[arg(long)]
         timezone: Option<String>,
     },
-    /// Remove a subscriber and their ledger rows.
+    /// Remove a subscriber and their ledger rows; a keyed hash of the address is
+    /// kept so that no import or `add` brings it back.
     Remove { email: String },
+    /// Erase everything about an address (on the person's request); only a keyed
+    /// hash is kept, so that no import brings it back.
+    Forget { email: String },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -63,6 +63,8 @@ pub struct Config {
     pub server: Server,
     #[serde(default)]
     pub schedule: Schedule,
+    #[serde(default)]
+    pub secrets: Secrets,
     /// Folder the config file lives in; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -96,6 +98,21 @@ pub struct Newsletter {
     /// Categories offered at sign-up; defaults to the sources' categories.
     #[serde(default)]
     pub categories: Vec<String>,
+    /// The list identity (RFC 2919 List-Id, and what every link's signature
+    /// covers). Defaults to `<name-slug>.<base_url host>`; set it explicitly so
+    /// that renaming the newsletter or moving it keeps every link already sent working.
+    #[serde(default)]
+    pub list_id: Option<String>,
+}
+
+/// Where the link-signing secret comes from besides `DIGESTIF_SECRET`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Secrets {
+    /// A file (relative to the config) whose first line is the secret; further
+    /// lines are previous secrets, still accepted on links (rotation). Must not
+    /// be readable by group or others.
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -471,6 +488,20 @@ impl Config {
                 .unwrap_or_default()
         };
         let n = &self.newsletter;
+        if let Some(id) = &n.list_id {
+            let ok = !id.is_empty()
+                && id.len() <= 200
+                && id.contains('.')
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+            if !ok {
+                return Err(format!(
+                    "newsletter.list_id {id:?} must look like a domain name, e.g. \"essentiel.news.example.com\" (letters, digits, '-', '.', '_'){}",
+                    line_of("list_id")
+                ));
+            }
+        }
         if n.name.trim().is_empty() {
             return Err(format!(
                 "newsletter.name must not be empty{}",
@@ -618,8 +649,11 @@ impl Config {
         out
     }
 
-    /// The List-Id value (RFC 2919): `<name-slug.host>`.
+    /// The List-Id value (RFC 2919): `newsletter.list_id`, else `<name-slug.host>`.
     pub fn list_id(&self) -> String {
+        if let Some(id) = &self.newsletter.list_id {
+            return id.clone();
+        }
         let host = self
             .newsletter
             .base_url
@@ -645,34 +679,169 @@ pub(crate) fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
-/// The secret used to sign unsubscribe and confirmation links (`DIGESTIF_SECRET`).
+/// The secret that signs unsubscribe, preferences and confirmation links, with
+/// the previous secrets still accepted on links already sent (rotation). New
+/// links are always signed with the current one.
 #[derive(Clone)]
-pub struct Secret(Vec<u8>);
+pub struct Secret {
+    current: Vec<u8>,
+    previous: Vec<Vec<u8>>,
+}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(…)")
+        write!(f, "Secret(… and {} previous)", self.previous.len())
     }
 }
 
+/// Shortest secret accepted, in bytes.
+pub const SECRET_MIN_LEN: usize = 16;
+
 impl Secret {
     pub const ENV: &'static str = "DIGESTIF_SECRET";
+    /// Previous secrets, comma- or newline-separated: links they signed still work.
+    pub const PREVIOUS_ENV: &'static str = "DIGESTIF_SECRET_PREVIOUS";
 
     pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
-        Secret(bytes.into())
+        Secret {
+            current: bytes.into(),
+            previous: Vec::new(),
+        }
     }
 
-    /// Reads `DIGESTIF_SECRET`; `None` when unset or shorter than 16 bytes.
-    pub fn from_env() -> Option<Secret> {
-        std::env::var(Self::ENV)
-            .ok()
-            .filter(|s| s.len() >= 16)
-            .map(|s| Secret(s.into_bytes()))
+    /// The same current secret, also accepting links signed with `previous`.
+    pub fn with_previous<I, B>(mut self, previous: I) -> Secret
+    where
+        I: IntoIterator<Item = B>,
+        B: Into<Vec<u8>>,
+    {
+        self.previous.extend(previous.into_iter().map(Into::into));
+        self
     }
 
+    /// A fresh random secret, for what is never mailed (previews, dry runs, a
+    /// demo folder's first run): links it signs work nowhere else.
+    pub fn random() -> Secret {
+        use rand::RngCore;
+        let mut b = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut b);
+        Secret::new(hex(&b))
+    }
+
+    /// The current secret: what new links are signed with.
     pub fn bytes(&self) -> &[u8] {
-        &self.0
+        &self.current
     }
+
+    /// The current secret, then the previous ones: what a link is checked against.
+    pub fn all(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(self.current.as_slice()).chain(self.previous.iter().map(Vec::as_slice))
+    }
+
+    /// The signing secret of `cfg`: `DIGESTIF_SECRET`, else the first line of
+    /// `[secrets] file`; previous secrets from `DIGESTIF_SECRET_PREVIOUS` and the
+    /// file's further lines. The error says what to set.
+    pub fn load(cfg: &Config) -> Result<Secret, String> {
+        Secret::load_with(cfg, |name| std::env::var(name).ok())
+    }
+
+    /// [`Secret::load`] with the environment given as a function (tests).
+    pub fn load_with(cfg: &Config, var: impl Fn(&str) -> Option<String>) -> Result<Secret, String> {
+        let env = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let from_file = match &cfg.secrets.file {
+            Some(p) => Some(read_secret_file(&cfg.resolve(p))?),
+            None => None,
+        };
+        let (current, mut previous) = match (env(Self::ENV), from_file) {
+            (Some(cur), file) => (cur, file.map(|f| f.1).unwrap_or_default()),
+            (None, Some((cur, prev))) => (cur, prev),
+            (None, None) => {
+                return Err(format!(
+                    "{} is not set and [secrets] file is not given: the secret signs every \
+                     unsubscribe and confirmation link. Set it to a long random string, e.g. \
+                     `export {}=$(openssl rand -hex 32)`, or put one in a file readable only by \
+                     digestif (chmod 600) named by [secrets] file; keep it the same between runs",
+                    Self::ENV,
+                    Self::ENV
+                ))
+            }
+        };
+        if current.trim().len() < SECRET_MIN_LEN {
+            return Err(format!(
+                "the secret ({} or the first line of [secrets] file) is shorter than {SECRET_MIN_LEN} \
+                 characters: use e.g. `openssl rand -hex 32`",
+                Self::ENV
+            ));
+        }
+        if let Some(p) = env(Self::PREVIOUS_ENV) {
+            previous.extend(split_secrets(&p));
+        }
+        if let Some(i) = previous.iter().position(|p| p.len() < SECRET_MIN_LEN) {
+            return Err(format!(
+                "previous secret number {} ({} or [secrets] file) is shorter than \
+                 {SECRET_MIN_LEN} characters",
+                i + 1,
+                Self::PREVIOUS_ENV
+            ));
+        }
+        Ok(Secret::new(current.trim().as_bytes().to_vec())
+            .with_previous(previous.into_iter().map(String::into_bytes)))
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Secrets in a list written by people: one per line or comma-separated, blanks ignored.
+pub fn split_secrets(text: &str) -> Vec<String> {
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// (current, previous) from a secret file: one secret per line, the first is current.
+/// Refused when group or others may read it.
+fn read_secret_file(path: &Path) -> Result<(String, Vec<String>), String> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        format!(
+            "[secrets] file {}: {e}. Create it with `openssl rand -hex 32 > FILE && chmod 600 FILE`",
+            path.display()
+        )
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "[secrets] file {} can be read by other users (mode {:o}): run `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("[secrets] file {}: {e}", path.display()))?;
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from);
+    let current = lines
+        .next()
+        .ok_or_else(|| format!("[secrets] file {} is empty", path.display()))?;
+    Ok((current, lines.collect()))
 }
 
 #[cfg(test)]
@@ -742,6 +911,97 @@ category = "Monde"
         let e = Config::parse(&text, Path::new(".")).unwrap_err();
         assert!(e.contains("line"), "{e}");
         assert!(e.contains("string") || e.contains("integer"), "{e}");
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn without_a_secret_nothing_signs_whatever_the_transport() {
+        // Finding 1: the file transport used to fall back on a secret from the source code.
+        for smtp in ["", "[smtp]\ntransport = \"file\"\n"] {
+            let c = Config::parse(&format!("{MINIMAL}{smtp}"), Path::new(".")).unwrap();
+            let e = Secret::load_with(&c, no_env).unwrap_err();
+            assert!(e.contains("DIGESTIF_SECRET"), "{e}");
+            assert!(e.contains("[secrets] file"), "{e}");
+        }
+        let c = Config::parse(MINIMAL, Path::new(".")).unwrap();
+        let short = Secret::load_with(&c, |n| (n == Secret::ENV).then(|| "short".into()));
+        assert!(short.unwrap_err().contains("shorter than 16"));
+    }
+
+    #[test]
+    fn previous_secrets_come_from_a_comma_or_newline_list_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(
+            &file,
+            "current-secret-from-file\n\nolder-secret-in-the-file\n",
+        )
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let text = format!("{MINIMAL}[secrets]\nfile = \"secret\"\n");
+        let c = Config::parse(&text, dir.path()).unwrap();
+        let s = Secret::load_with(&c, no_env).unwrap();
+        assert_eq!(s.bytes(), b"current-secret-from-file");
+        assert_eq!(s.all().count(), 2);
+        let s = Secret::load_with(&c, |n| match n {
+            Secret::ENV => Some("current-secret-from-env".into()),
+            Secret::PREVIOUS_ENV => {
+                Some(" first-previous-secret ,\nsecond-previous-secret\n".into())
+            }
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(s.bytes(), b"current-secret-from-env");
+        let all: Vec<&[u8]> = s.all().collect();
+        assert_eq!(
+            all,
+            vec![
+                &b"current-secret-from-env"[..],
+                b"older-secret-in-the-file",
+                b"first-previous-secret",
+                b"second-previous-secret"
+            ]
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "current-secret-from-file\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = format!("{MINIMAL}[secrets]\nfile = \"secret\"\n");
+        let c = Config::parse(&text, dir.path()).unwrap();
+        let e = Secret::load_with(&c, no_env).unwrap_err();
+        assert!(e.contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn an_explicit_list_id_survives_a_rename_and_the_default_is_unchanged() {
+        let c = Config::parse(MINIMAL, Path::new(".")).unwrap();
+        assert_eq!(c.list_id(), "l-essentiel.news.example.com");
+        let pinned = MINIMAL.replace(
+            "locale = \"fr\"",
+            "locale = \"fr\"\nlist_id = \"l-essentiel.news.example.com\"",
+        );
+        let renamed = pinned.replace("L'Essentiel", "Le Matin");
+        let c = Config::parse(&renamed, Path::new(".")).unwrap();
+        assert_eq!(c.list_id(), "l-essentiel.news.example.com");
+        let bad = MINIMAL.replace("locale = \"fr\"", "locale = \"fr\"\nlist_id = \"a b\"");
+        let e = Config::parse(&bad, Path::new(".")).unwrap_err();
+        assert!(
+            e.contains("newsletter.list_id") && e.contains("line 6"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -278,6 +278,13 @@ impl SubscriberEmail {
     pub fn domain(&self) -> &str {
         self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
     }
+
+    /// The identity of the address: the whole address lowercased (ASCII), so
+    /// `Bob@Example.com` and `bob@example.com` are one subscriber. The spelling
+    /// given is kept for sending.
+    pub fn key(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
 }
 
 impl TryFrom<String> for SubscriberEmail {
@@ -340,10 +347,60 @@ impl fmt::Display for SubscriberStatus {
     }
 }
 
+/// The random per-subscriber key that unsubscribe and preferences links name:
+/// it says nothing about the address and is never given to anyone else (unlike
+/// a row id). 16 bytes, written as 32 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct LinkKey(pub [u8; 16]);
+
+impl LinkKey {
+    pub fn random() -> LinkKey {
+        use rand::RngCore;
+        let mut b = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut b);
+        LinkKey(b)
+    }
+}
+
+impl FromStr for LinkKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LinkKey, String> {
+        let b = s.as_bytes();
+        if b.len() != 32 {
+            return Err(format!("link key {s:?} is not 32 hex digits"));
+        }
+        let mut out = [0u8; 16];
+        for (i, pair) in b.chunks(2).enumerate() {
+            let pair = std::str::from_utf8(pair).map_err(|_| format!("bad link key {s:?}"))?;
+            out[i] = u8::from_str_radix(pair, 16).map_err(|_| format!("bad link key {s:?}"))?;
+        }
+        Ok(LinkKey(out))
+    }
+}
+impl TryFrom<String> for LinkKey {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+impl From<LinkKey> for String {
+    fn from(k: LinkKey) -> String {
+        k.to_string()
+    }
+}
+impl fmt::Display for LinkKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::config::hex(&self.0))
+    }
+}
+
 /// A subscriber as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscriber {
     pub id: i64,
+    /// What their unsubscribe and preferences links name.
+    pub link_key: LinkKey,
     pub email: SubscriberEmail,
     pub name: Option<String>,
     pub locale: Option<Locale>,

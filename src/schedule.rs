@@ -961,6 +961,7 @@ mod tests {
         let date = d("2026-11-27");
         let ny = Subscriber {
             id: 1,
+            link_key: Default::default(),
             email: crate::domain::SubscriberEmail::parse("a@example.com").unwrap(),
             name: None,
             locale: None,

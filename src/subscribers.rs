@@ -78,6 +78,8 @@ pub struct ImportSummary {
     /// Known subscribers left as they were (including unsubscribed addresses an
     /// import tried to re-activate: they stay unsubscribed).
     pub unchanged: u64,
+    /// Addresses removed or forgotten earlier: left out, whatever the row says.
+    pub suppressed: u64,
     /// Rows refused; each error went to the error callback.
     pub skipped: u64,
     /// The first skipped lines, for the summary line.
@@ -100,6 +102,13 @@ impl fmt::Display for ImportSummary {
                 "{} rows: {} imported, {} updated, {} unchanged, {} skipped",
                 self.rows, self.inserted, self.updated, self.unchanged, self.skipped
             )?;
+            if self.suppressed > 0 {
+                write!(
+                    f,
+                    ", {} left out (removed or unsubscribed earlier)",
+                    self.suppressed
+                )?;
+            }
         }
         if !self.skipped_lines.is_empty() {
             let lines: Vec<String> = self.skipped_lines.iter().map(u64::to_string).collect();
@@ -408,7 +417,7 @@ fn key_hash(e: &SubscriberEmail) -> u64 {
     // SipHash with fixed keys: the same address always hashes the same. Two different
     // addresses share a hash with a probability of about 3·10⁻⁸ in a million rows.
     let mut h = std::hash::DefaultHasher::new();
-    e.as_str().hash(&mut h);
+    e.key().hash(&mut h);
     h.finish()
 }
 
@@ -438,14 +447,15 @@ fn import_in_batches(
     // writes the previous batch. At most three batches are in memory.
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<NewSubscriber>>(1);
-        let writer = scope.spawn(move || -> Result<[u64; 3], StoreError> {
-            let mut counts = [0; 3];
+        let writer = scope.spawn(move || -> Result<[u64; 4], StoreError> {
+            let mut counts = [0; 4];
             for batch in rx {
                 for outcome in store.upsert_many(&batch)? {
                     counts[match outcome {
                         Upserted::Inserted => 0,
                         Upserted::Updated => 1,
                         Upserted::Unchanged => 2,
+                        Upserted::Suppressed => 3,
                     }] += 1;
                 }
             }
@@ -455,7 +465,7 @@ fn import_in_batches(
             tx.send(batch).is_ok()
         });
         drop(tx);
-        let [inserted, updated, unchanged] = writer
+        let [inserted, updated, unchanged, suppressed] = writer
             .join()
             .map_err(|_| StoreError::Db("the import's writer thread panicked".into()))??;
         let summary = read?;
@@ -463,6 +473,7 @@ fn import_in_batches(
             inserted,
             updated,
             unchanged,
+            suppressed,
             ..summary
         })
     })
@@ -545,8 +556,7 @@ fn check_rows(
                         line,
                         field: "email".into(),
                         message: format!(
-                            "{} already appears on line {first} (the domain's case does not \
-                             count)",
+                            "{} already appears on line {first} (letter case does not count)",
                             row.email
                         ),
                     }])
@@ -662,7 +672,7 @@ only@example.com,two fields
                 "line 3: email: \"=HYPERLINK(\\\"http://evil\\\")@example.com\": forbidden character in local part",
                 "line 5: name: contains a line break (CR/LF)",
                 "line 7: email: \"x@\": bad domain \"\"",
-                "line 9: email: alice@example.com already appears on line 2 (the domain's case does not count)",
+                "line 9: email: alice@example.com already appears on line 2 (letter case does not count)",
                 "line 10: locale: unknown locale \"de\": use fr or en",
                 "line 11: timezone: unknown time zone \"Mars/Olympus\": use an IANA name such as Europe/Paris",
                 "line 12: status: unknown status \"maybe\": an import takes active or unsubscribed",
@@ -679,6 +689,7 @@ only@example.com,two fields
                 inserted: 3,
                 updated: 0,
                 unchanged: 0,
+                suppressed: 0,
                 skipped: 9,
                 skipped_lines: vec![3, 5, 7, 9, 10, 11, 12, 14, 15],
                 dry_run: false,

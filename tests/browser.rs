@@ -82,11 +82,16 @@ fn marc(app: &app::App) -> (SubscriberEmail, String) {
             status: SubscriberStatus::Active,
         })
         .unwrap();
-    let id = app.store.subscriber_by_email(&email).unwrap().unwrap().id;
+    let key = app
+        .store
+        .subscriber_by_email(&email)
+        .unwrap()
+        .unwrap()
+        .link_key;
     let token = digestif::deliver::token::unsubscribe_token(
         &Secret::new(app::SECRET),
         &app.cfg.list_id(),
-        id,
+        &key,
     );
     (email, app.url(&format!("/unsubscribe?token={token}")))
 }

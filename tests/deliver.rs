@@ -385,6 +385,7 @@ mod send_loop {
                         i,
                         Subscriber {
                             id: i,
+                            link_key: Default::default(),
                             email: SubscriberEmail::parse(&format!("r{i}@example.com")).unwrap(),
                             name: None,
                             locale: None,
@@ -914,8 +915,12 @@ mod binary {
                 "<mailto:unsubscribe@news.example.com?subject=unsubscribe%20{tok}>"
             )));
             // The token names this subscriber and shows nothing of the address.
-            let id = token::verify_unsubscribe(&secret, list_id, &tok).unwrap();
-            let sub = store.subscriber_by_id(id).unwrap().unwrap();
+            let token::LinkSubject::Key(key) =
+                token::verify_unsubscribe(&secret, list_id, &tok).unwrap()
+            else {
+                panic!("new links name the subscriber's key")
+            };
+            let sub = store.subscriber_by_link_key(&key).unwrap().unwrap();
             assert_eq!(sub.email.as_str(), m.rcpt());
             assert!(!tok.contains(m.rcpt().split('@').next().unwrap()));
 

@@ -6,7 +6,6 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use digestif::config::Secret;
 use support::site::{config_head, digestif_cmd, show, DATE, NOW};
 
 const ITEM_BUDGET: &str = r#"<item><title>Budget 2027 : ce qui change</title><link>https://example.com/budget</link>
@@ -58,7 +57,6 @@ impl Site {
 
     fn run(&self, args: &[&str]) -> Output {
         digestif_cmd(&self.path().join("digestif.toml"), args)
-            .env_remove(Secret::ENV)
             .env("RUST_LOG", "error")
             .output()
             .unwrap()

@@ -8,7 +8,9 @@ use std::process::Output;
 
 use digestif::config::Secret;
 use mail_parser::MessageParser;
-use support::site::{digestif_cmd, recipients, show, site_dir, smtp_table, stdout, DATE, NOW};
+use support::site::{
+    digestif_cmd, recipients, show, site_dir, smtp_table, stderr, stdout, DATE, NOW,
+};
 use support::SmtpServer;
 
 struct Site {
@@ -119,9 +121,10 @@ fn unsubscribing_mid_issue_is_idempotent_and_the_rest_of_that_issue_skips_them()
         assert_eq!(out.status.code(), Some(0), "{}", show(&out));
         assert!(stdout(&out).contains(expected), "{}", show(&out));
     }
+    // An unknown address is an error the mail route can see (exit 1), not a silent success.
     let out = site.run(&["unsubscribe", "nobody@example.com"]);
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    assert!(stdout(&out).contains("not a subscriber"));
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stderr(&out).contains("not a subscriber"), "{}", show(&out));
 
     let out = site.send(&[]);
     assert!(out.status.success(), "{}", show(&out));

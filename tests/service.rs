@@ -73,7 +73,8 @@ fn status_of(app: &App, addr: &str) -> SubscriberStatus {
 }
 
 fn unsub_token(app: &App, id: i64) -> String {
-    token::unsubscribe_token(&Secret::new(app::SECRET), &app.cfg.list_id(), id)
+    let key = app.store.subscriber_by_id(id).unwrap().unwrap().link_key;
+    token::unsubscribe_token(&Secret::new(app::SECRET), &app.cfg.list_id(), &key)
 }
 
 /// Waits (bounded) for `f` to hold.
@@ -364,7 +365,7 @@ async fn a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing() {
     let other = token::unsubscribe_token(
         &Secret::new("another-secret-entirely-123"),
         &app.cfg.list_id(),
-        id,
+        &app.store.subscriber_by_id(id).unwrap().unwrap().link_key,
     );
     let mut genuine = unsub_token(&app, id);
     genuine.replace_range(genuine.len() - 2.., "AA");

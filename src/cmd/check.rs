@@ -50,13 +50,24 @@ pub fn check(config: Option<&Path>) -> CmdResult {
     ));
     lines.push(line(
         "secret",
-        if cfg.smtp.transport == TransportKind::File {
-            Ok("not needed with the file transport".to_string())
-        } else {
-            secret_for(&cfg)
-                .map(|_| "set".to_string())
-                .map_err(|e| format!("{:#}", e.error))
-        },
+        // Needed whatever the transport: `.eml` files are mailed by someone too.
+        secret_for(&cfg)
+            .map(|s| match s.all().count() - 1 {
+                0 => "set".to_string(),
+                n => format!("set; {n} previous secret(s) still accepted on links"),
+            })
+            .map_err(|e| format!("{:#}", e.error)),
+    ));
+    lines.push(line(
+        "list id",
+        Ok(match &cfg.newsletter.list_id {
+            Some(id) => format!("{id} (newsletter.list_id)"),
+            None => format!(
+                "{} (derived from the name and base_url: set newsletter.list_id to keep links \
+                 working if either changes)",
+                cfg.list_id()
+            ),
+        }),
     ));
     lines.push(line("database", database(&cfg)));
     let rt = runtime()?;

@@ -43,13 +43,45 @@ const FILES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Writes the example files under `dir` (overwriting earlier demo files).
+/// The demo folder's own signing secret, named by its config.
+pub const SECRET_FILE: &str = "demo.secret";
+
+/// Writes the example files under `dir` (overwriting earlier demo files), and
+/// a random secret for this folder unless it has one: a rerun keeps the links
+/// of earlier runs working, and no two demo folders share a secret.
 pub fn lay_out(dir: &Path) -> anyhow::Result<()> {
     for (name, body) in FILES {
+        let body = if *name == "digestif.toml" {
+            format!(
+                "{body}\n# Written by `digestif demo`: a random secret for this folder only.\n\
+                 [secrets]\nfile = \"{SECRET_FILE}\"\n"
+            )
+        } else {
+            body.to_string()
+        };
         write_atomic(&dir.join(name), body.as_bytes())
             .with_context(|| format!("cannot write the demo file {name}"))?;
     }
-    Ok(())
+    write_secret(&dir.join(SECRET_FILE))
+}
+
+/// Creates `path` with a random secret, readable by its owner only, if it does not exist.
+fn write_secret(path: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(path) {
+        Ok(mut f) => {
+            let secret = crate::config::Secret::random();
+            f.write_all(secret.bytes())
+                .and_then(|_| f.write_all(b"\n"))
+                .with_context(|| format!("cannot write {}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
 }
 
 pub fn demo(args: &DemoArgs) -> CmdResult {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::cli::{DateArgs, LedgerArgs, SendArgs, UnsubscribeArgs};
-use crate::config::{Config, Secret, TransportKind};
+use crate::config::{Config, Secret};
 use crate::deliver::message::MessageFactory;
 use crate::deliver::send::{self, Compose, DigestComposer, SendJob};
 use crate::deliver::transport;
@@ -17,27 +17,11 @@ use crate::store::Store;
 
 use super::{date_of, load_config, now_of, runtime, CmdResult, Failure};
 
-/// Used to sign links when only files are written (demo, previews): never for real mail.
-const DEMO_SECRET: &str = "digestif-demo-secret-not-for-real-mail";
-
-/// The signing secret: `DIGESTIF_SECRET`, or a fixed demo one for the file transport.
+/// The signing secret: `DIGESTIF_SECRET` or `[secrets] file`, with the previous
+/// ones still accepted. Whatever the transport: `.eml` files are mailed by
+/// someone too, and their links must not be forgeable.
 pub fn secret_for(cfg: &Config) -> Result<Secret, Failure> {
-    match Secret::from_env() {
-        Some(s) => Ok(s),
-        None if cfg.smtp.transport == TransportKind::File => {
-            tracing::warn!(
-                "{} is not set: using a fixed demo secret (fine for the file transport, never for real mail)",
-                Secret::ENV
-            );
-            Ok(Secret::new(DEMO_SECRET))
-        }
-        None => Err(Failure::usage(anyhow::anyhow!(
-            "{} is not set (or shorter than 16 characters): it signs the unsubscribe links. \
-             Set it to a long random string, e.g. `export {}=$(openssl rand -hex 32)`, and keep it the same between runs.",
-            Secret::ENV,
-            Secret::ENV
-        ))),
-    }
+    Secret::load(cfg).map_err(|e| Failure::usage(anyhow::anyhow!(e)))
 }
 
 /// Opens the subscriber store of the config.
@@ -77,6 +61,7 @@ fn sample_address() -> SubscriberEmail {
 fn sample_subscriber(email: SubscriberEmail) -> Subscriber {
     Subscriber {
         id: 0,
+        link_key: Default::default(),
         email,
         name: None,
         locale: None,
@@ -103,7 +88,7 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
     let cfg = load_config(config)?;
     // A dry run sends nothing, so it can check an issue before the secret is set.
     let secret = match secret_for(&cfg) {
-        Err(_) if args.dry_run => Secret::new(DEMO_SECRET),
+        Err(_) if args.dry_run => Secret::random(),
         other => other?,
     };
     check_message_config(&cfg)?;
@@ -219,8 +204,8 @@ pub fn email_for(
             ))
         })?;
     let secret = secret_for(cfg).unwrap_or_else(|_| {
-        eprintln!("note: DIGESTIF_SECRET is not set: the links carry a placeholder signature");
-        Secret::new(DEMO_SECRET)
+        eprintln!("note: no secret is set: the links carry a one-off signature that works nowhere");
+        Secret::random()
     });
     let composer = DigestComposer::new(cfg, digest, assets, secret, now).map_err(Failure::usage)?;
     Ok(composer.render_for(&subscriber).0)
@@ -304,7 +289,7 @@ impl Drop for IssueLease {
 pub fn lint(config: Option<&Path>, args: &DateArgs) -> CmdResult {
     let cfg = load_config(config)?;
     check_message_config(&cfg)?;
-    let secret = secret_for(&cfg).unwrap_or_else(|_| Secret::new(DEMO_SECRET));
+    let secret = secret_for(&cfg).unwrap_or_else(|_| Secret::random());
     let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
     let (digest, now) = issue(&cfg, &assets, args)?;
     let composer =
@@ -373,7 +358,9 @@ pub fn unsubscribe(config: Option<&Path>, args: &UnsubscribeArgs) -> CmdResult {
         .context("cannot read subscribers")?;
     match sub {
         None => {
-            println!("{email} is not a subscriber: nothing to do");
+            return Err(Failure::job(anyhow::anyhow!(
+                "{email} is not a subscriber (letter case does not count): nothing to do"
+            )));
         }
         Some(s) if s.status == SubscriberStatus::Unsubscribed => {
             println!("{email} was already unsubscribed");

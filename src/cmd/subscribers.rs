@@ -43,6 +43,7 @@ pub fn run(config: Option<&Path>, cmd: SubscribersCmd) -> CmdResult {
             timezone.as_deref(),
         ),
         SubscribersCmd::Remove { email } => remove(&open()?, &email),
+        SubscribersCmd::Forget { email } => forget(&open()?, &email),
     }
 }
 
@@ -206,6 +207,20 @@ fn add(
         )));
     }
     let existing = store.subscriber_by_email(&email).map_err(Failure::job)?;
+    if existing.is_none() {
+        if let Some(sup) = store.suppression(&email).map_err(Failure::job)? {
+            if sup.reason.is_the_persons_choice() {
+                return Err(Failure::job(anyhow!(
+                    "{email} was {} on {} and stays out; they can sign up again through the \
+                     form (double opt-in)",
+                    sup.reason,
+                    sup.at.format("%Y-%m-%d")
+                )));
+            }
+            // Removed or bounced: the operator may take it back by hand.
+            store.lift_suppression(&email).map_err(Failure::job)?;
+        }
+    }
     if let Some(s) = &existing {
         if s.status == SubscriberStatus::Unsubscribed {
             // Their choice stands: only they can come back, through the sign-up form.
@@ -242,6 +257,11 @@ fn add(
         Upserted::Inserted => println!("{email}: added"),
         Upserted::Updated => println!("{email}: updated"),
         Upserted::Unchanged => println!("{email}: already subscribed, unchanged"),
+        Upserted::Suppressed => {
+            return Err(Failure::job(anyhow!(
+                "{email} was removed meanwhile; try again"
+            )))
+        }
     }
     Ok(())
 }
@@ -249,9 +269,27 @@ fn add(
 fn remove(store: &SqliteStore, email: &str) -> CmdResult {
     let email = SubscriberEmail::parse(email).map_err(|e| Failure::usage(anyhow!("email: {e}")))?;
     if store.remove_subscriber(&email).map_err(Failure::job)? {
-        println!("{email}: removed, with their delivery history");
+        println!(
+            "{email}: removed, with their delivery history; a keyed hash of the address is kept \
+             so that no import adds it back"
+        );
         Ok(())
     } else {
         Err(Failure::job(anyhow!("{email} is not a subscriber")))
     }
+}
+
+fn forget(store: &SqliteStore, email: &str) -> CmdResult {
+    let email = SubscriberEmail::parse(email).map_err(|e| Failure::usage(anyhow!("email: {e}")))?;
+    let found = store.forget_subscriber(&email).map_err(Failure::job)?;
+    println!(
+        "{email}: {}; only a keyed hash of the address is kept, so that no import adds it back \
+         (their own confirmed sign-up would)",
+        if found {
+            "erased (subscription, sign-up, delivery history)"
+        } else {
+            "nothing stored about it"
+        }
+    );
+    Ok(())
 }

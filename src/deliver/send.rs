@@ -141,7 +141,7 @@ impl DigestComposer {
     pub fn render_for(&self, subscriber: &Subscriber) -> (RenderedEmail, String) {
         let locale = subscriber.locale.unwrap_or(self.digest.locale);
         let variant = self.variant(locale, &subscriber.categories);
-        let token = token::unsubscribe_token(&self.secret, &self.list_id, subscriber.id);
+        let token = token::unsubscribe_token(&self.secret, &self.list_id, &subscriber.link_key);
         let email = variant.template.personalise(&Personal {
             name: subscriber.name.clone(),
             unsubscribe_url: self.factory.unsubscribe_url(&token),
@@ -206,7 +206,8 @@ impl Compose for DigestComposer {
         let address = subscriber.email.as_str();
         match &variant.encoded {
             Some(encoded) if address.is_ascii() => {
-                let token = token::unsubscribe_token(&self.secret, &self.list_id, subscriber.id);
+                let token =
+                    token::unsubscribe_token(&self.secret, &self.list_id, &subscriber.link_key);
                 let values = variant.template.slot_values(&Personal {
                     name: subscriber.name.clone(),
                     unsubscribe_url: self.factory.unsubscribe_url(&token),

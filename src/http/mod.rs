@@ -338,8 +338,11 @@ pub enum TokenProblem {
     Expired,
 }
 
-/// The subscriber id an unsubscribe token was issued for.
-pub(crate) fn verify_unsubscribe_token(state: &AppState, token: &str) -> Option<i64> {
+/// Whom a genuine unsubscribe token names.
+pub(crate) fn verify_unsubscribe_token(
+    state: &AppState,
+    token: &str,
+) -> Option<crate::deliver::token::LinkSubject> {
     crate::deliver::token::verify_unsubscribe(&state.secret, &state.cfg.list_id(), token).ok()
 }
 

@@ -292,6 +292,9 @@ pub async fn confirm(
             let e = email.clone();
             state
                 .store(move |s| {
+                    // Their own confirmed sign-up lifts any suppression (unsubscribed,
+                    // removed, forgotten): it is their choice to come back.
+                    s.lift_suppression(&e)?;
                     s.upsert_subscriber(&new)?;
                     // The store keeps an unsubscribed address unsubscribed on upsert;
                     // a confirmed double opt-in is the person's own choice to come back.

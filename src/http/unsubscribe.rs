@@ -33,8 +33,11 @@ pub(super) async fn resolve(
         AppError::new(StatusCode::BAD_REQUEST, lang.0, Problem::BadLink).for_brand(state.brand())
     };
     let token = token.ok_or_else(bad)?;
-    let id = super::verify_unsubscribe_token(state, &token).ok_or_else(bad)?;
-    state.store(move |s| s.subscriber_by_id(id)).await
+    use crate::deliver::token::LinkSubject;
+    match super::verify_unsubscribe_token(state, &token).ok_or_else(bad)? {
+        LinkSubject::Key(key) => state.store(move |s| s.subscriber_by_link_key(&key)).await,
+        LinkSubject::LegacyId(id) => state.store(move |s| s.subscriber_by_legacy_id(id)).await,
+    }
 }
 
 /// The subscriber's language, else the newsletter's (the language of their emails);

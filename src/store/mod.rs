@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Locale, Subscriber, SubscriberEmail, SubscriberStatus};
+use crate::domain::{LinkKey, Locale, Subscriber, SubscriberEmail, SubscriberStatus};
 
 pub mod sqlite;
 
@@ -21,6 +21,10 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+fn unsupported(what: &str) -> StoreError {
+    StoreError::Invalid(format!("this storage backend cannot {what}"))
+}
 
 /// A subscriber to add or update (from the CLI, a CSV row or a sign-up).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +44,68 @@ pub enum Upserted {
     Updated,
     /// Left as it was (e.g. an unsubscribed address a later import tries to re-activate).
     Unchanged,
+    /// Not added: the address was removed or forgotten earlier (see [`Suppression`]).
+    Suppressed,
+}
+
+/// Why an address that is no longer a subscriber must not be added back by an
+/// import or `subscribers add`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuppressionReason {
+    /// They unsubscribed, then the row was removed: only their own confirmed
+    /// sign-up brings them back.
+    Unsubscribed,
+    /// Hard-bounced, then removed.
+    Bounced,
+    /// Removed by the operator while subscribed.
+    Removed,
+    /// `subscribers forget`: their data was erased on request.
+    Forgotten,
+}
+
+impl SuppressionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressionReason::Unsubscribed => "unsubscribed",
+            SuppressionReason::Bounced => "bounced",
+            SuppressionReason::Removed => "removed",
+            SuppressionReason::Forgotten => "forgotten",
+        }
+    }
+
+    /// Whether only the person (a confirmed sign-up) may lift it, not the operator.
+    pub fn is_the_persons_choice(self) -> bool {
+        matches!(
+            self,
+            SuppressionReason::Unsubscribed | SuppressionReason::Forgotten
+        )
+    }
+}
+
+impl std::str::FromStr for SuppressionReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "unsubscribed" => SuppressionReason::Unsubscribed,
+            "bounced" => SuppressionReason::Bounced,
+            "removed" => SuppressionReason::Removed,
+            "forgotten" => SuppressionReason::Forgotten,
+            other => return Err(format!("unknown suppression reason {other:?}")),
+        })
+    }
+}
+
+impl std::fmt::Display for SuppressionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The record kept of a removed address: only a keyed hash of it, why and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Suppression {
+    pub reason: SuppressionReason,
+    pub at: DateTime<Utc>,
 }
 
 /// State of one (issue date, subscriber) in the ledger.
@@ -111,15 +177,45 @@ pub struct PendingSignup {
 /// (two `serve` processes on one database).
 pub trait Store: Send + Sync {
     // ---- subscribers
-    /// Inserts or updates by address (case-insensitive domain). An address whose
-    /// status is `unsubscribed` stays unsubscribed whatever `new.status` says.
+    /// Inserts or updates by address (letter case does not count). An address whose
+    /// status is `unsubscribed` stays unsubscribed whatever `new.status` says; a
+    /// suppressed address is not inserted ([`Upserted::Suppressed`]).
     fn upsert_subscriber(&self, new: &NewSubscriber) -> StoreResult<Upserted>;
     /// Upserts many in one transaction, same rules; returns one outcome per row.
     fn upsert_many(&self, rows: &[NewSubscriber]) -> StoreResult<Vec<Upserted>>;
     fn subscriber_by_email(&self, email: &SubscriberEmail) -> StoreResult<Option<Subscriber>>;
     fn subscriber_by_id(&self, id: i64) -> StoreResult<Option<Subscriber>>;
-    /// Deletes the subscriber and their ledger rows; false if unknown.
+    /// Deletes the subscriber, their ledger rows and pending sign-up, keeping a
+    /// suppression record (reason from their status); false if unknown.
     fn remove_subscriber(&self, email: &SubscriberEmail) -> StoreResult<bool>;
+    /// Erases everything personal about `email` (subscriber, ledger rows, sign-up)
+    /// and keeps only the keyed hash, reason "forgotten". Whether anything was found.
+    fn forget_subscriber(&self, email: &SubscriberEmail) -> StoreResult<bool> {
+        let _ = email;
+        Err(unsupported("forget a subscriber"))
+    }
+    /// The suppression record of `email`, if it was removed or forgotten.
+    fn suppression(&self, email: &SubscriberEmail) -> StoreResult<Option<Suppression>> {
+        let _ = email;
+        Err(unsupported("read suppressions"))
+    }
+    /// Drops the suppression of `email` (a confirmed sign-up, or the operator
+    /// re-adding a removed or bounced address); whether there was one.
+    fn lift_suppression(&self, email: &SubscriberEmail) -> StoreResult<bool> {
+        let _ = email;
+        Err(unsupported("lift a suppression"))
+    }
+    /// The subscriber whose links name `key`.
+    fn subscriber_by_link_key(&self, key: &LinkKey) -> StoreResult<Option<Subscriber>> {
+        let _ = key;
+        Err(unsupported("find a subscriber by link key"))
+    }
+    /// The subscriber with row id `id`, only if the row existed before links named
+    /// keys (older links name ids; a row added since never answers to one).
+    fn subscriber_by_legacy_id(&self, id: i64) -> StoreResult<Option<Subscriber>> {
+        let _ = id;
+        Err(unsupported("find a subscriber by an old link"))
+    }
     /// Sets the status, recording why and when; returns false if the id is unknown.
     fn set_status(
         &self,
