@@ -285,6 +285,14 @@ pub struct Smtp {
     /// A PEM file of root certificates to trust for TLS besides the system's
     /// (a relay with a private CA), relative to the config file.
     pub ca_file: Option<PathBuf>,
+    /// The name given in EHLO; by default this machine's fully-qualified name,
+    /// else the sender's domain.
+    pub helo_name: Option<String>,
+    /// Send the password over a session that is not encrypted (`tls = "none"`).
+    pub allow_plaintext_auth: bool,
+    /// The run stops after this many messages in a row failed for good (a
+    /// misconfigured relay must not burn through the list).
+    pub max_consecutive_failures: u32,
 }
 
 impl Default for Smtp {
@@ -303,6 +311,9 @@ impl Default for Smtp {
             retry_base_ms: 500,
             file_dir: PathBuf::from("outbox"),
             ca_file: None,
+            helo_name: None,
+            allow_plaintext_auth: false,
+            max_consecutive_failures: 20,
         }
     }
 }
@@ -550,11 +561,30 @@ impl Config {
                 ));
             }
         }
-        if self.smtp.pool_size == 0 {
+        if !(1..=100).contains(&self.smtp.pool_size) {
             return Err(format!(
-                "smtp.pool_size must be at least 1{}",
+                "smtp.pool_size must be between 1 and 100, got {}{}",
+                self.smtp.pool_size,
                 line_of("pool_size")
             ));
+        }
+        if self.smtp.max_consecutive_failures == 0 {
+            return Err(format!(
+                "smtp.max_consecutive_failures must be at least 1{}",
+                line_of("max_consecutive_failures")
+            ));
+        }
+        if let Some(name) = &self.smtp.helo_name {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b))
+            {
+                return Err(format!(
+                    "smtp.helo_name must be a domain name or an address literal like [192.0.2.1], got {name:?}{}",
+                    line_of("helo_name")
+                ));
+            }
         }
         if !(self.smtp.rate_per_second.is_finite() && self.smtp.rate_per_second >= 0.0) {
             return Err(format!(

@@ -13,7 +13,7 @@ fn smtp_to(server: &SmtpServer) -> SmtpTransport {
         timeout_s: 10,
         ..smtp_at(server.port)
     };
-    SmtpTransport::new(&cfg, None)
+    SmtpTransport::from_smtp(&cfg, None, None).unwrap()
 }
 
 /// Plain SMTP to `port` on the loopback, otherwise the defaults.
@@ -158,11 +158,14 @@ mod smtp_transport {
             rt().block_on(async {
                 let mut c = t.connect().await.unwrap();
                 let first = outgoing("staged@example.com", "line\r\n.dot\r\nend");
-                c.stage(&first).await.unwrap();
-                c.finish(&first).await.unwrap();
+                let staged = c.stage_next(&first).await;
+                assert!(staged.previous.is_none());
+                staged.this.unwrap();
+                c.finish().await.unwrap();
                 // Staged again on the same session, then the session is dropped.
-                c.stage(&outgoing("dropped@example.com", "never"))
+                c.stage_next(&outgoing("dropped@example.com", "never"))
                     .await
+                    .this
                     .unwrap();
                 drop(c);
                 // A later message on a new session still goes through.
@@ -187,7 +190,7 @@ mod smtp_transport {
     #[test]
     fn nobody_listening_is_a_transient_error() {
         let cfg = smtp_at(closed_port());
-        let t = SmtpTransport::new(&cfg, None);
+        let t = SmtpTransport::from_smtp(&cfg, None, None).unwrap();
         let e = rt().block_on(t.connect()).err().unwrap();
         assert!(e.is_transient());
     }
@@ -217,11 +220,8 @@ mod tls {
             timeout_s: 10,
             ..Smtp::default()
         };
-        let t = SmtpTransport::new(&cfg, None);
-        match roots {
-            Some(c) => t.with_roots(std::fs::read(&c.cert).unwrap()).unwrap(),
-            None => t,
-        }
+        let pem = roots.map(|c| std::fs::read(&c.cert).unwrap());
+        SmtpTransport::from_smtp(&cfg, None, pem.as_deref()).unwrap()
     }
 
     fn two_messages_over(mode: &str, tls: TlsMode) {
@@ -347,8 +347,13 @@ mod tls {
 
     #[test]
     fn a_ca_file_without_a_certificate_is_refused_naming_the_problem() {
-        let t = transport(25, TlsMode::Starttls, None);
-        let e = t.with_roots(b"not a certificate".to_vec()).err().unwrap();
+        let cfg = Smtp {
+            tls: TlsMode::Starttls,
+            ..Smtp::default()
+        };
+        let e = SmtpTransport::from_smtp(&cfg, None, Some(b"not a certificate"))
+            .err()
+            .unwrap();
         assert!(e.contains("no PEM certificate"), "{e}");
     }
 }
@@ -649,6 +654,7 @@ mod send_loop {
             rate_per_second: 0.0,
             max_attempts: 4,
             retry_base: std::time::Duration::from_millis(20),
+            max_consecutive_failures: 20,
             limit: None,
             progress_bar: false,
         }
@@ -750,7 +756,7 @@ mod send_loop {
     #[test]
     fn a_server_that_never_answers_leaves_rows_pending_for_the_next_run() {
         let cfg = smtp_at(closed_port());
-        let t: Arc<dyn Transport> = Arc::new(SmtpTransport::new(&cfg, None));
+        let t: Arc<dyn Transport> = Arc::new(SmtpTransport::from_smtp(&cfg, None, None).unwrap());
         let store = MemStore::with(20);
         let r = tokio::runtime::Runtime::new()
             .unwrap()

@@ -30,6 +30,11 @@ impl RateLimiter {
         }
     }
 
+    /// Whether a rate is set at all.
+    pub fn is_limited(&self) -> bool {
+        self.interval.is_some()
+    }
+
     /// The instant the next caller may go, reserving it.
     fn reserve(&self, now: Instant) -> Option<Instant> {
         let interval = self.interval?;

@@ -46,12 +46,15 @@ pub struct SendReport {
     pub pending_left: u64,
     /// (address, error) of this run's permanent failures.
     pub failures: Vec<(String, String)>,
+    /// Why the run stopped before its end (the sender or the login refused,
+    /// too many failures in a row); what is left stays pending.
+    pub stopped: Option<String>,
 }
 
 impl SendReport {
     /// Exit code 0 only when nothing is left to send.
     pub fn is_complete(&self) -> bool {
-        self.pending_left == 0
+        self.pending_left == 0 && self.stopped.is_none()
     }
 
     /// One line for people and logs.
@@ -65,7 +68,11 @@ impl SendReport {
             self.skipped,
             self.in_doubt.len(),
             self.pending_left
-        )
+        ) + &self
+            .stopped
+            .as_ref()
+            .map(|why| format!("; stopped: {why}"))
+            .unwrap_or_default()
     }
 }
 
@@ -233,6 +240,8 @@ pub struct SendOptions {
     pub rate_per_second: f64,
     pub max_attempts: u32,
     pub retry_base: Duration,
+    /// Stop after this many messages in a row failed for good.
+    pub max_consecutive_failures: u32,
     /// At most this many messages in this run.
     pub limit: Option<u64>,
     /// Show a progress bar (on a terminal) instead of periodic log lines.
@@ -246,6 +255,7 @@ impl SendOptions {
             rate_per_second: cfg.smtp.rate_per_second,
             max_attempts: cfg.smtp.max_attempts.max(1),
             retry_base: Duration::from_millis(cfg.smtp.retry_base_ms),
+            max_consecutive_failures: cfg.smtp.max_consecutive_failures.max(1),
             limit,
             progress_bar: std::io::stderr().is_terminal(),
         }
@@ -310,49 +320,75 @@ pub async fn send_test_copy(
     Ok(msg.message_id)
 }
 
-struct Shared {
-    composer: Arc<dyn Compose>,
-    transport: Arc<dyn Transport>,
-    idle: Mutex<Vec<Box<dyn Connection>>>,
-    rate: RateLimiter,
-    max_attempts: u32,
-    retry_base: Duration,
+/// One row handed to a worker, with what this run already did to it.
+#[derive(Debug, Clone)]
+struct Job {
+    delivery: Delivery,
+    /// Its ledger row is in `sending` already (taken over from a run that died).
+    marked: bool,
+    /// Transient failures so far in this run.
+    attempts: u32,
 }
 
+impl Job {
+    fn id(&self) -> i64 {
+        self.delivery.subscriber.id
+    }
+}
+
+/// A worker's report on one job.
 struct Done {
     id: i64,
     email: String,
-    /// None: the row was never marked `sending` (the ledger refused it), nothing to record.
+    /// What to record in the ledger; None: nothing (the row was never marked
+    /// `sending`, or the ledger refused it).
     outcome: Option<DeliveryOutcome>,
+    /// It needed at least one retry in this run.
     retried: bool,
+    /// A transient failure: hand it out again after a backoff.
+    again: Option<Job>,
+    /// The whole run must stop (the sender or the login was refused).
+    fatal: Option<String>,
 }
 
-/// What delivery tasks tell the ledger task, in the order they happen.
+/// What a worker gets when it asks for work.
+enum Work {
+    Job(Job),
+    /// Nothing right now: end the held message (if any) and ask again.
+    Idle,
+    /// Nothing more in this run.
+    Stop,
+}
+
+/// What workers tell the ledger task, in the order they happen.
 enum Event {
+    /// Give me a row. `holding`: the worker has a message staged that waits for
+    /// the next one (so it must not be kept waiting).
+    Want {
+        holding: bool,
+        reply: oneshot::Sender<Work>,
+    },
     /// A message is staged on its connection: may its row go to `sending`?
     Mark(i64, oneshot::Sender<bool>),
     Done(Done),
+    /// A worker ended.
+    Exit,
 }
 
-/// Takes in one finished delivery: counts consecutive give-ups.
-fn absorb(d: Done, finished: &mut Vec<Done>, consecutive: &mut usize) {
-    match &d.outcome {
-        Some(DeliveryOutcome::Retry { .. }) => *consecutive += 1,
-        Some(DeliveryOutcome::Sent { .. }) => *consecutive = 0,
-        Some(DeliveryOutcome::Failed { .. }) | None => {}
-    }
-    if d.outcome.is_some() {
-        finished.push(d);
-    }
+struct Shared {
+    composer: Arc<dyn Compose>,
+    transport: Arc<dyn Transport>,
+    rate: RateLimiter,
+    max_attempts: u32,
 }
 
-/// Whether a delivery task ended without reporting (it panicked): its row stays
-/// in `sending` and is in doubt for the next run.
+/// Whether a worker task ended without reporting (it panicked): its rows stay
+/// in `sending` and are in doubt for the next run.
 fn lost_task(r: std::result::Result<(), tokio::task::JoinError>) -> bool {
     match r {
         Ok(()) => false,
         Err(e) => {
-            tracing::error!(error = %e, "a delivery task failed; its row is left in doubt");
+            tracing::error!(error = %e, "a delivery worker failed; its row is left in doubt");
             true
         }
     }
@@ -361,9 +397,6 @@ fn lost_task(r: std::result::Result<(), tokio::task::JoinError>) -> bool {
 /// Adds recorded outcomes to the run's totals.
 fn count_outcomes(totals: &mut SendReport, recorded: &[Done]) {
     for d in recorded {
-        if d.retried {
-            totals.retried += 1;
-        }
         match &d.outcome {
             Some(DeliveryOutcome::Sent { .. }) => totals.sent += 1,
             Some(DeliveryOutcome::Failed { error, hard_bounce }) => {
@@ -406,105 +439,339 @@ async fn mark(events: &mpsc::UnboundedSender<Event>, id: i64) -> bool {
     rx.await.unwrap_or(false)
 }
 
-/// One delivery: compose, stage the message on a connection, have its row
-/// marked `sending` (unless it already is: `marked`), end the message, with
-/// retries. Never fails: the outcome says (None: the ledger refused the row and
-/// the staged message was dropped undelivered). The connection comes back for
-/// the caller to return to the pool once the outcome is reported.
-async fn deliver_one(
-    shared: &Shared,
-    d: &Delivery,
-    mut marked: bool,
-    events: &mpsc::UnboundedSender<Event>,
-) -> (Option<DeliveryOutcome>, bool, Option<Box<dyn Connection>>) {
-    // Every outcome is recorded against a row in `sending`: a row not yet
-    // marked is marked first (refused: nothing is recorded, it stays as it is).
-    let settle = |outcome: DeliveryOutcome, retried: bool, marked: bool| async move {
-        if marked || mark(events, d.subscriber.id).await {
-            (Some(outcome), retried, None)
-        } else {
-            (None, retried, None)
-        }
-    };
-    let msg = match shared.composer.compose(&d.subscriber) {
-        Ok(m) => m,
-        Err(e) => {
-            let outcome = DeliveryOutcome::Failed {
-                error: format!("cannot build the message: {e:#}"),
-                hard_bounce: false,
-            };
-            return settle(outcome, false, marked).await;
-        }
-    };
-    let mut attempt = 0;
-    let mut retried = false;
-    loop {
-        shared.rate.acquire().await;
-        let conn = shared.idle.lock().expect("pool lock").pop();
-        let conn = match conn {
-            Some(c) => Ok(c),
-            None => shared.transport.connect().await,
-        };
-        let err: SendError = match conn {
-            Err(e) => e,
-            Ok(mut c) => {
-                let sent = match c.stage(&msg).await {
-                    Err(e) => Err(e),
-                    Ok(()) => {
-                        if !marked {
-                            // The server is reading the message while the ledger
-                            // marks its row: the end of the data waits for the mark.
-                            if !mark(events, d.subscriber.id).await {
-                                // Dropped before the end of its data: not delivered.
-                                return (None, retried, None);
-                            }
-                            marked = true;
-                        }
-                        c.finish(&msg).await
-                    }
-                };
-                match sent {
-                    Ok(()) => {
-                        return (
-                            Some(DeliveryOutcome::Sent {
-                                message_id: msg.message_id,
-                            }),
-                            retried,
-                            Some(c),
-                        );
-                    }
-                    Err(e) => {
-                        if !c.is_broken() {
-                            shared.idle.lock().expect("pool lock").push(c);
-                        }
-                        e
-                    }
+async fn want(events: &mpsc::UnboundedSender<Event>, holding: bool) -> Work {
+    let (reply, rx) = oneshot::channel();
+    if events.send(Event::Want { holding, reply }).is_err() {
+        return Work::Stop;
+    }
+    rx.await.unwrap_or(Work::Stop)
+}
+
+/// A message staged on the worker's connection, its row marked `sending`: its
+/// end goes out with the next message's envelope (or alone).
+struct Held {
+    job: Job,
+    retried: bool,
+    message_id: String,
+}
+
+/// One connection's worth of sending: asks the ledger task for rows, stages
+/// each message, has its row marked, and ends it together with the next one's
+/// envelope. At most one row of a worker is ever in `sending` unrecorded: the
+/// outcome of a message is reported before the next row is marked.
+struct Worker {
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<Event>,
+    conn: Option<Box<dyn Connection>>,
+    held: Option<Held>,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        loop {
+            let job = match want(&self.events, self.held.is_some()).await {
+                Work::Job(job) => job,
+                Work::Idle => {
+                    self.end_held().await;
+                    continue;
                 }
+                Work::Stop => break,
+            };
+            self.deliver(job).await;
+        }
+        self.end_held().await;
+        if let Some(c) = self.conn.take() {
+            c.close().await;
+        }
+        let _ = self.events.send(Event::Exit);
+    }
+
+    fn report(&self, done: Done) {
+        let _ = self.events.send(Event::Done(done));
+    }
+
+    /// The outcome of the held message, from the reply to its end.
+    fn report_end(&self, held: Held, ended: Result<(), SendError>) {
+        let Held {
+            job,
+            retried,
+            message_id,
+        } = held;
+        match ended {
+            Ok(()) => self.report(Done {
+                id: job.id(),
+                email: job.delivery.subscriber.email.to_string(),
+                outcome: Some(DeliveryOutcome::Sent { message_id }),
+                retried,
+                again: None,
+                fatal: None,
+            }),
+            Err(e) => {
+                let done = self.failure(job, retried, e);
+                self.report(done);
+            }
+        }
+    }
+
+    /// Ends the held message alone.
+    async fn end_held(&mut self) {
+        let Some(held) = self.held.take() else { return };
+        let ended = match self.conn.as_mut() {
+            Some(c) => c.finish().await,
+            None => Err(SendError::transient("connection lost")),
+        };
+        self.drop_if_broken().await;
+        self.report_end(held, ended);
+    }
+
+    async fn drop_if_broken(&mut self) {
+        if self.conn.as_ref().is_some_and(|c| c.is_broken()) {
+            if let Some(c) = self.conn.take() {
+                c.close().await;
+            }
+        }
+    }
+
+    /// What to report for `job` after `err`; the row is marked or not (`job.marked`).
+    fn failure(&self, mut job: Job, retried: bool, err: SendError) -> Done {
+        let id = job.id();
+        let email = job.delivery.subscriber.email.to_string();
+        let base = |outcome: Option<DeliveryOutcome>| Done {
+            id,
+            email: email.clone(),
+            outcome,
+            retried,
+            again: None,
+            fatal: None,
+        };
+        // A marked row gets its outcome recorded; an unmarked one needs nothing
+        // (still pending) unless it fails for good, see `settle`.
+        let recorded = |outcome: DeliveryOutcome| job.marked.then_some(outcome);
+        if err.is_fatal() {
+            let outcome = recorded(DeliveryOutcome::Retry {
+                error: err.message.clone(),
+            });
+            return Done {
+                fatal: Some(err.message),
+                ..base(outcome)
+            };
+        }
+        if err.is_transient() {
+            job.attempts += 1;
+            if job.attempts < self.shared.max_attempts {
+                tracing::info!(to = %email, error = %err, attempt = job.attempts, "transient failure, retrying");
+                let outcome = recorded(DeliveryOutcome::Retry {
+                    error: err.message.clone(),
+                });
+                job.marked = false;
+                return Done {
+                    retried: true,
+                    again: Some(job),
+                    ..base(outcome)
+                };
+            }
+            tracing::warn!(to = %email, error = %err, attempts = job.attempts, "giving up for this run");
+            return base(Some(DeliveryOutcome::Retry { error: err.message }));
+        }
+        tracing::warn!(to = %email, error = %err, "permanent failure");
+        base(Some(DeliveryOutcome::Failed {
+            hard_bounce: err.is_hard_bounce(),
+            error: err.message,
+        }))
+    }
+
+    /// Reports `done` for `job`: an outcome for a row not yet in `sending` is
+    /// recorded only once the ledger has marked it (else it belongs to someone
+    /// else now: nothing is recorded).
+    async fn settle(&mut self, job: &Job, mut done: Done) {
+        if done.outcome.is_some() && !job.marked && !mark(&self.events, job.id()).await {
+            done.outcome = None;
+        }
+        self.report(done);
+    }
+
+    async fn deliver(&mut self, job: Job) {
+        let retried = job.attempts > 0;
+        if self.shared.rate.is_limited() {
+            // Not worth holding a message on the server while waiting for a slot.
+            self.end_held().await;
+        }
+        self.shared.rate.acquire().await;
+        let msg = match self.shared.composer.compose(&job.delivery.subscriber) {
+            Ok(m) => m,
+            Err(e) => {
+                let done = self.failure(
+                    job.clone(),
+                    retried,
+                    SendError::permanent(format!("cannot build the message: {e:#}")),
+                );
+                self.settle(&job, done).await;
+                return;
             }
         };
-        if err.is_permanent() {
-            tracing::warn!(to = %msg.to, error = %err, "permanent failure");
-            let outcome = DeliveryOutcome::Failed {
-                hard_bounce: err.is_hard_bounce(),
-                error: err.message,
-            };
-            return settle(outcome, retried, marked).await;
+        self.drop_if_broken().await;
+        if self.conn.is_none() {
+            match self.shared.transport.connect().await {
+                Ok(c) => self.conn = Some(c),
+                Err(e) => {
+                    self.end_held().await;
+                    let done = self.failure(job.clone(), retried, e);
+                    self.settle(&job, done).await;
+                    return;
+                }
+            }
         }
-        attempt += 1;
-        if attempt >= shared.max_attempts {
-            tracing::warn!(to = %msg.to, error = %err, attempts = attempt, "giving up for this run");
-            let outcome = DeliveryOutcome::Retry { error: err.message };
-            return settle(outcome, retried, marked).await;
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let staged = conn.stage_next(&msg).await;
+        // The held message's outcome goes to the ledger before this row is marked.
+        if let Some(held) = self.held.take() {
+            let ended = staged
+                .previous
+                .unwrap_or_else(|| Err(SendError::transient("its end was never sent")));
+            self.report_end(held, ended);
         }
-        retried = true;
-        let wait = backoff(shared.retry_base, attempt);
-        tracing::info!(to = %msg.to, error = %err, ?wait, "transient failure, retrying");
-        tokio::time::sleep(wait).await;
+        if let Err(e) = staged.this {
+            self.drop_if_broken().await;
+            let done = self.failure(job.clone(), retried, e);
+            self.settle(&job, done).await;
+            return;
+        }
+        let mut job = job;
+        if !job.marked {
+            // The server holds the message while the ledger marks its row.
+            if !mark(&self.events, job.id()).await {
+                // Unsubscribed or taken by another sender meanwhile: dropped
+                // before the end of its data, so not delivered.
+                if let Some(c) = self.conn.take() {
+                    c.close().await;
+                }
+                self.report(Done {
+                    id: job.id(),
+                    email: job.delivery.subscriber.email.to_string(),
+                    outcome: None,
+                    retried,
+                    again: None,
+                    fatal: None,
+                });
+                return;
+            }
+            job.marked = true;
+        }
+        self.held = Some(Held {
+            job,
+            retried,
+            message_id: msg.message_id,
+        });
     }
 }
 
-/// The loop: enqueue, claim, send through at most `pool_size` connections,
-/// record each outcome as soon as it is known.
+/// Rows waiting to be handed out again after a transient failure.
+#[derive(Default)]
+struct Retries {
+    base: Duration,
+    waiting: Vec<(Instant, Job)>,
+}
+
+impl Retries {
+    fn push(&mut self, job: Job) {
+        let due = Instant::now() + backoff(self.base, job.attempts);
+        self.waiting.push((due, job));
+    }
+
+    fn take_due(&mut self, now: Instant) -> Option<Job> {
+        let i = self.waiting.iter().position(|(due, _)| *due <= now)?;
+        Some(self.waiting.swap_remove(i).1)
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.waiting.iter().map(|(due, _)| *due).min()
+    }
+}
+
+/// What the ledger task knows of the workers between two store calls.
+#[derive(Default)]
+struct Tally {
+    /// Reported outcomes not yet recorded.
+    finished: Vec<Done>,
+    /// Rows to mark `sending`, each with the worker waiting for the answer.
+    marks: Vec<(i64, oneshot::Sender<bool>)>,
+    /// Workers asking for a row: (holding a staged message, reply).
+    wants: Vec<(bool, oneshot::Sender<Work>)>,
+    retries: Retries,
+    /// Workers still running.
+    alive: usize,
+    /// Jobs handed out and not yet reported on, and jobs waiting for a retry.
+    out: usize,
+    consecutive_failed: u32,
+    consecutive_gave_up: u32,
+    /// Why the run stops early.
+    stopped: Option<String>,
+    totals: SendReport,
+}
+
+impl Tally {
+    fn take(&mut self, ev: Event) {
+        match ev {
+            Event::Want { holding, reply } => self.wants.push((holding, reply)),
+            Event::Mark(id, reply) => self.marks.push((id, reply)),
+            Event::Exit => self.alive -= 1,
+            Event::Done(mut d) => {
+                self.out -= 1;
+                match &d.outcome {
+                    Some(DeliveryOutcome::Sent { .. }) => {
+                        self.consecutive_failed = 0;
+                        self.consecutive_gave_up = 0;
+                    }
+                    Some(DeliveryOutcome::Failed { .. }) => self.consecutive_failed += 1,
+                    Some(DeliveryOutcome::Retry { .. }) if d.again.is_none() => {
+                        self.consecutive_gave_up += 1
+                    }
+                    _ => {}
+                }
+                match d.again.take() {
+                    Some(job) => {
+                        self.out += 1;
+                        self.retries.push(job);
+                    }
+                    None => self.totals.retried += u64::from(d.retried),
+                }
+                if let Some(why) = d.fatal.take() {
+                    tracing::error!(error = %why, "stopping the run");
+                    self.stopped.get_or_insert(why);
+                }
+                if d.outcome.is_some() {
+                    self.finished.push(d);
+                }
+            }
+        }
+    }
+}
+
+/// Why a run stops before its end.
+fn stop_reason(
+    consecutive_failed: u32,
+    consecutive_gave_up: u32,
+    opts: &SendOptions,
+) -> Option<String> {
+    if consecutive_failed >= opts.max_consecutive_failures {
+        return Some(format!(
+            "{consecutive_failed} messages in a row failed for good (smtp.max_consecutive_failures): \
+             the relay or the configuration is probably wrong; the rest is left pending"
+        ));
+    }
+    let unreachable = (opts.pool_size as u32).max(4);
+    if consecutive_gave_up >= unreachable {
+        return Some(format!(
+            "the server kept failing for {consecutive_gave_up} messages in a row: stopping this run, the rest stays pending"
+        ));
+    }
+    None
+}
+
+/// The loop: enqueue, then hand rows to `pool_size` workers (one connection
+/// each), marking and recording in batched ledger transactions.
 pub async fn deliver_ledger(
     store: Arc<dyn Store>,
     date: NaiveDate,
@@ -529,7 +796,7 @@ pub async fn deliver_ledger(
     tracing::info!(%date, enqueued, pending = before.pending, in_doubt = before.sending,
         transport = %transport.describe(), "sending");
 
-    // Rows left in `sending` by a run that died: claimed first, all at once.
+    // Rows left in `sending` by a run that died: handed out first.
     let mut queue: VecDeque<Delivery> = VecDeque::new();
     if before.sending > 0 {
         let s = store.clone();
@@ -543,7 +810,7 @@ pub async fn deliver_ledger(
         }
         if !report.in_doubt.is_empty() {
             tracing::warn!(count = report.in_doubt.len(), addresses = ?report.in_doubt,
-                "in doubt: in flight when the previous run stopped; resending once");
+                "in doubt: in flight when the previous run t.stopped; resending once");
         }
     }
 
@@ -564,126 +831,157 @@ pub async fn deliver_ledger(
     let shared = Arc::new(Shared {
         composer,
         transport,
-        idle: Mutex::new(Vec::new()),
         rate: RateLimiter::new(opts.rate_per_second),
         max_attempts: opts.max_attempts,
-        retry_base: opts.retry_base,
     });
-    // One task (this one) owns the ledger while sending. Rows are read ahead in
-    // id order without being changed; a delivery task stages its message on a
-    // connection (the server reads it), then asks this task to mark the row
-    // `sending`, and only then ends the message. Each store call records every
-    // outcome reported so far and marks every row asked for, in one transaction,
-    // while the servers are busy reading. A row is in `sending` only from just
-    // before the end of its message until its outcome is recorded, and at most
-    // `pool` delivery tasks exist: rows in doubt after a crash never exceed `pool`.
+    // This task owns the ledger while sending. Rows are read ahead in id order
+    // without being changed and handed to workers; a worker stages its message
+    // (the server reads it), asks this task to mark the row `sending`, and ends
+    // the message only after that, with the next message's envelope. Each store
+    // call records every outcome reported so far and t.marks every row asked for,
+    // in one transaction. A worker reports a message's outcome before it asks
+    // for its next row's mark, so after every store call at most one row per
+    // worker is in `sending`: rows in doubt after a crash never exceed `pool`.
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
-    let mut totals = SendReport::default();
-    let mut last_log = Instant::now();
-    let mut finished: Vec<Done> = Vec::new();
-    let mut marks: Vec<(i64, oneshot::Sender<bool>)> = Vec::new();
-    let mut in_flight: usize = 0;
-    let mut given_out: u64 = 0;
     let mut tasks = tokio::task::JoinSet::new();
-    let breaker = pool.max(4);
-    let mut consecutive: usize = 0;
-    let mut stopping = false;
+    for _ in 0..pool {
+        let worker = Worker {
+            shared: shared.clone(),
+            events: events_tx.clone(),
+            conn: None,
+            held: None,
+        };
+        tasks.spawn(worker.run());
+    }
+    drop(events_tx);
+
+    let mut t = Tally {
+        alive: pool,
+        retries: Retries {
+            base: opts.retry_base,
+            waiting: Vec::new(),
+        },
+        ..Tally::default()
+    };
+    let mut last_log = Instant::now();
+    let mut parked: Vec<oneshot::Sender<Work>> = Vec::new();
+    let mut given_out: u64 = 0;
     // Rows read ahead (pending, unchanged), and the id they were read up to.
     let mut ahead: VecDeque<Delivery> = VecDeque::new();
     let mut after = i64::MIN;
     let read_ahead = (pool * 8).clamp(64, 1024);
     // Set once a read returns fewer rows than asked: nothing left to read.
     let mut exhausted = false;
-    let gather_target = pool.div_ceil(2);
     let mut first_mark: Option<Instant> = None;
     let mut store_calls: u64 = 0;
+
     loop {
         while let Ok(ev) = events_rx.try_recv() {
-            match ev {
-                Event::Mark(id, reply) => marks.push((id, reply)),
-                Event::Done(d) => {
-                    in_flight -= 1;
-                    absorb(d, &mut finished, &mut consecutive);
+            t.take(ev);
+        }
+        while let Some(r) = tasks.try_join_next() {
+            if lost_task(r) {
+                t.alive -= 1;
+            }
+        }
+        if t.stopped.is_none() {
+            t.stopped = stop_reason(t.consecutive_failed, t.consecutive_gave_up, opts);
+            if let Some(why) = &t.stopped {
+                tracing::error!("{why}");
+            }
+        }
+        if t.stopped.is_some() {
+            // Jobs waiting for a retry stay pending in the ledger.
+            t.out -= t.retries.waiting.len();
+            t.retries.waiting.clear();
+        }
+
+        // Answer every worker that asked for a row (parked ones first).
+        let mut asking: Vec<(bool, oneshot::Sender<Work>)> =
+            parked.drain(..).map(|r| (false, r)).collect();
+        asking.append(&mut t.wants);
+        for (holding, reply) in asking {
+            let remaining = opts.limit.map_or(u64::MAX, |l| l.saturating_sub(given_out));
+            if t.stopped.is_none()
+                && ahead.is_empty()
+                && queue.is_empty()
+                && !exhausted
+                && remaining > 0
+            {
+                let s = store.clone();
+                let rows = blocking(move || s.ledger_next(date, after, read_ahead))
+                    .await
+                    .context("cannot read the next rows of the ledger")?;
+                store_calls += 1;
+                exhausted = rows.len() < read_ahead;
+                if let Some(last) = rows.last() {
+                    after = last.subscriber.id;
+                }
+                ahead.extend(rows);
+            }
+            // Jobs waiting for a retry are counted in `t.out` already.
+            let job = if t.stopped.is_some() {
+                None
+            } else if let Some(job) = t.retries.take_due(Instant::now()) {
+                t.out -= 1;
+                Some(job)
+            } else if remaining == 0 {
+                None
+            } else if let Some(d) = queue.pop_front() {
+                given_out += 1;
+                Some(Job {
+                    delivery: d,
+                    marked: true,
+                    attempts: 0,
+                })
+            } else {
+                ahead.pop_front().map(|d| {
+                    given_out += 1;
+                    Job {
+                        delivery: d,
+                        marked: false,
+                        attempts: 0,
+                    }
+                })
+            };
+            match job {
+                Some(job) => {
+                    t.out += 1;
+                    let _ = reply.send(Work::Job(job));
+                }
+                None if holding => {
+                    let _ = reply.send(Work::Idle);
+                }
+                // Others are still busy (their rows may come back for a retry)
+                // or a retry is due later: wait.
+                None if t.stopped.is_none() && t.out > 0 => parked.push(reply),
+                None => {
+                    let _ = reply.send(Work::Stop);
                 }
             }
         }
-        while let Some(r) = tasks.try_join_next() {
-            in_flight -= usize::from(lost_task(r));
-        }
-        if consecutive >= breaker && !stopping {
-            tracing::error!("the server keeps failing: stopping this run, the rest stays pending");
-            stopping = true;
-        }
-        let remaining = opts.limit.map_or(u64::MAX, |l| l.saturating_sub(given_out));
-        let slots = if stopping {
-            0
-        } else {
-            (pool.saturating_sub(in_flight) as u64).min(remaining) as usize
-        };
-        if queue.len() + ahead.len() < slots && !exhausted {
-            let s = store.clone();
-            let rows = blocking(move || s.ledger_next(date, after, read_ahead))
-                .await
-                .context("cannot read the next rows of the ledger")?;
-            exhausted = rows.len() < read_ahead;
-            if let Some(last) = rows.last() {
-                after = last.subscriber.id;
-            }
-            ahead.extend(rows);
-        }
-        // Rows taken from a dead run are in `sending` already; the others are not.
-        let mut batch: Vec<(Delivery, bool)> = Vec::with_capacity(slots);
-        while batch.len() < slots {
-            match queue.pop_front() {
-                Some(d) => batch.push((d, true)),
-                None => match ahead.pop_front() {
-                    Some(d) => batch.push((d, false)),
-                    None => break,
-                },
-            }
-        }
-        // When to go to the store: once half the connections wait for a mark (the
-        // servers are still reading their messages), at once if every task waits,
-        // after GATHER at the latest; outcomes alone when nothing else is coming.
-        if marks.is_empty() {
+
+        if t.marks.is_empty() {
             first_mark = None;
         } else if first_mark.is_none() {
             first_mark = Some(Instant::now());
         }
+        // When to go to the store: once half the workers wait for a mark (the
+        // servers are still reading their messages), at once if every worker
+        // waits, after GATHER at the latest; outcomes alone when nothing else
+        // is coming.
+        let waiting = t.marks.len() + parked.len();
         let commit = first_mark.is_some_and(|since| {
-            marks.len() >= gather_target || marks.len() >= in_flight || since.elapsed() >= GATHER
-        }) || (!finished.is_empty() && (in_flight == 0 || finished.len() >= 256));
-        if !commit && batch.is_empty() {
-            if in_flight == 0 && finished.is_empty() && marks.is_empty() {
-                break;
-            }
-            // Every slot is busy (or nothing is left): wait for news.
-            let until = first_mark.map_or_else(
-                || Instant::now() + Duration::from_secs(3600),
-                |since| since + GATHER,
-            );
-            tokio::select! {
-                ev = tokio::time::timeout_at(until, events_rx.recv()) => match ev {
-                    Ok(Some(Event::Mark(id, reply))) => marks.push((id, reply)),
-                    Ok(Some(Event::Done(d))) => {
-                        in_flight -= 1;
-                        absorb(d, &mut finished, &mut consecutive);
-                    }
-                    Ok(None) | Err(_) => {}
-                },
-                Some(r) = tasks.join_next() => {
-                    in_flight -= usize::from(lost_task(r));
-                }
-            }
-            continue;
-        }
-
+            t.marks.len() >= t.alive.div_ceil(2) || waiting >= t.alive || since.elapsed() >= GATHER
+        }) || t.finished.len() >= 256
+            || (!t.finished.is_empty() && (waiting >= t.alive || t.alive == 0));
         if commit {
-            let outcomes: Vec<(i64, DeliveryOutcome)> = finished
+            let outcomes: Vec<(i64, DeliveryOutcome)> = t
+                .finished
                 .iter()
                 .filter_map(|d| d.outcome.clone().map(|o| (d.id, o)))
                 .collect();
-            let ids: Vec<i64> = marks.iter().map(|(id, _)| *id).collect();
+            let ids: Vec<i64> = t.marks.iter().map(|(id, _)| *id).collect();
             let s = store.clone();
             let when = at();
             store_calls += 1;
@@ -691,7 +989,7 @@ pub async fn deliver_ledger(
                 .await
                 .context("cannot record outcomes and mark rows in the ledger")?;
             let refused = marked.iter().any(|ok| !ok);
-            for ((_, reply), ok) in marks.drain(..).zip(marked) {
+            for ((_, reply), ok) in t.marks.drain(..).zip(marked) {
                 let _ = reply.send(ok);
             }
             if refused {
@@ -704,52 +1002,54 @@ pub async fn deliver_ledger(
                 ahead.clear();
                 exhausted = false;
             }
-            count_outcomes(&mut totals, &finished);
+            count_outcomes(&mut t.totals, &t.finished);
             if let Some(b) = &bar {
-                b.inc(finished.len() as u64);
+                b.inc(t.finished.len() as u64);
             } else if last_log.elapsed() >= Duration::from_secs(5) {
                 last_log = Instant::now();
-                let done = totals.sent + totals.failed;
+                let done = t.totals.sent + t.totals.failed;
                 let per_second = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
                 let eta_s = (total.saturating_sub(done) as f64 / per_second.max(1e-3)).round();
                 tracing::info!(
-                    sent = totals.sent,
-                    failed = totals.failed,
-                    retried = totals.retried,
+                    sent = t.totals.sent,
+                    failed = t.totals.failed,
+                    retried = t.totals.retried,
                     of = total,
                     per_second = per_second.round(),
                     eta_s,
                     "progress"
                 );
             }
-            finished.clear();
+            t.finished.clear();
+            continue;
         }
-        given_out += batch.len() as u64;
-        in_flight += batch.len();
-        for (d, marked) in batch {
-            let shared = shared.clone();
-            let events = events_tx.clone();
-            tasks.spawn(async move {
-                let (outcome, retried, conn) = deliver_one(&shared, &d, marked, &events).await;
-                // The outcome is on its way to the ledger before the connection
-                // serves anyone else.
-                let _ = events.send(Event::Done(Done {
-                    id: d.subscriber.id,
-                    email: d.subscriber.email.to_string(),
-                    outcome,
-                    retried,
-                }));
-                if let Some(c) = conn {
-                    shared.idle.lock().expect("pool lock").push(c);
+        if t.alive == 0 && t.finished.is_empty() && t.marks.is_empty() {
+            break;
+        }
+        // Wait for news: an event, the gather deadline, or the next retry.
+        let until = [first_mark.map(|since| since + GATHER), t.retries.next_due()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            ev = tokio::time::timeout_at(until, events_rx.recv()) => {
+                if let Ok(Some(ev)) = ev {
+                    t.take(ev);
                 }
-            });
+            }
+            Some(r) = tasks.join_next() => {
+                if lost_task(r) {
+                    t.alive -= 1;
+                }
+            }
         }
     }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
 
-    // Rows still queued (in doubt beyond a --limit) go back to pending.
+    // Rows taken over from a dead run but not handed out (--limit) go back to pending.
     if !queue.is_empty() {
         let outcomes: Vec<(i64, DeliveryOutcome)> = queue
             .iter()
@@ -766,19 +1066,16 @@ pub async fn deliver_ledger(
         let when = at();
         blocking(move || s.ledger_record(date, &outcomes, when)).await?;
     }
-    let idle: Vec<Box<dyn Connection>> = std::mem::take(&mut *shared.idle.lock().expect("pool"));
-    for c in idle {
-        c.close().await;
-    }
 
     let s = store.clone();
     let after = blocking(move || s.ledger_counts(date)).await?;
-    report.sent = totals.sent;
-    report.retried = totals.retried;
-    report.failed = totals.failed;
-    report.bounced = totals.bounced;
-    report.failures = totals.failures;
+    report.sent = t.totals.sent;
+    report.retried = t.totals.retried;
+    report.failed = t.totals.failed;
+    report.bounced = t.totals.bounced;
+    report.failures = t.totals.failures;
     report.pending_left = after.pending + after.sending;
+    report.stopped = t.stopped;
     tracing::info!(%date, elapsed = ?started.elapsed(), store_calls, "{}", report.summary());
     Ok(report)
 }
@@ -786,6 +1083,7 @@ pub async fn deliver_ledger(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deliver::transport::Staged;
     use crate::domain::{SubscriberEmail, SubscriberStatus};
     use crate::store::{NewSubscriber, SqliteStore};
     use futures::future::BoxFuture;
@@ -822,21 +1120,50 @@ mod tests {
         date: NaiveDate,
         most_sending: Arc<AtomicU64>,
         sends: Arc<AtomicU64>,
+        /// The staged message's recipient.
+        held: Option<String>,
+        failed_once: Arc<Mutex<std::collections::HashSet<String>>>,
+    }
+    impl Watching {
+        async fn deliver(&self, to: &str) -> Result<(), SendError> {
+            let sending = self.store.ledger_counts(self.date).unwrap().sending;
+            self.most_sending.fetch_max(sending, Ordering::SeqCst);
+            self.sends.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            if to.starts_with("refused") {
+                return Err(SendError::permanent("554 refused"));
+            }
+            // Every 7th reader's first attempt fails for a while.
+            let n: u64 = to
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .split('@')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if n % 7 == 3 && self.failed_once.lock().unwrap().insert(to.to_string()) {
+                return Err(SendError::transient("421 try again"));
+            }
+            Ok(())
+        }
     }
     impl Connection for Watching {
-        fn send<'a>(&'a mut self, msg: &'a Outgoing) -> BoxFuture<'a, Result<(), SendError>> {
+        fn stage_next<'a>(&'a mut self, msg: &'a Outgoing) -> BoxFuture<'a, Staged> {
             Box::pin(async move {
-                let sending = self.store.ledger_counts(self.date).unwrap().sending;
-                self.most_sending.fetch_max(sending, Ordering::SeqCst);
-                let n = self.sends.fetch_add(1, Ordering::SeqCst);
-                tokio::task::yield_now().await;
-                if msg.to.starts_with("refused") {
-                    return Err(SendError::permanent("554 refused"));
+                let previous = match self.held.take() {
+                    Some(to) => Some(self.deliver(&to).await),
+                    None => None,
+                };
+                self.held = Some(msg.to.clone());
+                Staged {
+                    previous,
+                    this: Ok(()),
                 }
-                if n % 7 == 3 {
-                    return Err(SendError::transient("421 try again"));
-                }
-                Ok(())
+            })
+        }
+        fn finish(&mut self) -> BoxFuture<'_, Result<(), SendError>> {
+            Box::pin(async move {
+                let to = self.held.take().expect("a staged message");
+                self.deliver(&to).await
             })
         }
         fn is_broken(&self) -> bool {
@@ -873,6 +1200,7 @@ mod tests {
             rate_per_second: 0.0,
             max_attempts: 3,
             retry_base: Duration::from_millis(1),
+            max_consecutive_failures: 20,
             limit,
             progress_bar: false,
         }
@@ -904,6 +1232,8 @@ mod tests {
             date,
             most_sending: most_sending.clone(),
             sends: Arc::new(AtomicU64::new(0)),
+            held: None,
+            failed_once: Arc::default(),
         }));
         let report = deliver_ledger(
             store.clone(),
@@ -935,8 +1265,9 @@ mod tests {
             store: store.clone(),
             date,
             most_sending: Arc::new(AtomicU64::new(0)),
-            // Away from the transient failure of every 7th message.
-            sends: Arc::new(AtomicU64::new(4)),
+            sends: Arc::new(AtomicU64::new(0)),
+            held: None,
+            failed_once: Arc::default(),
         }));
         let report = deliver_ledger(
             store.clone(),
@@ -969,6 +1300,8 @@ mod tests {
         most_sending: Arc<AtomicU64>,
         /// Raise this flag once this many messages are staged.
         raise: Option<(usize, Arc<std::sync::atomic::AtomicBool>)>,
+        /// The staged message's subscriber.
+        held: Option<i64>,
     }
     impl Staging {
         fn id(msg: &Outgoing) -> i64 {
@@ -979,45 +1312,56 @@ mod tests {
             next.first().is_some_and(|d| d.subscriber.id == id)
         }
     }
+    impl Staging {
+        async fn stage_one(&mut self, msg: &Outgoing) {
+            let id = Staging::id(msg);
+            if self.is_pending(id) {
+                self.pending_at_stage.fetch_add(1, Ordering::SeqCst);
+            }
+            self.staged.lock().unwrap().push(id);
+            if let Some((n, flag)) = &self.raise {
+                if self.staged.lock().unwrap().len() >= *n {
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }
+            if self.steal == Some(id) {
+                let took = self
+                    .store
+                    .ledger_record_and_mark(self.date, &[], &[id], crate::clock::now())
+                    .unwrap();
+                assert_eq!(took, vec![true]);
+            }
+            self.held = Some(id);
+            tokio::task::yield_now().await;
+        }
+        async fn end(&mut self) -> Result<(), SendError> {
+            let id = self.held.take().expect("a staged message");
+            if self.is_pending(id) {
+                self.pending_at_finish.fetch_add(1, Ordering::SeqCst);
+            }
+            let sending = self.store.ledger_counts(self.date).unwrap().sending;
+            self.most_sending.fetch_max(sending, Ordering::SeqCst);
+            self.finished.lock().unwrap().push(id);
+            tokio::task::yield_now().await;
+            Ok(())
+        }
+    }
     impl Connection for Staging {
-        fn send<'a>(&'a mut self, _: &'a Outgoing) -> BoxFuture<'a, Result<(), SendError>> {
-            panic!("the send loop stages and finishes");
-        }
-        fn stage<'a>(&'a mut self, msg: &'a Outgoing) -> BoxFuture<'a, Result<(), SendError>> {
+        fn stage_next<'a>(&'a mut self, msg: &'a Outgoing) -> BoxFuture<'a, Staged> {
             Box::pin(async move {
-                let id = Staging::id(msg);
-                if self.is_pending(id) {
-                    self.pending_at_stage.fetch_add(1, Ordering::SeqCst);
+                let previous = match self.held {
+                    Some(_) => Some(self.end().await),
+                    None => None,
+                };
+                self.stage_one(msg).await;
+                Staged {
+                    previous,
+                    this: Ok(()),
                 }
-                self.staged.lock().unwrap().push(id);
-                if let Some((n, flag)) = &self.raise {
-                    if self.staged.lock().unwrap().len() >= *n {
-                        flag.store(true, Ordering::SeqCst);
-                    }
-                }
-                if self.steal == Some(id) {
-                    let took = self
-                        .store
-                        .ledger_record_and_mark(self.date, &[], &[id], crate::clock::now())
-                        .unwrap();
-                    assert_eq!(took, vec![true]);
-                }
-                tokio::task::yield_now().await;
-                Ok(())
             })
         }
-        fn finish<'a>(&'a mut self, msg: &'a Outgoing) -> BoxFuture<'a, Result<(), SendError>> {
-            Box::pin(async move {
-                let id = Staging::id(msg);
-                if self.is_pending(id) {
-                    self.pending_at_finish.fetch_add(1, Ordering::SeqCst);
-                }
-                let sending = self.store.ledger_counts(self.date).unwrap().sending;
-                self.most_sending.fetch_max(sending, Ordering::SeqCst);
-                self.finished.lock().unwrap().push(id);
-                tokio::task::yield_now().await;
-                Ok(())
-            })
+        fn finish(&mut self) -> BoxFuture<'_, Result<(), SendError>> {
+            Box::pin(self.end())
         }
         fn is_broken(&self) -> bool {
             false
@@ -1038,6 +1382,7 @@ mod tests {
             pending_at_finish: Arc::default(),
             most_sending: Arc::default(),
             raise: None,
+            held: None,
         }
     }
 
