@@ -65,6 +65,8 @@ pub struct Config {
     pub schedule: Schedule,
     #[serde(default)]
     pub secrets: Secrets,
+    #[serde(default)]
+    pub bounces: Bounces,
     /// Folder the config file lives in; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -366,6 +368,42 @@ impl Default for Schedule {
     }
 }
 
+/// Returned mail: the VERP return path and the bounce rules.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bounces {
+    /// `bounces@news.example.com`: each message's envelope sender becomes
+    /// `bounces+<signed tag>@news.example.com`. Unset: the `From` address, as before.
+    pub return_path: Option<crate::bounces::ReturnPath>,
+    /// Temporary failures (4.x.x) within `soft_bounce_days` that bounce an address.
+    pub soft_bounce_limit: u32,
+    pub soft_bounce_days: u32,
+    /// `send` warns and `check` fails above these rates for the last issue.
+    pub max_hard_bounce_percent: f64,
+    pub max_complaint_percent: f64,
+}
+
+impl Default for Bounces {
+    fn default() -> Self {
+        Bounces {
+            return_path: None,
+            soft_bounce_limit: 3,
+            soft_bounce_days: 15,
+            max_hard_bounce_percent: 5.0,
+            max_complaint_percent: 0.3,
+        }
+    }
+}
+
+impl Bounces {
+    pub fn rules(&self) -> crate::bounces::Rules {
+        crate::bounces::Rules {
+            soft_limit: self.soft_bounce_limit,
+            soft_window: chrono::Duration::days(i64::from(self.soft_bounce_days)),
+        }
+    }
+}
+
 fn default_send_time() -> SendTime {
     SendTime(NaiveTime::from_hms_opt(7, 0, 0).expect("valid"))
 }
@@ -626,6 +664,24 @@ impl Config {
                 self.storage.database,
                 line_of("database")
             ));
+        }
+        let b = &self.bounces;
+        if b.soft_bounce_limit == 0 || b.soft_bounce_days == 0 {
+            return Err(format!(
+                "bounces.soft_bounce_limit and bounces.soft_bounce_days must be at least 1{}",
+                line_of("soft_bounce")
+            ));
+        }
+        for (key, v) in [
+            ("max_hard_bounce_percent", b.max_hard_bounce_percent),
+            ("max_complaint_percent", b.max_complaint_percent),
+        ] {
+            if !(v.is_finite() && (0.0..=100.0).contains(&v)) {
+                return Err(format!(
+                    "bounces.{key} must be a percentage between 0 and 100, got {v}{}",
+                    line_of(key)
+                ));
+            }
         }
         self.server
             .listen

@@ -1,10 +1,16 @@
-//! Bounces and complaints: the corpus of returned messages read one by one.
+//! Bounces and complaints: the corpus of returned messages read one by one, the
+//! VERP envelope sender seen by a real SMTP server, and `digestif bounces` run
+//! on returned mail.
+
+mod support;
 
 use std::path::Path;
 
 use chrono::NaiveDate;
 use digestif::bounces::{self, ReturnPath, Tag, TagCheck};
 use digestif::config::Secret;
+use support::site::{digestif_cmd, show, site_dir, smtp_table, DATE, NOW, SECRET};
+use support::SmtpServer;
 
 const CORPUS: &str = "tests/fixtures/bounces";
 
@@ -108,4 +114,85 @@ fn every_sample_of_the_corpus_reads_as_expected() {
         );
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// A site sending to `server` with `bounces` keys, and subscribers r1..rn.
+fn site(server: &SmtpServer, bounces: &str, n: usize) -> tempfile::TempDir {
+    let cfg = format!(
+        "{}\n{}\n[bounces]\n{bounces}\n",
+        support::site::sending_head(),
+        smtp_table(server, 1)
+    );
+    let dir = site_dir(&cfg);
+    for i in 1..=n {
+        let out = digestif_cmd(
+            &dir.path().join("digestif.toml"),
+            &["subscribers", "add", &format!("r{i}@example.com")],
+        )
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    dir
+}
+
+fn send(dir: &tempfile::TempDir) {
+    let out = digestif_cmd(
+        &dir.path().join("digestif.toml"),
+        &["send", "--date", DATE, "--now", NOW],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+}
+
+#[test]
+fn with_a_return_path_each_message_s_envelope_sender_is_its_signed_verp_address() {
+    let server = SmtpServer::start(&[]);
+    let dir = site(&server, "return_path = \"bounces@news.example.com\"", 2);
+    send(&dir);
+    let rp = ReturnPath::try_from("bounces@news.example.com".to_string()).unwrap();
+    let mut seen = Vec::new();
+    for m in server.messages() {
+        let id = m
+            .rcpt()
+            .trim_start_matches('r')
+            .trim_end_matches("@example.com");
+        match rp.check(&Secret::new(SECRET), &m.mail_from) {
+            TagCheck::Verified(tag) => {
+                assert_eq!(tag.subscriber_id.to_string(), id, "{}", m.mail_from);
+                assert_eq!(tag.issue.to_string(), DATE);
+            }
+            other => panic!("{}: {other:?}", m.mail_from),
+        }
+        // The header From is untouched.
+        let msg = mail_parser::MessageParser::default().parse(&m.raw).unwrap();
+        let from = msg.from().unwrap().first().unwrap().address().unwrap();
+        assert_eq!(from, "briefing@news.example.com");
+        seen.push(m.mail_from);
+    }
+    assert_eq!(seen.len(), 2);
+    assert_ne!(seen[0], seen[1]);
+}
+
+#[test]
+fn without_a_return_path_the_envelope_sender_is_the_from_address() {
+    let server = SmtpServer::start(&[]);
+    let dir = site(&server, "", 1);
+    send(&dir);
+    let m = &server.messages()[0];
+    assert_eq!(m.mail_from, "briefing@news.example.com");
+}
+
+#[test]
+fn a_bad_bounces_key_is_refused_naming_the_key_and_its_line() {
+    let head = support::site::sending_head();
+    let lines = head.lines().count();
+    let text = format!("{head}\n[bounces]\nreturn_path = \"bounces+x@news.example.com\"\n");
+    let e = digestif::config::Config::parse(&text, Path::new(".")).unwrap_err();
+    assert!(e.contains("bounces.return_path"), "{e}");
+    assert!(e.contains(&format!("line {}", lines + 3)), "{e}");
+    let text = format!("{head}\n[bounces]\nmax_complaint_percent = 120\n");
+    let e = digestif::config::Config::parse(&text, Path::new(".")).unwrap_err();
+    assert!(e.contains("bounces.max_complaint_percent"), "{e}");
 }

@@ -86,9 +86,8 @@ pub enum TagCheck {
     Forged,
 }
 
-fn tag_mac(secret: &Secret, subscriber_id: i64, date: &str) -> [u8; TAG_MAC_LEN] {
-    let mut m =
-        Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes keys of any length");
+fn tag_mac(key: &[u8], subscriber_id: i64, date: &str) -> [u8; TAG_MAC_LEN] {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     m.update(b"verp:");
     m.update(subscriber_id.to_string().as_bytes());
     m.update(b":");
@@ -120,7 +119,7 @@ impl ReturnPath {
     /// The envelope sender of `subscriber_id`'s copy of the issue of `issue`.
     pub fn address_for(&self, secret: &Secret, subscriber_id: i64, issue: NaiveDate) -> String {
         let date = issue.format("%Y%m%d").to_string();
-        let mac = base32(&tag_mac(secret, subscriber_id, &date));
+        let mac = base32(&tag_mac(secret.bytes(), subscriber_id, &date));
         format!(
             "{}+{subscriber_id}-{date}-{mac}@{}",
             self.local, self.domain
@@ -157,8 +156,12 @@ impl ReturnPath {
         if subscriber_id.to_string() != id || date.len() != 8 {
             return TagCheck::Forged;
         }
-        let expected = base32(&tag_mac(secret, subscriber_id, date));
-        if bool::from(expected.as_bytes().ct_eq(mac.as_bytes())) {
+        // The current secret or a previous one: mail sent before a rotation still bounces.
+        let signed = secret.all().any(|key| {
+            let expected = base32(&tag_mac(key, subscriber_id, date));
+            bool::from(expected.as_bytes().ct_eq(mac.as_bytes()))
+        });
+        if signed {
             TagCheck::Verified(Tag {
                 subscriber_id,
                 issue,
@@ -234,6 +237,9 @@ mod tests {
         assert_eq!(rp().check(&secret(), &other), TagCheck::Forged);
         let b = rp().address_for(&Secret::new("another-secret-of-16+"), 42, date());
         assert_eq!(rp().check(&secret(), &b), TagCheck::Forged);
+        // … unless that secret is a previous one.
+        let rotated = Secret::new("a-newer-secret-of-16+").with_previous(["another-secret-of-16+"]);
+        assert!(matches!(rp().check(&rotated, &b), TagCheck::Verified(_)));
         assert_eq!(
             rp().check(&secret(), "bounces+42@news.example.com"),
             TagCheck::Forged

@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::bounces::ReturnPath;
 use crate::config::{Config, Secret};
 use crate::domain::{Digest, Locale, Subscriber};
 use crate::render::{self, Assets, EmailTemplate, Personal, RenderedEmail};
@@ -100,6 +101,7 @@ pub struct DigestComposer {
     list_id: String,
     now: DateTime<Utc>,
     variants: Mutex<HashMap<VariantKey, Arc<Variant>>>,
+    return_path: Option<ReturnPath>,
 }
 
 impl DigestComposer {
@@ -119,6 +121,7 @@ impl DigestComposer {
             list_id: cfg.list_id(),
             now,
             variants: Mutex::new(HashMap::new()),
+            return_path: cfg.bounces.return_path.clone(),
         })
     }
 
@@ -194,13 +197,24 @@ impl DigestComposer {
     /// the configuration: what the pre-encoded path is checked against.
     pub fn compose_with_lettre(&self, subscriber: &Subscriber) -> Result<Outgoing> {
         let (email, token) = self.render_for(subscriber);
-        self.factory.build(
-            subscriber.email.as_str(),
-            subscriber.name.as_deref(),
-            &email,
-            &token,
-            self.now,
-        )
+        self.factory
+            .build(
+                subscriber.email.as_str(),
+                subscriber.name.as_deref(),
+                &email,
+                &token,
+                self.now,
+            )
+            .map(|out| self.with_return_path(out, subscriber.id))
+    }
+
+    /// With `[bounces] return_path`, the envelope sender is the signed VERP address
+    /// of this subscriber's copy of the issue, so that its bounces find them.
+    fn with_return_path(&self, mut out: Outgoing, subscriber_id: i64) -> Outgoing {
+        if let Some(rp) = &self.return_path {
+            out.from = rp.address_for(&self.secret, subscriber_id, self.digest.date);
+        }
+        out
     }
 }
 
@@ -219,14 +233,16 @@ impl Compose for DigestComposer {
                     name: subscriber.name.clone(),
                     unsubscribe_url: self.factory.unsubscribe_url(&token),
                 });
-                self.factory.build_pre_encoded(
-                    address,
-                    subscriber.name.as_deref(),
-                    encoded,
-                    &values,
-                    &token,
-                    self.now,
-                )
+                self.factory
+                    .build_pre_encoded(
+                        address,
+                        subscriber.name.as_deref(),
+                        encoded,
+                        &values,
+                        &token,
+                        self.now,
+                    )
+                    .map(|out| self.with_return_path(out, subscriber.id))
             }
             _ => self.compose_with_lettre(subscriber),
         }
