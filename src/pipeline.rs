@@ -29,6 +29,33 @@ impl Built {
     pub fn failed_sources(&self) -> impl Iterator<Item = &SourceReport> {
         self.sources.iter().filter(|s| s.error.is_some())
     }
+
+    /// An error when no source could be read: the issue could not be built,
+    /// which is not the same as "nothing new" (the feeds may be back soon).
+    pub fn every_source_failed(&self, date: NaiveDate) -> Result<(), EverySourceFailed> {
+        if self.sources.is_empty() || self.sources.iter().any(|s| s.error.is_none()) {
+            return Ok(());
+        }
+        Err(EverySourceFailed {
+            date,
+            errors: self
+                .failed_sources()
+                .map(|s| format!("{}: {}", s.name, s.error.as_deref().unwrap_or("")))
+                .collect(),
+        })
+    }
+}
+
+/// No source of the config could be read, so no issue could be built.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "every source failed, so no issue could be built for {date} ({}). \
+     Check the URLs and paths in [[sources]]",
+    errors.join("; ")
+)]
+pub struct EverySourceFailed {
+    pub date: NaiveDate,
+    pub errors: Vec<String>,
 }
 
 /// The theme and words: from `newsletter.templates_dir` if set, else built in.
@@ -105,7 +132,8 @@ pub fn archive_issue(
 }
 
 /// The issue of `date`: the archived one if it exists, else built now and archived.
-/// `None` when there is nothing new.
+/// `None` when the sources were read and there is nothing new; an error when
+/// the build failed, e.g. no source could be read ([`EverySourceFailed`]).
 pub async fn issue_for(
     cfg: &Config,
     assets: &Assets,
@@ -116,6 +144,7 @@ pub async fn issue_for(
         return Ok(Some(d));
     }
     let built = build(cfg, date, now).await?;
+    built.every_source_failed(date)?;
     match built.digest {
         Some(d) => {
             archive_issue(cfg, assets, &d)?;

@@ -27,7 +27,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{local_instant, today_in, Digest, Subscriber, SubscriberStatus};
 use crate::http::metrics::Metrics;
-use crate::store::{RunRecord, Store};
+use crate::store::{FailedStep, PartialReason, RunRecord, RunStatus, Store};
 
 pub mod gate;
 
@@ -198,7 +198,9 @@ pub struct PassReport {
 /// What the scheduler needs from the pipeline and delivery. The binary uses
 /// [`LivePipeline`]; tests hand in their own to drive the schedule alone.
 pub trait IssuePipeline: Send + Sync {
-    /// The frozen issue of `date` (archived, or built as of `now` and archived).
+    /// The frozen issue of `date` (archived, or built as of `now` and archived);
+    /// `None` when the sources were read and hold nothing new for the date. An
+    /// error (e.g. no source could be read) is a failed run, retried within catch-up.
     fn issue<'a>(
         &'a self,
         date: NaiveDate,
@@ -458,7 +460,14 @@ impl Scheduler {
         let result = match skip {
             Some(why) => {
                 tracing::warn!(%date, reason = %why, "issue skipped");
-                Ok(self.record(date, now, now, "skipped", PassReport::default(), why))
+                Ok(self.record(
+                    date,
+                    now,
+                    now,
+                    RunStatus::Skipped,
+                    PassReport::default(),
+                    why,
+                ))
             }
             None => self.send_pass(&plan, date, now, &lease, lease_len).await,
         };
@@ -517,56 +526,70 @@ impl Scheduler {
         let started = std::time::Instant::now();
         let elapsed = move || now + Duration::from_std(started.elapsed()).unwrap_or_default();
         let result = async {
-            let Some(digest) = self.pipeline.issue(date, now).await? else {
-                return Ok(self.record(
-                    date,
-                    now,
-                    now,
-                    "skipped",
-                    PassReport::default(),
-                    "nothing new for this date: no issue built".into(),
-                ));
+            let digest = match self.pipeline.issue(date, now).await {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    return Ok(self.record(
+                        date,
+                        now,
+                        now,
+                        RunStatus::Skipped,
+                        PassReport::default(),
+                        "nothing new for this date: the sources were read and no story is in \
+                         the issue's window, so there is no issue to send"
+                            .into(),
+                    ))
+                }
+                Err(e) => return Err((FailedStep::Build, e)),
             };
             self.metrics.issue_built(date);
             let due = plan.due_filter(date, now);
-            let report = self.pipeline.send(&digest, &due).await?;
+            let report = self
+                .pipeline
+                .send(&digest, &due)
+                .await
+                .map_err(|e| (FailedStep::Send, e))?;
             let finished = elapsed();
             let stopped = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
             let (status, message) = if stopped && report.pending > 0 {
                 (
-                    "partial",
+                    RunStatus::Partial(PartialReason::Stopped),
                     format!(
-                        "{STOPPED}; {} left pending for the next start",
+                        "stopped by a shutdown; {} left pending for the next start",
                         report.pending
                     ),
                 )
             } else if report.pending > 0 || report.in_doubt > 0 {
                 (
-                    "partial",
+                    RunStatus::Partial(PartialReason::Pending),
                     format!("{} left pending; retried within catch-up", report.pending),
                 )
             } else if !due.everyone() {
                 (
-                    "partial",
+                    RunStatus::Partial(PartialReason::WaitingZones),
                     format!(
-                        "{WAITING_ZONES}; last zone due at {}",
+                        "sent to the zones due so far; last zone due at {}",
                         plan.last_due(date).to_rfc3339()
                     ),
                 )
             } else {
-                ("ok", String::new())
+                (RunStatus::Ok, String::new())
             };
             Ok(self.record(date, now, finished, status, report, message))
         }
         .await;
         renew.abort();
-        result.or_else(|e: anyhow::Error| {
-            tracing::error!(%date, error = %format!("{e:#}"), "run failed");
+        result.or_else(|(step, e): (FailedStep, anyhow::Error)| {
+            let what = match step {
+                FailedStep::Build => "the issue could not be built; retried within catch-up",
+                FailedStep::Send => "the send pass failed; retried within catch-up",
+            };
+            tracing::error!(%date, error = %format!("{e:#}"), "{what}");
             Ok(self.record(
                 date,
                 now,
                 elapsed(),
-                "failed",
+                RunStatus::Failed(step),
                 PassReport::default(),
                 format!("{e:#}"),
             ))
@@ -578,7 +601,7 @@ impl Scheduler {
         date: NaiveDate,
         started_at: DateTime<Utc>,
         finished_at: DateTime<Utc>,
-        status: &str,
+        status: RunStatus,
         r: PassReport,
         message: String,
     ) -> RunRecord {
@@ -586,7 +609,7 @@ impl Scheduler {
             date,
             started_at,
             finished_at,
-            status: status.into(),
+            status,
             sent: r.sent,
             failed: r.failed,
             retried: r.retried,
@@ -641,17 +664,12 @@ impl Scheduler {
 /// A failed or incomplete pass is retried no sooner than this after it ended.
 pub const RETRY_AFTER_SECONDS: i64 = 60;
 
-/// Start of the message of a pass cut short by a stop signal.
-const STOPPED: &str = "stopped by a shutdown";
-
-/// Start of the message of a pass that served every zone due so far.
-const WAITING_ZONES: &str = "sent to the zones due so far";
-
 /// Every date up to the returned one is finished (sent or skipped).
 fn done_through(r: &RunRecord) -> NaiveDate {
-    match r.status.as_str() {
-        "ok" | "skipped" => r.date,
-        _ => r.date - Duration::days(1),
+    if r.status.finishes_the_date() {
+        r.date
+    } else {
+        r.date - Duration::days(1)
     }
 }
 
@@ -662,14 +680,16 @@ fn next_pass(plan: &Plan, last: &RunRecord, date: NaiveDate) -> Option<DateTime<
     if last.date != date {
         return None;
     }
-    match last.status.as_str() {
+    match last.status {
         // Nothing failed: the next process goes on at once.
-        "partial" if last.message.starts_with(STOPPED) => None,
-        "partial" if last.message.starts_with(WAITING_ZONES) => {
+        RunStatus::Partial(PartialReason::Stopped) => None,
+        RunStatus::Partial(PartialReason::WaitingZones) => {
             plan.due_filter(date, last.started_at).next_zone_due()
         }
-        "partial" | "failed" => Some(last.finished_at + Duration::seconds(RETRY_AFTER_SECONDS)),
-        _ => None,
+        RunStatus::Partial(PartialReason::Pending) | RunStatus::Failed(_) => {
+            Some(last.finished_at + Duration::seconds(RETRY_AFTER_SECONDS))
+        }
+        RunStatus::Ok | RunStatus::Skipped => None,
     }
 }
 

@@ -17,7 +17,7 @@ use digestif::config::Secret;
 use digestif::deliver::token;
 use digestif::domain::{Digest, SubscriberEmail, SubscriberStatus};
 use digestif::schedule::{DueFilter, IssuePipeline, PassReport, RunOutcome, Scheduler};
-use digestif::store::{NewSubscriber, Store};
+use digestif::store::{FailedStep, NewSubscriber, PartialReason, RunStatus, Store};
 use futures::future::BoxFuture;
 use support::site::subscriber;
 use support::SmtpServer;
@@ -77,14 +77,19 @@ fn unsub_token(app: &App, id: i64) -> String {
     token::unsubscribe_token(&Secret::new(app::SECRET), &app.cfg.list_id(), &key)
 }
 
-/// Waits (bounded) for `f` to hold.
 /// The reader's unsubscribe link on the running service.
 fn unsub_url(app: &App, id: i64) -> String {
     app.url(&format!("/unsubscribe?token={}", unsub_token(app, id)))
 }
 
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + StdDuration::from_secs(60);
+/// Waits (bounded) for `f` to hold.
+async fn eventually(what: &str, f: impl FnMut() -> bool) {
+    eventually_within(what, StdDuration::from_secs(60), f).await
+}
+
+/// Waits up to `limit` for `f` to hold.
+async fn eventually_within(what: &str, limit: StdDuration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(StdDuration::from_millis(100)).await;
@@ -186,7 +191,7 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
         app.store
             .last_run()
             .unwrap()
-            .is_some_and(|r| r.date == d1 && r.status == "ok")
+            .is_some_and(|r| r.date == d1 && r.status == RunStatus::Ok)
     })
     .await;
 
@@ -628,7 +633,7 @@ async fn healthz_reports_the_store_and_the_last_run_and_metrics_count_subscriber
             date: d,
             started_at: t,
             finished_at: t + Duration::milliseconds(1500),
-            status: "ok".into(),
+            status: RunStatus::Ok,
             sent: 12,
             failed: 0,
             retried: 1,
@@ -794,7 +799,7 @@ async fn a_restarted_service_does_not_start_the_same_date_twice() {
     let (first, p1) = scheduler(&app, 0);
     assert!(idle_at(&first, "2026-11-27T05:59:00Z").await);
     let r = ran(&first, "2026-11-27T06:00:00Z").await;
-    assert_eq!((r.status.as_str(), r.sent), ("ok", 5));
+    assert_eq!((r.status, r.sent), (RunStatus::Ok, 5));
     // "Restart": a new scheduler on the same database, a minute later.
     let (second, p2) = scheduler(&app, 0);
     assert!(idle_at(&second, "2026-11-27T06:01:00Z").await);
@@ -841,20 +846,20 @@ async fn a_failed_run_is_retried_within_catch_up_and_skipped_after_it() {
     let app = app::start(Mail::File, "07:00").await;
     let (s, p) = scheduler(&app, 2);
     let r = ran(&s, "2026-11-27T06:00:00Z").await;
-    assert_eq!(r.status, "failed");
+    assert_eq!(r.status, RunStatus::Failed(FailedStep::Send));
     assert!(r.message.contains("connection refused"), "{}", r.message);
     let r = ran(&s, "2026-11-27T06:10:00Z").await;
-    assert_eq!(r.status, "failed");
+    assert_eq!(r.status, RunStatus::Failed(FailedStep::Send));
     let r = ran(&s, "2026-11-27T06:20:00Z").await;
-    assert_eq!(r.status, "ok");
+    assert_eq!(r.status, RunStatus::Ok);
     assert_eq!(p.sends.load(Ordering::SeqCst), 3);
 
     // Next day: failing until the catch-up window (3 h) closes, then skipped, with the reason.
     let (s, _) = scheduler(&app, 100);
     let r = ran(&s, "2026-11-28T06:00:00Z").await;
-    assert_eq!(r.status, "failed");
+    assert_eq!(r.status, RunStatus::Failed(FailedStep::Send));
     let r = ran(&s, "2026-11-28T09:00:01Z").await;
-    assert_eq!(r.status, "skipped");
+    assert_eq!(r.status, RunStatus::Skipped);
     assert!(r.message.contains("catch-up"), "{}", r.message);
     assert!(idle_at(&s, "2026-11-28T09:01:00Z").await);
 }
@@ -867,8 +872,8 @@ async fn a_service_back_after_the_catch_up_window_skips_the_day_and_logs_why() {
     // Down all morning of the 27th; back at 15:00 Paris.
     let r = ran(&s, "2026-11-27T14:00:00Z").await;
     assert_eq!(
-        (r.date.to_string().as_str(), r.status.as_str()),
-        ("2026-11-27", "skipped")
+        (r.date.to_string().as_str(), r.status),
+        ("2026-11-27", RunStatus::Skipped)
     );
     assert_eq!(p.sends.load(Ordering::SeqCst), 1);
     let h: serde_json::Value = healthz(&app).await;
@@ -979,7 +984,7 @@ async fn two_serve_processes_on_one_database_send_one_issue_and_stop_cleanly_on_
         store
             .last_run()
             .unwrap()
-            .is_some_and(|r| r.date == date && r.status == "ok")
+            .is_some_and(|r| r.date == date && r.status == RunStatus::Ok)
     })
     .await;
     // Both processes have ticked at least twice by now (every 10 s).
@@ -1032,12 +1037,19 @@ async fn sigterm_mid_send_finishes_the_messages_in_flight_and_a_restart_sends_th
         "the ledger matches what the server got"
     );
     let last = store.last_run().unwrap().unwrap();
-    assert_eq!(last.status, "partial", "{last:?}");
+    assert_eq!(
+        last.status,
+        RunStatus::Partial(PartialReason::Stopped),
+        "{last:?}"
+    );
 
     // Started again, it sends the rest, each reader once.
     let second = serve(&config, Some(app::SECRET));
     eventually("the rest is sent", || {
-        store.last_run().unwrap().is_some_and(|r| r.status == "ok")
+        store
+            .last_run()
+            .unwrap()
+            .is_some_and(|r| r.status == RunStatus::Ok)
     })
     .await;
     sigterm(&second);
@@ -1045,6 +1057,81 @@ async fn sigterm_mid_send_finishes_the_messages_in_flight_and_a_restart_sends_th
     let msgs = smtp.messages();
     let rcpts = distinct_rcpts(&msgs);
     assert_eq!((msgs.len(), rcpts.len()), (40, 40));
+}
+
+/// A feed of two stories published a few hours before `now`, inside the window
+/// of today's issue.
+fn fresh_feed(now: DateTime<Utc>) -> String {
+    let item = |title: &str, slug: &str, hours: i64| {
+        format!(
+            "<item><title>{title}</title><link>https://example.com/{slug}</link>\
+             <description>Le récit de la journée, en quelques lignes.</description>\
+             <pubDate>{}</pubDate></item>",
+            (now - Duration::hours(hours)).to_rfc2822()
+        )
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><rss version=\"2.0\"><channel>\
+         <title>Monde</title><link>https://example.com/</link>{}{}</channel></rss>",
+        item("Budget 2027 : ce qui change", "budget", 2),
+        item("Sommet sur le climat à Nairobi", "climat", 3)
+    )
+}
+
+/// Regression: when every feed was down at send time, the run was recorded as
+/// `skipped`, which finished the date, and the issue was never sent even though
+/// the feeds came back within the catch-up window.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_feed_down_at_send_time_fails_the_run_and_the_issue_goes_out_when_they_return() {
+    let smtp = SmtpServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (config, date) = serve_config(dir.path(), smtp.port);
+    let cfg = digestif::config::Config::from_file(&config).unwrap();
+    let store = digestif::store::SqliteStore::for_config(&cfg).unwrap();
+    for addr in ["ana@example.org", "ben@example.org"] {
+        add(&store, addr, SubscriberStatus::Active);
+    }
+    // feeds/monde.xml, the only source, does not exist: nothing can be read.
+    let server = serve(&config, Some(app::SECRET));
+    eventually("a failed build is recorded", || {
+        store.last_run().unwrap().is_some_and(|r| r.date == date)
+    })
+    .await;
+    let run = store.last_run().unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Failed(FailedStep::Build), "{run:?}");
+    assert!(
+        run.message.contains("every source failed") && run.message.contains("Monde"),
+        "{run:?}"
+    );
+    assert_eq!(smtp.count(), 0);
+
+    // The feed is back: a later pass builds the issue and sends it.
+    std::fs::write(
+        dir.path().join("feeds/monde.xml"),
+        fresh_feed(digestif::clock::now()),
+    )
+    .unwrap();
+    eventually_within("the issue is sent", StdDuration::from_secs(150), || {
+        store
+            .last_run()
+            .unwrap()
+            .is_some_and(|r| r.date == date && r.status == RunStatus::Ok)
+    })
+    .await;
+    sigterm(&server);
+    let (code, log) = wait_exit(server);
+    assert_eq!(code, 0, "{log}");
+    let msgs = smtp.messages();
+    assert_eq!(
+        distinct_rcpts(&msgs),
+        ["ana@example.org", "ben@example.org"],
+        "{log}"
+    );
+    assert_eq!(msgs.len(), 2);
+    assert!(
+        log.contains("the issue could not be built"),
+        "the failed build is logged: {log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1063,7 +1150,11 @@ async fn a_reader_in_new_york_gets_the_frozen_issue_at_seven_in_new_york() {
     let sched = live_scheduler(&app);
     // 07:00 in Paris.
     let r = ran(&sched, "2026-11-27T06:00:00Z").await;
-    assert_eq!((r.status.as_str(), r.sent), ("partial", 1), "{r:?}");
+    assert_eq!(
+        (r.status, r.sent),
+        (RunStatus::Partial(PartialReason::WaitingZones), 1),
+        "{r:?}"
+    );
     assert_eq!(smtp.messages()[0].rcpt(), "paris@example.org");
     // Nothing more until 07:00 in New York (12:00 UTC).
     assert_eq!(
@@ -1071,7 +1162,7 @@ async fn a_reader_in_new_york_gets_the_frozen_issue_at_seven_in_new_york() {
         RunOutcome::Idle(at("2026-11-27T12:00:00Z"))
     );
     let r = ran(&sched, "2026-11-27T12:00:05Z").await;
-    assert_eq!((r.status.as_str(), r.sent), ("ok", 1), "{r:?}");
+    assert_eq!((r.status, r.sent), (RunStatus::Ok, 1), "{r:?}");
     let msgs = smtp.messages();
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[1].rcpt(), "ny@example.org");

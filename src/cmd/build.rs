@@ -23,10 +23,6 @@ fn report_sources(built: &Built) {
     }
 }
 
-fn all_sources_failed(built: &Built) -> bool {
-    !built.sources.is_empty() && built.sources.iter().all(|s| s.error.is_some())
-}
-
 /// How many subscribers already got (or may have got) the issue of `date`: the
 /// ledger's `sent` and `sending` rows. Zero when there is no database file yet
 /// (none is created just to ask).
@@ -54,12 +50,8 @@ pub fn build(config: Option<&Path>, args: &BuildArgs) -> CmdResult {
     let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
     let sent = already_sent(&cfg, date)?;
     let built = runtime()?.block_on(pipeline::build(&cfg, date, now))?;
+    built.every_source_failed(date).map_err(Failure::job)?;
     report_sources(&built);
-    if all_sources_failed(&built) {
-        return Err(Failure::job(anyhow::anyhow!(
-            "every source failed; no issue written for {date}. Check the URLs and paths in [[sources]]."
-        )));
-    }
     let Some(digest) = built.digest.as_ref() else {
         println!("Nothing new for {date}: no issue written.");
         return Ok(());

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use chrono::NaiveDate;
 
 use crate::domain::SubscriberStatus;
-use crate::store::RunRecord;
+use crate::store::{FailedStep, RunRecord, RunStatus};
 
 /// Counters since the process started, and gauges of the last run.
 #[derive(Debug, Default)]
@@ -24,6 +24,7 @@ pub struct Metrics {
     runs_partial: AtomicU64,
     runs_failed: AtomicU64,
     runs_skipped: AtomicU64,
+    build_failures: AtomicU64,
     last_run_ts: AtomicI64,
     last_run_ms: AtomicI64,
     signups: AtomicU64,
@@ -51,13 +52,16 @@ impl Metrics {
         self.failed.fetch_add(r.failed, Ordering::Relaxed);
         self.retried.fetch_add(r.retried, Ordering::Relaxed);
         self.in_doubt.fetch_add(r.in_doubt, Ordering::Relaxed);
-        let c = match r.status.as_str() {
-            "ok" => &self.runs_ok,
-            "partial" => &self.runs_partial,
-            "skipped" => &self.runs_skipped,
-            _ => &self.runs_failed,
+        let c = match r.status {
+            RunStatus::Ok => &self.runs_ok,
+            RunStatus::Partial(_) => &self.runs_partial,
+            RunStatus::Skipped => &self.runs_skipped,
+            RunStatus::Failed(_) => &self.runs_failed,
         };
         c.fetch_add(1, Ordering::Relaxed);
+        if r.status == RunStatus::Failed(FailedStep::Build) {
+            self.build_failures.fetch_add(1, Ordering::Relaxed);
+        }
         self.last_run_ts
             .store(r.finished_at.timestamp(), Ordering::Relaxed);
         self.last_run_ms.store(
@@ -94,6 +98,11 @@ impl Metrics {
             "digestif_issues_built_total",
             "Issues built or loaded for sending.",
             g(&self.issues_built),
+        );
+        counter(
+            "digestif_issue_build_failures_total",
+            "Runs that could not build the issue (no source could be read, or the build errored).",
+            g(&self.build_failures),
         );
         counter(
             "digestif_messages_sent_total",
@@ -192,7 +201,7 @@ mod tests {
             date: NaiveDate::from_ymd_opt(2026, 11, 27).unwrap(),
             started_at: Utc.with_ymd_and_hms(2026, 11, 27, 6, 0, 0).unwrap(),
             finished_at: Utc.with_ymd_and_hms(2026, 11, 27, 6, 0, 2).unwrap(),
-            status: "ok".into(),
+            status: RunStatus::Ok,
             sent: 40,
             failed: 1,
             retried: 3,
@@ -211,6 +220,23 @@ mod tests {
         );
         assert!(
             text.contains("digestif_runs_total{status=\"ok\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("digestif_issue_build_failures_total 0\n"),
+            "{text}"
+        );
+        m.observe_run(&RunRecord {
+            status: RunStatus::Failed(FailedStep::Build),
+            ..r.clone()
+        });
+        let text = m.render(&[(SubscriberStatus::Active, 41)], None);
+        assert!(
+            text.contains("digestif_issue_build_failures_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("digestif_runs_total{status=\"failed\"} 1\n"),
             "{text}"
         );
         assert!(

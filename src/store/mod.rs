@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{LinkKey, Locale, Subscriber, SubscriberEmail, SubscriberStatus};
 
+pub mod run;
 pub mod sqlite;
 
+pub use run::{FailedStep, PartialReason, RunStatus};
 pub use sqlite::SqliteStore;
 
 /// What a store call can fail with.
@@ -330,8 +332,7 @@ pub struct RunRecord {
     pub date: NaiveDate,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
-    /// "ok", "partial" (some left pending), "failed", "skipped".
-    pub status: String,
+    pub status: RunStatus,
     pub sent: u64,
     pub failed: u64,
     pub retried: u64,

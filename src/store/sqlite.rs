@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
     Delivery, DeliveryOutcome, DeliveryState, LedgerCounts, NewSubscriber, PendingSignup,
-    RunRecord, Store, StoreError, StoreResult, Suppression, SuppressionReason, Upserted,
+    RunRecord, RunStatus, Store, StoreError, StoreResult, Suppression, SuppressionReason, Upserted,
 };
 use crate::config::Config;
 use crate::domain::{LinkKey, Locale, Subscriber, SubscriberEmail, SubscriberStatus};
@@ -1081,7 +1081,7 @@ impl Store for SqliteStore {
                 day(run.date),
                 ts(run.started_at),
                 ts(run.finished_at),
-                run.status,
+                run.status.as_str(),
                 run.sent as i64,
                 run.failed as i64,
                 run.retried as i64,
@@ -1108,7 +1108,8 @@ impl Store for SqliteStore {
                     date: parse_day(&d, 0)?,
                     started_at: parse_time(&s, 1)?,
                     finished_at: parse_time(&f, 2)?,
-                    status: r.get(3)?,
+                    status: RunStatus::parse(&r.get::<_, String>(3)?)
+                        .map_err(|e| bad_column(3, e))?,
                     sent: r.get::<_, i64>(4)? as u64,
                     failed: r.get::<_, i64>(5)? as u64,
                     retried: r.get::<_, i64>(6)? as u64,
@@ -1962,7 +1963,7 @@ mod tests {
             date: date(),
             started_at: at(7, 0),
             finished_at: at(7, 3),
-            status: "ok".into(),
+            status: RunStatus::Ok,
             sent: 10,
             failed: 1,
             retried: 2,
@@ -1972,7 +1973,7 @@ mod tests {
         s.record_run(&run).unwrap();
         let older = RunRecord {
             finished_at: at(6, 0),
-            status: "failed".into(),
+            status: RunStatus::Failed(crate::store::FailedStep::Build),
             ..run.clone()
         };
         s.record_run(&older).unwrap();
