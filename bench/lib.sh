@@ -9,13 +9,16 @@ BENCH_PIDS=()
 
 bench_log() { printf '%s\n' "$*" >&2; }
 
-# Installs Postfix's smtp-sink/smtp-source and GNU time from Debian when absent.
+# Installs Postfix's smtp-sink/smtp-source, stunnel (TLS in front of the sink),
+# openssl (its certificate) and GNU time from Debian when absent.
 # Postfix's tools run without the mail system being started.
 bench_ensure_tools() {
     local need=()
     [ -x "$SMTP_SINK" ] && [ -x "$SMTP_SOURCE" ] || need+=(postfix)
     [ -x /usr/bin/time ] || need+=(time)
     command -v python3 >/dev/null || need+=(python3)
+    command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || need+=(stunnel4)
+    command -v openssl >/dev/null || need+=(openssl)
     if [ ${#need[@]} -gt 0 ]; then
         if [ "$(id -u)" != 0 ]; then
             bench_log "missing ${need[*]}: install them (apt-get install ${need[*]}) or run as root"
@@ -49,12 +52,76 @@ bench_start_sink() {
     "$SMTP_SINK" "$@" -u "$(id -un)" "127.0.0.1:$port" 1000 >"$out" 2>&1 &
     SINK_PID=$!
     BENCH_PIDS+=("$SINK_PID")
-    local i
+    bench_wait_port "$port" smtp-sink "$out"
+}
+
+# bench_wait_port PORT NAME LOG: waits until 127.0.0.1:PORT accepts connections.
+bench_wait_port() {
+    local port=$1 name=$2 log=$3 i
     for i in $(seq 1 50); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
         sleep 0.1
     done
-    bench_log "smtp-sink did not start on port $port: $(cat "$out")"
+    bench_log "$name did not start on port $port: $(tail -n 20 "$log")"
+    return 1
+}
+
+# bench_make_cert DIR: a private CA (DIR/ca.pem) and a certificate for 127.0.0.1
+# and localhost signed by it (DIR/relay.pem, DIR/relay.key), as a relay with a
+# private CA has; digestif trusts it through `smtp.ca_file`.
+bench_make_cert() {
+    local dir=$1
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=bench relay CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -subj "/CN=localhost" -keyout "$dir/relay.key" -out "$dir/relay.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$dir/relay.ext"
+    openssl x509 -req -in "$dir/relay.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 2 -extfile "$dir/relay.ext" -out "$dir/relay.pem" 2>/dev/null
+}
+
+# bench_start_stunnel DIR MODE ACCEPT_PORT CONNECT_PORT [client]: stunnel on
+# 127.0.0.1:ACCEPT_PORT forwarding to 127.0.0.1:CONNECT_PORT. MODE is "tls"
+# (implicit TLS) or "starttls" (SMTP STARTTLS, RFC 3207). As a server (default) it
+# presents DIR/relay.pem; with "client" it speaks TLS to CONNECT_PORT (for
+# smtp-source, which has no TLS of its own). Sets STUNNEL_PID.
+bench_start_stunnel() {
+    local dir=$1 mode=$2 accept=$3 connect=$4 role=${5:-server}
+    local conf=$dir/stunnel-$accept.conf bin
+    bin=$(command -v stunnel4 || command -v stunnel)
+    {
+        printf 'foreground = yes\npid =\ndebug = 3\nsocket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n'
+        printf '[relay]\naccept = 127.0.0.1:%s\nconnect = 127.0.0.1:%s\n' "$accept" "$connect"
+        if [ "$role" = client ]; then
+            printf 'client = yes\nverifyChain = yes\nCAfile = %s\ncheckHost = localhost\n' "$dir/ca.pem"
+        else
+            printf 'cert = %s\nkey = %s\n' "$dir/relay.pem" "$dir/relay.key"
+        fi
+        [ "$mode" = starttls ] && printf 'protocol = smtp\n'
+    } >"$conf"
+    "$bin" "$conf" >"$conf.log" 2>&1 &
+    STUNNEL_PID=$!
+    BENCH_PIDS+=("$STUNNEL_PID")
+    bench_wait_port "$accept" stunnel "$conf.log"
+}
+
+# bench_start_proxy BIN LOG TO_PORT RTT_MS: the latency proxy (bench/latency_proxy.rs)
+# on a free loopback port, forwarding to TO_PORT with RTT_MS / 2 each way.
+# Sets PROXY_PID and PROXY_PORT.
+bench_start_proxy() {
+    local bin=$1 log=$2 to=$3 rtt=$4 i
+    "$bin" --listen 127.0.0.1:0 --to "127.0.0.1:$to" \
+        --delay-ms "$(awk -v r="$rtt" 'BEGIN { print r / 2 }')" >"$log" 2>&1 &
+    PROXY_PID=$!
+    BENCH_PIDS+=("$PROXY_PID")
+    PROXY_PORT=""
+    for i in $(seq 1 50); do
+        PROXY_PORT=$(head -n 1 "$log" | tr -dc 0-9)
+        [ -n "$PROXY_PORT" ] && return 0
+        sleep 0.1
+    done
+    bench_log "the latency proxy did not start: $(cat "$log")"
     return 1
 }
 

@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
 # End-to-end send benchmark: `digestif send` into Postfix's smtp-sink on loopback,
-# side by side with smtp-source (same message size, count and connections).
+# side by side with smtp-source (same message size, count and connections), in
+# plain SMTP or over TLS, optionally across a simulated network round trip.
 #
 # Usage:
 #   bench/send.sh [--smoke] [--subscribers N] [--connections "1 4 16"]
+#                 [--tls none|starttls|tls] [--rtt-ms MS]
 #                 [--rate R [--seconds S]] [--source-count M] [--keep]
 #
 #   --smoke           2,000 subscribers, 1 and 4 connections; checks that it works
-#                     (send exits 0, the report and the sink count every message).
+#                     (send exits 0, the report and the sink count every message);
+#                     then 200 messages over STARTTLS and over implicit TLS at 20 ms.
 #   --subscribers N   subscribers to generate, import and send to (default 20000).
+#   --tls MODE        none (default); starttls or tls: stunnel in front of the sink
+#                     (a certificate from a private CA made here, trusted through
+#                     smtp.ca_file); smtp-source goes through a stunnel client.
+#   --rtt-ms MS       a round trip of MS ms (bench/latency_proxy.rs, MS/2 each way)
+#                     between the sender and the relay, for digestif and smtp-source
+#                     alike; the one-round-trip limit (connections / RTT) is printed
+#                     next to the rates.
 #   --connections L   pool sizes to measure, one send per size (default "1 4 16");
 #                     a size given more than once is measured again (ours, then
 #                     smtp-source, each time) and the median ratio is printed.
@@ -17,8 +27,9 @@
 #   --source-count M  messages for smtp-source (default: N, at most 200000).
 #   --keep            keep the temporary folder (config, database, logs).
 #
-# Prints, per connection count: message size, messages, digestif's rate, smtp-source's
-# rate, their ratio, digestif's peak RSS; and the import's time and peak RSS.
+# Prints, per connection count: TLS mode, RTT, message size, messages, digestif's rate,
+# smtp-source's rate, their ratio, the one-round-trip limit and digestif's share of it,
+# digestif's peak RSS; and the import's time and peak RSS.
 # Every step has a timeout; everything started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +43,8 @@ connections="1 4 16"
 rate=""
 seconds=30
 source_count=""
+tls=none
+rtt=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --smoke) smoke=1; subscribers=2000; connections="1 4" ;;
@@ -40,12 +53,16 @@ while [ $# -gt 0 ]; do
     --rate) rate=$2; shift ;;
     --seconds) seconds=$2; shift ;;
     --source-count) source_count=$2; shift ;;
+    --tls) tls=$2; shift ;;
+    --rtt-ms) rtt=$2; shift ;;
     --keep) BENCH_KEEP=1 ;;
-    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) bench_log "unknown argument $1 (see --help)"; exit 2 ;;
     esac
     shift
 done
+case "$tls" in none | starttls | tls) ;; *) bench_log "--tls $tls: want none, starttls or tls"; exit 2 ;; esac
+case "$rtt" in '' | *[!0-9.]*) bench_log "--rtt-ms $rtt: want a number of milliseconds"; exit 2 ;; esac
 if [ -n "$rate" ]; then
     subscribers=$(awk -v r="$rate" -v s="$seconds" 'BEGIN { printf "%d", r * s }')
     [ "$connections" = "1 4 16" ] && connections=4
@@ -59,17 +76,21 @@ export RUST_LOG=${RUST_LOG:-warn}
 
 bench_ensure_tools
 bench_log "building digestif (release)"
-timeout 1800 cargo build --release --quiet --bin digestif
+timeout 1800 cargo build --release --quiet --bin digestif --example latency_proxy
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/digestif
+PROXY=${CARGO_TARGET_DIR:-$REPO/target}/release/examples/latency_proxy
 BENCH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/digestif-bench.XXXXXX")
 [ -n "${BENCH_KEEP:-}" ] && bench_log "keeping $BENCH_TMP"
+CERTS=$BENCH_TMP/certs
+bench_make_cert "$CERTS"
 
-# write_config DIR TRANSPORT PORT POOL RATE: the example config with absolute feed
-# paths and the [smtp] section replaced.
+# write_config DIR TRANSPORT PORT POOL RATE [TLS]: the example config with absolute
+# feed paths and the [smtp] section replaced (TLS: trusting the bench's private CA).
 write_config() {
-    local dir=$1 transport=$2 port=$3 pool=$4 rps=$5
+    local dir=$1 transport=$2 port=$3 pool=$4 rps=$5 mode=${6:-none}
     mkdir -p "$dir"
-    awk -v repo="$REPO" -v transport="$transport" -v port="$port" -v pool="$pool" -v rps="$rps" '
+    awk -v repo="$REPO" -v transport="$transport" -v port="$port" -v pool="$pool" -v rps="$rps" \
+        -v tls="$mode" -v ca="$CERTS/ca.pem" '
         /^\[/ { skip = 0 }
         /^\[smtp\]/ {
             skip = 1
@@ -78,7 +99,8 @@ write_config() {
             print "file_dir = \"outbox\""
             print "host = \"127.0.0.1\""
             print "port = " port
-            print "tls = \"none\""
+            print "tls = \"" tls "\""
+            if (tls != "none") print "ca_file = \"" ca "\""
             print "pool_size = " pool
             print "rate_per_second = " rps
             print "timeout_s = 30"
@@ -112,6 +134,49 @@ fail() {
     exit 1
 }
 
+# start_relay DIR TLS RTT [sink flags]: smtp-sink, with stunnel in front of it for
+# TLS and the latency proxy in front of that for RTT > 0. Sets SEND_PORT (where
+# digestif connects), SOURCE_PORT (where smtp-source does: through a stunnel client
+# for TLS), SINK_OUT and RELAY_PIDS.
+start_relay() {
+    local dir=$1 mode=$2 ms=$3 sink_port front
+    shift 3
+    mkdir -p "$dir"
+    RELAY_PIDS=()
+    sink_port=$(bench_free_port)
+    SINK_OUT=$dir/sink.out
+    bench_start_sink "$sink_port" "$SINK_OUT" "$@"
+    RELAY_PIDS+=("$SINK_PID")
+    front=$sink_port
+    if [ "$mode" != none ]; then
+        front=$(bench_free_port)
+        bench_start_stunnel "$CERTS" "$mode" "$front" "$sink_port"
+        RELAY_PIDS+=("$STUNNEL_PID")
+    fi
+    SEND_PORT=$front
+    if [ "$ms" != 0 ]; then
+        bench_start_proxy "$PROXY" "$dir/proxy.log" "$front" "$ms"
+        RELAY_PIDS+=("$PROXY_PID")
+        SEND_PORT=$PROXY_PORT
+    fi
+    SOURCE_PORT=$SEND_PORT
+    if [ "$mode" != none ]; then
+        SOURCE_PORT=$(bench_free_port)
+        bench_start_stunnel "$CERTS" "$mode" "$SOURCE_PORT" "$SEND_PORT" client
+        RELAY_PIDS+=("$STUNNEL_PID")
+    fi
+}
+
+stop_relay() {
+    local pid
+    for pid in "${RELAY_PIDS[@]}"; do bench_stop "$pid"; done
+}
+
+# limit_of CONNS RTT: the one-round-trip limit, connections / RTT, in msg/s ("-" at RTT 0).
+limit_of() {
+    awk -v c="$1" -v r="$2" 'BEGIN { if (r > 0) printf "%d", c * 1000 / r; else printf "-" }'
+}
+
 base=$BENCH_TMP/base
 write_config "$base" file 25 1 0
 cfg=(--config "$base/digestif.toml")
@@ -141,53 +206,79 @@ bench_machine
 printf 'build of the issue: %ss; import of %s subscribers: %ss, peak RSS %s MB\n' \
     "$build_s" "$subscribers" "$import_s" "$import_rss"
 if [ -n "$rate" ]; then
-    printf '%-6s %-8s %-9s %-11s %-9s %-10s %-9s\n' conns "size B" messages "target/s" "ours/s" deviation "RSS MB"
+    printf '%-6s %-9s %-7s %-8s %-9s %-11s %-9s %-10s %-9s\n' conns tls "rtt ms" "size B" messages \
+        "target/s" "ours/s" deviation "RSS MB"
 else
-    printf '%-6s %-8s %-9s %-9s %-14s %-7s %-9s %-8s\n' conns "size B" messages "ours/s" "smtp-source/s" ratio "RSS MB" "send s"
+    printf '%-6s %-9s %-7s %-8s %-9s %-9s %-14s %-7s %-10s %-9s %-9s %-8s\n' conns tls "rtt ms" "size B" \
+        messages "ours/s" "smtp-source/s" ratio "1-RTT/s" "of 1-RTT" "RSS MB" "send s"
 fi
 
 status=0
 ratios=()
-for c in $connections; do
-    run=$BENCH_TMP/c$c
-    port=$(bench_free_port)
-    write_config "$run" smtp "$port" "$c" "${rate:-0}"
+# measure NAME CONNS TLS RTT [LIMIT]: one send of the imported database (a fresh
+# copy) through a fresh relay, then smtp-source through the same relay; prints a row.
+# With LIMIT, `send --limit LIMIT` (a short run over a slow path).
+measure() {
+    local name=$1 c=$2 mode=$3 ms=$4 limit=${5:-}
+    local run=$BENCH_TMP/$name want=$subscribers count=$source_count
+    local sink_flags=() limit_args=()
+    [ -n "$smoke" ] && sink_flags=(-c)
+    if [ -n "$limit" ]; then
+        want=$limit
+        count=$limit
+        limit_args=(--limit "$limit")
+    fi
+    start_relay "$run" "$mode" "$ms" "${sink_flags[@]}"
+    write_config "$run" smtp "$SEND_PORT" "$c" "${rate:-0}" "$mode"
     # Same issue (archive), fresh copy of the imported database: each run sends to all.
     cp -a "$base/digests" "$run/"
     cp "$base"/digestif.db* "$run/"
-    sink_flags=()
-    [ -n "$smoke" ] && sink_flags=(-c)
-    bench_start_sink "$port" "$run/sink.out" "${sink_flags[@]}"
 
-    timed "$run/send.log" $((60 + subscribers / 100)) \
-        "$BIN" --config "$run/digestif.toml" --log-format json send --date "$DATE" --now "$NOW"
+    timed "$run/send.log" $((120 + want / 20)) \
+        "$BIN" --config "$run/digestif.toml" --log-format json send --date "$DATE" --now "$NOW" \
+        "${limit_args[@]}"
     sent=$(grep -o 'sent [0-9]*, retried' "$run/send.log" | head -n 1 | cut -d' ' -f2 | tr -d , || true)
     ours=$(bench_rate "${sent:-0}" 0 "$T_WALL")
-    if [ "$T_RC" != 0 ] || [ "${sent:-0}" != "$subscribers" ]; then
-        bench_log "send with $c connection(s) exited $T_RC, sent ${sent:-?} of $subscribers:"
+    if [ "$T_RC" != 0 ] || [ "${sent:-0}" != "$want" ]; then
+        bench_log "send with $c connection(s), tls $mode, rtt $ms ms exited $T_RC, sent ${sent:-?} of $want:"
         bench_log "$(tail -n 20 "$run/send.log")"
         status=1
     fi
     if [ -n "$smoke" ]; then
         sleep 0.2
-        got=$(bench_sink_messages "$run/sink.out")
-        if [ "$got" != "$subscribers" ]; then
-            bench_log "the sink received $got messages, expected $subscribers"
+        got=$(bench_sink_messages "$SINK_OUT")
+        if [ "$got" != "$want" ]; then
+            bench_log "the sink received $got messages, expected $want"
             status=1
         fi
     fi
+    local one_rtt share
+    one_rtt=$(limit_of "$c" "$ms")
+    share=$(awk -v o="$ours" -v l="$one_rtt" 'BEGIN { if (l == "-") printf "-"; else printf "%.2f", o / l }')
     if [ -n "$rate" ]; then
-        printf '%-6s %-8s %-9s %-11s %-9s %-10s %-9s\n' "$c" "$size" "${sent:-0}" "$rate" "$ours" \
+        printf '%-6s %-9s %-7s %-8s %-9s %-11s %-9s %-10s %-9s\n' "$c" "$mode" "$ms" "$size" "${sent:-0}" \
+            "$rate" "$ours" \
             "$(awk -v o="$ours" -v r="$rate" 'BEGIN { printf "%+.1f%%", (o - r) * 100 / r }')" "$T_RSS_MB"
     else
-        theirs=$(bench_smtp_source "$c" "$source_count" "$size" "$port" -d)
-        ratios+=("$c $(awk -v o="$ours" -v t="$theirs" 'BEGIN { printf "%.3f", o / t }')")
-        printf '%-6s %-8s %-9s %-9s %-14s %-7s %-9s %-8s\n' "$c" "$size" "${sent:-0}" "$ours" "$theirs" \
-            "$(awk -v o="$ours" -v t="$theirs" 'BEGIN { printf "%.2f", o / t }')" "$T_RSS_MB" "$T_WALL"
+        theirs=$(bench_smtp_source "$c" "$count" "$size" "$SOURCE_PORT" -d)
+        [ -n "$limit" ] || ratios+=("$c $(awk -v o="$ours" -v t="$theirs" 'BEGIN { printf "%.3f", o / t }')")
+        printf '%-6s %-9s %-7s %-8s %-9s %-9s %-14s %-7s %-10s %-9s %-9s %-8s\n' "$c" "$mode" "$ms" "$size" \
+            "${sent:-0}" "$ours" "$theirs" \
+            "$(awk -v o="$ours" -v t="$theirs" 'BEGIN { printf "%.2f", o / t }')" "$one_rtt" "$share" \
+            "$T_RSS_MB" "$T_WALL"
     fi
-    bench_stop "$SINK_PID"
+    stop_relay
     rm -f "$run"/digestif.db*
+}
+
+for c in $connections; do
+    measure "c$c-$tls-$rtt" "$c" "$tls" "$rtt"
 done
+if [ -n "$smoke" ]; then
+    # TLS and latency: a short run each way, so that these paths cannot rot.
+    measure smoke-starttls 4 starttls 20 200
+    measure smoke-tls 4 tls 20 200
+fi
 
 # Repeated sizes: the median ratio of each (runs on a shared machine vary).
 if [ ${#ratios[@]} -gt 0 ] && [ "$(printf '%s\n' "${ratios[@]}" | cut -d' ' -f1 | sort | uniq -d)" != "" ]; then
