@@ -240,6 +240,20 @@ fn everyone_gets_one_parsable_copy(mode: Mode, flags: &[&str]) -> Relay {
     assert_eq!(relay.recipients(), everyone(7), "{mode:?}");
     assert_eq!(site.ledger(), (0, 0, 7, 0), "{mode:?}");
     assert_eq!(relay.sent_ahead(), Vec::<String>::new(), "{mode:?}");
+    // The EHLO name is a real one, never `localhost` (relays score that as spam).
+    let log = relay.server.log();
+    let names: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once(" > ").map(|(_, c)| c))
+        .filter_map(|c| c.strip_prefix("EHLO "))
+        .collect();
+    assert!(!names.is_empty(), "{log}");
+    for name in names {
+        assert!(
+            !name.is_empty() && !name.eq_ignore_ascii_case("localhost"),
+            "EHLO {name}"
+        );
+    }
     relay
 }
 
@@ -333,7 +347,6 @@ fn the_scripted_server_flags_a_client_that_sends_ahead_without_pipelining() {
 /// CVE-2011-0411 class: a reply forged into the clear-text stream after the
 /// STARTTLS 220 must never be read as the first reply over TLS.
 #[test]
-#[ignore = "needs the new SMTP engine"]
 fn bytes_injected_after_the_starttls_220_refuse_the_connection_and_nothing_is_sent() {
     let relay = Relay::start(
         Mode::Starttls,
@@ -357,7 +370,6 @@ fn bytes_injected_after_the_starttls_220_refuse_the_connection_and_nothing_is_se
 }
 
 #[test]
-#[ignore = "needs the new SMTP engine"]
 fn check_fails_when_bytes_follow_the_starttls_220() {
     let relay = Relay::start(Mode::Starttls, &["--inject-after-starttls", "250 forged"]);
     let site = Site::new(&relay, 2, 1);
@@ -374,7 +386,6 @@ fn check_fails_when_bytes_follow_the_starttls_220() {
 /// A sender refused at MAIL FROM is the operator's configuration, not the
 /// subscribers': the run stops, nobody bounces, the rows stay pending.
 #[test]
-#[ignore = "needs the new SMTP engine"]
 fn a_sender_refused_at_mail_from_stops_the_run_bounces_nobody_and_exits_1_with_the_server_s_words()
 {
     let relay = Relay::start(
@@ -402,7 +413,6 @@ fn a_sender_refused_at_mail_from_stops_the_run_bounces_nobody_and_exits_1_with_t
 
 /// 5xx after the data refuses that message, not the address.
 #[test]
-#[ignore = "needs the new SMTP engine"]
 fn content_refused_after_the_data_fails_that_message_and_bounces_nobody() {
     let relay = Relay::start(
         Mode::Starttls,
@@ -487,8 +497,10 @@ fn the_circuit_breaker_stops_a_relay_that_refuses_everything(reply: &str) {
     );
     let (pending, sending, sent, failed) = site.ledger();
     assert_eq!((sending, sent), (0, 0), "{}", show(&out));
+    // 20 in a row, plus what was already on the wire when the breaker tripped:
+    // on each connection, one message ending and the next one staged behind it.
     assert!(
-        (20..=20 + pool as u64).contains(&failed),
+        (20..=20 + 2 * pool as u64).contains(&failed),
         "about 20 failed, not the whole list: failed {failed}\n{}",
         show(&out)
     );
@@ -497,13 +509,11 @@ fn the_circuit_breaker_stops_a_relay_that_refuses_everything(reply: &str) {
 }
 
 #[test]
-#[ignore = "needs the new SMTP engine"]
 fn the_circuit_breaker_stops_a_relay_that_refuses_every_recipient_with_552() {
     the_circuit_breaker_stops_a_relay_that_refuses_everything("RCPT=552 5.2.2 mailbox full");
 }
 
 #[test]
-#[ignore = "needs the new SMTP engine"]
 fn the_circuit_breaker_stops_a_relay_that_refuses_every_message_after_the_data() {
     the_circuit_breaker_stops_a_relay_that_refuses_everything(
         "DOT=554 5.7.1 message refused by policy",
