@@ -172,7 +172,13 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
     }
     // The report is the last line of the output.
     println!("{}: {}", digest.date, report.summary());
-    if report.is_complete() || held_back_by_limit {
+    if let Some(why) = &report.stopped {
+        Err(Failure::job(anyhow::anyhow!(
+            "the run stopped: {why}; {} message(s) left pending: fix that, then run `digestif send --date {}` again",
+            report.pending_left,
+            digest.date
+        )))
+    } else if report.is_complete() || held_back_by_limit {
         Ok(())
     } else {
         Err(Failure::job(anyhow::anyhow!(
