@@ -386,7 +386,7 @@ enum Event {
     },
     /// A message is staged on its connection: may its row go to `sending`?
     Mark(i64, oneshot::Sender<bool>),
-    Done(Done),
+    Done(Box<Done>),
     /// A worker ended.
     Exit,
 }
@@ -503,7 +503,7 @@ impl Worker {
     }
 
     fn report(&self, done: Done) {
-        let _ = self.events.send(Event::Done(done));
+        let _ = self.events.send(Event::Done(Box::new(done)));
     }
 
     /// The outcome of the held message, from the reply to its end.
@@ -758,7 +758,7 @@ impl Tally {
                     self.stopped.get_or_insert(why);
                 }
                 if d.outcome.is_some() {
-                    self.finished.push(d);
+                    self.finished.push(*d);
                 }
             }
         }
