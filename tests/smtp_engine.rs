@@ -21,6 +21,11 @@ use support::cert::Cert;
 use support::site::{digestif_cmd, everyone, sending_head, show, site_dir, subscriber, DATE, NOW};
 use support::SmtpServer;
 
+/// The relay's account in the AUTH tests.
+const LOGIN: &str = "username = \"briefing\"\npassword_env = \"DIGESTIF_SMTP_PASSWORD\"\n";
+const PASSWORD_ENV: &str = "DIGESTIF_SMTP_PASSWORD";
+const PASSWORD: &str = "s3cret-relay-password";
+
 /// How the client reaches the scripted server.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -139,10 +144,15 @@ struct Site {
 
 impl Site {
     fn new(relay: &Relay, pool: usize, n: usize) -> Site {
+        Site::with(relay, pool, n, "")
+    }
+
+    /// With `smtp` keys added to the `[smtp]` table.
+    fn with(relay: &Relay, pool: usize, n: usize, smtp: &str) -> Site {
         let cfg = format!(
             "{}\n[smtp]\ntransport = \"smtp\"\nhost = \"localhost\"\nport = {}\ntls = \"{}\"\n\
              ca_file = \"relay-ca.pem\"\npool_size = {pool}\ntimeout_s = 10\n\
-             max_attempts = 3\nretry_base_ms = 20\n",
+             max_attempts = 3\nretry_base_ms = 20\n{smtp}",
             sending_head(),
             relay.server.port,
             relay.mode.config(),
@@ -167,7 +177,9 @@ impl Site {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        digestif_cmd(&self.config(), args)
+        let mut c = digestif_cmd(&self.config(), args);
+        c.env(PASSWORD_ENV, PASSWORD);
+        c
     }
 
     fn send(&self) -> Output {
@@ -567,4 +579,127 @@ fn killed_mid_send_over_starttls_then_rerun_leaves_nobody_missing_and_names_the_
     }
     assert!(doubled <= pool);
     assert_eq!(site.ledger(), (0, 0, n as u64, 0));
+}
+
+/// The lines of the server's log for each connection, in order.
+fn sessions(log: &str) -> BTreeMap<u32, Vec<String>> {
+    let mut out: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for l in log.lines() {
+        let (conn, rest) = l.split_once(' ').unwrap();
+        out.entry(conn.parse().unwrap())
+            .or_default()
+            .push(rest.to_string());
+    }
+    out
+}
+
+#[test]
+fn auth_logs_in_over_tls_with_an_advertised_mechanism_and_delivers() {
+    let account = format!("briefing:{PASSWORD}");
+    for mech in ["PLAIN", "LOGIN"] {
+        let relay = Relay::start(Mode::Starttls, &["--auth", mech, "--auth-user", &account]);
+        let site = Site::with(&relay, 2, 4, LOGIN);
+        let out = site.send();
+        assert!(out.status.success(), "{mech}: {}", show(&out));
+        assert_eq!(relay.recipients(), everyone(4), "{mech}");
+        let log = relay.server.log();
+        for (conn, lines) in sessions(&log) {
+            let Some(auth) = lines.iter().position(|l| l.starts_with("> AUTH ")) else {
+                continue;
+            };
+            assert!(lines[auth].starts_with(&format!("> AUTH {mech} ")), "{log}");
+            let tls = lines.iter().position(|l| l == "! tls");
+            assert!(
+                tls.is_some_and(|t| t < auth),
+                "connection {conn}: AUTH before TLS:\n{log}"
+            );
+            assert!(lines.contains(&"! auth ok briefing".to_string()), "{log}");
+        }
+        assert!(!log.contains(PASSWORD), "the log never holds the password");
+    }
+}
+
+#[test]
+fn a_password_is_never_sent_in_clear_without_allow_plaintext_auth() {
+    let relay = Relay::start(Mode::Plain, &["--auth", "PLAIN LOGIN"]);
+    let site = Site::with(&relay, 2, 3, LOGIN);
+    let out = site.send();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        all_output(&out).contains("allow_plaintext_auth"),
+        "the error says how to allow it: {}",
+        show(&out)
+    );
+    assert_eq!(relay.commands("AUTH"), 0, "{}", relay.server.log());
+    assert_eq!(relay.server.count(), 0);
+    assert_eq!(site.ledger(), (3, 0, 0, 0));
+    assert!(site.bounced(3).is_empty());
+}
+
+#[test]
+fn allow_plaintext_auth_logs_in_on_a_trusted_network() {
+    let account = format!("briefing:{PASSWORD}");
+    let relay = Relay::start(Mode::Plain, &["--auth", "PLAIN", "--auth-user", &account]);
+    let site = Site::with(
+        &relay,
+        2,
+        3,
+        &format!("{LOGIN}allow_plaintext_auth = true\n"),
+    );
+    let out = site.send();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(relay.recipients(), everyone(3));
+    assert!(relay
+        .server
+        .events()
+        .contains(&"auth ok briefing".to_string()));
+}
+
+#[test]
+fn a_relay_offering_no_mechanism_we_speak_gets_no_credentials() {
+    let relay = Relay::start(Mode::Tls, &["--auth", "CRAM-MD5 XOAUTH2"]);
+    let site = Site::with(&relay, 2, 3, LOGIN);
+    let out = site.send();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(all_output(&out).contains("CRAM-MD5"), "{}", show(&out));
+    assert_eq!(relay.commands("AUTH"), 0, "{}", relay.server.log());
+    assert_eq!(relay.server.count(), 0);
+    assert_eq!(site.ledger(), (3, 0, 0, 0));
+}
+
+/// A refused login is the operator's to fix: the run stops at once, nobody
+/// bounces, the server's words are shown.
+#[test]
+fn a_refused_login_stops_the_run_and_bounces_nobody() {
+    let relay = Relay::start(
+        Mode::Tls,
+        &["--auth", "PLAIN LOGIN", "--auth-user", "briefing:another"],
+    );
+    let pool = 2;
+    let site = Site::with(&relay, pool, 6, LOGIN);
+    let out = site.send();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        all_output(&out).contains("535 5.7.8"),
+        "the server's words: {}",
+        show(&out)
+    );
+    assert!(
+        relay.commands("AUTH") <= pool,
+        "not retried:\n{}",
+        relay.server.log()
+    );
+    assert_eq!(relay.server.count(), 0);
+    assert_eq!(site.ledger(), (6, 0, 0, 0));
+    assert!(site.bounced(6).is_empty());
+}
+
+#[test]
+fn a_pool_of_100_connections_delivers_everyone_once() {
+    let relay = Relay::start(Mode::Starttls, &[]);
+    let site = Site::new(&relay, 100, 150);
+    let out = site.send();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(relay.recipients(), everyone(150));
+    assert_eq!(site.ledger(), (0, 0, 150, 0));
 }

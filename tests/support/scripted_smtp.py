@@ -38,10 +38,17 @@ Script:
   --close-after N     in each session, after N accepted messages, the next command
                       is answered "421 4.3.2 ..." and the connection closed
   --delay-ms D        wait D ms before answering the end of each message's data
+  --auth "MECH ..."   advertise AUTH with these mechanisms (PLAIN and LOGIN are
+                      understood) and require it before MAIL; a mechanism not
+                      advertised gets 504. The log shows "AUTH MECH ***" and the
+                      event "auth ok USER" or "auth failed USER", never a password.
+  --auth-user U:P     the one account that logs in (default user:secret)
                       (the message is recorded after the wait, before the reply)
 """
 import argparse
 import asyncio
+import base64
+import binascii
 import json
 import os
 import ssl
@@ -85,6 +92,8 @@ class Server:
                 sys.exit(f"--mode {args.mode} needs --tls-cert and --tls-key")
             self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self.ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        self.auth = [m.upper() for m in (args.auth or "").split()]
+        self.account = tuple(args.auth_user.split(":", 1))
         self.connections = 0
         self.accepted = 0
 
@@ -133,6 +142,7 @@ class Session:
         self.mail_from = None
         self.rcpts = []
         self.messages = 0
+        self.user = None
 
     def event(self, text):
         self.s.log.write(self.n, "!", text)
@@ -176,6 +186,8 @@ class Session:
         if self.s.pipelining:
             caps.append("PIPELINING")
         caps += ["SIZE 67108864", "8BITMIME", "ENHANCEDSTATUSCODES"]
+        if self.s.auth:
+            caps.append("AUTH " + " ".join(self.s.auth))
         if self.s.args.mode == "starttls" and not self.tls:
             caps.append("STARTTLS")
         return [f"250-{c}" for c in caps[:-1]] + [f"250 {caps[-1]}"]
@@ -193,8 +205,11 @@ class Session:
     async def command(self):
         raw = await self.line()
         text = raw.decode("utf-8", "replace")
-        self.s.log.write(self.n, ">", text)
         verb = text.split(" ", 1)[0].upper()
+        if verb == "AUTH":
+            self.s.log.write(self.n, ">", " ".join(text.split(" ")[:2]) + " ***")
+        else:
+            self.s.log.write(self.n, ">", text)
         must_wait = not self.s.pipelining or verb in GROUP_ENDERS
         if must_wait and await self.sent_ahead():
             self.event(f"ahead after {verb}")
@@ -214,6 +229,8 @@ class Session:
                 await self.send(*self.ehlo_lines())
         elif verb == "STARTTLS":
             return await self.starttls()
+        elif verb == "AUTH":
+            await self.authenticate(text)
         elif verb == "MAIL":
             await self.mail(text)
         elif verb == "RCPT":
@@ -258,6 +275,7 @@ class Session:
             return False
         self.tls = True
         self.ehlo = False
+        self.user = None
         self.reset()
         self.event("tls")
         return True
@@ -265,11 +283,59 @@ class Session:
     def needs_tls(self):
         return self.s.args.mode == "starttls" and not self.tls
 
+    async def answer(self, challenge):
+        """A 334 challenge and the client's base64 answer (None if cancelled or not base64)."""
+        await self.send(f"334 {challenge}")
+        line = await self.line()
+        self.s.log.write(self.n, ">", "***")
+        if line == b"*":
+            return None
+        try:
+            return base64.b64decode(line, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+
+    async def authenticate(self, text):
+        words = text.split(" ")
+        mech = words[1].upper() if len(words) > 1 else ""
+        if not self.s.auth:
+            return await self.send("502 5.5.1 AUTH not supported")
+        if self.user is not None:
+            return await self.send("503 5.5.1 Error: already authenticated")
+        if mech not in self.s.auth:
+            return await self.send("504 5.5.4 Unrecognized authentication type")
+        initial = None
+        if len(words) > 2:
+            try:
+                initial = base64.b64decode(words[2], validate=True)
+            except (binascii.Error, ValueError):
+                return await self.send("501 5.5.2 Cannot decode response")
+        if mech == "PLAIN":
+            creds = initial if initial is not None else await self.answer("")
+            parts = creds.split(b"\0") if creds is not None else []
+            user, password = (parts[1], parts[2]) if len(parts) == 3 else (b"", None)
+        elif mech == "LOGIN":
+            user = initial if initial is not None else await self.answer("VXNlcm5hbWU6")
+            password = await self.answer("UGFzc3dvcmQ6") if user is not None else None
+        else:
+            return await self.send("504 5.5.4 Unrecognized authentication type")
+        if user is None or password is None:
+            return await self.send("501 5.7.0 Authentication cancelled")
+        name = user.decode("utf-8", "replace")
+        if (name, password.decode("utf-8", "replace")) == self.s.account:
+            self.user = name
+            self.event(f"auth ok {name}")
+            return await self.send("235 2.7.0 Authentication successful")
+        self.event(f"auth failed {name}")
+        await self.send("535 5.7.8 Error: authentication failed")
+
     async def mail(self, text):
         if self.needs_tls():
             return await self.send("530 5.7.0 Must issue a STARTTLS command first")
         if not self.ehlo:
             return await self.send("503 5.5.1 Error: send HELO/EHLO first")
+        if self.s.auth and self.user is None:
+            return await self.send("530 5.7.0 Authentication required")
         if self.mail_from is not None:
             return await self.send("503 5.5.1 Error: nested MAIL command")
         forced = self.s.reply_for("MAIL")
@@ -355,6 +421,8 @@ async def main():
     p.add_argument("--inject-after-starttls")
     p.add_argument("--close-after", type=int)
     p.add_argument("--delay-ms", type=int, default=0)
+    p.add_argument("--auth")
+    p.add_argument("--auth-user", default="user:secret")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     server = Server(args)
