@@ -703,3 +703,78 @@ fn a_pool_of_100_connections_delivers_everyone_once() {
     assert_eq!(relay.recipients(), everyone(150));
     assert_eq!(site.ledger(), (0, 0, 150, 0));
 }
+
+/// 4xx at any stage is tried again later: each subscriber still gets one copy.
+#[test]
+fn transient_replies_at_every_stage_are_retried_and_each_subscriber_served_once() {
+    let relay = Relay::start(
+        Mode::Starttls,
+        &[
+            "--reply",
+            "MAIL#1=451 4.3.0 try again later",
+            "--reply",
+            "RCPT:r2@example.com#1=450 4.2.1 mailbox busy",
+            "--reply",
+            "DATA#1=451 4.3.0 queue full",
+            "--reply",
+            "DOT:r4@example.com#1=452 4.3.1 insufficient system storage",
+        ],
+    );
+    let site = Site::new(&relay, 2, 6);
+    let out = site.send();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(relay.recipients(), everyone(6), "each exactly once");
+    for reply in [
+        "< 451 4.3.0 try again",
+        "< 450 4.2.1",
+        "< 451 4.3.0 queue",
+        "< 452 4.3.1",
+    ] {
+        assert!(
+            relay.server.log().contains(reply),
+            "{reply} was never given:\n{}",
+            relay.server.log()
+        );
+    }
+    let line = report(&out);
+    assert!(line.contains("failed 0 (0 bounced)"), "{line}");
+    assert!(!line.contains("retried 0"), "{line}");
+    assert_eq!(site.ledger(), (0, 0, 6, 0));
+}
+
+/// `tls = "starttls"` never falls back to clear text: not offered, or refused.
+fn starttls_unavailable_sends_nothing_in_clear(relay: Relay) {
+    let site = Site::new(&relay, 2, 3);
+    let out = site.send();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(all_output(&out).contains("STARTTLS"), "{}", show(&out));
+    assert_eq!(relay.commands("MAIL"), 0, "{}", relay.server.log());
+    assert_eq!(relay.commands("AUTH"), 0);
+    assert_eq!(relay.server.count(), 0);
+    assert_eq!(site.ledger(), (3, 0, 0, 0));
+    let out = site.check();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FAIL  delivery: "),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn a_relay_that_does_not_offer_starttls_gets_nothing_in_clear() {
+    let mut relay = Relay::start(Mode::Plain, &[]);
+    relay.mode = Mode::Starttls; // what the config asks for
+    starttls_unavailable_sends_nothing_in_clear(relay);
+}
+
+#[test]
+fn a_relay_refusing_starttls_gets_nothing_in_clear() {
+    starttls_unavailable_sends_nothing_in_clear(Relay::start(
+        Mode::Starttls,
+        &[
+            "--reply",
+            "STARTTLS=454 4.7.0 TLS not available due to local problem",
+        ],
+    ));
+}

@@ -30,7 +30,8 @@ Script:
                       KEY: MAIL, RCPT, RCPT:ADDR (that recipient only; wins over
                       RCPT), DATA (the DATA command), DOT (after the end of the data),
                       DOT:ADDR (after the data of a message to ADDR), EHLO,
-                      STARTTLS. Repeatable. A 4xx/5xx to MAIL or RCPT leaves the
+                      STARTTLS; KEY#N: only the first N times (then as usual).
+                      Repeatable. A 4xx/5xx to MAIL or RCPT leaves the
                       sender/recipient out of the transaction, as a real server does.
   --inject-after-starttls LINE
                       the 220 to STARTTLS is followed by LINE in the same write,
@@ -71,16 +72,20 @@ class Server:
         self.args = args
         self.out = args.out
         self.log = Log(os.path.join(args.out, "session.log"))
+        # (KIND, ADDR) -> [reply, uses left or None for always]
         self.replies = {}
         for spec in args.reply:
             key, sep, reply = spec.partition("=")
             if not sep or len(reply) < 3 or not reply[:3].isdigit():
                 sys.exit(f"--reply {spec!r}: want KEY=CODE TEXT")
+            key, _, times = key.partition("#")
+            if times and not times.isdigit():
+                sys.exit(f"--reply {spec!r}: #N wants a number")
             kind, _, addr = key.partition(":")
             kind = kind.upper()
             if kind not in {"MAIL", "RCPT", "DATA", "DOT", "EHLO", "STARTTLS"}:
                 sys.exit(f"--reply {spec!r}: unknown key {kind}")
-            self.replies[(kind, addr.lower())] = reply
+            self.replies[(kind, addr.lower())] = [reply, int(times) if times else None]
         self.pipelining = not args.no_pipelining
         wait = args.ahead_wait_ms
         if wait is None:
@@ -97,8 +102,16 @@ class Server:
         self.connections = 0
         self.accepted = 0
 
-    def reply_for(self, kind, addr=""):
-        return self.replies.get((kind, addr.lower())) or self.replies.get((kind, ""))
+    def reply_for(self, kind, *addrs):
+        """The scripted reply to KIND (for one of ADDRS first), counting one use of it."""
+        for key in [(kind, a.lower()) for a in addrs] + [(kind, "")]:
+            entry = self.replies.get(key)
+            if entry is None or entry[1] == 0:
+                continue
+            if entry[1] is not None:
+                entry[1] -= 1
+            return entry[0]
+        return None
 
     def record(self, mail_from, rcpts, data, tls):
         self.accepted += 1
@@ -385,10 +398,7 @@ class Session:
             self.event("ahead after end of data")
         if self.s.args.delay_ms:
             await asyncio.sleep(self.s.args.delay_ms / 1000.0)
-        forced = next(
-            (r for r in (self.s.replies.get(("DOT", a.lower())) for a in self.rcpts) if r),
-            self.s.reply_for("DOT"),
-        )
+        forced = self.s.reply_for("DOT", *self.rcpts)
         if forced and not forced.startswith("2"):
             self.reset()
             return await self.send(forced)
