@@ -778,3 +778,49 @@ fn a_relay_refusing_starttls_gets_nothing_in_clear() {
         ],
     ));
 }
+
+/// 550 on RCPT bounces only when it says the address is bad: a policy refusal
+/// (5.7.x) or a full mailbox (5.2.2) fails that message and keeps the subscriber.
+#[test]
+fn a_policy_refusal_or_a_full_mailbox_on_rcpt_fails_the_message_without_bouncing() {
+    let relay = Relay::start(
+        Mode::Tls,
+        &[
+            "--reply",
+            "RCPT:r2@example.com=550 5.7.1 <r2@example.com>: Recipient address rejected: Access denied",
+            "--reply",
+            "RCPT:r3@example.com=550 5.2.2 <r3@example.com>: mailbox full",
+            "--reply",
+            "RCPT:r4@example.com=550 5.1.1 <r4@example.com>: no such user",
+        ],
+    );
+    let site = Site::new(&relay, 2, 5);
+    let out = site.send();
+    assert!(
+        report(&out).contains("failed 3 (1 bounced)"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(site.bounced(5), ["r4@example.com"]);
+    assert_eq!(relay.recipients(), ["r1@example.com", "r5@example.com"]);
+    assert_eq!(site.ledger(), (0, 0, 2, 3));
+}
+
+#[test]
+fn a_relay_refusing_ehlo_stops_the_run_and_marks_nobody() {
+    let relay = Relay::start(
+        Mode::Starttls,
+        &["--reply", "EHLO=554 5.7.1 you are not welcome here"],
+    );
+    let site = Site::new(&relay, 2, 4);
+    let out = site.send();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        all_output(&out).contains("554 5.7.1 you are not welcome here"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(relay.commands("MAIL"), 0);
+    assert_eq!(site.ledger(), (4, 0, 0, 0));
+    assert!(site.bounced(4).is_empty());
+}
