@@ -111,6 +111,7 @@ bench_start_stunnel() {
 # Sets PROXY_PID and PROXY_PORT.
 bench_start_proxy() {
     local bin=$1 log=$2 to=$3 rtt=$4 i
+    : >"$log" # exists before the background start opens it
     "$bin" --listen 127.0.0.1:0 --to "127.0.0.1:$to" \
         --delay-ms "$(awk -v r="$rtt" 'BEGIN { print r / 2 }')" >"$log" 2>&1 &
     PROXY_PID=$!
