@@ -356,6 +356,10 @@ pub struct Schedule {
     pub catch_up_hours: u32,
     /// Seconds a send lease lasts without renewal.
     pub lease_seconds: u64,
+    /// How often the service looks at the schedule (1–59 s); each look is one small query.
+    pub tick_seconds: u64,
+    /// A failed or incomplete pass is retried no sooner than this many seconds after it ended.
+    pub retry_seconds: u64,
 }
 
 impl Default for Schedule {
@@ -364,6 +368,8 @@ impl Default for Schedule {
             enabled: true,
             catch_up_hours: 3,
             lease_seconds: 300,
+            tick_seconds: 10,
+            retry_seconds: 60,
         }
     }
 }
@@ -683,6 +689,13 @@ impl Config {
                 ));
             }
         }
+        if !(1..=59).contains(&self.schedule.tick_seconds) {
+            return Err(format!(
+                "schedule.tick_seconds must be between 1 and 59, got {}{}",
+                self.schedule.tick_seconds,
+                line_of("tick_seconds")
+            ));
+        }
         self.server
             .listen
             .parse::<std::net::SocketAddr>()
@@ -997,6 +1010,22 @@ category = "Monde"
         let e = Config::parse(&text, Path::new(".")).unwrap_err();
         assert!(e.contains("line"), "{e}");
         assert!(e.contains("string") || e.contains("integer"), "{e}");
+    }
+
+    #[test]
+    fn a_scheduler_tick_out_of_range_is_refused_with_its_line() {
+        let c = Config::parse(MINIMAL, Path::new(".")).unwrap();
+        assert_eq!(
+            (c.schedule.tick_seconds, c.schedule.retry_seconds),
+            (10, 60)
+        );
+        let text = format!("{MINIMAL}\n[schedule]\ntick_seconds = 0\n");
+        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(
+            e.contains("schedule.tick_seconds must be between 1 and 59"),
+            "{e}"
+        );
+        assert!(e.contains("line 15"), "{e}");
     }
 
     fn no_env(_: &str) -> Option<String> {

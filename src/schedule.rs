@@ -345,9 +345,6 @@ pub struct Scheduler {
     zones: Mutex<Option<(DateTime<Utc>, Vec<Tz>)>>,
 }
 
-/// How often the cron job looks at the schedule. Each look is one small query.
-pub const TICK_SECONDS: u64 = 10;
-
 impl Scheduler {
     pub fn new(
         cfg: Arc<Config>,
@@ -441,7 +438,8 @@ impl Scheduler {
             Decision::Skip(d, why) => (d, Some(why)),
         };
         if let (Some(r), None) = (&last, &skip) {
-            if let Some(next) = next_pass(&plan, r, date) {
+            let retry_after = Duration::seconds(self.cfg.schedule.retry_seconds as i64);
+            if let Some(next) = next_pass(&plan, r, date, retry_after) {
                 if now < next {
                     return Ok(RunOutcome::Idle(next));
                 }
@@ -635,7 +633,7 @@ impl Scheduler {
         }
     }
 
-    /// Starts the cron job: every [`TICK_SECONDS`] it calls `run_once(clock.now())`.
+    /// Starts the cron job: every `[schedule] tick_seconds` it calls `run_once(clock.now())`.
     pub async fn start(
         self: Arc<Self>,
         clock: Arc<dyn Clock>,
@@ -644,13 +642,21 @@ impl Scheduler {
         let sched = JobScheduler::new()
             .await
             .context("cannot start the scheduler")?;
-        let expr = format!("*/{TICK_SECONDS} * * * * *");
+        let expr = format!("*/{} * * * * *", self.cfg.schedule.tick_seconds);
         let job = Job::new_async(expr.as_str(), move |_id, _l| {
             let me = self.clone();
             let clock = clock.clone();
             Box::pin(async move {
-                if let Err(e) = me.run_once(clock.now()).await {
-                    tracing::error!(error = %format!("{e:#}"), "scheduled run failed");
+                match me.run_once(clock.now()).await {
+                    Ok(RunOutcome::Idle(next)) => {
+                        tracing::debug!(next = %next.to_rfc3339(), "schedule looked at: nothing due")
+                    }
+                    Ok(RunOutcome::Busy(date)) => tracing::debug!(
+                        %date,
+                        "schedule looked at: another process is sending this issue"
+                    ),
+                    Ok(RunOutcome::Ran(_)) => {}
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "scheduled run failed"),
                 }
             })
         })
@@ -660,9 +666,6 @@ impl Scheduler {
         Ok(sched)
     }
 }
-
-/// A failed or incomplete pass is retried no sooner than this after it ended.
-pub const RETRY_AFTER_SECONDS: i64 = 60;
 
 /// Every date up to the returned one is finished (sent or skipped).
 fn done_through(r: &RunRecord) -> NaiveDate {
@@ -674,9 +677,14 @@ fn done_through(r: &RunRecord) -> NaiveDate {
 }
 
 /// When the next pass for `date` may start, given the last run: after a failure
-/// or pending messages, a minute later; after a pass that served the zones due,
-/// when the next zone is due.
-fn next_pass(plan: &Plan, last: &RunRecord, date: NaiveDate) -> Option<DateTime<Utc>> {
+/// or pending messages, `retry_after` later; after a pass that served the zones
+/// due, when the next zone is due.
+fn next_pass(
+    plan: &Plan,
+    last: &RunRecord,
+    date: NaiveDate,
+    retry_after: Duration,
+) -> Option<DateTime<Utc>> {
     if last.date != date {
         return None;
     }
@@ -687,7 +695,7 @@ fn next_pass(plan: &Plan, last: &RunRecord, date: NaiveDate) -> Option<DateTime<
             plan.due_filter(date, last.started_at).next_zone_due()
         }
         RunStatus::Partial(PartialReason::Pending) | RunStatus::Failed(_) => {
-            Some(last.finished_at + Duration::seconds(RETRY_AFTER_SECONDS))
+            Some(last.finished_at + retry_after)
         }
         RunStatus::Ok | RunStatus::Skipped => None,
     }

@@ -8,7 +8,7 @@ mod support;
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
 use app::{App, Mail};
@@ -83,13 +83,8 @@ fn unsub_url(app: &App, id: i64) -> String {
 }
 
 /// Waits (bounded) for `f` to hold.
-async fn eventually(what: &str, f: impl FnMut() -> bool) {
-    eventually_within(what, StdDuration::from_secs(60), f).await
-}
-
-/// Waits up to `limit` for `f` to hold.
-async fn eventually_within(what: &str, limit: StdDuration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + StdDuration::from_secs(60);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(StdDuration::from_millis(100)).await;
@@ -898,7 +893,25 @@ fn serve_config(dir: &std::path::Path, smtp_port: u16) -> (std::path::PathBuf, N
     (path, date)
 }
 
-fn serve(config: &std::path::Path, secret: Option<&str>) -> std::process::Child {
+/// A running `digestif serve`, its log (stderr) collected as it comes.
+struct Served {
+    child: std::process::Child,
+    log: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Served {
+    /// How many times the scheduler found nothing due so far.
+    fn idle_looks(&self) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .matches("schedule looked at: nothing due")
+            .count()
+    }
+}
+
+fn serve(config: &std::path::Path, secret: Option<&str>) -> Served {
     let mut c = Command::new(env!("CARGO_BIN_EXE_digestif"));
     c.arg("--config")
         .arg(config)
@@ -907,15 +920,35 @@ fn serve(config: &std::path::Path, secret: Option<&str>) -> std::process::Child 
     if let Some(s) = secret {
         c.env("DIGESTIF_SECRET", s);
     }
-    c.stdout(Stdio::null())
+    // The scheduler's looks are logged at debug level: the tests wait on them.
+    c.env(
+        "RUST_LOG",
+        "info,tokio_cron_scheduler=warn,digestif::schedule=debug",
+    );
+    let mut child = c
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let (log, stderr) = (log.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    Served { child, log, reader }
 }
 
-fn sigterm(child: &std::process::Child) {
+fn sigterm(served: &Served) {
     let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &served.child.id().to_string()])
         .status()
         .unwrap();
     assert!(st.success());
@@ -955,19 +988,13 @@ fn distinct_rcpts(msgs: &[support::Received]) -> Vec<&str> {
     rcpts
 }
 
-fn wait_exit(mut child: std::process::Child) -> (i32, String) {
+fn wait_exit(mut served: Served) -> (i32, String) {
     let deadline = Instant::now() + StdDuration::from_secs(60);
     loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (st.code().unwrap_or(-1), err);
+        if let Some(st) = served.child.try_wait().unwrap() {
+            served.reader.join().unwrap();
+            let log = served.log.lock().unwrap().clone();
+            return (st.code().unwrap_or(-1), log);
         }
         assert!(Instant::now() < deadline, "serve did not exit");
         std::thread::sleep(StdDuration::from_millis(50));
@@ -987,8 +1014,12 @@ async fn two_serve_processes_on_one_database_send_one_issue_and_stop_cleanly_on_
             .is_some_and(|r| r.date == date && r.status == RunStatus::Ok)
     })
     .await;
-    // Both processes have ticked at least twice by now (every 10 s).
-    tokio::time::sleep(StdDuration::from_secs(12)).await;
+    // Both processes look at the schedule twice more after the run: neither sends again.
+    let seen = (a.idle_looks(), b.idle_looks());
+    eventually("both processes looked at the schedule again", || {
+        a.idle_looks() >= seen.0 + 2 && b.idle_looks() >= seen.1 + 2
+    })
+    .await;
     let msgs = smtp.messages();
     assert_eq!(msgs.len(), 20, "each reader exactly once");
     let rcpts = distinct_rcpts(&msgs);
@@ -1111,7 +1142,7 @@ async fn every_feed_down_at_send_time_fails_the_run_and_the_issue_goes_out_when_
         fresh_feed(digestif::clock::now()),
     )
     .unwrap();
-    eventually_within("the issue is sent", StdDuration::from_secs(150), || {
+    eventually("the issue is sent", || {
         store
             .last_run()
             .unwrap()

@@ -78,6 +78,8 @@ subscribe_per_minute = 3
 [schedule]
 catch_up_hours = 3
 lease_seconds = 30
+tick_seconds = 1
+retry_seconds = 1
 "#
     )
 }
