@@ -49,6 +49,10 @@ pub enum Command {
     Lint(DateArgs),
     /// Show the delivery ledger of a date: counts by state and failures.
     Ledger(LedgerArgs),
+    /// Read returned mail (bounces, complaints) and apply it to the subscribers: one
+    /// message on standard input (a Postfix pipe), or every new message of a Maildir,
+    /// or an mbox file. Needs `[bounces] return_path`.
+    Bounces(BouncesArgs),
     /// Unsubscribe an address (for the List-Unsubscribe mailto route).
     Unsubscribe(UnsubscribeArgs),
     /// Run the service: daily schedule and HTTP (unsubscribe, sign-up, archive, health, metrics).
@@ -185,6 +189,8 @@ pub enum SubscribersCmd {
         #[arg(long)]
         timezone: Option<String>,
     },
+    /// Show one subscriber and what came back from their mail (bounces, complaints).
+    Show { email: String },
     /// Remove a subscriber and their ledger rows; a keyed hash of the address is
     /// kept so that no import or `add` brings it back.
     Remove { email: String },
@@ -212,6 +218,19 @@ pub struct SendArgs {
 pub struct LedgerArgs {
     #[arg(long, value_parser = parse_date)]
     pub date: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BouncesArgs {
+    /// Read the new messages of this Maildir (each moved to cur/ once read).
+    #[arg(long, value_name = "DIR", conflicts_with = "mbox")]
+    pub maildir: Option<PathBuf>,
+    /// Read the messages of this mbox file (left in place; one read again counts once).
+    #[arg(long, value_name = "FILE")]
+    pub mbox: Option<PathBuf>,
+    /// Fix "now" (RFC 3339): the time recorded, and the end of the soft-bounce window.
+    #[arg(long, value_parser = parse_now)]
+    pub now: Option<DateTime<FixedOffset>>,
 }
 
 #[derive(Debug, Clone, Args)]

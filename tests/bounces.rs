@@ -9,7 +9,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 use digestif::bounces::{self, ReturnPath, Tag, TagCheck};
 use digestif::config::Secret;
-use support::site::{digestif_cmd, show, site_dir, smtp_table, DATE, NOW, SECRET};
+use support::site::{digestif_cmd, show, site_dir, smtp_table, stdout, DATE, NOW, SECRET};
 use support::SmtpServer;
 
 const CORPUS: &str = "tests/fixtures/bounces";
@@ -195,4 +195,209 @@ fn a_bad_bounces_key_is_refused_naming_the_key_and_its_line() {
     let text = format!("{head}\n[bounces]\nmax_complaint_percent = 120\n");
     let e = digestif::config::Config::parse(&text, Path::new(".")).unwrap_err();
     assert!(e.contains("bounces.max_complaint_percent"), "{e}");
+}
+
+/// The address the corpus samples were returned to.
+const CORPUS_VERP: &str = "bounces+7-20261127-6q6ec7f6kar22lgb@news.example.com";
+
+/// A sent site: r1..rn got the issue through `server` with VERP on; their envelope
+/// senders by recipient.
+struct Sent {
+    dir: tempfile::TempDir,
+    verp: std::collections::HashMap<String, String>,
+}
+
+impl Sent {
+    fn new(n: usize) -> (SmtpServer, Sent) {
+        let server = SmtpServer::start(&[]);
+        let dir = site(&server, "return_path = \"bounces@news.example.com\"", n);
+        send(&dir);
+        let verp = server
+            .messages()
+            .into_iter()
+            .map(|m| (m.rcpt().to_string(), m.mail_from.clone()))
+            .collect();
+        (server, Sent { dir, verp })
+    }
+
+    /// A corpus sample as if returned to `who`'s copy, with its own Message-ID.
+    fn returned(&self, sample: &str, who: &str, message_id: &str) -> Vec<u8> {
+        let text = std::fs::read_to_string(Path::new(CORPUS).join(sample)).unwrap();
+        let text = text.replace(CORPUS_VERP, &self.verp[who]);
+        let mut done = false;
+        text.lines()
+            .map(|l| {
+                if !done && l.to_ascii_lowercase().starts_with("message-id:") {
+                    done = true;
+                    format!("Message-ID: <{message_id}>")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes()
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Command {
+        digestif_cmd(&self.dir.path().join("digestif.toml"), args)
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// `digestif bounces` with `raw` on standard input.
+    fn pipe(&self, raw: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = self
+            .cmd(&["bounces"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(raw).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn status(&self, who: &str) -> String {
+        let out = self.run(&["subscribers", "show", who]);
+        assert!(out.status.success(), "{}", show(&out));
+        stdout(&out).lines().next().unwrap().to_string()
+    }
+}
+
+#[test]
+fn a_hard_bounce_piped_in_bounces_its_subscriber_once_and_show_lists_it() {
+    let (_server, sent) = Sent::new(2);
+    let dsn = sent.returned("postfix-user-unknown.eml", "r1@example.com", "dsn-1@mx");
+    let out = sent.pipe(&dsn);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        stdout(&out).starts_with("read 1: 1 hard bounce(s), 0 soft bounce(s), 0 complaint(s)"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        stdout(&out).contains("1 subscriber(s) bounced"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(sent.status("r1@example.com"), "r1@example.com\tbounced");
+    assert_eq!(sent.status("r2@example.com"), "r2@example.com\tactive");
+
+    // The same DSN again: counted once.
+    let out = sent.pipe(&dsn);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("ignored: 1 duplicate(s)"),
+        "{}",
+        show(&out)
+    );
+    let shown = stdout(&sent.run(&["subscribers", "show", "r1@example.com"]));
+    let events: Vec<&str> = shown.lines().skip(1).collect();
+    assert_eq!(events.len(), 1, "{shown}");
+    assert!(
+        events[0].contains(&format!("issue {DATE}\thard_bounce\t5.1.1\t550 5.1.1")),
+        "{shown}"
+    );
+    assert!(events[0].ends_with("stdin rfc3464"), "{shown}");
+}
+
+#[test]
+fn forged_unsigned_and_unknown_reports_change_nothing_and_are_reported() {
+    let (_server, sent) = Sent::new(1);
+    let good = sent.verp["r1@example.com"].clone();
+    // The tag of r1 pointed at another id, then a tag with a broken signature.
+    let (local, domain) = good.split_once('@').unwrap();
+    let mut parts: Vec<&str> = local.split('-').collect();
+    let forged_id = parts[0].replace("+1", "+2");
+    parts[0] = &forged_id;
+    let other_id = format!("{}@{domain}", parts.join("-"));
+    let broken_mac = format!("{}aaaa@{domain}", &local[..local.len() - 4]);
+    for (n, addr) in [other_id, broken_mac].into_iter().enumerate() {
+        let text = String::from_utf8(sent.returned(
+            "postfix-user-unknown.eml",
+            "r1@example.com",
+            &format!("forged-{n}@mx"),
+        ))
+        .unwrap()
+        .replace(&good, &addr);
+        let out = sent.pipe(text.as_bytes());
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        assert!(stdout(&out).contains("1 forged"), "{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("does not verify"),
+            "{}",
+            show(&out)
+        );
+    }
+    let unsigned = std::fs::read(Path::new(CORPUS).join("unsigned.eml")).unwrap();
+    let out = sent.pipe(&unsigned);
+    assert!(stdout(&out).contains("1 unsigned"), "{}", show(&out));
+    // A valid tag of a subscriber removed since.
+    let dsn = sent.returned("postfix-user-unknown.eml", "r1@example.com", "late@mx");
+    let out = sent.run(&["subscribers", "remove", "r1@example.com"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let out = sent.pipe(&dsn);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("1 unknown subscriber(s)"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn a_maildir_is_read_once_each_message_moved_to_cur() {
+    let (_server, sent) = Sent::new(4);
+    let md = sent.dir.path().join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(md.join(sub)).unwrap();
+    }
+    let mail = [
+        ("1.a", "gmail-no-such-user.eml", "r1@example.com"),
+        ("2.b", "arf-yahoo-complaint.eml", "r2@example.com"),
+        ("3.c", "postfix-delayed.eml", "r3@example.com"),
+        ("4.d", "vacation-auto-reply.eml", "r4@example.com"),
+    ];
+    for (file, sample, who) in mail {
+        let raw = sent.returned(sample, who, &format!("{file}@mx"));
+        std::fs::write(md.join("new").join(file), raw).unwrap();
+    }
+    let out = sent.run(&["bounces", "--maildir", md.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "read 4: 1 hard bounce(s), 0 soft bounce(s), 1 complaint(s), 1 delay or success \
+         report(s); 1 subscriber(s) bounced, 1 unsubscribed; ignored: 0 duplicate(s), \
+         1 not a report, 0 unsigned, 0 forged, 0 unknown subscriber(s), 0 unreadable"
+    );
+    assert_eq!(sent.status("r1@example.com"), "r1@example.com\tbounced");
+    assert_eq!(
+        sent.status("r2@example.com"),
+        "r2@example.com\tunsubscribed"
+    );
+    assert_eq!(sent.status("r3@example.com"), "r3@example.com\tactive");
+    assert_eq!(sent.status("r4@example.com"), "r4@example.com\tactive");
+    assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(md.join("cur")).unwrap().count(), 4);
+    let out = sent.run(&["bounces", "--maildir", md.to_str().unwrap()]);
+    assert!(stdout(&out).starts_with("read 0:"), "{}", show(&out));
+}
+
+#[test]
+fn without_a_return_path_bounces_is_a_usage_error_naming_the_key() {
+    let server = SmtpServer::start(&[]);
+    let dir = site(&server, "", 0);
+    let out = digestif_cmd(&dir.path().join("digestif.toml"), &["bounces"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("[bounces] return_path is not set"),
+        "{}",
+        show(&out)
+    );
 }

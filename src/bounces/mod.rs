@@ -5,12 +5,16 @@
 //! complaints (RFC 5965). This module reads one such message ([`report`], pure),
 //! names the subscriber and issue it is about from the signed VERP return path
 //! ([`verp`], never from the report's own contents), and decides what it changes
-//! ([`rules`], pure). Reading mailboxes and the store are at the edges.
+//! ([`rules`], pure). [`apply`] runs one message through them and the store;
+//! [`mailbox`] reads standard input, a Maildir or an mbox.
 
+pub mod apply;
+pub mod mailbox;
 pub mod report;
 pub mod rules;
 pub mod verp;
 
+pub use apply::{Handler, Outcome, Summary};
 pub use report::{parse, Action, EventKind, Parsed, Report, StatusCode};
 pub use rules::{Decision, Rules};
 pub use verp::{ReturnPath, Tag, TagCheck};

@@ -8,6 +8,7 @@ use crate::cli::{Cli, Command, DateArgs, LogFormat};
 use crate::config::{self, Config};
 use crate::domain::today_in;
 
+pub mod bounces;
 pub mod build;
 pub mod check;
 pub mod demo;
@@ -119,6 +120,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Send(a) => send::send(config, &a),
         Command::Lint(a) => send::lint(config, &a),
         Command::Ledger(a) => send::ledger(config, &a),
+        Command::Bounces(a) => bounces::bounces(config, &a),
         Command::Unsubscribe(a) => send::unsubscribe(config, &a),
         Command::Serve(a) => serve::serve(config, &a),
         Command::Check => check::check(config),

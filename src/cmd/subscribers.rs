@@ -12,7 +12,7 @@ use anyhow::{anyhow, Context};
 
 use crate::cli::SubscribersCmd;
 use crate::domain::{Locale, SubscriberEmail, SubscriberStatus};
-use crate::store::{NewSubscriber, SqliteStore, Store, Upserted};
+use crate::store::{BounceStore, NewSubscriber, SqliteStore, Store, Upserted};
 use crate::subscribers::{self, CsvError};
 
 use super::{CmdResult, Failure};
@@ -42,6 +42,7 @@ pub fn run(config: Option<&Path>, cmd: SubscribersCmd) -> CmdResult {
             categories.as_deref(),
             timezone.as_deref(),
         ),
+        SubscribersCmd::Show { email } => show(&open()?, &email),
         SubscribersCmd::Remove { email } => remove(&open()?, &email),
         SubscribersCmd::Forget { email } => forget(&open()?, &email),
     }
@@ -262,6 +263,30 @@ fn add(
                 "{email} was removed meanwhile; try again"
             )))
         }
+    }
+    Ok(())
+}
+
+fn show(store: &SqliteStore, email: &str) -> CmdResult {
+    let email = SubscriberEmail::parse(email).map_err(|e| Failure::usage(anyhow!("email: {e}")))?;
+    let Some(s) = store.subscriber_by_email(&email).map_err(Failure::job)? else {
+        return Err(Failure::job(anyhow!("{email} is not a subscriber")));
+    };
+    println!("{}\t{}", s.email, s.status);
+    let events = store.bounce_events(s.id).map_err(Failure::job)?;
+    if events.is_empty() {
+        println!("no bounce or complaint");
+    }
+    for e in events {
+        println!(
+            "{}\tissue {}\t{}\t{}\t{}\t{}",
+            e.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            e.issue,
+            e.kind,
+            e.status.as_deref().unwrap_or("-"),
+            e.diagnostic.as_deref().unwrap_or("-"),
+            e.source
+        );
     }
     Ok(())
 }

@@ -13,6 +13,8 @@ pub mod sqlite;
 pub use run::{FailedStep, PartialReason, RunStatus};
 pub use sqlite::SqliteStore;
 
+use crate::bounces::{Decision, EventKind, Rules};
+
 /// What a store call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -338,4 +340,64 @@ pub struct RunRecord {
     pub retried: u64,
     pub in_doubt: u64,
     pub message: String,
+}
+
+/// A bounce or complaint to keep, matched to its subscriber and issue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewBounceEvent {
+    /// Names the returned message: the same one read twice has the same key.
+    pub report_key: String,
+    pub subscriber_id: i64,
+    pub issue: NaiveDate,
+    pub kind: EventKind,
+    pub status: Option<String>,
+    pub diagnostic: Option<String>,
+    /// Where it was read and in which form.
+    pub source: String,
+    pub at: DateTime<Utc>,
+}
+
+/// What recording a bounce or complaint did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BounceRecorded {
+    /// This returned message was recorded before: nothing changed.
+    Duplicate,
+    /// The tag names no subscriber (removed or forgotten since): nothing kept.
+    UnknownSubscriber,
+    /// Kept; the subscriber changed as the rules decided.
+    Recorded(Decision),
+}
+
+/// One kept event, as `subscribers show` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BounceEvent {
+    pub at: DateTime<Utc>,
+    pub issue: NaiveDate,
+    pub kind: EventKind,
+    pub status: Option<String>,
+    pub diagnostic: Option<String>,
+    pub source: String,
+}
+
+/// Subscribers of one issue by what came back (each counted once per kind).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BounceCounts {
+    pub hard_bounces: u64,
+    pub soft_bounces: u64,
+    pub complaints: u64,
+}
+
+/// Bounces and complaints: kept apart from [`Store`], which the send loop and
+/// the service use without them.
+pub trait BounceStore: Send + Sync {
+    /// In one transaction: nothing if `event.report_key` is already kept; else keeps
+    /// the event, counts the subscriber's soft bounces within `rules`' window (this
+    /// one included) and applies what `rules` decide.
+    fn record_bounce(&self, event: &NewBounceEvent, rules: &Rules) -> StoreResult<BounceRecorded>;
+    /// The events of one subscriber, oldest first.
+    fn bounce_events(&self, subscriber_id: i64) -> StoreResult<Vec<BounceEvent>>;
+    /// Who bounced or complained about the issue of `date`.
+    fn bounce_counts(&self, date: NaiveDate) -> StoreResult<BounceCounts>;
+    /// Events kept, by kind (for `/metrics`).
+    fn bounce_totals(&self) -> StoreResult<Vec<(EventKind, u64)>>;
 }

@@ -27,7 +27,14 @@ use crate::domain::{LinkKey, Locale, Subscriber, SubscriberEmail, SubscriberStat
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "identity", include_str!("migrations/0002_identity.sql")),
+    (
+        3,
+        "bounce_events",
+        include_str!("migrations/0003_bounce_events.sql"),
+    ),
 ];
+
+mod bounces;
 
 /// How long a statement waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(15);

@@ -1,0 +1,87 @@
+//! `digestif bounces`: returned mail in, subscribers changed, one summary line out.
+//!
+//! Every message that changed nothing (forged, unsigned, unknown subscriber, not a
+//! report) is logged with its source and counted in the summary. Exit codes: 0 every
+//! message was read; 75 (EX_TEMPFAIL) when the one message of standard input could not
+//! be recorded, so that a Postfix pipe delivers it again later; 1 when messages of a
+//! Maildir or mbox are left to read again; 2 usage or config.
+
+use std::path::Path;
+
+use anyhow::anyhow;
+use chrono::Utc;
+
+use crate::bounces::{mailbox, Handler, Summary};
+use crate::cli::BouncesArgs;
+use crate::store::SqliteStore;
+
+use super::{load_config, CmdResult, Failure};
+
+/// What a mail transport takes as "try again later".
+const EX_TEMPFAIL: i32 = 75;
+
+pub fn bounces(config: Option<&Path>, args: &BouncesArgs) -> CmdResult {
+    let cfg = load_config(config)?;
+    let Some(return_path) = &cfg.bounces.return_path else {
+        return Err(Failure::usage(anyhow!(
+            "[bounces] return_path is not set: returned mail is matched to subscribers by the \
+             signed return path of each message sent. Set it (e.g. return_path = \
+             \"bounces@news.example.com\"), send with it, and route that address's mail here"
+        )));
+    };
+    let secret = super::send::secret_for(&cfg)?;
+    let store = SqliteStore::for_config(&cfg).map_err(|e| {
+        Failure::job(anyhow!(
+            "cannot open the database {:?}: {e}",
+            cfg.storage.database
+        ))
+    })?;
+    let now = args
+        .now
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(crate::clock::now);
+    let items = match (&args.maildir, &args.mbox) {
+        (Some(dir), _) => mailbox::maildir(dir).map_err(Failure::usage)?,
+        (None, Some(file)) => mailbox::mbox(file).map_err(Failure::usage)?,
+        (None, None) => mailbox::stdin().map_err(Failure::job)?,
+    };
+    let handler = Handler {
+        return_path,
+        secret: &secret,
+        rules: cfg.bounces.rules(),
+        store: &store,
+    };
+    let mut summary = Summary::default();
+    for item in &items {
+        match handler.handle(&item.raw, &item.source, now) {
+            Ok(outcome) => {
+                if outcome.is_suspect() {
+                    tracing::warn!(source = %item.source, "{outcome}");
+                } else {
+                    tracing::info!(source = %item.source, "{outcome}");
+                }
+                summary.add(&outcome);
+                // A message that cannot be moved is read again next time: it counts once.
+                if let Err(e) = item.done() {
+                    tracing::warn!("{e:#}");
+                }
+            }
+            Err(e) => {
+                tracing::error!(source = %item.source, "cannot record: {e}");
+                summary.failed += 1;
+            }
+        }
+    }
+    println!("{summary}");
+    if summary.failed > 0 {
+        let stdin = args.maildir.is_none() && args.mbox.is_none();
+        return Err(Failure {
+            code: if stdin { EX_TEMPFAIL } else { 1 },
+            error: anyhow!(
+                "{} message(s) could not be recorded; they are left to read again",
+                summary.failed
+            ),
+        });
+    }
+    Ok(())
+}
