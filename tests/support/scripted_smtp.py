@@ -419,6 +419,8 @@ def address(command):
 
 
 async def main():
+    if sys.version_info < (3, 11):
+        sys.exit("scripted_smtp.py needs Python 3.11 or later (StreamWriter.start_tls)")
     p = argparse.ArgumentParser(description="A scripted SMTP server for tests.")
     p.add_argument("--out", required=True)
     p.add_argument("--port", type=int, default=0)
