@@ -86,11 +86,16 @@ async fn main() -> ExitCode {
         }
     };
     println!("{}", listener.local_addr().map(|a| a.port()).unwrap_or(0));
+    proxy(listener, args.to, args.delay).await
+}
+
+/// Serves every connection `listener` accepts, forever.
+async fn proxy(listener: TcpListener, to: SocketAddr, delay: Duration) -> ! {
     let timer = Timer::start();
     loop {
         match listener.accept().await {
             Ok((client, _)) => {
-                tokio::spawn(serve(client, args.to, args.delay, timer.clone()));
+                tokio::spawn(serve(client, to, delay, timer.clone()));
             }
             Err(e) => {
                 // Out of file descriptors and the like: say so, keep serving.
@@ -245,4 +250,116 @@ async fn pipe(
     };
     let (read_ok, write_ok) = tokio::join!(reader, writer);
     read_ok && write_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server on a free port: every byte read is written back; EOF closes.
+    async fn echo() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.into_split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    let _ = w.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn start(delay_ms: u64) -> SocketAddr {
+        let to = echo().await;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(proxy(l, to, Duration::from_millis(delay_ms)));
+        addr
+    }
+
+    /// Deterministic bytes, different for each connection.
+    fn payload(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn many_connections_get_every_byte_back_in_order_and_the_end_of_stream() {
+        let proxy = start(3).await;
+        let mut clients = vec![];
+        for c in 0..24u64 {
+            clients.push(tokio::spawn(async move {
+                let sent = payload(c, 200_000 + c as usize * 1_000);
+                let s = TcpStream::connect(proxy).await.unwrap();
+                let (mut r, mut w) = s.into_split();
+                let data = sent.clone();
+                let writer = tokio::spawn(async move {
+                    // Writes of uneven sizes, so chunks are cut anywhere.
+                    let mut at = 0;
+                    let mut step = 1 + c as usize;
+                    while at < data.len() {
+                        let end = (at + step).min(data.len());
+                        w.write_all(&data[at..end]).await.unwrap();
+                        at = end;
+                        step = step * 7 % 65_521 + 1;
+                    }
+                    w.shutdown().await.unwrap();
+                });
+                let mut got = vec![];
+                r.read_to_end(&mut got).await.unwrap();
+                writer.await.unwrap();
+                assert!(got == sent, "connection {c}: bytes lost or reordered");
+            }));
+        }
+        for c in clients {
+            c.await.unwrap();
+        }
+    }
+
+    #[test]
+    fn arguments_are_checked_and_named() {
+        let parse = |a: &[&str]| parse_args(a.iter().map(|s| s.to_string()));
+        let ok = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            "127.0.0.1:25",
+            "--delay-ms",
+            "2.5",
+        ]);
+        assert_eq!(ok.unwrap().delay, Duration::from_micros(2500));
+        let e = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            "nowhere",
+            "--delay-ms",
+            "1",
+        ]);
+        assert!(e.err().unwrap().contains("--to nowhere"));
+        let e = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            "127.0.0.1:25",
+            "--delay-ms",
+            "-1",
+        ]);
+        assert!(e.err().unwrap().contains("--delay-ms -1"));
+        let e = parse(&["--to", "127.0.0.1:25", "--delay-ms", "1"]);
+        assert!(e.err().unwrap().contains("--listen is required"));
+    }
 }
