@@ -824,3 +824,25 @@ fn a_relay_refusing_ehlo_stops_the_run_and_marks_nobody() {
     assert_eq!(site.ledger(), (4, 0, 0, 0));
     assert!(site.bounced(4).is_empty());
 }
+
+/// A 421 in answer to the end of the data: that message was not taken; it goes
+/// again on a new connection, once.
+#[test]
+fn a_421_after_the_data_is_sent_again_on_a_new_connection_and_delivered_once() {
+    let relay = Relay::start(
+        Mode::Tls,
+        &[
+            "--reply",
+            "DOT:r3@example.com#1=421 4.3.2 service shutting down",
+        ],
+    );
+    let site = Site::new(&relay, 2, 6);
+    let out = site.send();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(relay.recipients(), everyone(6), "each exactly once");
+    assert!(relay
+        .server
+        .log()
+        .contains("< 421 4.3.2 service shutting down"));
+    assert_eq!(site.ledger(), (0, 0, 6, 0));
+}

@@ -37,7 +37,8 @@ Script:
                       the 220 to STARTTLS is followed by LINE in the same write,
                       before the handshake (response injection, CVE-2011-0411 class)
   --close-after N     in each session, after N accepted messages, the next command
-                      is answered "421 4.3.2 ..." and the connection closed
+                      is answered "421 4.3.2 ..." and the connection closed (any
+                      421, scripted with --reply too, closes the connection)
   --delay-ms D        wait D ms before answering the end of each message's data
   --auth "MECH ..."   advertise AUTH with these mechanisms (PLAIN and LOGIN are
                       understood) and require it before MAIL; a mechanism not
@@ -156,6 +157,7 @@ class Session:
         self.rcpts = []
         self.messages = 0
         self.user = None
+        self.closing = False
 
     def event(self, text):
         self.s.log.write(self.n, "!", text)
@@ -189,6 +191,8 @@ class Session:
         return bool(data)
 
     async def send(self, *lines):
+        # A 421 (scripted or not) ends the session, as RFC 5321 says.
+        self.closing = self.closing or lines[-1].startswith("421")
         for l in lines:
             self.s.log.write(self.n, "<", l)
         self.writer.write("".join(l + "\r\n" for l in lines).encode())
@@ -210,7 +214,7 @@ class Session:
         await self.send("220 smtp.test ESMTP scripted")
         try:
             while True:
-                if not await self.command():
+                if not await self.command() or self.closing:
                     return
         except Closed:
             self.event("eof")
