@@ -1,9 +1,11 @@
 //! Delivery: message building (headers, MIME, DKIM), unsubscribe tokens, the
 //! SMTP and file transports, retry policy, and the ledger-driven send loop.
 
+pub mod compose;
 pub mod lint;
 pub mod message;
 pub mod rate;
 pub mod send;
 pub mod token;
 pub mod transport;
+mod worker;

@@ -4,9 +4,9 @@
 //! leaves at most `pool_size` messages in doubt, and the next run resends those
 //! once and names them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -15,16 +15,15 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::bounces::ReturnPath;
 use crate::config::{Config, Secret};
-use crate::domain::{Digest, Locale, Subscriber};
-use crate::render::{self, Assets, EmailTemplate, Personal, RenderedEmail};
+use crate::domain::{Digest, Subscriber};
+use crate::render::Assets;
 use crate::store::{Delivery, DeliveryOutcome, Store};
 
-use super::message::{MessageFactory, Outgoing, PreEncoded};
+pub use super::compose::{header_fields, Compose, DigestComposer};
 use super::rate::{backoff, RateLimiter};
-use super::token;
-use super::transport::{Connection, SendError, Transport};
+use super::transport::Transport;
+use super::worker::{Done, Event, Job, Shared, Work, Worker};
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -74,178 +73,6 @@ impl SendReport {
             .as_ref()
             .map(|why| format!("; stopped: {why}"))
             .unwrap_or_default()
-    }
-}
-
-/// Turns a subscriber into a message. The digest composer renders each variant
-/// once and personalises per subscriber; tests can hand in anything.
-pub trait Compose: Send + Sync {
-    fn compose(&self, subscriber: &Subscriber) -> Result<Outgoing>;
-}
-
-type VariantKey = (Locale, Vec<String>);
-
-/// A rendered variant and, when messages are not signed, its encoded parts.
-struct Variant {
-    template: EmailTemplate,
-    encoded: Option<PreEncoded>,
-}
-
-/// Composes the messages of one issue: variants memoised by (locale, followed categories).
-pub struct DigestComposer {
-    digest: Digest,
-    assets: Assets,
-    subject_template: String,
-    factory: MessageFactory,
-    secret: Secret,
-    list_id: String,
-    now: DateTime<Utc>,
-    variants: Mutex<HashMap<VariantKey, Arc<Variant>>>,
-    return_path: Option<ReturnPath>,
-}
-
-impl DigestComposer {
-    pub fn new(
-        cfg: &Config,
-        digest: &Digest,
-        assets: &Assets,
-        secret: Secret,
-        now: DateTime<Utc>,
-    ) -> Result<DigestComposer> {
-        Ok(DigestComposer {
-            digest: digest.clone(),
-            assets: assets.clone(),
-            subject_template: cfg.sender.subject.clone(),
-            factory: MessageFactory::from_config(cfg)?,
-            secret,
-            list_id: cfg.list_id(),
-            now,
-            variants: Mutex::new(HashMap::new()),
-            return_path: cfg.bounces.return_path.clone(),
-        })
-    }
-
-    fn variant(&self, locale: Locale, follow: &[String]) -> Arc<Variant> {
-        let key = (locale, follow.to_vec());
-        if let Some(t) = self.variants.lock().expect("variants lock").get(&key) {
-            return t.clone();
-        }
-        let template = render::render_variant(
-            &self.digest,
-            &self.assets,
-            locale,
-            follow,
-            &self.subject_template,
-        );
-        let encoded = (!self.factory.signs()).then(|| PreEncoded::new(&template));
-        let t = Arc::new(Variant { template, encoded });
-        self.variants
-            .lock()
-            .expect("variants lock")
-            .entry(key)
-            .or_insert(t)
-            .clone()
-    }
-
-    /// The personalised bodies of `subscriber`, and their unsubscribe token.
-    pub fn render_for(&self, subscriber: &Subscriber) -> (RenderedEmail, String) {
-        let locale = subscriber.locale.unwrap_or(self.digest.locale);
-        let variant = self.variant(locale, &subscriber.categories);
-        let token = token::unsubscribe_token(&self.secret, &self.list_id, &subscriber.link_key);
-        let email = variant.template.personalise(&Personal {
-            name: subscriber.name.clone(),
-            unsubscribe_url: self.factory.unsubscribe_url(&token),
-        });
-        (email, token)
-    }
-}
-
-impl DigestComposer {
-    /// Builds `subscriber`'s message and checks it against the sending rules.
-    pub fn lint_for(&self, subscriber: &Subscriber) -> Result<Vec<super::lint::LintIssue>> {
-        let (email, _) = self.render_for(subscriber);
-        let msg = self.compose(subscriber)?;
-        Ok(super::lint::lint_message(
-            &email.html,
-            &email.text,
-            &header_fields(&msg.bytes),
-            msg.bytes.len(),
-        ))
-    }
-}
-
-/// The header fields of a raw message, unfolded: (name, value).
-pub fn header_fields(raw: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(raw);
-    let head = text.split("\r\n\r\n").next().unwrap_or("");
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in head.split("\r\n") {
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            }
-        } else if let Some((n, v)) = line.split_once(':') {
-            out.push((n.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    out
-}
-
-impl DigestComposer {
-    /// `subscriber`'s message through lettre's builder (the one that signs), whatever
-    /// the configuration: what the pre-encoded path is checked against.
-    pub fn compose_with_lettre(&self, subscriber: &Subscriber) -> Result<Outgoing> {
-        let (email, token) = self.render_for(subscriber);
-        self.factory
-            .build(
-                subscriber.email.as_str(),
-                subscriber.name.as_deref(),
-                &email,
-                &token,
-                self.now,
-            )
-            .map(|out| self.with_return_path(out, subscriber.id))
-    }
-
-    /// With `[bounces] return_path`, the envelope sender is the signed VERP address
-    /// of this subscriber's copy of the issue, so that its bounces find them.
-    fn with_return_path(&self, mut out: Outgoing, subscriber_id: i64) -> Outgoing {
-        if let Some(rp) = &self.return_path {
-            out.from = rp.address_for(&self.secret, subscriber_id, self.digest.date);
-        }
-        out
-    }
-}
-
-impl Compose for DigestComposer {
-    /// Without DKIM, from the variant's pre-encoded parts (a few µs); with DKIM,
-    /// built and signed by lettre. Non-ASCII addresses always go through lettre.
-    fn compose(&self, subscriber: &Subscriber) -> Result<Outgoing> {
-        let locale = subscriber.locale.unwrap_or(self.digest.locale);
-        let variant = self.variant(locale, &subscriber.categories);
-        let address = subscriber.email.as_str();
-        match &variant.encoded {
-            Some(encoded) if address.is_ascii() => {
-                let token =
-                    token::unsubscribe_token(&self.secret, &self.list_id, &subscriber.link_key);
-                let values = variant.template.slot_values(&Personal {
-                    name: subscriber.name.clone(),
-                    unsubscribe_url: self.factory.unsubscribe_url(&token),
-                });
-                self.factory
-                    .build_pre_encoded(
-                        address,
-                        subscriber.name.as_deref(),
-                        encoded,
-                        &values,
-                        &token,
-                        self.now,
-                    )
-                    .map(|out| self.with_return_path(out, subscriber.id))
-            }
-            _ => self.compose_with_lettre(subscriber),
-        }
     }
 }
 
@@ -336,68 +163,6 @@ pub async fn send_test_copy(
     Ok(msg.message_id)
 }
 
-/// One row handed to a worker, with what this run already did to it.
-#[derive(Debug, Clone)]
-struct Job {
-    delivery: Delivery,
-    /// Its ledger row is in `sending` already (taken over from a run that died).
-    marked: bool,
-    /// Transient failures so far in this run.
-    attempts: u32,
-}
-
-impl Job {
-    fn id(&self) -> i64 {
-        self.delivery.subscriber.id
-    }
-}
-
-/// A worker's report on one job.
-struct Done {
-    id: i64,
-    email: String,
-    /// What to record in the ledger; None: nothing (the row was never marked
-    /// `sending`, or the ledger refused it).
-    outcome: Option<DeliveryOutcome>,
-    /// It needed at least one retry in this run.
-    retried: bool,
-    /// A transient failure: hand it out again after a backoff.
-    again: Option<Job>,
-    /// The whole run must stop (the sender or the login was refused).
-    fatal: Option<String>,
-}
-
-/// What a worker gets when it asks for work.
-enum Work {
-    Job(Job),
-    /// Nothing right now: end the held message (if any) and ask again.
-    Idle,
-    /// Nothing more in this run.
-    Stop,
-}
-
-/// What workers tell the ledger task, in the order they happen.
-enum Event {
-    /// Give me a row. `holding`: the worker has a message staged that waits for
-    /// the next one (so it must not be kept waiting).
-    Want {
-        holding: bool,
-        reply: oneshot::Sender<Work>,
-    },
-    /// A message is staged on its connection: may its row go to `sending`?
-    Mark(i64, oneshot::Sender<bool>),
-    Done(Box<Done>),
-    /// A worker ended.
-    Exit,
-}
-
-struct Shared {
-    composer: Arc<dyn Compose>,
-    transport: Arc<dyn Transport>,
-    rate: RateLimiter,
-    max_attempts: u32,
-}
-
 /// Whether a worker task ended without reporting (it panicked): its rows stay
 /// in `sending` and are in doubt for the next run.
 fn lost_task(r: std::result::Result<(), tokio::task::JoinError>) -> bool {
@@ -445,243 +210,6 @@ async fn blocking<T: Send + 'static>(
 
 /// The longest a staged message waits for other marks to share its store call.
 const GATHER: Duration = Duration::from_micros(500);
-
-/// Asks the ledger task to move row `id` to `sending`; false if it refused.
-async fn mark(events: &mpsc::UnboundedSender<Event>, id: i64) -> bool {
-    let (tx, rx) = oneshot::channel();
-    if events.send(Event::Mark(id, tx)).is_err() {
-        return false;
-    }
-    rx.await.unwrap_or(false)
-}
-
-async fn want(events: &mpsc::UnboundedSender<Event>, holding: bool) -> Work {
-    let (reply, rx) = oneshot::channel();
-    if events.send(Event::Want { holding, reply }).is_err() {
-        return Work::Stop;
-    }
-    rx.await.unwrap_or(Work::Stop)
-}
-
-/// A message staged on the worker's connection, its row marked `sending`: its
-/// end goes out with the next message's envelope (or alone).
-struct Held {
-    job: Job,
-    retried: bool,
-    message_id: String,
-}
-
-/// One connection's worth of sending: asks the ledger task for rows, stages
-/// each message, has its row marked, and ends it together with the next one's
-/// envelope. At most one row of a worker is ever in `sending` unrecorded: the
-/// outcome of a message is reported before the next row is marked.
-struct Worker {
-    shared: Arc<Shared>,
-    events: mpsc::UnboundedSender<Event>,
-    conn: Option<Box<dyn Connection>>,
-    held: Option<Held>,
-}
-
-impl Worker {
-    async fn run(mut self) {
-        loop {
-            let job = match want(&self.events, self.held.is_some()).await {
-                Work::Job(job) => job,
-                Work::Idle => {
-                    self.end_held().await;
-                    continue;
-                }
-                Work::Stop => break,
-            };
-            self.deliver(job).await;
-        }
-        self.end_held().await;
-        if let Some(c) = self.conn.take() {
-            c.close().await;
-        }
-        let _ = self.events.send(Event::Exit);
-    }
-
-    fn report(&self, done: Done) {
-        let _ = self.events.send(Event::Done(Box::new(done)));
-    }
-
-    /// The outcome of the held message, from the reply to its end.
-    fn report_end(&self, held: Held, ended: Result<(), SendError>) {
-        let Held {
-            job,
-            retried,
-            message_id,
-        } = held;
-        match ended {
-            Ok(()) => self.report(Done {
-                id: job.id(),
-                email: job.delivery.subscriber.email.to_string(),
-                outcome: Some(DeliveryOutcome::Sent { message_id }),
-                retried,
-                again: None,
-                fatal: None,
-            }),
-            Err(e) => {
-                let done = self.failure(job, retried, e);
-                self.report(done);
-            }
-        }
-    }
-
-    /// Ends the held message alone.
-    async fn end_held(&mut self) {
-        let Some(held) = self.held.take() else { return };
-        let ended = match self.conn.as_mut() {
-            Some(c) => c.finish().await,
-            None => Err(SendError::transient("connection lost")),
-        };
-        self.drop_if_broken().await;
-        self.report_end(held, ended);
-    }
-
-    async fn drop_if_broken(&mut self) {
-        if self.conn.as_ref().is_some_and(|c| c.is_broken()) {
-            if let Some(c) = self.conn.take() {
-                c.close().await;
-            }
-        }
-    }
-
-    /// What to report for `job` after `err`; the row is marked or not (`job.marked`).
-    fn failure(&self, mut job: Job, retried: bool, err: SendError) -> Done {
-        let id = job.id();
-        let email = job.delivery.subscriber.email.to_string();
-        let base = |outcome: Option<DeliveryOutcome>| Done {
-            id,
-            email: email.clone(),
-            outcome,
-            retried,
-            again: None,
-            fatal: None,
-        };
-        // A marked row gets its outcome recorded; an unmarked one needs nothing
-        // (still pending) unless it fails for good, see `settle`.
-        let recorded = |outcome: DeliveryOutcome| job.marked.then_some(outcome);
-        if err.is_fatal() {
-            let outcome = recorded(DeliveryOutcome::Retry {
-                error: err.message.clone(),
-            });
-            return Done {
-                fatal: Some(err.message),
-                ..base(outcome)
-            };
-        }
-        if err.is_transient() {
-            job.attempts += 1;
-            if job.attempts < self.shared.max_attempts {
-                tracing::info!(to = %email, error = %err, attempt = job.attempts, "transient failure, retrying");
-                let outcome = recorded(DeliveryOutcome::Retry {
-                    error: err.message.clone(),
-                });
-                job.marked = false;
-                return Done {
-                    retried: true,
-                    again: Some(job),
-                    ..base(outcome)
-                };
-            }
-            tracing::warn!(to = %email, error = %err, attempts = job.attempts, "giving up for this run");
-            return base(Some(DeliveryOutcome::Retry { error: err.message }));
-        }
-        tracing::warn!(to = %email, error = %err, "permanent failure");
-        base(Some(DeliveryOutcome::Failed {
-            hard_bounce: err.is_hard_bounce(),
-            error: err.message,
-        }))
-    }
-
-    /// Reports `done` for `job`: an outcome for a row not yet in `sending` is
-    /// recorded only once the ledger has marked it (else it belongs to someone
-    /// else now: nothing is recorded).
-    async fn settle(&mut self, job: &Job, mut done: Done) {
-        if done.outcome.is_some() && !job.marked && !mark(&self.events, job.id()).await {
-            done.outcome = None;
-        }
-        self.report(done);
-    }
-
-    async fn deliver(&mut self, job: Job) {
-        let retried = job.attempts > 0;
-        if self.shared.rate.is_limited() {
-            // Not worth holding a message on the server while waiting for a slot.
-            self.end_held().await;
-        }
-        self.shared.rate.acquire().await;
-        let msg = match self.shared.composer.compose(&job.delivery.subscriber) {
-            Ok(m) => m,
-            Err(e) => {
-                let done = self.failure(
-                    job.clone(),
-                    retried,
-                    SendError::permanent(format!("cannot build the message: {e:#}")),
-                );
-                self.settle(&job, done).await;
-                return;
-            }
-        };
-        self.drop_if_broken().await;
-        if self.conn.is_none() {
-            match self.shared.transport.connect().await {
-                Ok(c) => self.conn = Some(c),
-                Err(e) => {
-                    self.end_held().await;
-                    let done = self.failure(job.clone(), retried, e);
-                    self.settle(&job, done).await;
-                    return;
-                }
-            }
-        }
-        let Some(conn) = self.conn.as_mut() else {
-            return;
-        };
-        let staged = conn.stage_next(&msg).await;
-        // The held message's outcome goes to the ledger before this row is marked.
-        if let Some(held) = self.held.take() {
-            let ended = staged
-                .previous
-                .unwrap_or_else(|| Err(SendError::transient("its end was never sent")));
-            self.report_end(held, ended);
-        }
-        if let Err(e) = staged.this {
-            self.drop_if_broken().await;
-            let done = self.failure(job.clone(), retried, e);
-            self.settle(&job, done).await;
-            return;
-        }
-        let mut job = job;
-        if !job.marked {
-            // The server holds the message while the ledger marks its row.
-            if !mark(&self.events, job.id()).await {
-                // Unsubscribed or taken by another sender meanwhile: dropped
-                // before the end of its data, so not delivered.
-                if let Some(c) = self.conn.take() {
-                    c.close().await;
-                }
-                self.report(Done {
-                    id: job.id(),
-                    email: job.delivery.subscriber.email.to_string(),
-                    outcome: None,
-                    retried,
-                    again: None,
-                    fatal: None,
-                });
-                return;
-            }
-            job.marked = true;
-        }
-        self.held = Some(Held {
-            job,
-            retried,
-            message_id: msg.message_id,
-        });
-    }
-}
 
 /// Rows waiting to be handed out again after a transient failure.
 #[derive(Default)]
@@ -786,6 +314,123 @@ fn stop_reason(
     None
 }
 
+/// Where the rows handed to workers come from: rows a dead run left in
+/// `sending` first, then pending rows read ahead in id order (unchanged in the
+/// ledger until a worker's mark), up to `--limit`.
+struct Feed {
+    store: Arc<dyn Store>,
+    date: NaiveDate,
+    /// Taken over from a run that died: in `sending` already.
+    in_doubt: VecDeque<Delivery>,
+    ahead: VecDeque<Delivery>,
+    /// The id the rows were read up to.
+    after: i64,
+    read_ahead: usize,
+    /// A read returned fewer rows than asked: nothing left to read.
+    exhausted: bool,
+    given_out: u64,
+    limit: Option<u64>,
+    store_calls: u64,
+}
+
+impl Feed {
+    /// The next new row to hand out, reading ahead when needed; None when
+    /// nothing is left (or `--limit` is reached).
+    async fn next(&mut self) -> Result<Option<Job>> {
+        if self.limit.is_some_and(|l| self.given_out >= l) {
+            return Ok(None);
+        }
+        if let Some(d) = self.in_doubt.pop_front() {
+            self.given_out += 1;
+            return Ok(Some(Job {
+                delivery: d,
+                marked: true,
+                attempts: 0,
+            }));
+        }
+        if self.ahead.is_empty() && !self.exhausted {
+            let (s, date, after, n) = (self.store.clone(), self.date, self.after, self.read_ahead);
+            let rows = blocking(move || s.ledger_next(date, after, n))
+                .await
+                .context("cannot read the next rows of the ledger")?;
+            self.store_calls += 1;
+            self.exhausted = rows.len() < self.read_ahead;
+            if let Some(last) = rows.last() {
+                self.after = last.subscriber.id;
+            }
+            self.ahead.extend(rows);
+        }
+        Ok(self.ahead.pop_front().map(|d| {
+            self.given_out += 1;
+            Job {
+                delivery: d,
+                marked: false,
+                attempts: 0,
+            }
+        }))
+    }
+
+    /// A row was refused at its mark (unsubscribed, taken by another sender, or
+    /// the service is stopping): what was read ahead may be stale too. It is
+    /// read again from the same place rather than staged for nothing.
+    fn forget_read_ahead(&mut self) {
+        if let Some(first) = self.ahead.front() {
+            self.after = first.subscriber.id - 1;
+        }
+        self.ahead.clear();
+        self.exhausted = false;
+    }
+}
+
+/// Progress for people: a bar on a terminal, else a log line every 5 s.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+    started: Instant,
+    last_log: Instant,
+}
+
+impl Progress {
+    fn new(total: u64, bar: bool) -> Progress {
+        let bar = bar.then(|| {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        Progress {
+            bar,
+            total,
+            started: Instant::now(),
+            last_log: Instant::now(),
+        }
+    }
+
+    fn recorded(&mut self, n: usize, totals: &SendReport) {
+        if let Some(b) = &self.bar {
+            b.inc(n as u64);
+        } else if self.last_log.elapsed() >= Duration::from_secs(5) {
+            self.last_log = Instant::now();
+            let done = totals.sent + totals.failed;
+            let per_second = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+            let eta_s = (self.total.saturating_sub(done) as f64 / per_second.max(1e-3)).round();
+            tracing::info!(
+                sent = totals.sent,
+                failed = totals.failed,
+                retried = totals.retried,
+                of = self.total,
+                per_second = per_second.round(),
+                eta_s,
+                "progress"
+            );
+        }
+    }
+}
+
 /// The loop: enqueue, then hand rows to `pool_size` workers (one connection
 /// each), marking and recording in batched ledger transactions.
 pub async fn deliver_ledger(
@@ -812,8 +457,19 @@ pub async fn deliver_ledger(
     tracing::info!(%date, enqueued, pending = before.pending, in_doubt = before.sending,
         transport = %transport.describe(), "sending");
 
+    let mut feed = Feed {
+        store: store.clone(),
+        date,
+        in_doubt: VecDeque::new(),
+        ahead: VecDeque::new(),
+        after: i64::MIN,
+        read_ahead: (pool * 8).clamp(64, 1024),
+        exhausted: false,
+        given_out: 0,
+        limit: opts.limit,
+        store_calls: 0,
+    };
     // Rows left in `sending` by a run that died: handed out first.
-    let mut queue: VecDeque<Delivery> = VecDeque::new();
     if before.sending > 0 {
         let s = store.clone();
         let n = before.sending as usize;
@@ -822,27 +478,15 @@ pub async fn deliver_ledger(
             if d.in_doubt {
                 report.in_doubt.push(d.subscriber.email.to_string());
             }
-            queue.push_back(d);
+            feed.in_doubt.push_back(d);
         }
         if !report.in_doubt.is_empty() {
             tracing::warn!(count = report.in_doubt.len(), addresses = ?report.in_doubt,
-                "in doubt: in flight when the previous run t.stopped; resending once");
+                "in doubt: in flight when the previous run stopped; resending once");
         }
     }
-
     let total = (before.pending + before.sending).min(opts.limit.unwrap_or(u64::MAX));
-    let bar = if opts.progress_bar {
-        let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        Some(b)
-    } else {
-        None
-    };
+    let mut progress = Progress::new(total, opts.progress_bar);
 
     let shared = Arc::new(Shared {
         composer,
@@ -854,7 +498,7 @@ pub async fn deliver_ledger(
     // without being changed and handed to workers; a worker stages its message
     // (the server reads it), asks this task to mark the row `sending`, and ends
     // the message only after that, with the next message's envelope. Each store
-    // call records every outcome reported so far and t.marks every row asked for,
+    // call records every outcome reported so far and marks every row asked for,
     // in one transaction. A worker reports a message's outcome before it asks
     // for its next row's mark, so after every store call at most one row per
     // worker is in `sending`: rows in doubt after a crash never exceed `pool`.
@@ -879,18 +523,10 @@ pub async fn deliver_ledger(
         },
         ..Tally::default()
     };
-    let mut last_log = Instant::now();
+    // Workers with nothing to do for now: answered when a row comes back for a
+    // retry, or told to stop once every other worker is done.
     let mut parked: Vec<oneshot::Sender<Work>> = Vec::new();
-    let mut given_out: u64 = 0;
-    // Rows read ahead (pending, unchanged), and the id they were read up to.
-    let mut ahead: VecDeque<Delivery> = VecDeque::new();
-    let mut after = i64::MIN;
-    let read_ahead = (pool * 8).clamp(64, 1024);
-    // Set once a read returns fewer rows than asked: nothing left to read.
-    let mut exhausted = false;
     let mut first_mark: Option<Instant> = None;
-    let mut store_calls: u64 = 0;
-
     loop {
         while let Ok(ev) = events_rx.try_recv() {
             t.take(ev);
@@ -907,69 +543,35 @@ pub async fn deliver_ledger(
             }
         }
         if t.stopped.is_some() {
-            // Jobs waiting for a retry stay pending in the ledger.
+            // Rows waiting for a retry stay pending in the ledger.
             t.out -= t.retries.waiting.len();
             t.retries.waiting.clear();
         }
 
-        // Answer every worker that asked for a row (parked ones first).
+        // Answer every worker that asked for a row (parked ones again).
         let mut asking: Vec<(bool, oneshot::Sender<Work>)> =
             parked.drain(..).map(|r| (false, r)).collect();
         asking.append(&mut t.wants);
         for (holding, reply) in asking {
-            let remaining = opts.limit.map_or(u64::MAX, |l| l.saturating_sub(given_out));
-            if t.stopped.is_none()
-                && ahead.is_empty()
-                && queue.is_empty()
-                && !exhausted
-                && remaining > 0
-            {
-                let s = store.clone();
-                let rows = blocking(move || s.ledger_next(date, after, read_ahead))
-                    .await
-                    .context("cannot read the next rows of the ledger")?;
-                store_calls += 1;
-                exhausted = rows.len() < read_ahead;
-                if let Some(last) = rows.last() {
-                    after = last.subscriber.id;
-                }
-                ahead.extend(rows);
-            }
-            // Jobs waiting for a retry are counted in `t.out` already.
+            // A row back for a retry is counted in `t.out` already.
             let job = if t.stopped.is_some() {
                 None
             } else if let Some(job) = t.retries.take_due(Instant::now()) {
-                t.out -= 1;
                 Some(job)
-            } else if remaining == 0 {
-                None
-            } else if let Some(d) = queue.pop_front() {
-                given_out += 1;
-                Some(Job {
-                    delivery: d,
-                    marked: true,
-                    attempts: 0,
-                })
             } else {
-                ahead.pop_front().map(|d| {
-                    given_out += 1;
-                    Job {
-                        delivery: d,
-                        marked: false,
-                        attempts: 0,
-                    }
-                })
+                let job = feed.next().await?;
+                t.out += usize::from(job.is_some());
+                job
             };
             match job {
                 Some(job) => {
-                    t.out += 1;
                     let _ = reply.send(Work::Job(job));
                 }
                 None if holding => {
                     let _ = reply.send(Work::Idle);
                 }
-                // Others are still busy (their rows may come back for a retry)
-                // or a retry is due later: wait.
+                // Others are still busy (their rows may come back for a retry):
+                // wait.
                 None if t.stopped.is_none() && t.out > 0 => parked.push(reply),
                 None => {
                     let _ = reply.send(Work::Stop);
@@ -1000,42 +602,18 @@ pub async fn deliver_ledger(
             let ids: Vec<i64> = t.marks.iter().map(|(id, _)| *id).collect();
             let s = store.clone();
             let when = at();
-            store_calls += 1;
+            feed.store_calls += 1;
             let marked = blocking(move || s.ledger_record_and_mark(date, &outcomes, &ids, when))
                 .await
                 .context("cannot record outcomes and mark rows in the ledger")?;
-            let refused = marked.iter().any(|ok| !ok);
+            if marked.iter().any(|ok| !ok) {
+                feed.forget_read_ahead();
+            }
             for ((_, reply), ok) in t.marks.drain(..).zip(marked) {
                 let _ = reply.send(ok);
             }
-            if refused {
-                // A row was refused (unsubscribed, taken by another sender, or the
-                // service is stopping): what was read ahead may be stale too. Read
-                // it again from the same place rather than stage it for nothing.
-                if let Some(first) = ahead.front() {
-                    after = first.subscriber.id - 1;
-                }
-                ahead.clear();
-                exhausted = false;
-            }
             count_outcomes(&mut t.totals, &t.finished);
-            if let Some(b) = &bar {
-                b.inc(t.finished.len() as u64);
-            } else if last_log.elapsed() >= Duration::from_secs(5) {
-                last_log = Instant::now();
-                let done = t.totals.sent + t.totals.failed;
-                let per_second = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                let eta_s = (total.saturating_sub(done) as f64 / per_second.max(1e-3)).round();
-                tracing::info!(
-                    sent = t.totals.sent,
-                    failed = t.totals.failed,
-                    retried = t.totals.retried,
-                    of = total,
-                    per_second = per_second.round(),
-                    eta_s,
-                    "progress"
-                );
-            }
+            progress.recorded(t.finished.len(), &t.totals);
             t.finished.clear();
             continue;
         }
@@ -1061,13 +639,14 @@ pub async fn deliver_ledger(
             }
         }
     }
-    if let Some(b) = bar {
+    if let Some(b) = progress.bar {
         b.finish_and_clear();
     }
 
     // Rows taken over from a dead run but not handed out (--limit) go back to pending.
-    if !queue.is_empty() {
-        let outcomes: Vec<(i64, DeliveryOutcome)> = queue
+    if !feed.in_doubt.is_empty() {
+        let outcomes: Vec<(i64, DeliveryOutcome)> = feed
+            .in_doubt
             .iter()
             .map(|d| {
                 (
@@ -1092,18 +671,21 @@ pub async fn deliver_ledger(
     report.failures = t.totals.failures;
     report.pending_left = after.pending + after.sending;
     report.stopped = t.stopped;
-    tracing::info!(%date, elapsed = ?started.elapsed(), store_calls, "{}", report.summary());
+    tracing::info!(%date, elapsed = ?started.elapsed(), store_calls = feed.store_calls,
+        "{}", report.summary());
     Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deliver::transport::Staged;
+    use crate::deliver::message::Outgoing;
+    use crate::deliver::transport::{Connection, SendError, Staged};
     use crate::domain::{SubscriberEmail, SubscriberStatus};
     use crate::store::{NewSubscriber, SqliteStore};
     use futures::future::BoxFuture;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
 
     struct Plain;
     impl Compose for Plain {
