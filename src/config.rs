@@ -336,6 +336,20 @@ pub struct Server {
     pub subscribe_per_minute: u32,
     /// Hours a confirmation link stays valid.
     pub confirm_ttl_hours: u32,
+    /// At most one confirmation mail per address in this many hours, whoever asks.
+    pub confirm_cooldown_hours: u32,
+    /// Reverse proxies (addresses or blocks such as "10.0.0.0/8") whose
+    /// X-Forwarded-For is believed; from anyone else it is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// A separate address for `/metrics` and `/healthz` (e.g. "127.0.0.1:9090");
+    /// then the public listener does not serve `/metrics` at all.
+    pub metrics_listen: Option<String>,
+    /// Seconds a client has to send a request's headers.
+    pub header_timeout_s: u64,
+    /// Seconds a whole request (headers, body, answer) may take.
+    pub request_timeout_s: u64,
+    /// Connections served at once; further ones wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for Server {
@@ -344,6 +358,12 @@ impl Default for Server {
             listen: "127.0.0.1:8080".into(),
             subscribe_per_minute: 5,
             confirm_ttl_hours: 48,
+            confirm_cooldown_hours: 24,
+            trusted_proxies: Vec::new(),
+            metrics_listen: None,
+            header_timeout_s: 10,
+            request_timeout_s: 30,
+            max_connections: 512,
         }
     }
 }
@@ -706,6 +726,28 @@ impl Config {
                     line_of("listen")
                 )
             })?;
+        for p in &self.server.trusted_proxies {
+            crate::http::limit::Cidr::parse(p).map_err(|e| {
+                format!("server.trusted_proxies: {e}{}", line_of("trusted_proxies"))
+            })?;
+        }
+        if let Some(m) = &self.server.metrics_listen {
+            m.parse::<std::net::SocketAddr>().map_err(|_| {
+                format!(
+                    "server.metrics_listen {m:?} must be an address and port such as \"127.0.0.1:9090\"{}",
+                    line_of("metrics_listen")
+                )
+            })?;
+        }
+        for (key, v) in [
+            ("header_timeout_s", self.server.header_timeout_s),
+            ("request_timeout_s", self.server.request_timeout_s),
+            ("max_connections", self.server.max_connections as u64),
+        ] {
+            if v == 0 {
+                return Err(format!("server.{key} must be at least 1{}", line_of(key)));
+            }
+        }
         Ok(())
     }
 

@@ -363,3 +363,466 @@ fn addresses_are_one_identity_whatever_the_case() {
         stderr(&out)
     );
 }
+
+// ---- findings 5, 6, 8, 11, 12: the HTTP side under abuse
+
+/// The service as `serve` runs it, `[server]` keys added from `extra`.
+async fn serve_app(extra: &str) -> App {
+    app::start_with(Mail::File, "07:00", extra).await
+}
+
+async fn sign_up(app: &App, addr: &str, forwarded_for: Option<&str>) -> (u16, String) {
+    let mut req = client()
+        .post(app.url("/subscribe"))
+        .form(&[("email", addr), ("locale", "fr")]);
+    if let Some(f) = forwarded_for {
+        req = req.header("X-Forwarded-For", f);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_gets_one_confirmation_per_cooldown_and_the_same_answer_each_time() {
+    let app = serve_app("").await;
+    let first = sign_up(&app, "victim@example.org", None).await;
+    assert_eq!(first.0, 200);
+    for _ in 0..2 {
+        assert_eq!(sign_up(&app, "VICTIM@example.org", None).await, first);
+    }
+    assert_eq!(
+        app::eml_files(&app.outbox()).len(),
+        1,
+        "one mail, not three"
+    );
+    // An active address gets none at all, with the same page.
+    add(app.store.as_ref(), "reader@example.org");
+    app.clock
+        .set(digestif::clock::now() + chrono::Duration::minutes(2));
+    assert_eq!(sign_up(&app, "reader@example.org", None).await, first);
+    assert_eq!(app::eml_files(&app.outbox()).len(), 1);
+    // After the cooldown (24 h by default), one more.
+    app.clock
+        .set(digestif::clock::now() + chrono::Duration::hours(25));
+    assert_eq!(sign_up(&app, "victim@example.org", None).await, first);
+    assert_eq!(app::eml_files(&app.outbox()).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarded_for_counts_only_from_a_trusted_proxy_and_ipv6_is_limited_per_64() {
+    // Not trusted: every visitor is the proxy, whatever the header says.
+    let app = serve_app("").await;
+    for i in 0..3 {
+        let ip = format!("198.51.100.{i}");
+        assert_eq!(
+            sign_up(&app, &format!("a{i}@example.org"), Some(&ip))
+                .await
+                .0,
+            200
+        );
+    }
+    assert_eq!(
+        sign_up(&app, "a9@example.org", Some("198.51.100.9"))
+            .await
+            .0,
+        429
+    );
+
+    let app = serve_app("trusted_proxies = [\"127.0.0.1\"]").await;
+    for i in 0..3 {
+        assert_eq!(
+            sign_up(
+                &app,
+                &format!("b{i}@example.org"),
+                Some("6.6.6.6, 198.51.100.1")
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    assert_eq!(
+        sign_up(&app, "b9@example.org", Some("198.51.100.1"))
+            .await
+            .0,
+        429,
+        "the left-most entry is the client's own word"
+    );
+    assert_eq!(
+        sign_up(&app, "c0@example.org", Some("198.51.100.2"))
+            .await
+            .0,
+        200,
+        "another visitor behind the proxy has their own quota"
+    );
+    for i in 1..=3 {
+        let ip = format!("2001:db8:1:2::{i}");
+        assert_eq!(
+            sign_up(&app, &format!("d{i}@example.org"), Some(&ip))
+                .await
+                .0,
+            200
+        );
+    }
+    assert_eq!(
+        sign_up(&app, "d9@example.org", Some("2001:db8:1:2:ffff::9"))
+            .await
+            .0,
+        429,
+        "one /64 is one client"
+    );
+    assert_eq!(
+        sign_up(&app, "e0@example.org", Some("2001:db8:1:3::1"))
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filled_honeypot_is_dropped_silently() {
+    let app = serve_app("").await;
+    let person = sign_up(&app, "person@example.org", None).await;
+    let res = client()
+        .post(app.url("/subscribe"))
+        .form(&[
+            ("email", "bot@example.org"),
+            ("locale", "fr"),
+            ("website", "http://spam.example"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), person.1, "the same page");
+    assert_eq!(
+        app::eml_files(&app.outbox()).len(),
+        1,
+        "no mail to the bot's address"
+    );
+    assert!(app
+        .store
+        .take_signup(&email("bot@example.org"))
+        .unwrap()
+        .is_none());
+    // The field is in the form, out of people's sight.
+    let form = client().get(app.url("/subscribe")).send().await.unwrap();
+    let html = form.text().await.unwrap();
+    assert!(html.contains("name=\"website\"") && html.contains("left:-10000px"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unconfirmed_sign_ups_are_deleted_after_seven_days() {
+    let app = serve_app("").await;
+    let old = digestif::store::PendingSignup {
+        subscriber: NewSubscriber {
+            status: SubscriberStatus::Pending,
+            ..subscriber("old@example.org", Some("Old".into()))
+        },
+        requested_at: digestif::clock::now() - chrono::Duration::days(8),
+    };
+    let recent = digestif::store::PendingSignup {
+        requested_at: digestif::clock::now() - chrono::Duration::days(6),
+        subscriber: NewSubscriber {
+            email: email("recent@example.org"),
+            ..old.subscriber.clone()
+        },
+    };
+    app.store.put_signup(&old).unwrap();
+    app.store.put_signup(&recent).unwrap();
+    // Any sign-up (and `serve` every hour) purges.
+    sign_up(&app, "new@example.org", None).await;
+    assert!(app
+        .store
+        .take_signup(&email("old@example.org"))
+        .unwrap()
+        .is_none());
+    assert!(app
+        .store
+        .take_signup(&email("recent@example.org"))
+        .unwrap()
+        .is_some());
+}
+
+/// Opens `n` connections that each send half a request's headers and stop.
+async fn half_open(base: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let addr = base.trim_start_matches("http://").to_string();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        out.push(s);
+    }
+    out
+}
+
+/// Whether the server closed `s` (EOF, or a reset), reading whatever it sent first.
+async fn closed_by_server(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hundreds_of_half_open_requests_neither_block_others_nor_stay_open() {
+    let app = serve_app("header_timeout_s = 2\nrequest_timeout_s = 4").await;
+    let mut slow = half_open(&app.base, 300).await;
+    // Others are still served meanwhile (a client that gives up after 3 s never has to).
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        let res = quick.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    // And the slow ones are closed once the header time is up (generous margin:
+    // the point is that they do not stay open, as they did for 45 s and more).
+    let mut closed = 0;
+    for s in &mut slow {
+        if closed_by_server(s, Duration::from_secs(15)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, slow.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_body_is_refused_at_once_and_a_trickled_one_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = serve_app("header_timeout_s = 2\nrequest_timeout_s = 3").await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    // A body announced at 1 MB: answered 413 before it is sent.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(
+        b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+          Content-Length: 1000000\r\n\r\nemail=a",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("an answer, not a wait for the body")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    // A small body sent one byte a second: the request's time runs out.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(
+        b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+          Content-Length: 100\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    tokio::spawn(async move {
+        for _ in 0..60 {
+            if wr.write_all(b"e").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_another_process_holding_the_write_lock_unsubscribe_gets_503_then_happens_and_health_answers(
+) {
+    let app = serve_app("").await;
+    let reader = add(app.store.as_ref(), "busy@example.org");
+    let tok = token::unsubscribe_token(
+        &Secret::new(app::SECRET),
+        &app.cfg.list_id(),
+        &reader.link_key,
+    );
+    // Another process takes the write lock and keeps it 8 s.
+    let db = app.dir.path().join("digestif.db");
+    let mut holder = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys,time\n\
+             c=sqlite3.connect(sys.argv[1],isolation_level=None)\n\
+             c.execute('BEGIN IMMEDIATE')\n\
+             print('locked',flush=True)\n\
+             time.sleep(8)\n\
+             c.execute('COMMIT')",
+        ])
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+    }
+    // Health answers at once: a client that gives up after 3 s never has to.
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let health = quick.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    // The one-click unsubscribe cannot write yet: 503 with Retry-After, not 500.
+    let res = one_click(&app, &tok).await;
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    // The unsubscribe pages still show (reads do not wait for the writer).
+    let page = quick
+        .get(app.url(&format!("/unsubscribe?token={tok}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    // Once the lock is gone the unsubscribe is recorded: it was not lost.
+    holder.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status_of(&app, "busy@example.org") != SubscriberStatus::Unsubscribed {
+        assert!(Instant::now() < deadline, "the unsubscribe was lost");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_page_but_the_sign_up_form_refuses_frames_and_carries_a_csp() {
+    let app = serve_app("").await;
+    let reader = add(app.store.as_ref(), "csp@example.org");
+    let tok = token::unsubscribe_token(
+        &Secret::new(app::SECRET),
+        &app.cfg.list_id(),
+        &reader.link_key,
+    );
+    for path in [
+        format!("/unsubscribe?token={tok}"),
+        format!("/preferences?token={tok}"),
+        "/confirm?token=x".to_string(),
+        "/archive".to_string(),
+        "/nowhere".to_string(),
+        "/healthz".to_string(),
+    ] {
+        let res = client().get(app.url(&path)).send().await.unwrap();
+        let csp = res.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(csp.contains("default-src 'none'"), "{path}: {csp}");
+        assert_eq!(res.headers()["x-frame-options"], "DENY", "{path}");
+    }
+    // The embeddable form, and the page its button leads to, may be framed;
+    // the form's own script is allowed by its hash.
+    let form = client().get(app.url("/subscribe")).send().await.unwrap();
+    let csp = form.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(!csp.contains("frame-ancestors"), "{csp}");
+    assert!(form.headers().get("x-frame-options").is_none());
+    let html = form.text().await.unwrap();
+    let script = html
+        .split("<script>")
+        .nth(1)
+        .unwrap()
+        .split("</script>")
+        .next()
+        .unwrap();
+    use base64::Engine;
+    use sha2::Digest;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+    assert!(csp.contains(&format!("'sha256-{hash}'")), "{csp}");
+    let posted = client()
+        .post(app.url("/subscribe"))
+        .form(&[("email", "framed@example.org")])
+        .send()
+        .await
+        .unwrap();
+    assert!(posted.headers().get("x-frame-options").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_not_public() {
+    use digestif::http::MetricsAccess;
+    let app = serve_app("").await;
+    let get = |path: &'static str, headers: &'static [(&'static str, &'static str)]| {
+        let url = app.url(path);
+        async move {
+            let mut r = client().get(url);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    // Default: a client on this machine only, never one a proxy forwards.
+    assert_eq!(get("/metrics", &[]).await, 200);
+    assert_eq!(
+        get("/metrics", &[("X-Forwarded-For", "203.0.113.7")]).await,
+        404
+    );
+    assert_eq!(
+        get("/metrics", &[("Forwarded", "for=203.0.113.7")]).await,
+        404
+    );
+
+    // With a token: only with it.
+    let mut state = app.state.clone();
+    state.metrics_access = MetricsAccess::Token("s3cret-metrics-token".into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(digestif::http::server::serve(
+        listener,
+        digestif::http::router(state),
+        digestif::http::server::Limits::from_config(&app.cfg),
+        std::future::pending(),
+    ));
+    let status = |auth: Option<&'static str>| {
+        let url = format!("{base}/metrics");
+        async move {
+            let mut r = client().get(url);
+            if let Some(a) = auth {
+                r = r.header("Authorization", a);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(status(None).await, 404);
+    assert_eq!(status(Some("Bearer wrong")).await, 404);
+    assert_eq!(status(Some("Bearer s3cret-metrics-token")).await, 200);
+
+    // With metrics_listen: not on the public listener at all.
+    let app = serve_app("metrics_listen = \"127.0.0.1:0\"").await;
+    assert_eq!(app.state.metrics_access, MetricsAccess::Elsewhere);
+    assert_eq!(
+        client()
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}

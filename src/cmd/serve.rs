@@ -42,6 +42,19 @@ fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(crate::store::SqliteStore::for_config(cfg)?))
 }
 
+/// How long an HTTP request's write waits for the database before the visitor
+/// gets 503 + Retry-After (the scheduler's connections keep their own longer wait).
+const HTTP_WRITE_WAIT: Duration = Duration::from_secs(5);
+
+/// The HTTP side's own connections (one for writes, one for reads), so that a
+/// send in progress or another process holding the write lock never makes a
+/// page or `/healthz` wait behind it.
+fn open_http_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let s = crate::store::SqliteStore::for_config(cfg)?;
+    s.set_busy_timeout(HTTP_WRITE_WAIT)?;
+    Ok(Arc::new(s))
+}
+
 fn mailer(cfg: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
     Ok(Arc::new(crate::http::mail::TransportMailer::from_config(
         cfg,
@@ -50,11 +63,17 @@ fn mailer(cfg: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
 
 async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult {
     let store = open_store(&cfg).map_err(Failure::job)?;
+    let http_store = if cfg.database_path().is_some() {
+        open_http_store(&cfg).map_err(Failure::job)?
+    } else {
+        // An in-memory database exists once: share it.
+        store.clone()
+    };
     let metrics = Arc::new(Metrics::new());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = AppState::new(
         cfg.clone(),
-        store.clone(),
+        http_store.clone(),
         secret.clone(),
         metrics.clone(),
         clock.clone(),
@@ -82,20 +101,40 @@ async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult 
             holder = scheduler.holder(),
             "scheduler started"
         );
-        Some(scheduler.clone().start(clock).await.map_err(Failure::job)?)
+        Some(
+            scheduler
+                .clone()
+                .start(clock.clone())
+                .await
+                .map_err(Failure::job)?,
+        )
     } else {
         tracing::info!("scheduler disabled ([schedule] enabled = false)");
         None
     };
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let mut server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let limits = http::server::Limits::from_config(&cfg);
+    if let Some(addr) = &cfg.server.metrics_listen {
+        let ml = tokio::net::TcpListener::bind(addr.as_str())
             .await
+            .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))
+            .map_err(Failure::job)?;
+        tracing::info!(address = %addr, "metrics and health on http://{addr}");
+        let app = http::metrics_router(state.clone());
+        let mut rx = stop_rx.clone();
+        tokio::spawn(http::server::serve(ml, app, limits, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+    }
+    tokio::spawn(purge_signups(http_store, clock.clone()));
+    let app = http::router(state);
+    let mut stop_rx = stop_rx;
+    let mut server = tokio::spawn(async move {
+        http::server::serve(listener, app, limits, async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        })
+        .await
     });
 
     let outcome = tokio::select! {
@@ -130,6 +169,22 @@ async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult 
     }
     tracing::info!("stopped");
     outcome.map_err(Failure::job)
+}
+
+/// Deletes sign-ups never confirmed within a week, every hour (a sign-up holds
+/// an address, a name and a zone: nothing is kept for nothing).
+async fn purge_signups(store: Arc<dyn Store>, clock: Arc<dyn Clock>) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let before = clock.now() - chrono::Duration::days(http::subscribe::SIGNUP_RETENTION_DAYS);
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.purge_signups(before)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(purged = n, "unconfirmed sign-ups deleted"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not purge old sign-ups"),
+            _ => {}
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT, with the signal's name.

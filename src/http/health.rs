@@ -54,7 +54,45 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     res
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// Whether the request may read `/metrics` on this listener.
+fn allowed(state: &AppState, parts: &axum::http::request::Parts) -> bool {
+    use super::MetricsAccess;
+    match &state.metrics_access {
+        MetricsAccess::Open => true,
+        MetricsAccess::Elsewhere => false,
+        MetricsAccess::Token(t) => parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| {
+                use subtle::ConstantTimeEq;
+                bool::from(given.trim().as_bytes().ct_eq(t.as_bytes()))
+            }),
+        MetricsAccess::LocalOnly => {
+            let forwarded = ["x-forwarded-for", "forwarded", "x-real-ip"]
+                .iter()
+                .any(|h| parts.headers.contains_key(*h));
+            let local = parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .is_some_and(|c| c.0.ip().is_loopback());
+            local && !forwarded
+        }
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>, parts: axum::http::request::Parts) -> Response {
+    if !allowed(&state, &parts) {
+        // Subscriber counts are nobody's business but the operator's.
+        return super::AppError::new(
+            StatusCode::NOT_FOUND,
+            state.cfg.newsletter.locale,
+            super::Problem::NotFound,
+        )
+        .for_brand(state.brand())
+        .into_response();
+    }
     let (counts, last) = match state
         .store(|s| Ok((s.count_by_status()?, s.last_run()?)))
         .await

@@ -7,7 +7,6 @@
 //! logged and never show internals.
 
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -17,7 +16,6 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::clock::Clock;
 use crate::config::{Config, Secret};
@@ -26,10 +24,12 @@ use crate::store::Store;
 
 pub mod archive;
 pub mod health;
+pub mod limit;
 pub mod mail;
 pub mod metrics;
 pub mod pages;
 pub mod preferences;
+pub mod server;
 pub mod subscribe;
 pub mod unsubscribe;
 
@@ -57,7 +57,38 @@ pub struct AppState {
     pub mailer: Arc<dyn Mailer>,
     /// The newsletter's words and theme (dates in the archive, in each language).
     pub assets: Arc<crate::render::Assets>,
-    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    limiter: Arc<limit::Limiter>,
+    trusted_proxies: Arc<Vec<limit::Cidr>>,
+    /// Who may read `/metrics` on this listener.
+    pub metrics_access: MetricsAccess,
+}
+
+/// Who may read `/metrics` (subscriber counts) on a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// The separate metrics listener (`[server] metrics_listen`): everyone who reaches it.
+    Open,
+    /// Only with `Authorization: Bearer <token>` (`DIGESTIF_METRICS_TOKEN`).
+    Token(String),
+    /// Only a client on this machine, not through a proxy.
+    LocalOnly,
+    /// Not on this listener (it is on `metrics_listen`).
+    Elsewhere,
+}
+
+impl MetricsAccess {
+    pub const TOKEN_ENV: &'static str = "DIGESTIF_METRICS_TOKEN";
+
+    /// The public listener's rule for `cfg`, the token read from the environment.
+    pub fn public(cfg: &Config) -> MetricsAccess {
+        if cfg.server.metrics_listen.is_some() {
+            return MetricsAccess::Elsewhere;
+        }
+        match std::env::var(Self::TOKEN_ENV) {
+            Ok(t) if !t.trim().is_empty() => MetricsAccess::Token(t.trim().to_string()),
+            _ => MetricsAccess::LocalOnly,
+        }
+    }
 }
 
 impl AppState {
@@ -69,12 +100,22 @@ impl AppState {
         clock: Arc<dyn Clock>,
         mailer: Arc<dyn Mailer>,
     ) -> AppState {
-        let per_minute = NonZeroU32::new(cfg.server.subscribe_per_minute.max(1)).expect("≥ 1");
         // `serve` has loaded the templates once already and stops on an error.
         let assets =
             crate::pipeline::assets(&cfg).unwrap_or_else(|_| crate::render::Assets::builtin());
+        let trusted = cfg
+            .server
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| limit::Cidr::parse(p).ok())
+            .collect();
         AppState {
-            limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
+            limiter: Arc::new(limit::Limiter::new(
+                cfg.server.subscribe_per_minute,
+                chrono::Duration::minutes(1),
+            )),
+            trusted_proxies: Arc::new(trusted),
+            metrics_access: MetricsAccess::public(&cfg),
             assets: Arc::new(assets),
             cfg,
             store,
@@ -107,12 +148,21 @@ impl AppState {
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
             .map_err(|e| AppError::internal(anyhow::anyhow!("store task failed: {e}")))?
-            .map_err(|e| AppError::internal(anyhow::anyhow!(e)))
+            .map_err(|e| match e {
+                // Another process held the write lock past the wait: "try again
+                // shortly" (503 + Retry-After), never a bare 500.
+                crate::store::StoreError::Busy(_) => AppError::busy(e),
+                e => AppError::internal(anyhow::anyhow!(e)),
+            })
     }
 }
 
+/// Largest request body a route reads: the forms are a few hundred bytes.
+pub const MAX_BODY: usize = 16 * 1024;
+
 /// The whole app.
 pub fn router(state: AppState) -> Router {
+    let timeout = std::time::Duration::from_secs(state.cfg.server.request_timeout_s.max(1));
     Router::new()
         .route(
             "/unsubscribe",
@@ -133,8 +183,79 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                // A body announced too large is refused before a byte of it is read.
+                let announced = req
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if announced.is_some_and(|n| n > MAX_BODY as u64) {
+                    return (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        [(header::CONNECTION, "close")],
+                        "request body too large\n",
+                    )
+                        .into_response();
+                }
+                match tokio::time::timeout(timeout, next.run(req)).await {
+                    Ok(res) => res,
+                    Err(_) => (
+                        StatusCode::REQUEST_TIMEOUT,
+                        [(header::CONNECTION, "close")],
+                        "request timed out\n",
+                    )
+                        .into_response(),
+                }
+            },
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// The router of `[server] metrics_listen`: `/metrics` and `/healthz` only, open
+/// to whoever reaches that address.
+pub fn metrics_router(mut state: AppState) -> Router {
+    state.metrics_access = MetricsAccess::Open;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+/// Marks a response as one that other sites may show in a frame (the sign-up form).
+#[derive(Debug, Clone, Copy)]
+pub struct Embeddable;
+
+/// The Content-Security-Policy of the pages: nothing from elsewhere, no plugin,
+/// forms post here only, inline styles, and the one inline script of the
+/// sign-up form by its hash.
+fn page_csp(frame_ancestors: bool) -> HeaderValue {
+    use std::sync::OnceLock;
+    static CSP: OnceLock<(HeaderValue, HeaderValue)> = OnceLock::new();
+    let (strict, embeddable) = CSP.get_or_init(|| {
+        use base64::Engine;
+        use sha2::Digest;
+        let hash = base64::engine::general_purpose::STANDARD
+            .encode(sha2::Sha256::digest(subscribe::TZ_SCRIPT.as_bytes()));
+        let base = format!(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
+             script-src 'sha256-{hash}'; form-action 'self'; base-uri 'none'"
+        );
+        (
+            HeaderValue::from_str(&format!("{base}; frame-ancestors 'none'")).expect("ASCII"),
+            HeaderValue::from_str(&base).expect("ASCII"),
+        )
+    });
+    if frame_ancestors {
+        strict.clone()
+    } else {
+        embeddable.clone()
+    }
 }
 
 async fn not_found(state: axum::extract::State<AppState>, lang: PageLocale) -> AppError {
@@ -155,21 +276,43 @@ async fn security_headers(mut res: Response) -> Response {
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+    // Every page may not be framed (clickjacking on the unsubscribe and
+    // preferences buttons), except the sign-up form, which newsrooms embed.
+    let embeddable = res.extensions().get::<Embeddable>().is_some();
+    let h = res.headers_mut();
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(header::CONTENT_SECURITY_POLICY, page_csp(!embeddable));
+    } else if !embeddable {
+        // A route's own policy (the archive) gets the frame rule added.
+        let own = h[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap_or("")
+            .to_string();
+        if !own.contains("frame-ancestors") {
+            if let Ok(v) = HeaderValue::from_str(&format!("{own}; frame-ancestors 'none'")) {
+                h.insert(header::CONTENT_SECURITY_POLICY, v);
+            }
+        }
+    }
+    if !embeddable {
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
     res
 }
 
-/// The client's address, from the connection (not from headers a client can forge).
+/// The client's address: the connection's peer, or, when the peer is one of
+/// `[server] trusted_proxies`, the address that proxy says it served.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Self::Rejection> {
         Ok(ClientAddr(
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
+                .map(|c| limit::client_ip(c.0.ip(), &parts.headers, &s.trusted_proxies)),
         ))
     }
 }
@@ -250,6 +393,18 @@ impl AppError {
         }
     }
 
+    /// The store was busy past the wait: 503 with Retry-After, logged as a warning.
+    pub fn busy(e: crate::store::StoreError) -> AppError {
+        tracing::warn!(error = %e, "database busy: answered 503");
+        AppError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            locale: Locale::default(),
+            problem: Problem::Unavailable,
+            brand: String::new(),
+            internal: None,
+        }
+    }
+
     /// A failure of ours: logged with its cause, shown as "try later".
     pub fn internal(e: anyhow::Error) -> AppError {
         AppError {
@@ -280,7 +435,7 @@ impl From<anyhow::Error> for AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        if self.status.is_server_error() && self.status != StatusCode::SERVICE_UNAVAILABLE {
             match &self.internal {
                 Some(e) => {
                     tracing::error!(status = %self.status, error = %format!("{e:#}"), "request failed")
@@ -299,9 +454,16 @@ impl IntoResponse for AppError {
         };
         let page = pages::message(self.locale, &self.brand, title, &text);
         let mut res = (self.status, Html(page.into_string())).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        match self.status {
+            StatusCode::TOO_MANY_REQUESTS => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
         }
         res
     }

@@ -48,6 +48,8 @@ pub struct SignupForm {
     pub locale: Option<Locale>,
     pub categories: Vec<String>,
     pub timezone: String,
+    /// The hidden field was filled: a bot.
+    pub honeypot: bool,
 }
 
 impl SignupForm {
@@ -60,6 +62,7 @@ impl SignupForm {
                 "locale" => f.locale = v.parse().ok(),
                 "categories" => f.categories.push(v.into_owned()),
                 "timezone" => f.timezone = v.into_owned(),
+                HONEYPOT => f.honeypot |= !v.trim().is_empty(),
                 _ => {}
             }
         }
@@ -89,6 +92,12 @@ impl SignupForm {
         })
     }
 }
+
+/// The form's only script (allowed by its hash in the page's CSP).
+pub(super) const TZ_SCRIPT: &str = "try{var t=document.getElementById('tz');if(!t.value){t.value=Intl.DateTimeFormat().resolvedOptions().timeZone||''}}catch(e){}";
+
+/// The name of the hidden field people never fill and form-filling bots do.
+const HONEYPOT: &str = "website";
 
 fn form_page(
     state: &AppState,
@@ -125,27 +134,45 @@ fn form_page(
                     input #name type="text" name="name" maxlength="100" autocomplete="given-name" value=(f.name);
                     (pages::language_and_sections(w, chosen, &cats, &f.categories))
                     input type="hidden" name="timezone" id="tz" value=(f.timezone);
+                    // People never see or fill this; form-filling bots do.
+                    div style="position:absolute;left:-10000px;width:1px;height:1px;overflow:hidden" aria-hidden="true" {
+                        label for="website" { "Website" }
+                        input #website type="text" name=(HONEYPOT) tabindex="-1" autocomplete="off" value="";
+                    }
                     button type="submit" { (w.subscribe_button) }
                     p.fine { (w.privacy) }
                 }
             }
             // The reader's own time zone, so that the issue arrives at their morning.
-            script { (maud::PreEscaped(
-                "try{var t=document.getElementById('tz');if(!t.value){t.value=Intl.DateTimeFormat().resolvedOptions().timeZone||''}}catch(e){}"
-            )) }
+            script { (maud::PreEscaped(TZ_SCRIPT)) }
         },
     )
 }
 
 pub async fn form(State(state): State<AppState>, lang: PageLocale) -> Response {
-    let mut res = page(
+    embeddable(page(
         StatusCode::OK,
         form_page(&state, lang.0, &SignupForm::default(), None),
-    );
-    // Embeddable in the newsroom's pages: no frame restriction on this one page.
-    res.headers_mut()
-        .remove(axum::http::header::X_FRAME_OPTIONS);
+    ))
+}
+
+/// The sign-up form and what its button leads to may be shown in another
+/// site's frame (the newsroom embeds it); every other page may not.
+fn embeddable(mut res: Response) -> Response {
+    res.extensions_mut().insert(super::Embeddable);
     res
+}
+
+/// How long a sign-up waits for its confirmation before it is deleted.
+pub const SIGNUP_RETENTION_DAYS: i64 = 7;
+
+/// What a sign-up request leads to; the visitor sees the same page for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// A confirmation mail goes out.
+    Mail,
+    /// The address is already active, or got a confirmation within the cooldown.
+    Quiet,
 }
 
 pub async fn submit(
@@ -156,13 +183,24 @@ pub async fn submit(
 ) -> Result<Response, AppError> {
     let f = SignupForm::parse(&body);
     let locale = f.locale.unwrap_or(lang.0);
+    let w = pages::words(locale);
     if let Some(ip) = client.0 {
-        if state.limiter.check_key(&ip).is_err() {
+        if !state.limiter.check(ip, state.now()) {
             return Err(
                 AppError::new(StatusCode::TOO_MANY_REQUESTS, locale, Problem::TooMany)
                     .for_brand(state.brand()),
             );
         }
+    }
+    if f.honeypot {
+        // Dropped without a word: the bot sees what a person would.
+        tracing::info!("sign-up dropped: the hidden field was filled");
+        return Ok(embeddable(super::done_page(
+            &state,
+            locale,
+            w.check_inbox_title,
+            w.check_inbox,
+        )));
     }
     let new = match f.validate(&state.cfg.categories(), locale) {
         // The newsletter's own zone is the default: stored as "no zone of their own".
@@ -173,10 +211,10 @@ pub async fn submit(
             n
         }
         Err(msg) => {
-            return Ok(page(
+            return Ok(embeddable(page(
                 StatusCode::BAD_REQUEST,
                 form_page(&state, locale, &f, Some(&msg)),
-            ))
+            )))
         }
     };
     let now = state.now();
@@ -185,7 +223,37 @@ pub async fn submit(
         subscriber: new,
         requested_at: now,
     };
-    state.store(move |s| s.put_signup(&signup)).await?;
+    let cooldown = Duration::hours(state.cfg.server.confirm_cooldown_hours as i64);
+    let outcome = state
+        .store(move |s| {
+            s.purge_signups(now - Duration::days(SIGNUP_RETENTION_DAYS))?;
+            let e = &signup.subscriber.email;
+            if s.subscriber_by_email(e)?
+                .is_some_and(|x| x.status == SubscriberStatus::Active)
+            {
+                return Ok(Outcome::Quiet);
+            }
+            s.put_signup(&signup)?;
+            Ok(if s.claim_confirmation_mail(e, now, cooldown)? {
+                Outcome::Mail
+            } else {
+                Outcome::Quiet
+            })
+        })
+        .await?;
+    let done = || {
+        embeddable(super::done_page(
+            &state,
+            locale,
+            w.check_inbox_title,
+            w.check_inbox,
+        ))
+    };
+    if outcome == Outcome::Quiet {
+        // Already subscribed, or mailed recently: no mail, and the same page, so
+        // that the form neither mails a stranger repeatedly nor tells who subscribes.
+        return Ok(done());
+    }
 
     let hours = state.cfg.server.confirm_ttl_hours.max(1);
     let token = super::confirm_token(&state, &email, now + Duration::hours(hours as i64))?;
@@ -197,7 +265,6 @@ pub async fn submit(
             .append_pair("lang", locale.code());
         u.to_string()
     };
-    let w = pages::words(locale);
     let subject = w.confirm_mail_subject.replace("{name}", state.brand());
     let text = w
         .confirm_mail_body
@@ -214,12 +281,7 @@ pub async fn submit(
                 .for_brand(state.brand())
         })?;
     state.metrics.signup();
-    Ok(super::done_page(
-        &state,
-        locale,
-        w.check_inbox_title,
-        w.check_inbox,
-    ))
+    Ok(done())
 }
 
 fn token_of(query: Option<&str>, body: &[u8]) -> Option<String> {

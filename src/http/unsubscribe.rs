@@ -108,9 +108,18 @@ pub async fn act(
             } else {
                 "unsubscribe page"
             };
-            state
+            let done = state
                 .store(move |st| st.set_status(id, SubscriberStatus::Unsubscribed, why, now))
-                .await?;
+                .await;
+            if let Err(e) = done {
+                if e.status == StatusCode::SERVICE_UNAVAILABLE {
+                    // The database stayed busy: the visitor (or the mail client's
+                    // one-click POST) is told to retry, and the unsubscribe is
+                    // retried here meanwhile, so that it is not lost either way.
+                    keep_trying(state.clone(), id, why, now);
+                }
+                return Err(e.in_locale(locale).for_brand(state.brand()));
+            }
             state.metrics.unsubscribe();
             tracing::info!(subscriber = id, via = why, "unsubscribed");
         }
@@ -122,6 +131,34 @@ pub async fn act(
         w.unsub_done_title,
         w.unsub_done,
     ))
+}
+
+/// How long an unsubscribe that met a busy database is retried in the background.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn keep_trying(state: AppState, id: i64, why: &'static str, at: chrono::DateTime<chrono::Utc>) {
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            match state
+                .store(move |st| st.set_status(id, SubscriberStatus::Unsubscribed, why, at))
+                .await
+            {
+                Ok(_) => {
+                    state.metrics.unsubscribe();
+                    tracing::info!(subscriber = id, via = why, "unsubscribed after a retry");
+                    return;
+                }
+                Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => continue,
+                Err(_) => break,
+            }
+        }
+        tracing::error!(
+            subscriber = id,
+            "an unsubscribe could not be recorded: the database stayed busy"
+        );
+    });
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@ use crate::bounces::{Decision, EventKind, Rules};
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(String),
+    /// Another connection held the write lock for longer than the wait allowed:
+    /// nothing was written, trying again later will do.
+    #[error("the database is busy: {0}")]
+    Busy(String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -251,6 +255,22 @@ pub trait Store: Send + Sync {
     /// Stores or refreshes a pending sign-up; does not touch an existing subscriber.
     fn put_signup(&self, signup: &PendingSignup) -> StoreResult<()>;
     fn take_signup(&self, email: &SubscriberEmail) -> StoreResult<Option<PendingSignup>>;
+    /// Whether a confirmation mail may go to `email` now: true at most once per
+    /// `cooldown` for a stored sign-up (recording `now` as its last mail).
+    fn claim_confirmation_mail(
+        &self,
+        email: &SubscriberEmail,
+        now: DateTime<Utc>,
+        cooldown: chrono::Duration,
+    ) -> StoreResult<bool> {
+        let _ = (email, now, cooldown);
+        Err(unsupported("pace confirmation mails"))
+    }
+    /// Deletes the sign-ups requested before `before` and never confirmed; how many.
+    fn purge_signups(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let _ = before;
+        Err(unsupported("purge sign-ups"))
+    }
 
     // ---- ledger
     /// Adds a `pending` row for every active subscriber not yet in the ledger for `date`

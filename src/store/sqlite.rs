@@ -46,6 +46,10 @@ const SUB_COLS: &str =
 /// A store in one SQLite file (or in memory).
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// A second connection for reads (file databases): in WAL mode it never
+    /// waits for a writer, so pages and health checks answer while another
+    /// process holds the write lock.
+    read: Option<Mutex<Connection>>,
     /// Keys the hashes of suppressed addresses (`settings.suppression_key`).
     suppression_key: Vec<u8>,
 }
@@ -57,7 +61,12 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Db(e.to_string())
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Busy(e.to_string())
+        }
+        _ => StoreError::Db(e.to_string()),
+    }
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -329,8 +338,17 @@ impl SqliteStore {
         }
         let conn = Connection::open(path)
             .map_err(|e| StoreError::Db(format!("cannot open {}: {e}", path.display())))?;
-        Self::setup(conn, true)
-            .map_err(|e| StoreError::Db(format!("database {}: {e}", path.display())))
+        let mut store = Self::setup(conn, true)
+            .map_err(|e| StoreError::Db(format!("database {}: {e}", path.display())))?;
+        let read = Connection::open(path)
+            .and_then(|c| {
+                c.busy_timeout(BUSY_TIMEOUT)?;
+                c.execute_batch("PRAGMA query_only = ON; PRAGMA foreign_keys = ON;")?;
+                Ok(c)
+            })
+            .map_err(|e| StoreError::Db(format!("cannot open {}: {e}", path.display())))?;
+        store.read = Some(Mutex::new(read));
+        Ok(store)
     }
 
     /// A private in-memory database (tests, `sqlite::memory:`).
@@ -377,6 +395,7 @@ impl SqliteStore {
             .map_err(db)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            read: None,
             suppression_key: suppression_key.into_bytes(),
         })
     }
@@ -384,6 +403,28 @@ impl SqliteStore {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic mid-call dropped its transaction (rolled back): the connection is usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection for plain reads: the read connection of a file database.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        match &self.read {
+            Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()),
+            None => self.conn(),
+        }
+    }
+
+    /// How long a write waits for another process's lock before the call fails
+    /// with [`StoreError::Busy`] (SQLite retries meanwhile). The service's HTTP
+    /// side uses a short one, so that a visitor gets "try again" rather than a hang.
+    pub fn set_busy_timeout(&self, wait: Duration) -> StoreResult<()> {
+        self.conn().busy_timeout(wait).map_err(db)?;
+        if let Some(r) = &self.read {
+            r.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .busy_timeout(wait)
+                .map_err(db)?;
+        }
+        Ok(())
     }
 
     /// Deletes the subscriber (their ledger rows cascade) and any pending sign-up
@@ -575,7 +616,7 @@ impl Store for SqliteStore {
     }
 
     fn subscriber_by_email(&self, email: &SubscriberEmail) -> StoreResult<Option<Subscriber>> {
-        self.conn()
+        self.reader()
             .prepare_cached(&format!(
                 "SELECT {SUB_COLS} FROM subscribers s WHERE s.email_key = ?1"
             ))
@@ -586,7 +627,7 @@ impl Store for SqliteStore {
     }
 
     fn subscriber_by_id(&self, id: i64) -> StoreResult<Option<Subscriber>> {
-        self.conn()
+        self.reader()
             .prepare_cached(&format!(
                 "SELECT {SUB_COLS} FROM subscribers s WHERE s.id = ?1"
             ))
@@ -605,7 +646,7 @@ impl Store for SqliteStore {
     }
 
     fn suppression(&self, email: &SubscriberEmail) -> StoreResult<Option<Suppression>> {
-        suppression_in(&self.conn(), &self.suppression_key, email).map_err(db)
+        suppression_in(&self.reader(), &self.suppression_key, email).map_err(db)
     }
 
     fn lift_suppression(&self, email: &SubscriberEmail) -> StoreResult<bool> {
@@ -620,7 +661,7 @@ impl Store for SqliteStore {
     }
 
     fn subscriber_by_link_key(&self, key: &LinkKey) -> StoreResult<Option<Subscriber>> {
-        self.conn()
+        self.reader()
             .prepare_cached(&format!(
                 "SELECT {SUB_COLS} FROM subscribers s WHERE s.link_key = ?1"
             ))
@@ -631,7 +672,7 @@ impl Store for SqliteStore {
     }
 
     fn subscriber_by_legacy_id(&self, id: i64) -> StoreResult<Option<Subscriber>> {
-        self.conn()
+        self.reader()
             .prepare_cached(&format!(
                 "SELECT {SUB_COLS} FROM subscribers s WHERE s.id = ?1 AND s.legacy_links = 1"
             ))
@@ -693,7 +734,7 @@ impl Store for SqliteStore {
         after_id: i64,
         limit: usize,
     ) -> StoreResult<Vec<Subscriber>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let limit = limit as i64;
         let rows = match status {
             Some(st) => conn
@@ -721,7 +762,7 @@ impl Store for SqliteStore {
     }
 
     fn count_by_status(&self) -> StoreResult<Vec<(SubscriberStatus, u64)>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT status, COUNT(*) FROM subscribers GROUP BY status ORDER BY status",
@@ -805,6 +846,32 @@ impl Store for SqliteStore {
             })
             .optional()
             .map_err(db)
+    }
+
+    fn claim_confirmation_mail(
+        &self,
+        email: &SubscriberEmail,
+        now: DateTime<Utc>,
+        cooldown: chrono::Duration,
+    ) -> StoreResult<bool> {
+        let n = self
+            .conn()
+            .prepare_cached(
+                "UPDATE signups SET mailed_at = ?2
+                 WHERE email_key = ?1 AND (mailed_at IS NULL OR mailed_at <= ?3)",
+            )
+            .map_err(db)?
+            .execute(params![email.key(), ts(now), ts(now - cooldown)])
+            .map_err(db)?;
+        Ok(n > 0)
+    }
+
+    fn purge_signups(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM signups WHERE requested_at < ?1", [ts(before)])
+            .map_err(db)?;
+        Ok(n as u64)
     }
 
     fn ledger_enqueue(&self, date: NaiveDate, max_id: Option<i64>) -> StoreResult<u64> {
@@ -973,7 +1040,7 @@ impl Store for SqliteStore {
     }
 
     fn ledger_counts(&self, date: NaiveDate) -> StoreResult<LedgerCounts> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT state, COUNT(*) FROM deliveries WHERE issue_date = ?1 GROUP BY state",
@@ -999,7 +1066,7 @@ impl Store for SqliteStore {
     }
 
     fn ledger_failures(&self, date: NaiveDate) -> StoreResult<Vec<(String, String)>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT s.email, COALESCE(d.last_error, '')
@@ -1016,7 +1083,7 @@ impl Store for SqliteStore {
     }
 
     fn ledger_dates(&self) -> StoreResult<Vec<NaiveDate>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn
             .prepare_cached("SELECT DISTINCT issue_date FROM deliveries ORDER BY issue_date DESC")
             .map_err(db)?;
@@ -1068,7 +1135,7 @@ impl Store for SqliteStore {
     }
 
     fn lease_holder(&self, name: &str) -> StoreResult<Option<String>> {
-        self.conn()
+        self.reader()
             .prepare_cached("SELECT holder FROM leases WHERE name = ?1")
             .map_err(db)?
             .query_row([name], |r| r.get(0))
@@ -1100,7 +1167,7 @@ impl Store for SqliteStore {
     }
 
     fn last_run(&self) -> StoreResult<Option<RunRecord>> {
-        self.conn()
+        self.reader()
             .prepare_cached(
                 "SELECT issue_date, started_at, finished_at, status, sent, failed, retried,
                         in_doubt, message
@@ -1129,7 +1196,7 @@ impl Store for SqliteStore {
     }
 
     fn ping(&self) -> StoreResult<()> {
-        self.conn()
+        self.reader()
             .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
             .map_err(db)?;
         Ok(())

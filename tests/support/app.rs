@@ -2,7 +2,6 @@
 //! The service on a random loopback port, with a real SQLite file, a real
 //! transport (SMTP to the test server, or `.eml` files) and a clock the test moves.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -105,14 +104,27 @@ impl App {
 
 /// Serves the router on 127.0.0.1:0 with the peer address known (rate limit).
 pub async fn start(mail: Mail, send_time: &str) -> App {
+    start_with(mail, send_time, "").await
+}
+
+/// Like [`start`], with `[server]` keys added from `server_keys`; served as
+/// `digestif serve` serves it (its listener loop and limits, the HTTP side's
+/// short wait for a locked database).
+pub async fn start_with(mail: Mail, send_time: &str, server_keys: &str) -> App {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("feeds")).unwrap();
     let path = dir.path().join("digestif.toml");
-    std::fs::write(&path, config_text(&base, &mail, send_time)).unwrap();
+    let text = config_text(&base, &mail, send_time)
+        .replace("[server]\n", &format!("[server]\n{server_keys}\n"));
+    std::fs::write(&path, text).unwrap();
     let cfg = Arc::new(Config::from_file(&path).unwrap());
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::for_config(&cfg).unwrap());
+    let sqlite = SqliteStore::for_config(&cfg).unwrap();
+    sqlite
+        .set_busy_timeout(std::time::Duration::from_secs(2))
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(sqlite);
     let clock = Arc::new(ShiftClock::new());
     let metrics = Arc::new(Metrics::new());
     let state = AppState::new(
@@ -123,8 +135,13 @@ pub async fn start(mail: Mail, send_time: &str) -> App {
         clock.clone(),
         Arc::new(TransportMailer::from_config(&cfg).unwrap()),
     );
-    let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let limits = http::server::Limits::from_config(&cfg);
+    tokio::spawn(http::server::serve(
+        listener,
+        http::router(state.clone()),
+        limits,
+        std::future::pending(),
+    ));
     App {
         dir,
         cfg,
