@@ -401,3 +401,62 @@ fn without_a_return_path_bounces_is_a_usage_error_naming_the_key() {
         show(&out)
     );
 }
+
+#[test]
+fn above_the_limits_ledger_shows_the_rates_check_fails_and_the_next_send_warns() {
+    let (_server, sent) = Sent::new(2);
+    let out = sent.run(&["ledger", "--date", DATE]);
+    assert!(
+        stdout(&out).contains("bounces: 0 hard (0.0 % of 2 sent), 0 soft; complaints: 0 (0.00 %)"),
+        "{}",
+        show(&out)
+    );
+    let out = sent.run(&["check"]);
+    assert!(
+        stdout(&out).contains("ok    bounce rates: last issue"),
+        "{}",
+        show(&out)
+    );
+
+    let dsn = sent.returned("postfix-user-unknown.eml", "r1@example.com", "rate-1@mx");
+    assert!(sent.pipe(&dsn).status.success());
+    let out = sent.run(&["ledger", "--date", DATE]);
+    assert!(
+        stdout(&out).contains("bounces: 1 hard (50.0 % of 2 sent), 0 soft; complaints: 0 (0.00 %)"),
+        "{}",
+        show(&out)
+    );
+    let out = sent.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "FAIL  bounce rates: the issue of {DATE} hard-bounced for 50.0 % of its 2 message(s)"
+        )),
+        "{}",
+        show(&out)
+    );
+    // The next day's issue, with a story of its own.
+    let feed = sent.dir.path().join("feeds/monde.xml");
+    let text = std::fs::read_to_string(&feed).unwrap().replace(
+        "</channel>",
+        "<item><title>Neige en plaine</title><link>https://example.com/neige</link>\
+         <description>Dix centimètres attendus.</description>\
+         <pubDate>Sat, 28 Nov 2026 05:00:00 +0100</pubDate></item></channel>",
+    );
+    std::fs::write(&feed, text).unwrap();
+    let out = sent.run(&[
+        "send",
+        "--date",
+        "2026-11-28",
+        "--now",
+        "2026-11-28T06:30:00+01:00",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "warning: the issue of {DATE} hard-bounced for 50.0 %"
+        )),
+        "{}",
+        show(&out)
+    );
+}

@@ -16,5 +16,5 @@ pub mod verp;
 
 pub use apply::{Handler, Outcome, Summary};
 pub use report::{parse, Action, EventKind, Parsed, Report, StatusCode};
-pub use rules::{Decision, Rules};
+pub use rules::{Decision, IssueRates, Rules};
 pub use verp::{ReturnPath, Tag, TagCheck};

@@ -9,11 +9,11 @@
 use std::path::Path;
 
 use anyhow::anyhow;
-use chrono::Utc;
+use chrono::{NaiveDate, Utc};
 
-use crate::bounces::{mailbox, Handler, Summary};
+use crate::bounces::{mailbox, Handler, IssueRates, Summary};
 use crate::cli::BouncesArgs;
-use crate::store::SqliteStore;
+use crate::store::{SqliteStore, Store};
 
 use super::{load_config, CmdResult, Failure};
 
@@ -84,4 +84,45 @@ pub fn bounces(config: Option<&Path>, args: &BouncesArgs) -> CmdResult {
         });
     }
     Ok(())
+}
+
+/// The rates of the issue of `date`, if the store keeps bounces.
+pub fn issue_rates(store: &dyn Store, date: NaiveDate) -> anyhow::Result<Option<IssueRates>> {
+    let Some(bounces) = store.bounces() else {
+        return Ok(None);
+    };
+    let sent = store.ledger_counts(date)?.sent;
+    let counts = bounces.bounce_counts(date)?;
+    Ok(Some(IssueRates { date, sent, counts }))
+}
+
+/// The rates of the last issue that went out before `before` (any date when `None`).
+pub fn last_issue_rates(
+    store: &dyn Store,
+    before: Option<NaiveDate>,
+) -> anyhow::Result<Option<IssueRates>> {
+    for date in store.ledger_dates()? {
+        if before.is_some_and(|b| date >= b) {
+            continue;
+        }
+        if let Some(r) = issue_rates(store, date)?.filter(|r| r.sent > 0) {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}
+
+/// `send`'s warning: the last issue before `date` bounced or drew complaints above
+/// the `[bounces]` limits. Sending goes on; `check` fails on the same condition.
+pub fn warn_on_last_issue(cfg: &crate::config::Config, store: &dyn Store, date: NaiveDate) {
+    match last_issue_rates(store, Some(date)) {
+        Ok(Some(rates)) => {
+            for w in rates.over_limits(&cfg.bounces) {
+                tracing::warn!("{w}");
+                eprintln!("warning: {w}");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("cannot read the bounce rates of the last issue: {e:#}"),
+    }
 }

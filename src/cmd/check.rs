@@ -70,6 +70,7 @@ pub fn check(config: Option<&Path>) -> CmdResult {
         }),
     ));
     lines.push(line("database", database(&cfg)));
+    lines.push(line("bounce rates", bounce_rates(&cfg)));
     let rt = runtime()?;
     let (_, sources) = rt.block_on(crate::ingest::ingest(&cfg, crate::clock::now()));
     for s in sources {
@@ -109,6 +110,22 @@ fn database(cfg: &Config) -> Result<String, String> {
         .find(|(s, _)| *s == SubscriberStatus::Active)
         .map_or(0, |(_, n)| *n);
     Ok(format!("{active} active subscriber(s)"))
+}
+
+/// The last issue's hard-bounce and complaint rates are within `[bounces]`' limits.
+fn bounce_rates(cfg: &Config) -> Result<String, String> {
+    let store = open_store(cfg).map_err(|e| format!("{:#}", e.error))?;
+    match super::bounces::last_issue_rates(store.as_ref(), None).map_err(|e| format!("{e:#}"))? {
+        None => Ok("no issue sent yet".into()),
+        Some(rates) => {
+            let over = rates.over_limits(&cfg.bounces);
+            if over.is_empty() {
+                Ok(format!("last issue {}: {rates}", rates.date))
+            } else {
+                Err(over.join("; "))
+            }
+        }
+    }
 }
 
 /// The outbox folder is writable, or the SMTP server takes a session (TLS and

@@ -140,6 +140,7 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
     }
 
     let store = open_store(&cfg)?;
+    super::bounces::warn_on_last_issue(&cfg, store.as_ref(), digest.date);
     // One sender per issue across processes: the scheduler of `serve` takes the
     // same lease. Rows in flight in another process must not look "in doubt" here.
     let _lease = IssueLease::take(&cfg, store.clone(), digest.date)?;
@@ -339,6 +340,12 @@ pub fn ledger(config: Option<&Path>, args: &LedgerArgs) -> CmdResult {
         "{date}: pending {}, sending {}, sent {}, failed {}",
         c.pending, c.sending, c.sent, c.failed
     );
+    if let Some(rates) = super::bounces::issue_rates(store.as_ref(), date)
+        .context("cannot read the bounces")?
+        .filter(|r| r.sent > 0)
+    {
+        println!("{rates}");
+    }
     if let Some(holder) = store
         .lease_holder(&crate::schedule::issue_lease(date))
         .context("cannot read the leases")?

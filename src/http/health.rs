@@ -93,14 +93,21 @@ pub async fn metrics(State(state): State<AppState>, parts: axum::http::request::
         .for_brand(state.brand())
         .into_response();
     }
-    let (counts, last) = match state
-        .store(|s| Ok((s.count_by_status()?, s.last_run()?)))
+    let (counts, last, bounces) = match state
+        .store(|s| {
+            let bounces = match s.bounces() {
+                Some(b) => b.bounce_totals()?,
+                None => Vec::new(),
+            };
+            Ok((s.count_by_status()?, s.last_run()?, bounces))
+        })
         .await
     {
         Ok(v) => v,
         Err(e) => return e.for_brand(state.brand()).into_response(),
     };
-    let body = state.metrics.render(&counts, last.as_ref());
+    let mut body = state.metrics.render(&counts, last.as_ref());
+    body.push_str(&super::metrics::bounce_lines(&bounces));
     let mut res = (StatusCode::OK, body).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

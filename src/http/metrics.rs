@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use chrono::NaiveDate;
 
+use crate::bounces::EventKind;
 use crate::domain::SubscriberStatus;
 use crate::store::{FailedStep, RunRecord, RunStatus};
 
@@ -189,6 +190,28 @@ impl Metrics {
     }
 }
 
+/// Returned mail kept in the store, by kind (every kind listed, 0 included).
+pub fn bounce_lines(totals: &[(EventKind, u64)]) -> String {
+    let mut out = String::from(
+        "# HELP digestif_bounce_events_total Returned mail kept: bounces, complaints, delays.\n\
+         # TYPE digestif_bounce_events_total counter\n",
+    );
+    for kind in [
+        EventKind::HardBounce,
+        EventKind::SoftBounce,
+        EventKind::Complaint,
+        EventKind::Delayed,
+        EventKind::Delivered,
+    ] {
+        let n = totals
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(out, "digestif_bounce_events_total{{kind=\"{kind}\"}} {n}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +272,23 @@ mod tests {
         );
         assert!(
             text.contains("digestif_subscribers{status=\"bounced\"} 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bounce_events_are_counted_by_kind() {
+        let text = bounce_lines(&[(EventKind::HardBounce, 2), (EventKind::Complaint, 1)]);
+        assert!(
+            text.contains("digestif_bounce_events_total{kind=\"hard_bounce\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("digestif_bounce_events_total{kind=\"complaint\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("digestif_bounce_events_total{kind=\"soft_bounce\"} 0\n"),
             "{text}"
         );
     }

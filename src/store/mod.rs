@@ -346,6 +346,11 @@ pub trait Store: Send + Sync {
     fn last_run(&self) -> StoreResult<Option<RunRecord>>;
     /// Whether the store answers (health check).
     fn ping(&self) -> StoreResult<()>;
+
+    /// The bounces and complaints kept by this backend, if it keeps them.
+    fn bounces(&self) -> Option<&dyn BounceStore> {
+        None
+    }
 }
 
 /// A finished (or failed) scheduled or manual run.

@@ -1201,6 +1201,10 @@ impl Store for SqliteStore {
             .map_err(db)?;
         Ok(())
     }
+
+    fn bounces(&self) -> Option<&dyn super::BounceStore> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]
