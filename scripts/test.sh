@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Runs digestif's whole test suite on a fresh machine: installs the real parts
-# the tests talk to (an SMTP server, a headless browser), then `cargo test`.
+# the tests talk to (an SMTP server, Postfix, a headless browser), then `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# Postfix: the real MTA that returns a refused message as a DSN (tests/bounces.rs).
+[ -x /usr/sbin/postfix ] || need_apt+=(postfix)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         apt-get update -qq >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
     else
-        echo "test.sh: please install: ${need_apt[*]} (browser tests will be skipped)" >&2
+        echo "test.sh: please install: ${need_apt[*]} (browser and Postfix tests will be skipped)" >&2
     fi
 fi
 

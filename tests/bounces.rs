@@ -460,3 +460,255 @@ fn above_the_limits_ledger_shows_the_rates_check_fails_and_the_next_send_warns()
         show(&out)
     );
 }
+
+/// A Postfix instance of the test's own (its folder, its loopback port), relaying
+/// everything to `relay_port` and delivering mail for news.example.com to a Maildir.
+/// Stopped when dropped.
+struct Postfix {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Postfix {
+    /// `None` (the test says why) where Postfix cannot run: not installed, not root.
+    fn start(relay_port: u16) -> Option<Postfix> {
+        use std::os::unix::fs::PermissionsExt;
+        use std::process::Command;
+        let installed = Path::new("/usr/sbin/postfix").exists();
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        if !installed || !root {
+            eprintln!(
+                "skipped: needs Debian's postfix and root to start it (scripts/test.sh installs it)"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Postfix's daemons run as the postfix user and as the mailbox owner.
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for sub in [
+            "etc",
+            "queue",
+            "data",
+            "mail/Maildir/new",
+            "mail/Maildir/cur",
+            "mail/Maildir/tmp",
+        ] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        for sub in [
+            "mail",
+            "mail/Maildir",
+            "mail/Maildir/new",
+            "mail/Maildir/cur",
+            "mail/Maildir/tmp",
+        ] {
+            std::fs::set_permissions(d.join(sub), std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let st = Command::new("chown")
+            .arg("postfix")
+            .arg(d.join("data"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let port = free_port();
+        let d = d.display();
+        std::fs::write(
+            dir.path().join("etc/main.cf"),
+            format!(
+                "compatibility_level = 3.6
+queue_directory = {d}/queue
+data_directory = {d}/data
+maillog_file_prefixes = {d}
+maillog_file = {d}/maillog
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mail.news.example.com
+mydomain = news.example.com
+myorigin = news.example.com
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:{relay_port}
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+recipient_delimiter = +
+virtual_mailbox_domains = news.example.com
+virtual_mailbox_base = {d}/mail
+virtual_mailbox_maps = static:Maildir/
+virtual_uid_maps = static:65534
+virtual_gid_maps = static:65534
+alias_maps =
+alias_database =
+local_recipient_maps =
+biff = no
+smtputf8_enable = no
+"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("etc/master.cf"),
+            format!(
+                "127.0.0.1:{port} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+virtual   unix  -       n       n       -       -       virtual
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+showq     unix  n       -       n       -       -       showq
+postlog   unix-dgram n  -       n       -       1       postlogd
+"
+            ),
+        )
+        .unwrap();
+        let pf = Postfix { dir, port };
+        let out = pf.postfix("start");
+        assert!(
+            out.status.success(),
+            "postfix start: {}\n{}",
+            show(&out),
+            pf.log()
+        );
+        // Wait until smtpd takes connections.
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed().as_secs() < 20,
+                "postfix does not listen\n{}",
+                pf.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(pf)
+    }
+
+    fn postfix(&self, what: &str) -> std::process::Output {
+        std::process::Command::new("/usr/sbin/postfix")
+            .arg("-c")
+            .arg(self.dir.path().join("etc"))
+            .arg(what)
+            .output()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+
+    fn maildir(&self) -> std::path::PathBuf {
+        self.dir.path().join("mail/Maildir")
+    }
+
+    /// Waits for `n` messages in the Maildir's new/.
+    fn wait_for_mail(&self, n: usize) {
+        let t0 = std::time::Instant::now();
+        loop {
+            let have = std::fs::read_dir(self.maildir().join("new"))
+                .unwrap()
+                .count();
+            if have >= n {
+                return;
+            }
+            assert!(
+                t0.elapsed().as_secs() < 60,
+                "{have} of {n} message(s) delivered in 60 s\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = self.postfix("stop");
+    }
+}
+
+#[test]
+fn a_real_postfix_returns_a_refused_message_to_its_verp_address_and_the_subscriber_is_bounced() {
+    // The destination refuses r1 (550 5.1.1 on RCPT) and takes r2.
+    let destination = SmtpServer::start(&["--reject-rcpt", "r1@example.com:550"]);
+    let Some(postfix) = Postfix::start(destination.port) else {
+        return;
+    };
+    let cfg = format!(
+        "{}\n[smtp]\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+         pool_size = 1\ntimeout_s = 10\n\n[bounces]\nreturn_path = \"bounces@news.example.com\"\n",
+        support::site::sending_head(),
+        postfix.port
+    );
+    let dir = site_dir(&cfg);
+    let config = dir.path().join("digestif.toml");
+    for who in ["r1@example.com", "r2@example.com"] {
+        let out = digestif_cmd(&config, &["subscribers", "add", who])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    // Postfix takes both; the refusal comes later, as a DSN to r1's VERP address.
+    send(&dir);
+    postfix.wait_for_mail(1);
+    destination.wait_for(1, std::time::Duration::from_secs(30));
+    assert_eq!(destination.messages()[0].rcpt(), "r2@example.com");
+
+    let md = postfix.maildir();
+    let out = digestif_cmd(&config, &["bounces", "--maildir", md.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        show(&out),
+        postfix.log()
+    );
+    assert!(
+        stdout(&out).starts_with("read 1: 1 hard bounce(s)"),
+        "{}\n{}",
+        show(&out),
+        postfix.log()
+    );
+    let shown = |who: &str| {
+        let out = digestif_cmd(&config, &["subscribers", "show", who])
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    let r1 = shown("r1@example.com");
+    assert!(r1.starts_with("r1@example.com\tbounced\n"), "{r1}");
+    assert!(
+        r1.contains(&format!("issue {DATE}\thard_bounce\t5.1.1\t550 5.1.1")),
+        "{r1}"
+    );
+    assert!(r1.trim_end().ends_with("rfc3464"), "{r1}");
+    assert!(shown("r2@example.com").starts_with("r2@example.com\tactive\n"));
+    assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(md.join("cur")).unwrap().count(), 1);
+}
