@@ -212,6 +212,9 @@ pub struct SendArgs {
     /// Send at most N messages in this run.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+    /// Send even if the message breaks a sending rule (each broken rule is still logged).
+    #[arg(long)]
+    pub no_lint: bool,
 }
 
 #[derive(Debug, Clone, Args)]

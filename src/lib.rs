@@ -17,6 +17,7 @@ pub mod domain;
 pub mod editor;
 pub mod http;
 pub mod ingest;
+pub mod lease;
 pub mod pipeline;
 pub mod render;
 pub mod schedule;

@@ -1,5 +1,6 @@
 //! The single wiring point: build (ingest → dedupe → select → digest), archive,
-//! and (in `deliver`) send. The CLI and the scheduler both call these functions.
+//! and send ([`send`]: issue → lint → lease → deliver). The CLI and the
+//! scheduler both call these functions.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,10 @@ use crate::editor::EditorPicks;
 use crate::ingest::{self, SourceReport};
 use crate::render::{self, Assets, RenderedEmail};
 use crate::select::{self, SelectParams};
+
+mod sending;
+
+pub use sending::{lease_length, lint, send, Delivery, LeaseStep, Lint, SendError, Sender, Sent};
 
 /// What a build produced.
 #[derive(Debug, Clone)]

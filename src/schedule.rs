@@ -25,8 +25,10 @@ use futures::future::BoxFuture;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::domain::{local_instant, today_in, Digest, Subscriber, SubscriberStatus};
+use crate::domain::{local_instant, today_in, Subscriber, SubscriberStatus};
 use crate::http::metrics::Metrics;
+use crate::lease::{lease_holder, IssueLease};
+use crate::pipeline::{self, SendError, Sent};
 use crate::store::{FailedStep, PartialReason, RunRecord, RunStatus, Store};
 
 pub mod gate;
@@ -195,51 +197,50 @@ pub struct PassReport {
     pub pending: u64,
 }
 
-/// What the scheduler needs from the pipeline and delivery. The binary uses
-/// [`LivePipeline`]; tests hand in their own to drive the schedule alone.
+/// What a send pass came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pass {
+    /// The sources were read and hold no story for the date: there is no issue.
+    NothingNew,
+    /// The issue was sent to the subscribers due.
+    Sent(PassReport),
+}
+
+/// What the scheduler needs from the pipeline. The binary uses [`LivePipeline`];
+/// tests hand in their own to drive the schedule alone.
 pub trait IssuePipeline: Send + Sync {
-    /// The frozen issue of `date` (archived, or built as of `now` and archived);
-    /// `None` when the sources were read and hold nothing new for the date. An
-    /// error (e.g. no source could be read) is a failed run, retried within catch-up.
-    fn issue<'a>(
-        &'a self,
-        date: NaiveDate,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<Option<Digest>>>;
-    /// One send pass over the due subscribers, driven by the ledger.
-    fn send<'a>(
-        &'a self,
-        digest: &'a Digest,
-        due: &'a DueFilter,
-    ) -> BoxFuture<'a, Result<PassReport>>;
+    /// One send pass of the issue of `due.date` as of `due.now` over the
+    /// subscribers due, the scheduler holding the issue's lease: the issue
+    /// (archived, or built and archived), its check, the ledger-driven send.
+    /// An error is a failed run, retried within catch-up.
+    fn pass<'a>(&'a self, due: &'a DueFilter) -> BoxFuture<'a, Result<Pass, SendError>>;
     /// The service is stopping: a pass in flight finishes its messages and takes no new ones.
     fn stop(&self) {}
 }
 
-/// The production pipeline: `pipeline::issue_for` then the ledger-driven send
-/// loop of `deliver::send`, whose store is seen through a [`gate::ZoneGate`].
+/// The production pipeline: [`pipeline::send`] (the same as `digestif send`),
+/// whose store is seen through a [`gate::ZoneGate`].
 pub struct LivePipeline {
     cfg: Arc<Config>,
     store: Arc<dyn Store>,
     assets: crate::render::Assets,
-    transport: Arc<dyn crate::deliver::transport::Transport>,
     secret: crate::config::Secret,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LivePipeline {
+    /// Checks the theme and the transport once, at start.
     pub fn new(
         cfg: Arc<Config>,
         store: Arc<dyn Store>,
         secret: crate::config::Secret,
     ) -> Result<LivePipeline> {
-        let assets = crate::pipeline::assets(&cfg)?;
-        let transport = crate::deliver::transport::from_config(&cfg)?;
+        let assets = pipeline::assets(&cfg)?;
+        crate::deliver::transport::from_config(&cfg)?;
         Ok(LivePipeline {
             cfg,
             store,
             assets,
-            transport,
             secret,
             stop: Arc::default(),
         })
@@ -251,72 +252,59 @@ impl IssuePipeline for LivePipeline {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    fn issue<'a>(
-        &'a self,
-        date: NaiveDate,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<Option<Digest>>> {
-        let cfg = self.cfg.clone();
-        let assets = self.assets.clone();
+    fn pass<'a>(&'a self, due: &'a DueFilter) -> BoxFuture<'a, Result<Pass, SendError>> {
+        let store: Arc<dyn Store> = Arc::new(gate::ZoneGate {
+            inner: self.store.clone(),
+            due: due.clone(),
+            stop: self.stop.clone(),
+        });
+        let (cfg, assets, secret) = (self.cfg.clone(), self.assets.clone(), self.secret.clone());
+        let (date, now) = (due.date, due.now);
         Box::pin(async move {
-            // The ingest future is not `Send` (its fetch closures borrow the config),
-            // so the build runs on its own blocking thread, driven by this runtime.
-            tokio::task::spawn_blocking(move || {
-                tokio::runtime::Handle::current()
-                    .block_on(crate::pipeline::issue_for(&cfg, &assets, date, now))
-            })
-            .await
-            .context("the issue build panicked")?
-        })
-    }
-
-    fn send<'a>(
-        &'a self,
-        digest: &'a Digest,
-        due: &'a DueFilter,
-    ) -> BoxFuture<'a, Result<PassReport>> {
-        Box::pin(async move {
-            let store: Arc<dyn Store> = Arc::new(gate::ZoneGate {
-                inner: self.store.clone(),
-                due: due.clone(),
-                stop: self.stop.clone(),
-            });
             // The pass runs on its own thread with a single-threaded runtime, as
             // `digestif send` does: one thread drives the connections and the
             // ledger with no hand-off per message, and the HTTP side keeps its own.
-            let cfg = self.cfg.clone();
-            let assets = self.assets.clone();
-            let transport = self.transport.clone();
-            let secret = self.secret.clone();
-            let owned = digest.clone();
-            let now = due.now;
-            let report = tokio::task::spawn_blocking(move || {
-                crate::deliver::send::single_thread_runtime()?.block_on(
-                    crate::deliver::send::send_issue(crate::deliver::send::SendJob {
-                        cfg: &cfg,
-                        store,
-                        digest: &owned,
-                        assets: &assets,
-                        transport,
+            let sent = tokio::task::spawn_blocking(move || {
+                let sender = pipeline::Sender {
+                    cfg: &cfg,
+                    assets: &assets,
+                    secret,
+                };
+                let delivery = pipeline::Delivery::Ledger {
+                    store,
+                    limit: None,
+                    lease: pipeline::LeaseStep::HeldByCaller,
+                };
+                crate::deliver::send::single_thread_runtime()
+                    .map_err(SendError::Deliver)?
+                    .block_on(pipeline::send(
+                        sender,
+                        date,
                         now,
-                        limit: None,
-                        secret,
-                    }),
-                )
+                        pipeline::Lint::Enforce,
+                        delivery,
+                    ))
             })
             .await
-            .context("the send pass panicked")??;
-            tracing::info!(date = %digest.date, report = %report.summary(), "send pass");
+            .map_err(|e| SendError::Deliver(anyhow::anyhow!("the send pass panicked: {e}")))??;
+            let report = match sent {
+                Sent::Ledger { report, .. } => report,
+                Sent::NothingNew => return Ok(Pass::NothingNew),
+                Sent::DryRun { .. } | Sent::TestCopy { .. } => {
+                    unreachable!("a ledger delivery reports a ledger pass")
+                }
+            };
+            tracing::info!(%date, report = %report.summary(), "send pass");
             for (addr, err) in &report.failures {
                 tracing::warn!(%addr, error = %err, "delivery failed");
             }
-            Ok(PassReport {
+            Ok(Pass::Sent(PassReport {
                 sent: report.sent,
                 failed: report.failed,
                 retried: report.retried,
                 in_doubt: report.in_doubt.len() as u64,
                 pending: report.pending_left,
-            })
+            }))
         })
     }
 }
@@ -445,37 +433,33 @@ impl Scheduler {
                 }
             }
         }
-        let lease = issue_lease(date);
-        let lease_len = Duration::seconds(self.cfg.schedule.lease_seconds.max(5) as i64);
-        if !self.lease(&lease, now, now + lease_len).await? {
+        let (store, holder) = (self.store.clone(), self.holder.clone());
+        let len = pipeline::lease_length(&self.cfg);
+        // Held until the run is recorded: no other process starts the date meanwhile.
+        let lease =
+            tokio::task::spawn_blocking(move || IssueLease::take(store, date, holder, now, len))
+                .await
+                .context("store task panicked")??;
+        let Some(lease) = lease else {
             return Ok(RunOutcome::Busy(date));
-        }
-        // Another process may have finished the date while we waited for the lease.
-        if self.last_done().await?.is_some_and(|d| d >= date) {
-            self.release(&lease).await;
-            return Ok(RunOutcome::Idle(now));
-        }
-        let result = match skip {
-            Some(why) => {
-                tracing::warn!(%date, reason = %why, "issue skipped");
-                Ok(self.record(
-                    date,
-                    now,
-                    now,
-                    RunStatus::Skipped,
-                    PassReport::default(),
-                    why,
-                ))
-            }
-            None => self.send_pass(&plan, date, now, &lease, lease_len).await,
         };
-        self.release(&lease).await;
-        let record = result?;
-        let store = self.store.clone();
-        let to_store = record.clone();
-        tokio::task::spawn_blocking(move || store.record_run(&to_store))
-            .await
-            .context("store task panicked")??;
+        let result = self.run_leased(&plan, date, now, skip).await;
+        let record = match result {
+            Ok(Some(record)) => {
+                let (store, to_store) = (self.store.clone(), record.clone());
+                tokio::task::spawn_blocking(move || store.record_run(&to_store))
+                    .await
+                    .context("store task panicked")?
+                    .map(|()| Some(record))
+                    .map_err(anyhow::Error::from)
+            }
+            other => other,
+        };
+        // Dropping the guard stops its renewal thread and releases the lease (store I/O).
+        let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
+        let Some(record) = record? else {
+            return Ok(RunOutcome::Idle(now));
+        };
         self.metrics.observe_run(&record);
         tracing::info!(
             date = %record.date,
@@ -490,108 +474,105 @@ impl Scheduler {
         Ok(RunOutcome::Ran(record))
     }
 
-    async fn send_pass(
+    /// The run of `date`, the lease held: the skip or the send pass, as the
+    /// record to store; `None` when another process finished the date meanwhile.
+    async fn run_leased(
         &self,
         plan: &Plan,
         date: NaiveDate,
         now: DateTime<Utc>,
-        lease: &str,
-        lease_len: Duration,
-    ) -> Result<RunRecord> {
-        // Renew the lease while the pass runs, so that a long send keeps it and a
-        // dead process loses it after `lease_seconds`.
-        let renew = {
-            let store = self.store.clone();
-            let (lease, holder) = (lease.to_string(), self.holder.clone());
-            let every = StdDuration::from_secs((lease_len.num_seconds() as u64 / 3).max(1));
-            // Renewal instants follow the run's own "now" (an injected clock in tests).
-            let started = std::time::Instant::now();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    let at = now + Duration::from_std(started.elapsed()).unwrap_or_default();
-                    let (s, l, h) = (store.clone(), lease.clone(), holder.clone());
-                    let ok = tokio::task::spawn_blocking(move || {
-                        s.try_lease(&l, &h, at, at + lease_len)
-                    })
-                    .await;
-                    if !matches!(ok, Ok(Ok(true))) {
-                        tracing::error!(lease = %lease, "could not renew the send lease");
-                    }
-                }
-            })
-        };
-        let started = std::time::Instant::now();
-        let elapsed = move || now + Duration::from_std(started.elapsed()).unwrap_or_default();
-        let result = async {
-            let digest = match self.pipeline.issue(date, now).await {
-                Ok(Some(d)) => d,
-                Ok(None) => {
-                    return Ok(self.record(
-                        date,
-                        now,
-                        now,
-                        RunStatus::Skipped,
-                        PassReport::default(),
-                        "nothing new for this date: the sources were read and no story is in \
-                         the issue's window, so there is no issue to send"
-                            .into(),
-                    ))
-                }
-                Err(e) => return Err((FailedStep::Build, e)),
-            };
-            self.metrics.issue_built(date);
-            let due = plan.due_filter(date, now);
-            let report = self
-                .pipeline
-                .send(&digest, &due)
-                .await
-                .map_err(|e| (FailedStep::Send, e))?;
-            let finished = elapsed();
-            let stopped = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
-            let (status, message) = if stopped && report.pending > 0 {
-                (
-                    RunStatus::Partial(PartialReason::Stopped),
-                    format!(
-                        "stopped by a shutdown; {} left pending for the next start",
-                        report.pending
-                    ),
-                )
-            } else if report.pending > 0 || report.in_doubt > 0 {
-                (
-                    RunStatus::Partial(PartialReason::Pending),
-                    format!("{} left pending; retried within catch-up", report.pending),
-                )
-            } else if !due.everyone() {
-                (
-                    RunStatus::Partial(PartialReason::WaitingZones),
-                    format!(
-                        "sent to the zones due so far; last zone due at {}",
-                        plan.last_due(date).to_rfc3339()
-                    ),
-                )
-            } else {
-                (RunStatus::Ok, String::new())
-            };
-            Ok(self.record(date, now, finished, status, report, message))
+        skip: Option<String>,
+    ) -> Result<Option<RunRecord>> {
+        // Another process may have finished the date while we waited for the lease.
+        if self.last_done().await?.is_some_and(|d| d >= date) {
+            return Ok(None);
         }
-        .await;
-        renew.abort();
-        result.or_else(|(step, e): (FailedStep, anyhow::Error)| {
-            let what = match step {
-                FailedStep::Build => "the issue could not be built; retried within catch-up",
-                FailedStep::Send => "the send pass failed; retried within catch-up",
-            };
-            tracing::error!(%date, error = %format!("{e:#}"), "{what}");
-            Ok(self.record(
+        if let Some(why) = skip {
+            tracing::warn!(%date, reason = %why, "issue skipped");
+            return Ok(Some(self.record(
                 date,
                 now,
-                elapsed(),
-                RunStatus::Failed(step),
+                now,
+                RunStatus::Skipped,
                 PassReport::default(),
-                format!("{e:#}"),
-            ))
-        })
+                why,
+            )));
+        }
+        Ok(Some(self.send_pass(plan, date, now).await))
+    }
+
+    async fn send_pass(&self, plan: &Plan, date: NaiveDate, now: DateTime<Utc>) -> RunRecord {
+        let started = std::time::Instant::now();
+        let due = plan.due_filter(date, now);
+        let report = match self.pipeline.pass(&due).await {
+            Ok(Pass::Sent(report)) => report,
+            Ok(Pass::NothingNew) => {
+                return self.record(
+                    date,
+                    now,
+                    now,
+                    RunStatus::Skipped,
+                    PassReport::default(),
+                    "nothing new for this date: the sources were read and no story is in \
+                     the issue's window, so there is no issue to send"
+                        .into(),
+                )
+            }
+            Err(e) => {
+                let step = match e {
+                    SendError::Build(_) => FailedStep::Build,
+                    SendError::Lint { .. } => FailedStep::Lint,
+                    SendError::Setup(_) | SendError::Busy(_) | SendError::Deliver(_) => {
+                        FailedStep::Send
+                    }
+                };
+                let what = match step {
+                    FailedStep::Build => "the issue could not be built; retried within catch-up",
+                    FailedStep::Lint => {
+                        "the issue breaks sending rules: nothing sent; retried within catch-up"
+                    }
+                    FailedStep::Send => "the send pass failed; retried within catch-up",
+                };
+                tracing::error!(%date, error = %format!("{e:#}"), "{what}");
+                let finished = now + Duration::from_std(started.elapsed()).unwrap_or_default();
+                return self.record(
+                    date,
+                    now,
+                    finished,
+                    RunStatus::Failed(step),
+                    PassReport::default(),
+                    format!("{e:#}"),
+                );
+            }
+        };
+        self.metrics.issue_built(date);
+        let finished = now + Duration::from_std(started.elapsed()).unwrap_or_default();
+        let stopped = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
+        let (status, message) = if stopped && report.pending > 0 {
+            (
+                RunStatus::Partial(PartialReason::Stopped),
+                format!(
+                    "stopped by a shutdown; {} left pending for the next start",
+                    report.pending
+                ),
+            )
+        } else if report.pending > 0 || report.in_doubt > 0 {
+            (
+                RunStatus::Partial(PartialReason::Pending),
+                format!("{} left pending; retried within catch-up", report.pending),
+            )
+        } else if !due.everyone() {
+            (
+                RunStatus::Partial(PartialReason::WaitingZones),
+                format!(
+                    "sent to the zones due so far; last zone due at {}",
+                    plan.last_due(date).to_rfc3339()
+                ),
+            )
+        } else {
+            (RunStatus::Ok, String::new())
+        };
+        self.record(date, now, finished, status, report, message)
     }
 
     fn record(
@@ -613,23 +594,6 @@ impl Scheduler {
             retried: r.retried,
             in_doubt: r.in_doubt,
             message,
-        }
-    }
-
-    async fn lease(&self, name: &str, now: DateTime<Utc>, until: DateTime<Utc>) -> Result<bool> {
-        let (store, name, holder) = (self.store.clone(), name.to_string(), self.holder.clone());
-        Ok(tokio::task::spawn_blocking(move || {
-            take_lease(store.as_ref(), &name, &holder, now, until)
-        })
-        .await
-        .context("store task panicked")??)
-    }
-
-    async fn release(&self, name: &str) {
-        let (store, name, holder) = (self.store.clone(), name.to_string(), self.holder.clone());
-        let r = tokio::task::spawn_blocking(move || store.release_lease(&name, &holder)).await;
-        if !matches!(r, Ok(Ok(()))) {
-            tracing::warn!("could not release the send lease; it expires on its own");
         }
     }
 
@@ -701,121 +665,11 @@ fn next_pass(
     }
 }
 
-/// A name for this process in leases: what it is, the host, the pid, a random tag.
-pub fn lease_holder(kind: &str) -> String {
-    format!(
-        "{kind}-{}-{}-{:08x}",
-        hostname_hint(),
-        std::process::id(),
-        rand::random::<u32>()
-    )
-}
-
-/// Takes the lease `name` for `holder` until `until`, as [`Store::try_lease`];
-/// when another holder has it, and that holder is a process of this machine
-/// that is gone (killed, crashed), takes it over at once instead of waiting for
-/// it to expire: a restart resumes the issue right away.
-pub fn take_lease(
-    store: &dyn Store,
-    name: &str,
-    holder: &str,
-    now: DateTime<Utc>,
-    until: DateTime<Utc>,
-) -> crate::store::StoreResult<bool> {
-    if store.try_lease(name, holder, now, until)? {
-        return Ok(true);
-    }
-    match store.lease_holder(name)? {
-        Some(old) if holder_is_gone(&old) => {
-            tracing::warn!(lease = name, holder = %old, "taking over the lease of a process that is gone");
-            store.release_lease(name, &old)?;
-            store.try_lease(name, holder, now, until)
-        }
-        _ => Ok(false),
-    }
-}
-
-/// Whether `holder` (as [`lease_holder`] writes it) names a process of this host
-/// that no longer runs. False whenever that cannot be known (another host, no /proc).
-fn holder_is_gone(holder: &str) -> bool {
-    let mut right = holder.rsplitn(3, '-');
-    let (Some(_tag), Some(pid), Some(rest)) = (right.next(), right.next(), right.next()) else {
-        return false;
-    };
-    let Ok(pid) = pid.parse::<u32>() else {
-        return false;
-    };
-    let Some((_kind, host)) = rest.split_once('-') else {
-        return false;
-    };
-    let proc = std::path::Path::new("/proc");
-    host == hostname_hint()
-        && host != UNKNOWN_HOST
-        && pid != std::process::id()
-        && proc.join("self").exists()
-        && !proc.join(pid.to_string()).exists()
-}
-
-/// The lease that makes one process at a time send the issue of `date`.
-pub fn issue_lease(date: NaiveDate) -> String {
-    format!("issue:{date}")
-}
-
-/// This machine's name: $HOSTNAME, else the kernel's, else "host" (unknown).
-fn hostname_hint() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| UNKNOWN_HOST.into())
-}
-
-const UNKNOWN_HOST: &str = "host";
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
     use chrono_tz::{America, Asia, Europe};
-
-    #[test]
-    fn a_lease_left_by_a_dead_local_process_is_taken_over_a_live_or_remote_one_is_not() {
-        let store = crate::store::SqliteStore::open_in_memory().unwrap();
-        let now = Utc.with_ymd_and_hms(2026, 11, 27, 6, 0, 0).unwrap();
-        let until = now + Duration::minutes(5);
-        let host = hostname_hint();
-        let mut dead = std::process::Command::new("true").spawn().unwrap();
-        let dead_pid = dead.id();
-        dead.wait().unwrap();
-        let mut live = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let holders = [
-            (format!("send-{host}-{dead_pid}-0000abcd"), true),
-            (format!("send-{host}-{}-0000abcd", live.id()), false),
-            (
-                format!("serve-elsewhere.example-{dead_pid}-0000abcd"),
-                false,
-            ),
-            ("garbage".to_string(), false),
-        ];
-        for (i, (old, taken)) in holders.iter().enumerate() {
-            let name = format!("issue:test-{i}");
-            assert!(store.try_lease(&name, old, now, until).unwrap());
-            let got = take_lease(&store, &name, "serve-me-1-00000001", now, until).unwrap();
-            assert_eq!(got, *taken, "holder {old}");
-            let want = if *taken {
-                "serve-me-1-00000001"
-            } else {
-                old.as_str()
-            };
-            assert_eq!(store.lease_holder(&name).unwrap().as_deref(), Some(want));
-        }
-        live.kill().unwrap();
-        let _ = live.wait();
-    }
 
     fn plan(time: &str) -> Plan {
         Plan {

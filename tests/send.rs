@@ -280,3 +280,44 @@ fn a_send_waits_for_nobody_when_serve_holds_the_issue_and_leaves_the_ledger_alon
         "released at the end: {ledger}"
     );
 }
+
+/// An archived issue too large for Gmail (it would clip the unsubscribe link):
+/// `send` refuses it and sends nothing; `--no-lint` sends it anyway.
+#[test]
+fn an_issue_that_breaks_a_sending_rule_is_sent_only_with_no_lint() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server, "", 2);
+    let built = site.run(&["build", "--date", DATE, "--now", NOW]);
+    assert!(built.status.success(), "{}", show(&built));
+    let path = site
+        .dir
+        .path()
+        .join("digests")
+        .join(DATE)
+        .join("digest.json");
+    let mut digest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let story = digest["stories"][0].clone();
+    digest["stories"] = (0..300)
+        .map(|i| {
+            let mut s = story.clone();
+            s["article"]["url"] = format!("https://example.com/long/{i}").into();
+            s["article"]["summary"] = "Un très long résumé. ".repeat(100).into();
+            s
+        })
+        .collect();
+    std::fs::write(&path, serde_json::to_vec(&digest).unwrap()).unwrap();
+
+    let refused = site.send(&[]);
+    assert_eq!(refused.status.code(), Some(1), "{}", show(&refused));
+    assert!(
+        stderr(&refused).contains("breaks 1 sending rule(s) (too-large"),
+        "{}",
+        show(&refused)
+    );
+    assert_eq!(server.count(), 0);
+
+    let forced = site.send(&["--no-lint"]);
+    assert_eq!(forced.status.code(), Some(0), "{}", show(&forced));
+    assert_eq!(server.count(), 2);
+}

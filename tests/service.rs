@@ -15,8 +15,9 @@ use app::{App, Mail};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use digestif::config::Secret;
 use digestif::deliver::token;
-use digestif::domain::{Digest, SubscriberEmail, SubscriberStatus};
-use digestif::schedule::{DueFilter, IssuePipeline, PassReport, RunOutcome, Scheduler};
+use digestif::domain::{SubscriberEmail, SubscriberStatus};
+use digestif::pipeline::SendError;
+use digestif::schedule::{DueFilter, IssuePipeline, Pass, PassReport, RunOutcome, Scheduler};
 use digestif::store::{FailedStep, NewSubscriber, PartialReason, RunStatus, Store};
 use futures::future::BoxFuture;
 use support::site::subscriber;
@@ -694,24 +695,11 @@ struct CountingPipeline {
     builds: AtomicU32,
     sends: AtomicU32,
     fail: AtomicU32,
-    cfg: Arc<digestif::config::Config>,
 }
 
 impl IssuePipeline for CountingPipeline {
-    fn issue<'a>(
-        &'a self,
-        date: NaiveDate,
-        _now: DateTime<Utc>,
-    ) -> BoxFuture<'a, anyhow::Result<Option<Digest>>> {
+    fn pass<'a>(&'a self, _due: &'a DueFilter) -> BoxFuture<'a, Result<Pass, SendError>> {
         self.builds.fetch_add(1, Ordering::SeqCst);
-        let d = app::digest(&self.cfg, date);
-        Box::pin(async move { Ok(Some(d)) })
-    }
-    fn send<'a>(
-        &'a self,
-        _d: &'a Digest,
-        _due: &'a DueFilter,
-    ) -> BoxFuture<'a, anyhow::Result<PassReport>> {
         self.sends.fetch_add(1, Ordering::SeqCst);
         let failing = self.fail.load(Ordering::SeqCst) > 0;
         if failing {
@@ -719,12 +707,14 @@ impl IssuePipeline for CountingPipeline {
         }
         Box::pin(async move {
             if failing {
-                anyhow::bail!("connection refused (test)")
+                return Err(SendError::Deliver(anyhow::anyhow!(
+                    "connection refused (test)"
+                )));
             }
-            Ok(PassReport {
+            Ok(Pass::Sent(PassReport {
                 sent: 5,
                 ..Default::default()
-            })
+            }))
         })
     }
 }
@@ -751,7 +741,6 @@ fn scheduler(app: &App, fail: u32) -> (Arc<Scheduler>, Arc<CountingPipeline>) {
         builds: AtomicU32::new(0),
         sends: AtomicU32::new(0),
         fail: AtomicU32::new(fail),
-        cfg: app.cfg.clone(),
     });
     let s = Arc::new(Scheduler::new(
         app.cfg.clone(),
@@ -1164,6 +1153,33 @@ async fn every_feed_down_at_send_time_fails_the_run_and_the_issue_goes_out_when_
         log.contains("the issue could not be built"),
         "the failed build is logged: {log}"
     );
+}
+
+/// The service checks the issue against the sending rules before anyone gets
+/// it, as `digestif send` does: an issue too large for Gmail is not sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issue_that_breaks_a_sending_rule_is_not_sent_by_the_service_either() {
+    let smtp = SmtpServer::start(&[]);
+    let app = app::start(Mail::Smtp(smtp.port), "07:00").await;
+    let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+    let mut digest = app::digest(&app.cfg, date);
+    let story = digest.stories[0].clone();
+    digest.stories = (0..300)
+        .map(|i| {
+            let mut s = story.clone();
+            s.article.url = Some(format!("https://news.example.com/long/{i}"));
+            s.article.summary = "Un très long résumé. ".repeat(100);
+            s
+        })
+        .collect();
+    let assets = digestif::pipeline::assets(&app.cfg).unwrap();
+    digestif::pipeline::archive_issue(&app.cfg, &assets, &digest).unwrap();
+    add_active(&app, "paris@example.org");
+    let sched = live_scheduler(&app);
+    let r = ran(&sched, "2026-11-27T06:00:00Z").await;
+    assert_eq!(r.status, RunStatus::Failed(FailedStep::Lint), "{r:?}");
+    assert!(r.message.contains("too-large"), "{}", r.message);
+    assert_eq!((r.sent, smtp.count()), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

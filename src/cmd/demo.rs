@@ -114,6 +114,7 @@ pub fn demo(args: &DemoArgs) -> CmdResult {
             dry_run: false,
             to: None,
             limit: None,
+            no_lint: false,
         },
     )?;
     println!("Messages as sent: {}", dir.join("outbox").display());

@@ -8,10 +8,9 @@ use anyhow::Context;
 use crate::cli::{DateArgs, LedgerArgs, SendArgs, UnsubscribeArgs};
 use crate::config::{Config, Secret};
 use crate::deliver::message::MessageFactory;
-use crate::deliver::send::{self, Compose, DigestComposer, SendJob};
-use crate::deliver::transport;
-use crate::domain::{Digest, Subscriber, SubscriberEmail, SubscriberStatus};
-use crate::pipeline;
+use crate::deliver::send::{DigestComposer, SendReport};
+use crate::domain::{Digest, SubscriberEmail, SubscriberStatus};
+use crate::pipeline::{self, Delivery, LeaseStep, Lint, SendError, Sender, Sent};
 use crate::render::Assets;
 use crate::store::Store;
 
@@ -45,30 +44,14 @@ fn issue(
     let rt = runtime()?;
     let digest = rt
         .block_on(pipeline::issue_for(cfg, assets, date, now))?
-        .ok_or_else(|| {
-            Failure::job(anyhow::anyhow!(
-                "nothing new for {date}: no issue to send (see `digestif articles --date {date}`)"
-            ))
-        })?;
+        .ok_or_else(|| nothing_new(date))?;
     Ok((digest, now))
 }
 
-fn sample_address() -> SubscriberEmail {
-    SubscriberEmail::parse("reader@example.com").expect("valid sample address")
-}
-
-/// A stand-in subscriber for test copies and lint: no name, the newsletter's locale.
-fn sample_subscriber(email: SubscriberEmail) -> Subscriber {
-    Subscriber {
-        id: 0,
-        link_key: Default::default(),
-        email,
-        name: None,
-        locale: None,
-        categories: Vec::new(),
-        timezone: None,
-        status: SubscriberStatus::Active,
-    }
+fn nothing_new(date: chrono::NaiveDate) -> Failure {
+    Failure::job(anyhow::anyhow!(
+        "nothing new for {date}: no issue to send (see `digestif articles --date {date}`)"
+    ))
 }
 
 /// Checks what the message needs from the config and the disk (sender, DKIM key)
@@ -91,69 +74,64 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
         Err(_) if args.dry_run => Secret::random(),
         other => other?,
     };
-    check_message_config(&cfg)?;
     let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
-    let (digest, now) = issue(&cfg, &assets, &args.when)?;
-    let composer =
-        DigestComposer::new(&cfg, &digest, &assets, secret.clone(), now).map_err(Failure::usage)?;
-
-    // The pre-send check: any broken rule stops the issue before anyone gets it.
-    let issues = composer.lint_for(&sample_subscriber(sample_address()))?;
-    if !issues.is_empty() {
-        for i in &issues {
-            eprintln!("lint: {i}");
+    let now = now_of(&args.when);
+    let date = date_of(&cfg, &args.when, now);
+    let delivery = match (&args.to, args.dry_run) {
+        (_, true) => Delivery::DryRun,
+        (Some(to), false) => Delivery::TestCopy(
+            SubscriberEmail::parse(to).map_err(|e| Failure::usage(anyhow::anyhow!("--to: {e}")))?,
+        ),
+        (None, false) => {
+            let store = open_store(&cfg)?;
+            super::bounces::warn_on_last_issue(&cfg, store.as_ref(), date);
+            Delivery::Ledger {
+                store,
+                limit: args.limit,
+                lease: LeaseStep::Take,
+            }
         }
-        return Err(Failure::job(anyhow::anyhow!(
-            "the message of {} breaks {} sending rule(s) (listed above): nothing was sent. \
-             See `digestif lint --date {}`.",
-            digest.date,
-            issues.len(),
-            digest.date
-        )));
-    }
-    if args.dry_run {
-        let msg = composer.compose(&sample_subscriber(sample_address()))?;
-        println!(
-            "dry run: issue {} rendered and checked ({} bytes for a sample subscriber); nothing sent",
-            digest.date,
-            msg.bytes.len()
-        );
-        return Ok(());
-    }
-
-    let transport = transport::from_config(&cfg).map_err(Failure::usage)?;
-    let rt = send::single_thread_runtime()?;
-
-    if let Some(to) = &args.to {
-        let email =
-            SubscriberEmail::parse(to).map_err(|e| Failure::usage(anyhow::anyhow!("--to: {e}")))?;
-        let id = rt.block_on(send::send_test_copy(
-            &composer,
-            transport.as_ref(),
-            &sample_subscriber(email),
-        ))?;
-        println!(
-            "test copy of {} sent to {to} (Message-ID <{id}>)",
-            digest.date
-        );
-        return Ok(());
-    }
-
-    let store = open_store(&cfg)?;
-    super::bounces::warn_on_last_issue(&cfg, store.as_ref(), digest.date);
-    // One sender per issue across processes: the scheduler of `serve` takes the
-    // same lease. Rows in flight in another process must not look "in doubt" here.
-    let _lease = IssueLease::take(&cfg, store.clone(), digest.date)?;
-    let report = rt.block_on(send::send_issue(SendJob {
+    };
+    let lint = if args.no_lint {
+        Lint::WarnOnly
+    } else {
+        Lint::Enforce
+    };
+    let sender = Sender {
         cfg: &cfg,
-        store,
-        digest: &digest,
         assets: &assets,
-        transport,
-        now,
-        limit: args.limit,
         secret,
-    }))?;
+    };
+    let sent = crate::deliver::send::single_thread_runtime()?
+        .block_on(pipeline::send(sender, date, now, lint, delivery))
+        .map_err(|e| match e {
+            SendError::Setup(_) => Failure::usage(e),
+            _ => Failure::job(e),
+        })?;
+    match sent {
+        Sent::NothingNew => Err(nothing_new(date)),
+        Sent::DryRun { digest, bytes } => {
+            println!(
+                "dry run: issue {} rendered and checked ({bytes} bytes for a sample subscriber); nothing sent",
+                digest.date
+            );
+            Ok(())
+        }
+        Sent::TestCopy { digest, message_id } => {
+            println!(
+                "test copy of {} sent to {} (Message-ID <{message_id}>)",
+                digest.date,
+                args.to.as_deref().unwrap_or_default()
+            );
+            Ok(())
+        }
+        Sent::Ledger { digest, report } => print_report(&digest, &report, args.limit),
+    }
+}
+
+/// The run's report for people; exit 0 only when nothing is left pending (but
+/// what `--limit` held back on purpose).
+fn print_report(digest: &Digest, report: &SendReport, limit: Option<u64>) -> CmdResult {
     for a in &report.in_doubt {
         println!("in doubt (may have received two copies): {a}");
     }
@@ -162,9 +140,8 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
     }
     // Every message this run handed out ended as sent or failed, and the run
     // stopped at --limit: what is left pending was held back on purpose.
-    let held_back_by_limit = args
-        .limit
-        .is_some_and(|l| report.sent + report.failed >= l && report.pending_left > 0);
+    let held_back_by_limit =
+        limit.is_some_and(|l| report.sent + report.failed >= l && report.pending_left > 0);
     if held_back_by_limit {
         println!(
             "held back by --limit: {} message(s), sent by the next `digestif send --date {}`",
@@ -218,90 +195,13 @@ pub fn email_for(
     Ok(composer.render_for(&subscriber).0)
 }
 
-/// `issue:<date>` held while `send` runs, renewed from its own thread every third
-/// of `[schedule] lease_seconds` (a killed process loses it after that), released
-/// when dropped.
-struct IssueLease {
-    store: Arc<dyn Store>,
-    name: String,
-    holder: String,
-    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
-    renew: Option<std::thread::JoinHandle<()>>,
-}
-
-impl IssueLease {
-    fn take(
-        cfg: &Config,
-        store: Arc<dyn Store>,
-        date: chrono::NaiveDate,
-    ) -> Result<IssueLease, Failure> {
-        let name = crate::schedule::issue_lease(date);
-        let holder = crate::schedule::lease_holder("send");
-        let len = chrono::Duration::seconds(cfg.schedule.lease_seconds.max(5) as i64);
-        let now = crate::clock::now();
-        let taken = crate::schedule::take_lease(store.as_ref(), &name, &holder, now, now + len)
-            .map_err(|e| Failure::job(anyhow::anyhow!("cannot take the send lease: {e}")))?;
-        if !taken {
-            return Err(Failure::job(anyhow::anyhow!(
-                "the issue of {date} is being sent by another process (`digestif serve` or \
-                 another `digestif send`): nothing done here. Its progress: `digestif ledger --date {date}`"
-            )));
-        }
-        let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-        let renew = {
-            let (store, name, holder, stop) =
-                (store.clone(), name.clone(), holder.clone(), stop.clone());
-            let every = len.to_std().unwrap_or_default() / 3;
-            std::thread::spawn(move || {
-                let (lock, cv) = &*stop;
-                let mut stopped = lock.lock().expect("lease lock");
-                // The flag is checked before each wait: a stop that came before
-                // this thread first waited is not missed.
-                while !*stopped {
-                    let (guard, waited) = cv.wait_timeout(stopped, every).expect("lease lock");
-                    stopped = guard;
-                    if *stopped || !waited.timed_out() {
-                        continue;
-                    }
-                    let now = crate::clock::now();
-                    if !matches!(store.try_lease(&name, &holder, now, now + len), Ok(true)) {
-                        tracing::error!(lease = %name, "could not renew the send lease");
-                    }
-                }
-            })
-        };
-        Ok(IssueLease {
-            store,
-            name,
-            holder,
-            stop,
-            renew: Some(renew),
-        })
-    }
-}
-
-impl Drop for IssueLease {
-    fn drop(&mut self) {
-        *self.stop.0.lock().expect("lease lock") = true;
-        self.stop.1.notify_all();
-        if let Some(t) = self.renew.take() {
-            let _ = t.join();
-        }
-        if self.store.release_lease(&self.name, &self.holder).is_err() {
-            tracing::warn!("could not release the send lease; it expires on its own");
-        }
-    }
-}
-
 pub fn lint(config: Option<&Path>, args: &DateArgs) -> CmdResult {
     let cfg = load_config(config)?;
     check_message_config(&cfg)?;
     let secret = secret_for(&cfg).unwrap_or_else(|_| Secret::random());
     let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
     let (digest, now) = issue(&cfg, &assets, args)?;
-    let composer =
-        DigestComposer::new(&cfg, &digest, &assets, secret, now).map_err(Failure::usage)?;
-    let issues = composer.lint_for(&sample_subscriber(sample_address()))?;
+    let issues = pipeline::lint(&cfg, &assets, &digest, secret, now)?;
     if issues.is_empty() {
         println!("{}: the message passes every sending rule", digest.date);
         return Ok(());
@@ -347,7 +247,7 @@ pub fn ledger(config: Option<&Path>, args: &LedgerArgs) -> CmdResult {
         println!("{rates}");
     }
     if let Some(holder) = store
-        .lease_holder(&crate::schedule::issue_lease(date))
+        .lease_holder(&crate::lease::issue_lease(date))
         .context("cannot read the leases")?
     {
         println!("being sent by {holder}");

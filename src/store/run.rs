@@ -36,6 +36,8 @@ pub enum PartialReason {
 pub enum FailedStep {
     /// No issue could be built: no source could be read, or the build errored.
     Build,
+    /// The issue breaks sending rules (lint): nothing was sent.
+    Lint,
     /// The issue exists but sending it errored.
     Send,
 }
@@ -49,6 +51,7 @@ impl RunStatus {
             RunStatus::Partial(PartialReason::Stopped) => "partial:stopped",
             RunStatus::Partial(PartialReason::WaitingZones) => "partial:waiting_zones",
             RunStatus::Failed(FailedStep::Build) => "failed:build",
+            RunStatus::Failed(FailedStep::Lint) => "failed:lint",
             RunStatus::Failed(FailedStep::Send) => "failed:send",
             RunStatus::Skipped => "skipped",
         }
@@ -73,6 +76,7 @@ impl RunStatus {
             RunStatus::Partial(PartialReason::Stopped),
             RunStatus::Partial(PartialReason::WaitingZones),
             RunStatus::Failed(FailedStep::Build),
+            RunStatus::Failed(FailedStep::Lint),
             RunStatus::Failed(FailedStep::Send),
             RunStatus::Skipped,
         ];
@@ -126,6 +130,7 @@ mod tests {
             RunStatus::Partial(PartialReason::Stopped),
             RunStatus::Partial(PartialReason::WaitingZones),
             RunStatus::Failed(FailedStep::Build),
+            RunStatus::Failed(FailedStep::Lint),
             RunStatus::Failed(FailedStep::Send),
             RunStatus::Skipped,
         ] {
