@@ -211,6 +211,12 @@ async fn blocking<T: Send + 'static>(
 /// The longest a staged message waits for other marks to share its store call.
 const GATHER: Duration = Duration::from_micros(500);
 
+/// The store idle this many times as long as its last call took: it is not what
+/// the run waits on, so a mark is made at once (across a network each
+/// connection waits a round trip per message and marks come one at a time;
+/// gathering them would only add to every round trip).
+const STORE_IDLE_RATIO: u32 = 4;
+
 /// Rows waiting to be handed out again after a transient failure.
 #[derive(Default)]
 struct Retries {
@@ -527,6 +533,8 @@ pub async fn deliver_ledger(
     // retry, or told to stop once every other worker is done.
     let mut parked: Vec<oneshot::Sender<Work>> = Vec::new();
     let mut first_mark: Option<Instant> = None;
+    let mut last_commit = Instant::now();
+    let mut last_commit_took = GATHER;
     loop {
         while let Ok(ev) = events_rx.try_recv() {
             t.take(ev);
@@ -588,9 +596,14 @@ pub async fn deliver_ledger(
         // servers are still reading their messages), at once if every worker
         // waits, after GATHER at the latest; outcomes alone when nothing else
         // is coming.
+        // When commits are rare (the connections wait on the network, not on
+        // the store), a mark is not kept waiting for company.
         let waiting = t.marks.len() + parked.len();
         let commit = first_mark.is_some_and(|since| {
-            t.marks.len() >= t.alive.div_ceil(2) || waiting >= t.alive || since.elapsed() >= GATHER
+            t.marks.len() >= t.alive.div_ceil(2)
+                || waiting >= t.alive
+                || since.elapsed() >= GATHER
+                || last_commit.elapsed() >= last_commit_took * STORE_IDLE_RATIO
         }) || t.finished.len() >= 256
             || (!t.finished.is_empty() && (waiting >= t.alive || t.alive == 0));
         if commit {
@@ -603,9 +616,12 @@ pub async fn deliver_ledger(
             let s = store.clone();
             let when = at();
             feed.store_calls += 1;
+            let commit_started = Instant::now();
             let marked = blocking(move || s.ledger_record_and_mark(date, &outcomes, &ids, when))
                 .await
                 .context("cannot record outcomes and mark rows in the ledger")?;
+            last_commit = Instant::now();
+            last_commit_took = last_commit - commit_started;
             if marked.iter().any(|ok| !ok) {
                 feed.forget_read_ahead();
             }
