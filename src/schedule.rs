@@ -26,8 +26,8 @@ use futures::future::BoxFuture;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{local_instant, today_in, Subscriber, SubscriberStatus};
-use crate::http::metrics::Metrics;
 use crate::lease::{lease_holder, IssueLease};
+use crate::metrics::Metrics;
 use crate::pipeline::{self, SendError, Sent};
 use crate::store::{FailedStep, PartialReason, RunRecord, RunStatus, Store};
 

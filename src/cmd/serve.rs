@@ -15,7 +15,8 @@ use anyhow::Context;
 use crate::cli::ServeArgs;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Secret};
-use crate::http::{self, metrics::Metrics, AppState, Mailer};
+use crate::http::{self, AppState, Mailer};
+use crate::metrics::Metrics;
 use crate::schedule::{LivePipeline, Scheduler};
 use crate::store::Store;
 

@@ -107,7 +107,7 @@ pub async fn metrics(State(state): State<AppState>, parts: axum::http::request::
         Err(e) => return e.for_brand(state.brand()).into_response(),
     };
     let mut body = state.metrics.render(&counts, last.as_ref());
-    body.push_str(&super::metrics::bounce_lines(&bounces));
+    body.push_str(&crate::metrics::bounce_lines(&bounces));
     let mut res = (StatusCode::OK, body).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

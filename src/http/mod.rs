@@ -26,14 +26,13 @@ pub mod archive;
 pub mod health;
 pub mod limit;
 pub mod mail;
-pub mod metrics;
 pub mod pages;
 pub mod preferences;
 pub mod server;
 pub mod subscribe;
 pub mod unsubscribe;
 
-use metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// Sends the few service emails (the sign-up confirmation) through the same
 /// transport as the digest.

@@ -4,6 +4,7 @@
 
 mod cache;
 mod fetch;
+mod normalise;
 mod parse;
 
 use std::collections::BTreeSet;
@@ -12,12 +13,13 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::articles::{self, SourceInfo};
+use crate::articles;
 use crate::config::{Config, Source, SourceLocation};
 use crate::domain::Article;
 
 pub use cache::{Cache, CachedFeed};
 pub use fetch::{fetch_url, read_file, Fetched};
+pub use normalise::{normalise, SourceInfo, SUMMARY_MAX_CHARS, TITLE_MAX_CHARS};
 pub use parse::{parse_feed, RawItem};
 
 /// How one source fared in a run.
@@ -141,7 +143,7 @@ fn articles_of(
                 Some(t) => t,
                 None => cache.first_seen(&item_key(&source.name, item), now),
             };
-            articles::normalise(item, &info, published, cfg.newsletter.words_per_minute)
+            normalise(item, &info, published, cfg.newsletter.words_per_minute)
         })
         .collect()
 }
@@ -338,8 +340,8 @@ mod tests {
         let (articles, reports) = ingest(&cfg, now()).await;
         assert_eq!(reports[0].error, None);
         let a = &articles[0];
-        assert!(a.title.chars().count() <= crate::articles::TITLE_MAX_CHARS);
-        assert!(a.summary.chars().count() <= crate::articles::SUMMARY_MAX_CHARS);
+        assert!(a.title.chars().count() <= TITLE_MAX_CHARS);
+        assert!(a.summary.chars().count() <= SUMMARY_MAX_CHARS);
         assert!(a.summary.ends_with("information…"), "{}", a.summary);
         assert_eq!(a.reading_minutes, 300_000u32.div_ceil(230));
 

@@ -9,7 +9,8 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use digestif::clock::Clock;
 use digestif::config::{Config, Secret};
 use digestif::domain::{Article, Digest, Locale, Story};
-use digestif::http::{self, mail::TransportMailer, metrics::Metrics, AppState};
+use digestif::http::{self, mail::TransportMailer, AppState};
+use digestif::metrics::Metrics;
 use digestif::store::{SqliteStore, Store};
 
 pub const SECRET: &str = "a-test-secret-of-more-than-16-bytes";

@@ -1,4 +1,6 @@
-//! `GET /metrics`: a few counters and gauges in Prometheus' text format.
+//! The service's counters and gauges (runs, messages, sign-ups, returned mail),
+//! counted by the scheduler and the HTTP side, shown by `GET /metrics` in
+//! Prometheus' text format.
 //!
 //! A handful of atomics is all the service needs; a metrics crate would add a
 //! global registry and more dependencies for the same output.
