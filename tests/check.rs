@@ -39,6 +39,8 @@ fn a_working_setup_passes_every_part_and_mails_nobody() {
         out.contains(&format!("smtp://127.0.0.1:{} takes a session", server.port)),
         "{out}"
     );
+    assert!(out.contains(", EHLO "), "the EHLO name is shown: {out}");
+    assert!(!out.contains("EHLO localhost"), "{out}");
     assert!(!out.contains("FAIL"), "{out}");
     assert_eq!(server.count(), 0, "a check sends nothing");
 }

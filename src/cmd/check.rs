@@ -150,9 +150,10 @@ async fn delivery(cfg: &Config) -> Result<String, String> {
         .map_err(|e| format!("{}: {}", t.describe(), e.message))?;
     c.close().await;
     Ok(format!(
-        "{} takes a session (tls = {:?}{})",
+        "{} takes a session (tls = {:?}, EHLO {}{})",
         t.describe(),
         cfg.smtp.tls,
+        transport::helo_name(cfg),
         if cfg.smtp.username.is_some() {
             ", logged in"
         } else {
