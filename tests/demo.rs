@@ -96,3 +96,25 @@ fn the_demo_builds_the_example_issue_and_mails_each_active_reader_once() {
     demo(dir.path());
     assert_eq!(outbox(dir.path()).len(), mails.len());
 }
+
+/// The repository's `digests/2026-11-27/` shows newcomers an archived issue: it
+/// must be exactly what `build` writes today for the shipped example feeds and
+/// editor's picks (the demo's build), byte for byte.
+#[test]
+fn the_committed_example_issue_is_what_build_writes_for_the_example_feeds() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let built = dir.path().join("digestif-demo/digests/2026-11-27");
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("digests/2026-11-27");
+    for f in ["editor.toml", "digest.json", "email.html", "email.txt"] {
+        let want = std::fs::read(built.join(f)).unwrap();
+        let have = std::fs::read(committed.join(f))
+            .unwrap_or_else(|e| panic!("digests/2026-11-27/{f}: {e}"));
+        assert!(
+            have == want,
+            "digests/2026-11-27/{f} is out of date: from the repository's top folder, run \
+             `digestif --config digestif.example.toml build --date 2026-11-27 --now 2026-11-27T06:00:00+00:00 --force` \
+             and commit the result"
+        );
+    }
+}

@@ -1,8 +1,9 @@
 //! `digestif demo`: the whole job on the built-in example, no server needed.
 //!
-//! Lays the example config, feeds and subscribers into a folder, builds the
-//! example issue (2026-11-27, the date the example feeds were written for, so
-//! it works on whatever day it is run), imports the subscribers and sends the
+//! Lays the example config, feeds, editor's picks and subscribers into a
+//! folder, builds the example issue (2026-11-27, the date the example feeds
+//! were written for, so it works on whatever day it is run; the same issue as
+//! the repository's `digests/2026-11-27/`), imports the subscribers and sends the
 //! issue through the file transport: one `.eml` per subscriber in `outbox/`.
 
 use std::path::Path;
@@ -40,6 +41,10 @@ const FILES: &[(&str, &str)] = &[
     (
         "examples/feeds/sport.xml",
         include_str!("../../examples/feeds/sport.xml"),
+    ),
+    (
+        "digests/2026-11-27/editor.toml",
+        include_str!("../../digests/2026-11-27/editor.toml"),
     ),
 ];
 
