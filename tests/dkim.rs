@@ -339,3 +339,33 @@ fn a_key_file_that_is_not_a_key_is_a_config_error_naming_the_key_and_the_path() 
         .unwrap();
     });
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sign_up_confirmation_is_signed_like_the_digest() {
+    // Finding 9: the digest was signed, the confirmation mail of the same outbox was not.
+    use digestif::http::Mailer;
+    let server = SmtpServer::start(&[]);
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = new_key(keys.path(), KeyKind::RsaPkcs8);
+    let site = Site::new(&server, key.to_str().unwrap(), &[]);
+    let cfg = digestif::config::Config::from_file(&site.path().join("digestif.toml")).unwrap();
+    let mailer = digestif::http::mail::TransportMailer::from_config(&cfg).unwrap();
+    let to = digestif::domain::SubscriberEmail::parse("zoe@example.org").unwrap();
+    mailer
+        .send(
+            &to,
+            "Confirmez votre inscription à L'Essentiel",
+            "Bonjour,\n\nConfirmez : https://news.example.com/digestif/confirm?token=x\n",
+        )
+        .await
+        .unwrap();
+    let got = server.messages();
+    assert_eq!(got.len(), 1);
+    let v = verify(&got[0].raw, &public);
+    assert!(v.valid, "{}", String::from_utf8_lossy(&got[0].raw));
+    assert_eq!(v.d.as_deref(), Some("news.example.com"));
+    let h: Vec<String> = v.h.iter().map(|x| x.to_ascii_lowercase()).collect();
+    for name in ["from", "to", "subject", "date", "message-id"] {
+        assert!(h.iter().any(|x| x == name), "h= lacks {name}: {h:?}");
+    }
+}

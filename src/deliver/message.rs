@@ -146,16 +146,15 @@ fn ed25519_seed_of_pkcs8(pem: &str) -> Option<[u8; 32]> {
     seed.try_into().ok()
 }
 
-/// `List-Id: Name <id>`: the phrase quoted when it holds anything but atoms.
+/// `List-Id: Name <id>`: the phrase as atoms, a quoted string, or RFC 2047
+/// encoded-words (a name with an accent): ASCII either way, for both builders.
 fn list_id_value(name: &str, id: &str) -> String {
-    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~ ".contains(c);
-    let name = name.trim();
-    if name.chars().all(atext) || !name.is_ascii() {
-        format!("{name} <{id}>")
-    } else {
-        let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
-        format!("\"{quoted}\" <{id}>")
-    }
+    let mut v = String::with_capacity(name.len() * 2 + id.len() + 3);
+    push_phrase(name.trim(), &mut v);
+    v.push_str(" <");
+    v.push_str(id);
+    v.push('>');
+    v
 }
 
 fn header(name: &'static str, value: String) -> HeaderValue {
@@ -289,6 +288,48 @@ impl MessageFactory {
                     .singlepart(part(ContentType::TEXT_HTML, &email.html)),
             )
             .context("cannot build the message")?;
+        if let Some(dkim) = &self.dkim {
+            msg.sign(dkim);
+        }
+        Ok(Outgoing {
+            message_id,
+            from: self.from_address(),
+            to: to.to_string(),
+            bytes: msg.formatted(),
+        })
+    }
+}
+
+impl MessageFactory {
+    /// A plain-text mail of the service itself (the sign-up confirmation) to
+    /// `to`: From, Date and Message-ID like the digest, no list headers, signed
+    /// with the same DKIM key when `[dkim]` is set.
+    pub fn build_service_mail(
+        &self,
+        to: &str,
+        subject: &str,
+        text: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Outgoing> {
+        let address = to
+            .parse::<lettre::Address>()
+            .with_context(|| format!("{to:?} is not a valid address"))?;
+        let message_id = self.new_message_id();
+        let body =
+            Body::new_with_encoding(text.to_string(), ContentTransferEncoding::QuotedPrintable)
+                .expect("quoted-printable can encode any text");
+        let mut msg = Message::builder()
+            .from(self.from.clone())
+            .to(Mailbox::new(None, address))
+            .subject(subject)
+            .date(system_time(now))
+            .message_id(Some(format!("<{message_id}>")))
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(body),
+            )
+            .context("cannot build the mail")?;
         if let Some(dkim) = &self.dkim {
             msg.sign(dkim);
         }
@@ -752,6 +793,83 @@ reply_to = "Rédaction <redaction@news.example.com>"
             .header_raw("List-Unsubscribe")
             .unwrap()
             .contains("mailto:leave@lists.example.com?subject=unsubscribe%20abc"));
+    }
+
+    #[test]
+    fn both_builders_encode_every_header_when_the_names_have_accents() {
+        // Finding 10: the fast builder wrote `List-Id: Le Caf\xc3\xa9 <…>` raw.
+        use crate::render::{render_variant, Assets, Personal};
+        let cfg = CONFIG
+            .replace("name = \"L'Essentiel\"", "name = \"Le Café du Matin\"")
+            .replace(
+                "from = \"L'Essentiel <briefing@news.example.com>\"",
+                "from = \"Équipe du Café <briefing@news.example.com>\"",
+            );
+        let f = factory(&cfg);
+        let mut d = digest();
+        d.name = "Le Café du Matin".into();
+        let template = render_variant(
+            &d,
+            &Assets::builtin(),
+            crate::domain::Locale::Fr,
+            &[],
+            "{name} · {date} · {top_title}",
+        );
+        let pre = PreEncoded::new(&template);
+        let p = Personal {
+            name: Some("Zoë Dupré".into()),
+            unsubscribe_url: f.unsubscribe_url("tok"),
+        };
+        let fast = f
+            .build_pre_encoded(
+                "zoe@example.com",
+                Some("Zoë Dupré"),
+                &pre,
+                &template.slot_values(&p),
+                "tok",
+                now(),
+            )
+            .unwrap();
+        let slow = f
+            .build(
+                "zoe@example.com",
+                Some("Zoë Dupré"),
+                &template.personalise(&p),
+                "tok",
+                now(),
+            )
+            .unwrap();
+        for (which, out) in [("fast", &fast), ("lettre", &slow)] {
+            let raw = &out.bytes;
+            let head = &raw[..raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap()];
+            assert!(
+                head.is_ascii(),
+                "{which}: {}",
+                String::from_utf8_lossy(head)
+            );
+            let m = MessageParser::default().parse(raw).unwrap();
+            let list = m.header("List-Id").unwrap().as_address().unwrap();
+            let list = list.first().unwrap();
+            assert_eq!(list.name(), Some("Le Café du Matin"), "{which}");
+            assert_eq!(
+                list.address(),
+                Some("le-cafe-du-matin.news.example.com"),
+                "{which}"
+            );
+            let from = m.from().unwrap().first().unwrap();
+            assert_eq!(from.name(), Some("Équipe du Café"), "{which}");
+            let reply = m.reply_to().unwrap().first().unwrap();
+            assert_eq!(reply.name(), Some("Rédaction"), "{which}");
+            assert_eq!(
+                m.to().unwrap().first().unwrap().name(),
+                Some("Zoë Dupré"),
+                "{which}"
+            );
+            assert!(
+                m.subject().unwrap().starts_with("Le Café du Matin · "),
+                "{which}"
+            );
+        }
     }
 
     #[test]

@@ -5,34 +5,26 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use futures::future::BoxFuture;
-use lettre::message::{header::ContentType, Mailbox};
 
 use super::Mailer;
 use crate::config::Config;
-use crate::deliver::message::Outgoing;
+use crate::deliver::message::{MessageFactory, Outgoing};
 use crate::deliver::transport::Transport;
 use crate::domain::SubscriberEmail;
 
 /// Plain-text mails through a delivery transport, one connection per mail
-/// (confirmations are rare; a pooled session would sit idle).
+/// (confirmations are rare; a pooled session would sit idle), built and DKIM-
+/// signed by the digest's own [`MessageFactory`].
 pub struct TransportMailer {
     transport: Arc<dyn Transport>,
-    from: Mailbox,
-    domain: String,
+    factory: MessageFactory,
 }
 
 impl TransportMailer {
     pub fn new(cfg: &Config, transport: Arc<dyn Transport>) -> anyhow::Result<TransportMailer> {
-        let from: Mailbox = cfg
-            .sender
-            .from
-            .parse()
-            .with_context(|| format!("sender.from {:?} is not a mailbox", cfg.sender.from))?;
-        let domain = from.email.domain().to_string();
         Ok(TransportMailer {
             transport,
-            from,
-            domain,
+            factory: MessageFactory::from_config(cfg)?,
         })
     }
 
@@ -42,22 +34,9 @@ impl TransportMailer {
     }
 
     fn build(&self, to: &SubscriberEmail, subject: &str, text: &str) -> anyhow::Result<Outgoing> {
-        let id = format!("{:032x}@{}", rand::random::<u128>(), self.domain);
-        let msg = lettre::Message::builder()
-            .from(self.from.clone())
-            .to(to.as_str().parse().context("recipient address")?)
-            .subject(subject)
-            .message_id(Some(format!("<{id}>")))
-            .date(crate::clock::now().into())
-            .header(ContentType::TEXT_PLAIN)
-            .body(text.to_string())
-            .context("cannot build the confirmation email")?;
-        Ok(Outgoing {
-            message_id: id,
-            from: self.from.email.to_string(),
-            to: to.as_str().to_string(),
-            bytes: msg.formatted(),
-        })
+        self.factory
+            .build_service_mail(to.as_str(), subject, text, crate::clock::now())
+            .context("cannot build the confirmation email")
     }
 }
 
