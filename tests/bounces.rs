@@ -477,9 +477,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// One Postfix test at a time: each picks its ports before its server binds them.
+static POSTFIX_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Postfix {
     /// `None` (the test says why) where Postfix cannot run: not installed, not root.
-    fn start(relay_port: u16) -> Option<Postfix> {
+    /// With `pipe`, mail for bounces@news.example.com goes to `digestif bounces` on
+    /// that config (the README's route), run as `nobody`; else to the Maildir.
+    fn start(relay_port: u16, port: u16, pipe: Option<&Path>) -> Option<Postfix> {
         use std::os::unix::fs::PermissionsExt;
         use std::process::Command;
         let installed = Path::new("/usr/sbin/postfix").exists();
@@ -522,7 +527,23 @@ impl Postfix {
             .status()
             .unwrap();
         assert!(st.success());
-        let port = free_port();
+        let mut pipe_map = String::new();
+        let mut pipe_service = String::new();
+        if let Some(config) = pipe {
+            // The binary where `nobody` can run it.
+            let bin = d.join("digestif");
+            let built = env!("CARGO_BIN_EXE_digestif");
+            if std::fs::hard_link(built, &bin).is_err() {
+                std::fs::copy(built, &bin).unwrap();
+            }
+            pipe_map =
+                "transport_maps = inline:{ bounces@news.example.com=digestif-bounces: }\n".into();
+            pipe_service = format!(
+                "digestif-bounces unix - n n - - pipe\n  flags=DOq user=nobody argv={} --config {} bounces\n",
+                bin.display(),
+                config.display()
+            );
+        }
         let d = d.display();
         std::fs::write(
             dir.path().join("etc/main.cf"),
@@ -555,7 +576,7 @@ alias_database =
 local_recipient_maps =
 biff = no
 smtputf8_enable = no
-"
+{pipe_map}"
             ),
         )
         .unwrap();
@@ -583,7 +604,7 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 showq     unix  n       -       n       -       -       showq
 postlog   unix-dgram n  -       n       -       1       postlogd
-"
+{pipe_service}"
             ),
         )
         .unwrap();
@@ -654,8 +675,9 @@ impl Drop for Postfix {
 #[test]
 fn a_real_postfix_returns_a_refused_message_to_its_verp_address_and_the_subscriber_is_bounced() {
     // The destination refuses r1 (550 5.1.1 on RCPT) and takes r2.
+    let _one = POSTFIX_TESTS.lock().unwrap_or_else(|p| p.into_inner());
     let destination = SmtpServer::start(&["--reject-rcpt", "r1@example.com:550"]);
-    let Some(postfix) = Postfix::start(destination.port) else {
+    let Some(postfix) = Postfix::start(destination.port, free_port(), None) else {
         return;
     };
     let cfg = format!(
@@ -711,4 +733,90 @@ fn a_real_postfix_returns_a_refused_message_to_its_verp_address_and_the_subscrib
     assert!(shown("r2@example.com").starts_with("r2@example.com\tactive\n"));
     assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(md.join("cur")).unwrap().count(), 1);
+}
+
+#[test]
+fn through_the_readme_s_postfix_pipe_a_refused_message_bounces_its_subscriber() {
+    use std::os::unix::fs::PermissionsExt;
+    let _one = POSTFIX_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+    let destination = SmtpServer::start(&["--reject-rcpt", "r1@example.com:550"]);
+    let port = free_port();
+    let cfg = format!(
+        "{}\n[smtp]\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+         pool_size = 1\ntimeout_s = 10\n\n[secrets]\nfile = \"secret\"\n\n\
+         [bounces]\nreturn_path = \"bounces@news.example.com\"\n",
+        support::site::sending_head(),
+    );
+    let dir = site_dir(&cfg);
+    let config = dir.path().join("digestif.toml");
+    let Some(postfix) = Postfix::start(destination.port, port, Some(&config)) else {
+        return;
+    };
+    // A pipe passes no environment: the secret comes from [secrets] file. The site
+    // (database, secret) belongs to the user the pipe runs as, and every command
+    // runs as that user, as on a server where digestif has a user of its own.
+    std::fs::write(dir.path().join("secret"), format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("secret"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let st = std::process::Command::new("chown")
+        .args(["-R", "nobody"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let as_nobody = |args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        let out = std::process::Command::new(postfix.dir.path().join("digestif"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("DIGESTIF_CONFIG")
+            .env_remove(Secret::ENV)
+            .env("RUST_LOG", "warn")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        stdout(&out)
+    };
+    for who in ["r1@example.com", "r2@example.com"] {
+        as_nobody(&["subscribers", "add", who]);
+    }
+    as_nobody(&["send", "--date", DATE, "--now", NOW]);
+    // Wait for Postfix to hand the DSN to the pipe.
+    let t0 = std::time::Instant::now();
+    while !postfix
+        .log()
+        .lines()
+        .any(|l| l.contains("relay=digestif-bounces") && l.contains("status="))
+    {
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "no delivery to the pipe in 60 s\n{}",
+            postfix.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let log = postfix.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("relay=digestif-bounces") && l.contains("status=sent")),
+        "{log}"
+    );
+    let r1 = as_nobody(&["subscribers", "show", "r1@example.com"]);
+    assert!(r1.starts_with("r1@example.com\tbounced\n"), "{r1}\n{log}");
+    assert!(r1.contains("hard_bounce\t5.1.1"), "{r1}");
+    assert!(r1.trim_end().ends_with("stdin rfc3464"), "{r1}");
+    let r2 = as_nobody(&["subscribers", "show", "r2@example.com"]);
+    assert!(r2.starts_with("r2@example.com\tactive\n"), "{r2}");
+    assert_eq!(
+        std::fs::read_dir(postfix.maildir().join("new"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
