@@ -526,6 +526,28 @@ fn nothing_new_writes_no_issue_and_says_so() {
     assert!(!site.issue("2026-12-25").exists());
 }
 
+/// No source could be read: that is an error naming each source, not "nothing
+/// new" (the scheduler retries it; an editor sees why there is no issue).
+#[test]
+fn every_source_failing_is_an_error_for_build_and_preview_not_nothing_new() {
+    let site = Site::new(&[(
+        "broken.xml",
+        "Cassé",
+        "<rss><channel><item><title>oops".to_string(),
+    )]);
+    for cmd in ["build", "preview"] {
+        let o = site.run(&[cmd, "--date", DATE, "--now", NOW]);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("every source failed") && stderr(&o).contains("Cassé"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+        assert!(!stdout(&o).contains("Nothing new"), "{cmd}: {}", stdout(&o));
+    }
+    assert!(!site.issue(DATE).exists());
+}
+
 #[test]
 fn a_config_error_exits_2_naming_the_key_and_line() {
     let site = two_feeds();

@@ -114,6 +114,7 @@ pub fn preview(config: Option<&Path>, a: &PreviewArgs) -> CmdResult {
         Some(d) => d,
         None => {
             let built = runtime()?.block_on(pipeline::build(&cfg, date, now))?;
+            built.every_source_failed(date).map_err(Failure::job)?;
             report_sources(&built);
             match built.digest {
                 Some(d) => d,
