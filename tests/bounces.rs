@@ -249,9 +249,16 @@ impl Sent {
 
     /// `digestif bounces` with `raw` on standard input.
     fn pipe(&self, raw: &[u8]) -> std::process::Output {
+        self.pipe_at(raw, &[])
+    }
+
+    /// The same, with more arguments (`--now`).
+    fn pipe_at(&self, raw: &[u8], extra: &[&str]) -> std::process::Output {
         use std::io::Write;
+        let mut args = vec!["bounces"];
+        args.extend_from_slice(extra);
         let mut child = self
-            .cmd(&["bounces"])
+            .cmd(&args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -385,6 +392,37 @@ fn a_maildir_is_read_once_each_message_moved_to_cur() {
     assert_eq!(std::fs::read_dir(md.join("cur")).unwrap().count(), 4);
     let out = sent.run(&["bounces", "--maildir", md.to_str().unwrap()]);
     assert!(stdout(&out).starts_with("read 0:"), "{}", show(&out));
+}
+
+#[test]
+fn soft_bounces_bounce_at_the_third_within_fifteen_days_and_not_when_spread_wider() {
+    let (_server, sent) = Sent::new(2);
+    let soft = |who: &str, n: u32, day: u32| {
+        let dsn = sent.returned(
+            "postfix-mailbox-full-expired.eml",
+            who,
+            &format!("soft-{who}-{n}@mx"),
+        );
+        let now = format!("2026-12-{day:02}T08:00:00Z");
+        let out = sent.pipe_at(&dsn, &["--now", &now]);
+        assert!(out.status.success(), "{}", show(&out));
+        stdout(&out)
+    };
+    // r1: days 1, 8, 15: the third is within 15 days of the first.
+    soft("r1@example.com", 1, 1);
+    soft("r1@example.com", 2, 8);
+    assert_eq!(sent.status("r1@example.com"), "r1@example.com\tactive");
+    let line = soft("r1@example.com", 3, 15);
+    assert!(
+        line.contains("1 soft bounce(s)") && line.contains("1 subscriber(s) bounced"),
+        "{line}"
+    );
+    assert_eq!(sent.status("r1@example.com"), "r1@example.com\tbounced");
+    // r2: days 1, 10, 17: the first has left the window when the third comes.
+    for (n, day) in [(1, 1), (2, 10), (3, 17)] {
+        soft("r2@example.com", n, day);
+    }
+    assert_eq!(sent.status("r2@example.com"), "r2@example.com\tactive");
 }
 
 #[test]
