@@ -1,6 +1,7 @@
 //! The service's pages in a real headless browser (Debian's chromium): the
 //! sign-up form, the unsubscribe button and the preferences form work when clicked. Skipped, with a
-//! message, only when chromium is not installed (`scripts/test.sh` installs it).
+//! message, only when chromium is not installed (`scripts/test.sh` installs it), and
+//! never under CI (`CI` set): there a missing browser fails the tests.
 
 #[path = "support/app.rs"]
 mod app;
@@ -22,8 +23,7 @@ fn shots() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sign_up_form_and_the_confirm_button_work_when_clicked() {
-    let Some(bin) = browser::chromium() else {
-        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+    let Some(bin) = browser::chromium_for_test() else {
         return;
     };
     let app = app::start(Mail::File, "07:00").await;
@@ -98,8 +98,7 @@ fn marc(app: &app::App) -> (SubscriberEmail, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_unsubscribe_button_works_when_clicked() {
-    let Some(bin) = browser::chromium() else {
-        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+    let Some(bin) = browser::chromium_for_test() else {
         return;
     };
     let app = app::start(Mail::File, "07:00").await;
@@ -133,8 +132,7 @@ async fn the_unsubscribe_button_works_when_clicked() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_preferences_link_and_form_work_when_clicked() {
-    let Some(bin) = browser::chromium() else {
-        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+    let Some(bin) = browser::chromium_for_test() else {
         return;
     };
     let app = app::start(Mail::File, "07:00").await;

@@ -30,6 +30,22 @@ pub fn chromium() -> Option<PathBuf> {
     None
 }
 
+/// The chromium binary for a browser test. Without one the test is skipped with a
+/// message on a developer's machine, but fails under CI (`CI` set, as `.ci/run`
+/// does): there a missing browser must not pass for a working page.
+pub fn chromium_for_test() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium is not installed, and CI is set: install it (`apt-get install chromium`, \
+             as scripts/test.sh does) so that the browser tests run"
+        );
+        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+    }
+    found
+}
+
 impl Browser {
     pub fn start(bin: &Path) -> Browser {
         let profile = tempfile::tempdir().unwrap();
