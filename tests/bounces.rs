@@ -426,6 +426,40 @@ fn soft_bounces_bounce_at_the_third_within_fifteen_days_and_not_when_spread_wide
 }
 
 #[test]
+fn an_mbox_is_read_whole_and_read_again_counts_nothing_twice() {
+    let (_server, sent) = Sent::new(2);
+    let mut mbox = Vec::new();
+    for (sample, who) in [
+        ("outlook-recipient-not-found.eml", "r1@example.com"),
+        ("arf-microsoft-jmrp.eml", "r2@example.com"),
+    ] {
+        mbox.extend_from_slice(b"From MAILER-DAEMON Fri Nov 27 06:00:14 2026\n");
+        mbox.extend_from_slice(&sent.returned(sample, who, &format!("mbox-{who}@mx")));
+        mbox.extend_from_slice(b"\n\n");
+    }
+    let file = sent.dir.path().join("bounces.mbox");
+    std::fs::write(&file, mbox).unwrap();
+    let out = sent.run(&["bounces", "--mbox", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        stdout(&out).starts_with("read 2: 1 hard bounce(s), 0 soft bounce(s), 1 complaint(s)"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(sent.status("r1@example.com"), "r1@example.com\tbounced");
+    assert_eq!(
+        sent.status("r2@example.com"),
+        "r2@example.com\tunsubscribed"
+    );
+    let out = sent.run(&["bounces", "--mbox", file.to_str().unwrap()]);
+    assert!(
+        stdout(&out).contains("ignored: 2 duplicate(s)"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
 fn without_a_return_path_bounces_is_a_usage_error_naming_the_key() {
     let server = SmtpServer::start(&[]);
     let dir = site(&server, "", 0);

@@ -44,21 +44,24 @@ impl Item {
 }
 
 /// The one message on standard input.
-pub fn stdin() -> Result<Vec<Item>> {
+pub fn stdin() -> Result<Items> {
     let mut raw = Vec::new();
     std::io::stdin()
         .lock()
         .read_to_end(&mut raw)
         .context("cannot read the message from standard input")?;
-    Ok(vec![Item {
+    Ok(Box::new(std::iter::once(Ok(Item {
         source: "stdin".into(),
         raw,
         file: None,
-    }])
+    }))))
 }
 
+/// Messages read one at a time: a mailbox of any size is never held in memory at once.
+pub type Items = Box<dyn Iterator<Item = Result<Item>>>;
+
 /// The messages in `dir/new`, oldest name first.
-pub fn maildir(dir: &Path) -> Result<Vec<Item>> {
+pub fn maildir(dir: &Path) -> Result<Items> {
     let new = dir.join("new");
     if !new.is_dir() || !dir.join("cur").is_dir() {
         bail!(
@@ -72,37 +75,36 @@ pub fn maildir(dir: &Path) -> Result<Vec<Item>> {
         .filter(|p| p.is_file())
         .collect();
     files.sort();
-    files
-        .into_iter()
-        .map(|f| {
-            let raw = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
-            Ok(Item {
-                source: format!(
-                    "maildir:{}",
-                    f.file_name().unwrap_or_default().to_string_lossy()
-                ),
-                raw,
-                file: Some(f),
-            })
+    Ok(Box::new(files.into_iter().map(|f| {
+        let raw = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        Ok(Item {
+            source: format!(
+                "maildir:{}",
+                f.file_name().unwrap_or_default().to_string_lossy()
+            ),
+            raw,
+            file: Some(f),
         })
-        .collect()
+    })))
 }
 
 /// The messages of an mbox file (left as it is: a message read again counts once).
-pub fn mbox(path: &Path) -> Result<Vec<Item>> {
+pub fn mbox(path: &Path) -> Result<Items> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    mail_parser::mailbox::mbox::MessageIterator::new(BufReader::new(file))
-        .enumerate()
-        .map(|(i, m)| {
-            let m = m.with_context(|| format!("cannot read {}", path.display()))?;
-            Ok(Item {
-                source: format!("mbox:{}#{}", path.display(), i + 1),
-                raw: m.unwrap_contents(),
-                file: None,
-            })
-        })
-        .collect()
+    let name = path.display().to_string();
+    Ok(Box::new(
+        mail_parser::mailbox::mbox::MessageIterator::new(BufReader::new(file))
+            .enumerate()
+            .map(move |(i, m)| {
+                let m = m.with_context(|| format!("cannot read {name}"))?;
+                Ok(Item {
+                    source: format!("mbox:{name}#{}", i + 1),
+                    raw: m.unwrap_contents(),
+                    file: None,
+                })
+            }),
+    ))
 }
 
 #[cfg(test)]
@@ -117,13 +119,13 @@ mod tests {
         }
         std::fs::write(dir.path().join("new/2.host"), b"Subject: b\n\nb").unwrap();
         std::fs::write(dir.path().join("new/1.host:2,F"), b"Subject: a\n\na").unwrap();
-        let items = maildir(dir.path()).unwrap();
+        let items: Vec<Item> = maildir(dir.path()).unwrap().map(Result::unwrap).collect();
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].source, "maildir:1.host:2,F");
         for i in &items {
             i.done().unwrap();
         }
-        assert!(maildir(dir.path()).unwrap().is_empty());
+        assert_eq!(maildir(dir.path()).unwrap().count(), 0);
         assert!(dir.path().join("cur/1.host:2,FS").is_file());
         assert!(dir.path().join("cur/2.host:2,S").is_file());
     }
@@ -131,7 +133,7 @@ mod tests {
     #[test]
     fn a_folder_that_is_not_a_maildir_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let e = maildir(dir.path()).unwrap_err().to_string();
+        let e = maildir(dir.path()).err().unwrap().to_string();
         assert!(e.contains("is not a Maildir"), "{e}");
     }
 
@@ -145,7 +147,7 @@ mod tests {
              From MAILER-DAEMON Fri Nov 27 06:00:15 2026\nSubject: b\n\nb\n",
         )
         .unwrap();
-        let items = mbox(&p).unwrap();
+        let items: Vec<Item> = mbox(&p).unwrap().map(Result::unwrap).collect();
         assert_eq!(items.len(), 2);
         assert!(String::from_utf8_lossy(&items[1].raw).contains("Subject: b"));
     }

@@ -52,7 +52,16 @@ pub fn bounces(config: Option<&Path>, args: &BouncesArgs) -> CmdResult {
         store: &store,
     };
     let mut summary = Summary::default();
-    for item in &items {
+    for item in items {
+        // One message that cannot be read is reported; the others are read all the same.
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                summary.failed += 1;
+                continue;
+            }
+        };
         match handler.handle(&item.raw, &item.source, now) {
             Ok(outcome) => {
                 if outcome.is_suspect() {
