@@ -1,0 +1,277 @@
+//! HTML (or plain text) of unknown quality → clean plain text, and teasers cut
+//! at a word.
+
+/// Elements whose content is never text for a reader.
+const HIDDEN_ELEMENTS: &[&str] = &[
+    "script", "style", "noscript", "template", "iframe", "object", "svg", "math", "head", "title",
+    "select", "textarea",
+];
+
+/// Elements that separate words (a space is emitted in their place).
+const BLOCK_ELEMENTS: &[&str] = &[
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "br",
+    "dd",
+    "div",
+    "dl",
+    "dt",
+    "figcaption",
+    "figure",
+    "footer",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "header",
+    "hr",
+    "img",
+    "li",
+    "main",
+    "nav",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "table",
+    "td",
+    "th",
+    "tr",
+    "ul",
+];
+
+/// HTML (or plain text) → one clean line of plain text: tags stripped, hidden
+/// elements dropped with their content, entities decoded, control and invisible
+/// formatting characters removed, whitespace folded to single spaces.
+pub fn clean_text(input: &str) -> String {
+    let stripped = strip_tags(input);
+    let decoded = html_escape::decode_html_entities(&stripped).into_owned();
+    // Feeds that escape their HTML twice leave tags behind after one decoding.
+    let decoded = if looks_like_markup(&decoded) {
+        strip_tags(&decoded)
+    } else {
+        decoded
+    };
+    fold_whitespace(&decoded)
+}
+
+/// True when `s` holds something a browser would read as a tag or comment.
+fn looks_like_markup(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.windows(2)
+        .any(|w| w[0] == b'<' && (w[1].is_ascii_alphabetic() || w[1] == b'/' || w[1] == b'!'))
+}
+
+/// Removes tags and comments; drops the content of [`HIDDEN_ELEMENTS`]; puts a
+/// space where a block element was. Entities are left alone. A `<` that does not
+/// open a tag ("a < b") is kept.
+pub fn strip_tags(input: &str) -> String {
+    let mut out = String::with_capacity(input.len());
+    let bytes = input.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let Some(rel) = input[i..].find('<') else {
+            out.push_str(&input[i..]);
+            break;
+        };
+        out.push_str(&input[i..i + rel]);
+        i += rel;
+        let rest = &input[i..];
+        if let Some(after) = rest.strip_prefix("<!--") {
+            i += 4 + after.find("-->").map(|p| p + 3).unwrap_or(after.len());
+            out.push(' ');
+            continue;
+        }
+        let next = bytes.get(i + 1).copied().unwrap_or(b' ');
+        if !(next.is_ascii_alphabetic() || next == b'/' || next == b'!' || next == b'?') {
+            out.push('<');
+            i += 1;
+            continue;
+        }
+        let closing = next == b'/';
+        let name_start = i + 1 + usize::from(closing);
+        let name_len = input[name_start..]
+            .bytes()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b':')
+            .count();
+        let name = input[name_start..name_start + name_len].to_ascii_lowercase();
+        let tag_end = end_of_tag(input, name_start + name_len);
+        i = tag_end;
+        if !closing && HIDDEN_ELEMENTS.contains(&name.as_str()) {
+            let self_closed = input[..tag_end].ends_with("/>");
+            if !self_closed {
+                i = skip_past_closing(input, tag_end, &name);
+            }
+            out.push(' ');
+        } else if BLOCK_ELEMENTS.contains(&name.as_str()) {
+            out.push(' ');
+        }
+    }
+    out
+}
+
+/// Index just past the `>` that ends a tag whose attributes start at `from`,
+/// honouring quoted attribute values. An unterminated tag runs to the end.
+fn end_of_tag(s: &str, from: usize) -> usize {
+    let mut quote: Option<u8> = None;
+    for (off, c) in s.as_bytes()[from..].iter().enumerate() {
+        match (quote, *c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'"') | (None, b'\'') => quote = Some(*c),
+            (None, b'>') => return from + off + 1,
+            _ => {}
+        }
+    }
+    s.len()
+}
+
+/// Index past `</name ...>` (ASCII case-insensitive), or the end of `s`.
+fn skip_past_closing(s: &str, from: usize, name: &str) -> usize {
+    let needle = format!("</{name}");
+    let hay = s.as_bytes();
+    let n = needle.len();
+    let mut j = from;
+    while j + n <= hay.len() {
+        if hay[j] == b'<' && hay[j..j + n].eq_ignore_ascii_case(needle.as_bytes()) {
+            let boundary = hay.get(j + n).copied().unwrap_or(b'>');
+            if !(boundary.is_ascii_alphanumeric() || boundary == b'-') {
+                return end_of_tag(s, j + n);
+            }
+        }
+        j += 1;
+    }
+    s.len()
+}
+
+/// Removes control characters (CR and LF included) and invisible formatting
+/// characters (zero-width, bidi overrides), then folds whitespace runs to one space.
+pub fn fold_whitespace(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut pending_space = false;
+    for c in s.chars() {
+        if is_invisible(c) {
+            continue;
+        }
+        if c.is_whitespace() || c.is_control() {
+            pending_space = !out.is_empty();
+            continue;
+        }
+        if pending_space {
+            out.push(' ');
+            pending_space = false;
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' |
+        '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{FFFE}' | '\u{FFFF}')
+}
+
+/// Cuts `text` to at most `max` characters (the "…" included) at a word boundary,
+/// the way a news page cuts its teasers. Short texts are returned unchanged.
+pub fn cut_at_word(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let limit = max.saturating_sub(1).max(1);
+    let end = text
+        .char_indices()
+        .nth(limit)
+        .map(|(i, _)| i)
+        .unwrap_or(text.len());
+    let head = &text[..end];
+    // Cut at the last space if it leaves a reasonable amount of text; a single
+    // endless "word" (a URL, a hostile blob) is cut where it stands.
+    let cut = match head.rfind(' ') {
+        Some(sp) if head[..sp].chars().count() >= limit / 2 => &head[..sp],
+        _ => head,
+    };
+    let cut = cut.trim_end_matches(|c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                ',' | ';' | ':' | '-' | '–' | '—' | '(' | '«' | '\'' | '’'
+            )
+    });
+    format!("{cut}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_and_style_contents_are_dropped_not_shown() {
+        let t =
+            clean_text("Avant<script>alert('x')</script> milieu <STYLE>p{color:red}</STYLE>après");
+        assert_eq!(t, "Avant milieu après");
+    }
+
+    #[test]
+    fn event_handlers_and_tags_vanish() {
+        let t = clean_text(
+            r#"<img src=x onerror="alert(1)">Titre <b>gras</b> <a href="javascript:alert(1)">lien</a>"#,
+        );
+        assert_eq!(t, "Titre gras lien");
+    }
+
+    #[test]
+    fn quoted_greater_than_inside_an_attribute_does_not_end_the_tag() {
+        assert_eq!(
+            clean_text(r#"<a title="a > b" href="/">texte</a>"#),
+            "texte"
+        );
+    }
+
+    #[test]
+    fn entities_are_decoded_once_and_double_escaped_markup_is_stripped() {
+        assert_eq!(
+            clean_text("Caf&eacute; &amp; th&#233; &lt; 3"),
+            "Café & thé < 3"
+        );
+        assert_eq!(
+            clean_text("&lt;script&gt;alert(1)&lt;/script&gt;Bonjour"),
+            "Bonjour"
+        );
+    }
+
+    #[test]
+    fn control_characters_crlf_included_become_single_spaces() {
+        let t = clean_text("Une\r\nligne\tbrisée\u{0}\u{7}  ici\u{202E}\u{200B}");
+        assert_eq!(t, "Une ligne brisée ici");
+        assert!(!t.chars().any(|c| c.is_control()));
+    }
+
+    #[test]
+    fn comments_and_unterminated_hidden_elements_are_dropped() {
+        assert_eq!(clean_text("a<!-- secret -->b"), "a b");
+        assert_eq!(clean_text("visible<script>never closed"), "visible");
+        assert_eq!(clean_text("x <p>y</p><br/>z"), "x y z");
+    }
+
+    #[test]
+    fn inline_tags_do_not_split_words_but_blocks_do() {
+        assert_eq!(clean_text("Bon<i>jour</i>"), "Bonjour");
+        assert_eq!(clean_text("<p>un</p><p>deux</p>"), "un deux");
+    }
+
+    #[test]
+    fn long_summaries_are_cut_at_a_word_boundary_with_an_ellipsis() {
+        let text = "mot ".repeat(100);
+        let t = cut_at_word(text.trim(), 220);
+        assert!(t.ends_with("mot…"), "{t}");
+        assert!(t.chars().count() <= 220);
+        assert_eq!(cut_at_word("court", 220), "court");
+        let blob = "x".repeat(1000);
+        assert_eq!(cut_at_word(&blob, 10).chars().count(), 10);
+    }
+}
