@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs digestif's whole test suite on a fresh machine: installs the real parts
-# the tests talk to (an SMTP server, Postfix, a headless browser), then `cargo test`.
+# the tests talk to (an SMTP server, Postfix, a headless browser, PostgreSQL), then `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,12 +8,16 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # Postfix: the real MTA that returns a refused message as a DSN (tests/bounces.rs).
 [ -x /usr/sbin/postfix ] || need_apt+=(postfix)
+# PostgreSQL: the store tests start a throwaway cluster of their own (initdb, pg_ctl).
+if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+    need_apt+=(postgresql)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         apt-get update -qq >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
     else
-        echo "test.sh: please install: ${need_apt[*]} (browser and Postfix tests will be skipped)" >&2
+        echo "test.sh: please install: ${need_apt[*]} (browser and Postfix tests will be skipped; PostgreSQL tests fail)" >&2
     fi
 fi
 

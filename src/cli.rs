@@ -60,6 +60,9 @@ pub enum Command {
     /// Check a setup without sending anything: config, templates, sender and DKIM key,
     /// secret, database, every source, and the SMTP server (connect, TLS, login).
     Check,
+    /// Bring the database's schema up to date, then exit (every command does it
+    /// at start; this one does nothing else). Refuses a database newer than digestif.
+    Migrate,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -212,7 +212,8 @@ impl Default for Fetch {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Storage {
-    /// `sqlite://PATH` (relative to the config file) or `sqlite::memory:`.
+    /// `sqlite://PATH` (relative to the config file), `sqlite::memory:`, or
+    /// `postgres://user[:password]@host[:port]/database`.
     pub database: String,
 }
 
@@ -677,17 +678,26 @@ impl Config {
                 )
             })?;
         }
-        if let Some(db) = self.storage.database.strip_prefix("sqlite:") {
-            if db.trim_start_matches("//").is_empty() {
+        let db = &self.storage.database;
+        if let Some(file) = db.strip_prefix("sqlite:") {
+            if file.trim_start_matches("//").is_empty() {
                 return Err(format!(
                     "storage.database needs a file: sqlite://digestif.db{}",
                     line_of("database")
                 ));
             }
+        } else if is_postgres_url(db) {
+            if let Err(e) = db.parse::<postgres::Config>() {
+                return Err(format!(
+                    "storage.database is not a valid PostgreSQL URL ({e}); write \
+                     postgres://user[:password]@host[:port]/database{}",
+                    line_of("database")
+                ));
+            }
         } else {
             return Err(format!(
-                "storage.database {:?}: only sqlite://PATH is supported in this version{}",
-                self.storage.database,
+                "storage.database {db:?}: write sqlite://PATH or \
+                 postgres://user@host:port/database{}",
                 line_of("database")
             ));
         }
@@ -764,7 +774,19 @@ impl Config {
         self.resolve(&self.newsletter.archive_dir)
     }
 
-    /// The SQLite file, or `None` for an in-memory database.
+    /// The database `[storage] database` names.
+    pub fn database(&self) -> crate::store::Location {
+        use crate::store::Location;
+        if is_postgres_url(&self.storage.database) {
+            return Location::Postgres(self.storage.database.clone());
+        }
+        match self.database_path() {
+            Some(p) => Location::SqliteFile(p),
+            None => Location::SqliteMemory,
+        }
+    }
+
+    /// The SQLite file, or `None` for an in-memory database (or PostgreSQL).
     pub fn database_path(&self) -> Option<PathBuf> {
         let rest = self.storage.database.strip_prefix("sqlite:")?;
         if rest == ":memory:" {
@@ -983,6 +1005,11 @@ fn read_secret_file(path: &Path) -> Result<(String, Vec<String>), String> {
         .next()
         .ok_or_else(|| format!("[secrets] file {} is empty", path.display()))?;
     Ok((current, lines.collect()))
+}
+
+/// Whether `[storage] database` names a PostgreSQL database.
+pub fn is_postgres_url(s: &str) -> bool {
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
 }
 
 #[cfg(test)]

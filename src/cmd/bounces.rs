@@ -13,7 +13,7 @@ use chrono::{NaiveDate, Utc};
 
 use crate::bounces::{mailbox, Handler, IssueRates, Summary};
 use crate::cli::BouncesArgs;
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 
 use super::{load_config, CmdResult, Failure};
 
@@ -30,7 +30,7 @@ pub fn bounces(config: Option<&Path>, args: &BouncesArgs) -> CmdResult {
         )));
     };
     let secret = super::send::secret_for(&cfg)?;
-    let store = SqliteStore::for_config(&cfg).map_err(|e| {
+    let store = crate::store::open(&cfg).map_err(|e| {
         Failure::job(anyhow!(
             "cannot open the database {:?}: {e}",
             cfg.storage.database
@@ -49,7 +49,7 @@ pub fn bounces(config: Option<&Path>, args: &BouncesArgs) -> CmdResult {
         return_path,
         secret: &secret,
         rules: cfg.bounces.rules(),
-        store: &store,
+        store: &*store,
     };
     let mut summary = Summary::default();
     for item in items {

@@ -9,7 +9,6 @@ use crate::archive;
 use crate::cli::{ArticlesArgs, BuildArgs, PreviewArgs, PreviewFormat};
 use crate::config::Config;
 use crate::pipeline::{self, Built};
-use crate::store::Store;
 
 use super::{date_of, load_config, now_of, runtime, CmdResult, Failure};
 
@@ -27,13 +26,18 @@ fn report_sources(built: &Built) {
 /// ledger's `sent` and `sending` rows. Zero when there is no database file yet
 /// (none is created just to ask).
 fn already_sent(cfg: &Config, date: chrono::NaiveDate) -> Result<u64, Failure> {
-    let Some(path) = cfg.database_path().filter(|p| p.is_file()) else {
+    let at = cfg.database();
+    if let crate::store::Location::SqliteFile(p) = &at {
+        if !p.is_file() {
+            return Ok(0);
+        }
+    } else if at == crate::store::Location::SqliteMemory {
         return Ok(0);
-    };
-    let store = crate::store::SqliteStore::open(&path).map_err(|e| {
+    }
+    let store = crate::store::open_at(&at).map_err(|e| {
         Failure::job(anyhow::anyhow!(
-            "cannot open the database {} to check whether {date} was sent: {e}",
-            path.display()
+            "cannot open the database {:?} to check whether {date} was sent: {e}",
+            cfg.storage.database
         ))
     })?;
     let c = store

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod editor;
 pub mod send;
 pub mod serve;
+mod store;
 pub mod subscribers;
 
 /// A failed command: the error for people and the exit code (1 job failed, 2 usage or config).
@@ -124,5 +125,6 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Unsubscribe(a) => send::unsubscribe(config, &a),
         Command::Serve(a) => serve::serve(config, &a),
         Command::Check => check::check(config),
+        Command::Migrate => store::migrate(config),
     }
 }

@@ -25,13 +25,13 @@ pub fn secret_for(cfg: &Config) -> Result<Secret, Failure> {
 
 /// Opens the subscriber store of the config.
 pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, Failure> {
-    let store = crate::store::SqliteStore::for_config(cfg).map_err(|e| {
+    let store = crate::store::open(cfg).map_err(|e| {
         Failure::job(anyhow::anyhow!(
             "cannot open the database {:?}: {e}",
             cfg.storage.database
         ))
     })?;
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 fn issue(

@@ -40,7 +40,7 @@ pub fn serve(config: Option<&Path>, args: &ServeArgs) -> CmdResult {
 }
 
 fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(Arc::new(crate::store::SqliteStore::for_config(cfg)?))
+    Ok(crate::store::open(cfg)?)
 }
 
 /// How long an HTTP request's write waits for the database before the visitor

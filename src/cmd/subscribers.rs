@@ -12,7 +12,9 @@ use anyhow::{anyhow, Context};
 
 use crate::cli::SubscribersCmd;
 use crate::domain::{Locale, SubscriberEmail, SubscriberStatus};
-use crate::store::{BounceStore, NewSubscriber, SqliteStore, Store, Upserted};
+use std::sync::Arc;
+
+use crate::store::{Backend, NewSubscriber, Store, Upserted};
 use crate::subscribers::{self, CsvError};
 
 use super::{CmdResult, Failure};
@@ -20,14 +22,14 @@ use super::{CmdResult, Failure};
 pub fn run(config: Option<&Path>, cmd: SubscribersCmd) -> CmdResult {
     let cfg = super::load_config(config)?;
     let open = || {
-        SqliteStore::for_config(&cfg)
+        crate::store::open(&cfg)
             .context("cannot open the subscribers database")
             .map_err(Failure::job)
     };
     match cmd {
         SubscribersCmd::Import { file, dry_run } => import(&file, dry_run, open),
-        SubscribersCmd::Export { file } => export(file.as_deref(), &open()?),
-        SubscribersCmd::List { status } => list(status.as_deref(), &open()?),
+        SubscribersCmd::Export { file } => export(file.as_deref(), &*open()?),
+        SubscribersCmd::List { status } => list(status.as_deref(), &*open()?),
         SubscribersCmd::Add {
             email,
             name,
@@ -35,16 +37,16 @@ pub fn run(config: Option<&Path>, cmd: SubscribersCmd) -> CmdResult {
             categories,
             timezone,
         } => add(
-            &open()?,
+            &*open()?,
             &email,
             name,
             locale.as_deref(),
             categories.as_deref(),
             timezone.as_deref(),
         ),
-        SubscribersCmd::Show { email } => show(&open()?, &email),
-        SubscribersCmd::Remove { email } => remove(&open()?, &email),
-        SubscribersCmd::Forget { email } => forget(&open()?, &email),
+        SubscribersCmd::Show { email } => show(&*open()?, &email),
+        SubscribersCmd::Remove { email } => remove(&*open()?, &email),
+        SubscribersCmd::Forget { email } => forget(&*open()?, &email),
     }
 }
 
@@ -58,7 +60,7 @@ fn csv_failure(e: CsvError) -> Failure {
 fn import(
     file: &Path,
     dry_run: bool,
-    open: impl FnOnce() -> Result<SqliteStore, Failure>,
+    open: impl FnOnce() -> Result<Arc<dyn Backend>, Failure>,
 ) -> CmdResult {
     let input = std::fs::File::open(file)
         .with_context(|| format!("cannot read {}", file.display()))
@@ -68,7 +70,7 @@ fn import(
     let mut err = stderr.lock();
     let summary = subscribers::import(
         io::BufReader::with_capacity(1 << 16, input),
-        store.as_ref().map(|s| s as &dyn Store),
+        store.as_deref().map(|s| s as &dyn Store),
         &mut |e| {
             let _ = writeln!(err, "{}: {e}", file.display());
         },
@@ -101,7 +103,7 @@ fn quiet_pipe(e: io::Error) -> CmdResult {
     }
 }
 
-fn export(file: Option<&Path>, store: &SqliteStore) -> CmdResult {
+fn export(file: Option<&Path>, store: &dyn Backend) -> CmdResult {
     let result = match file {
         Some(path) => {
             let f = std::fs::File::create(path)
@@ -119,7 +121,7 @@ fn export(file: Option<&Path>, store: &SqliteStore) -> CmdResult {
     }
 }
 
-fn list(status: Option<&str>, store: &SqliteStore) -> CmdResult {
+fn list(status: Option<&str>, store: &dyn Backend) -> CmdResult {
     let status = status
         .map(|s| match s.trim().to_ascii_lowercase().as_str() {
             "active" => Ok(SubscriberStatus::Active),
@@ -162,7 +164,7 @@ fn list(status: Option<&str>, store: &SqliteStore) -> CmdResult {
 }
 
 fn add(
-    store: &SqliteStore,
+    store: &dyn Backend,
     email: &str,
     name: Option<String>,
     locale: Option<&str>,
@@ -267,7 +269,7 @@ fn add(
     Ok(())
 }
 
-fn show(store: &SqliteStore, email: &str) -> CmdResult {
+fn show(store: &dyn Backend, email: &str) -> CmdResult {
     let email = SubscriberEmail::parse(email).map_err(|e| Failure::usage(anyhow!("email: {e}")))?;
     let Some(s) = store.subscriber_by_email(&email).map_err(Failure::job)? else {
         return Err(Failure::job(anyhow!("{email} is not a subscriber")));
@@ -291,7 +293,7 @@ fn show(store: &SqliteStore, email: &str) -> CmdResult {
     Ok(())
 }
 
-fn remove(store: &SqliteStore, email: &str) -> CmdResult {
+fn remove(store: &dyn Backend, email: &str) -> CmdResult {
     let email = SubscriberEmail::parse(email).map_err(|e| Failure::usage(anyhow!("email: {e}")))?;
     if store.remove_subscriber(&email).map_err(Failure::job)? {
         println!(
@@ -304,7 +306,7 @@ fn remove(store: &SqliteStore, email: &str) -> CmdResult {
     }
 }
 
-fn forget(store: &SqliteStore, email: &str) -> CmdResult {
+fn forget(store: &dyn Backend, email: &str) -> CmdResult {
     let email = SubscriberEmail::parse(email).map_err(|e| Failure::usage(anyhow!("email: {e}")))?;
     let found = store.forget_subscriber(&email).map_err(Failure::job)?;
     println!(

@@ -1,15 +1,20 @@
 //! Subscribers, unsubscribes, sign-ups, the delivery ledger and send leases.
-//! One interface ([`Store`]) so that a PostgreSQL backend can follow; all SQL
-//! lives in the backend modules (`sqlite.rs`), nowhere else.
+//! One interface ([`Store`]) with two backends, SQLite (`sqlite.rs`, one file)
+//! and PostgreSQL (`pg.rs`, one database for several machines); all SQL lives
+//! in the backend modules, nowhere else. [`open`] picks one from the config.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{LinkKey, Locale, Subscriber, SubscriberEmail, SubscriberStatus};
 
+pub mod pg;
 pub mod run;
 pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod suite;
 
+pub use pg::PgStore;
 pub use run::{FailedStep, PartialReason, RunStatus};
 pub use sqlite::SqliteStore;
 
@@ -32,6 +37,50 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 fn unsupported(what: &str) -> StoreError {
     StoreError::Invalid(format!("this storage backend cannot {what}"))
+}
+
+/// Both interfaces of one database, as [`open`] gives them.
+pub trait Backend: Store + BounceStore {
+    /// The schema version applied to the database.
+    fn schema_version(&self) -> StoreResult<i64>;
+}
+
+impl Backend for SqliteStore {
+    fn schema_version(&self) -> StoreResult<i64> {
+        SqliteStore::schema_version(self)
+    }
+}
+
+impl Backend for PgStore {
+    fn schema_version(&self) -> StoreResult<i64> {
+        PgStore::schema_version(self)
+    }
+}
+
+/// Which database `[storage] database` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file (`sqlite://PATH`).
+    SqliteFile(std::path::PathBuf),
+    /// A private in-memory SQLite database (`sqlite::memory:`).
+    SqliteMemory,
+    /// A PostgreSQL database (`postgres://…` or `postgresql://…`), as written.
+    Postgres(String),
+}
+
+/// Opens the database at `at`, bringing its schema up to date (and refusing one
+/// newer than this binary).
+pub fn open_at(at: &Location) -> StoreResult<std::sync::Arc<dyn Backend>> {
+    Ok(match at {
+        Location::SqliteFile(p) => std::sync::Arc::new(SqliteStore::open(p)?),
+        Location::SqliteMemory => std::sync::Arc::new(SqliteStore::open_in_memory()?),
+        Location::Postgres(url) => std::sync::Arc::new(PgStore::open(url)?),
+    })
+}
+
+/// Opens the database of `[storage] database`.
+pub fn open(cfg: &crate::config::Config) -> StoreResult<std::sync::Arc<dyn Backend>> {
+    open_at(&cfg.database())
 }
 
 /// A subscriber to add or update (from the CLI, a CSV row or a sign-up).

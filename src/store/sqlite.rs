@@ -81,11 +81,11 @@ fn bad_column(i: usize, msg: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, Type::Text, msg.into())
 }
 
-fn join_categories(c: &[String]) -> String {
+pub(super) fn join_categories(c: &[String]) -> String {
     c.join(";")
 }
 
-fn split_categories(s: &str) -> Vec<String> {
+pub(super) fn split_categories(s: &str) -> Vec<String> {
     s.split(';')
         .map(str::trim)
         .filter(|c| !c.is_empty())
@@ -137,7 +137,7 @@ fn parse_day(s: &str, col: usize) -> rusqlite::Result<NaiveDate> {
 /// The status an existing subscriber keeps or takes when an upsert asks for `asked`.
 /// Unsubscribed is final (only the subscriber can come back, through a confirmed
 /// sign-up); a bounced address stays bounced unless it is now unsubscribed.
-fn merged_status(old: SubscriberStatus, asked: SubscriberStatus) -> SubscriberStatus {
+pub(super) fn merged_status(old: SubscriberStatus, asked: SubscriberStatus) -> SubscriberStatus {
     match (old, asked) {
         (SubscriberStatus::Unsubscribed, _) => SubscriberStatus::Unsubscribed,
         (SubscriberStatus::Bounced, SubscriberStatus::Unsubscribed) => {
@@ -241,7 +241,7 @@ fn upsert_in(
 
 /// The keyed hash under which a suppressed address is remembered: HMAC-SHA256 of
 /// its normalised form, so that the table alone does not list the addresses.
-fn address_hash(key: &[u8], email: &SubscriberEmail) -> String {
+pub(super) fn address_hash(key: &[u8], email: &SubscriberEmail) -> String {
     use hmac::{Hmac, Mac};
     let mut m = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     m.update(email.key().as_bytes());
@@ -358,6 +358,11 @@ impl SqliteStore {
 
     /// The database named by `[storage] database`.
     pub fn for_config(cfg: &Config) -> StoreResult<SqliteStore> {
+        if crate::config::is_postgres_url(&cfg.storage.database) {
+            return Err(StoreError::Invalid(
+                "storage.database names a PostgreSQL database, not a SQLite file".into(),
+            ));
+        }
         match cfg.database_path() {
             Some(p) => Self::open(&p),
             None => Self::open_in_memory(),
@@ -1210,42 +1215,8 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-    use std::collections::HashSet;
+    use crate::store::suite::{active, date, email, Db};
     use std::sync::Arc;
-
-    fn email(s: &str) -> SubscriberEmail {
-        SubscriberEmail::parse(s).unwrap()
-    }
-
-    fn new_sub(s: &str, status: SubscriberStatus) -> NewSubscriber {
-        NewSubscriber {
-            email: email(s),
-            name: None,
-            locale: None,
-            categories: vec![],
-            timezone: None,
-            status,
-        }
-    }
-
-    fn active(s: &str) -> NewSubscriber {
-        new_sub(s, SubscriberStatus::Active)
-    }
-
-    fn date() -> NaiveDate {
-        NaiveDate::from_ymd_opt(2026, 3, 2).unwrap()
-    }
-
-    fn at(h: u32, m: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 3, 2, h, m, 0).unwrap()
-    }
-
-    fn file_store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db/digestif.db")).unwrap();
-        (dir, store)
-    }
 
     /// A fresh database file's path; the folder lives as long as the first item.
     fn db_path() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -1258,30 +1229,24 @@ mod tests {
         s.subscriber_by_email(&email(addr)).unwrap().unwrap()
     }
 
-    /// A file store with `n` active readers r0.. enqueued for `date()`.
-    fn enqueued(n: usize) -> (tempfile::TempDir, SqliteStore) {
-        let (dir, s) = file_store();
-        add_many(&s, n);
-        s.ledger_enqueue(date(), None).unwrap();
-        (dir, s)
+    /// A database file of its own for one test of the store suite.
+    struct File(tempfile::TempDir);
+
+    impl Db for File {
+        fn open(&self) -> Arc<dyn crate::store::Backend> {
+            Arc::new(SqliteStore::open(&self.0.path().join("db/digestif.db")).unwrap())
+        }
+        fn text(&self, sql: &str) -> Option<String> {
+            let c = Connection::open(self.0.path().join("db/digestif.db")).unwrap();
+            c.query_row(sql, [], |r| r.get(0)).unwrap()
+        }
     }
 
-    fn lease(
-        s: &SqliteStore,
-        name: &str,
-        holder: &str,
-        from: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> bool {
-        s.try_lease(name, holder, from, until).unwrap()
+    fn fresh() -> Box<dyn Db> {
+        Box::new(File(tempfile::tempdir().unwrap()))
     }
 
-    fn add_many(store: &SqliteStore, n: usize) {
-        let rows: Vec<_> = (0..n)
-            .map(|i| active(&format!("r{i}@example.com")))
-            .collect();
-        store.upsert_many(&rows).unwrap();
-    }
+    crate::store_suite!(fresh);
 
     #[test]
     fn migrations_apply_once_and_reopening_keeps_the_data() {
@@ -1322,244 +1287,6 @@ mod tests {
         drop(c);
         let err = SqliteStore::open(&path).unwrap_err().to_string();
         assert!(err.contains("newer"), "{err}");
-    }
-
-    #[test]
-    fn addresses_differing_only_in_letter_case_are_one_subscriber_spelled_as_first_given() {
-        let (_d, s) = file_store();
-        assert_eq!(
-            s.upsert_subscriber(&active("Jo@Example.COM")).unwrap(),
-            Upserted::Inserted
-        );
-        assert_eq!(
-            s.upsert_subscriber(&active("Jo@example.com")).unwrap(),
-            Upserted::Unchanged
-        );
-        // The local part's case does not make another address either (finding 4).
-        assert_eq!(
-            s.upsert_subscriber(&active("jo@EXAMPLE.com")).unwrap(),
-            Upserted::Unchanged
-        );
-        let sub = s
-            .subscriber_by_email(&email("JO@example.com"))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            sub.email.as_str(),
-            "Jo@example.com",
-            "the spelling given is kept"
-        );
-        assert_eq!(
-            s.count_by_status().unwrap(),
-            vec![(SubscriberStatus::Active, 1)]
-        );
-    }
-
-    #[test]
-    fn an_unsubscribed_address_stays_unsubscribed_after_a_reimport() {
-        let (_d, s) = file_store();
-        s.upsert_subscriber(&active("a@example.com")).unwrap();
-        let id = sub_of(&s, "a@example.com").id;
-        assert!(s
-            .set_status(id, SubscriberStatus::Unsubscribed, "one-click", at(8, 0))
-            .unwrap());
-        assert_eq!(
-            s.upsert_subscriber(&active("a@example.com")).unwrap(),
-            Upserted::Unchanged
-        );
-        let mut named = active("a@example.com");
-        named.name = Some("Alice".into());
-        named.locale = Some(Locale::Fr);
-        let outs = s.upsert_many(&[named]).unwrap();
-        assert_eq!(outs, vec![Upserted::Updated]);
-        let sub = sub_of(&s, "a@example.com");
-        assert_eq!(sub.status, SubscriberStatus::Unsubscribed);
-        assert_eq!(sub.name.as_deref(), Some("Alice"));
-        assert_eq!(sub.locale, Some(Locale::Fr));
-    }
-
-    #[test]
-    fn an_upsert_without_a_field_keeps_the_stored_one() {
-        let (_d, s) = file_store();
-        let mut full = active("a@example.com");
-        full.name = Some("Alice".into());
-        full.categories = vec!["tech".into(), "world".into()];
-        full.timezone = Some(chrono_tz::America::Montreal);
-        s.upsert_subscriber(&full).unwrap();
-        assert_eq!(
-            s.upsert_subscriber(&active("a@example.com")).unwrap(),
-            Upserted::Unchanged
-        );
-        let sub = sub_of(&s, "a@example.com");
-        assert_eq!(sub.categories, vec!["tech", "world"]);
-        assert_eq!(sub.timezone, Some(chrono_tz::America::Montreal));
-    }
-
-    #[test]
-    fn an_import_can_unsubscribe_but_never_resubscribe() {
-        let (_d, s) = file_store();
-        s.upsert_subscriber(&active("a@example.com")).unwrap();
-        let out = s
-            .upsert_subscriber(&new_sub("a@example.com", SubscriberStatus::Unsubscribed))
-            .unwrap();
-        assert_eq!(out, Upserted::Updated);
-        let sub = sub_of(&s, "a@example.com");
-        assert_eq!(sub.status, SubscriberStatus::Unsubscribed);
-        let unsub_at: Option<String> = s
-            .conn()
-            .query_row(
-                "SELECT unsubscribed_at FROM subscribers WHERE id = ?1",
-                [sub.id],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert!(unsub_at.is_some());
-    }
-
-    #[test]
-    fn pages_walk_every_subscriber_once_in_id_order() {
-        let (_d, s) = file_store();
-        add_many(&s, 25);
-        let mut seen = vec![];
-        let mut after = 0;
-        loop {
-            let page = s.subscribers_page(None, after, 10).unwrap();
-            if page.is_empty() {
-                break;
-            }
-            after = page.last().unwrap().id;
-            seen.extend(page.into_iter().map(|p| p.id));
-        }
-        assert_eq!(seen.len(), 25);
-        assert!(seen.windows(2).all(|w| w[0] < w[1]));
-        let id = seen[3];
-        s.set_status(id, SubscriberStatus::Bounced, "550", at(1, 0))
-            .unwrap();
-        let bounced = s
-            .subscribers_page(Some(SubscriberStatus::Bounced), 0, 10)
-            .unwrap();
-        assert_eq!(bounced.len(), 1);
-        assert_eq!(bounced[0].id, id);
-        let counts = s.count_by_status().unwrap();
-        assert!(counts.contains(&(SubscriberStatus::Active, 24)));
-        assert!(counts.contains(&(SubscriberStatus::Bounced, 1)));
-    }
-
-    #[test]
-    fn removing_a_subscriber_removes_their_ledger_rows() {
-        let (_d, s) = file_store();
-        add_many(&s, 3);
-        assert_eq!(s.ledger_enqueue(date(), None).unwrap(), 3);
-        assert!(s.remove_subscriber(&email("r1@example.com")).unwrap());
-        assert!(!s.remove_subscriber(&email("r1@example.com")).unwrap());
-        assert_eq!(s.ledger_counts(date()).unwrap().pending, 2);
-    }
-
-    #[test]
-    fn a_removed_readers_id_is_never_given_to_the_next_reader() {
-        // Finding 2: SQLite reuses the highest rowid after a delete unless AUTOINCREMENT.
-        let (_d, s) = file_store();
-        add_many(&s, 2);
-        let gone = sub_of(&s, "r1@example.com");
-        assert!(s.remove_subscriber(&gone.email).unwrap());
-        s.upsert_subscriber(&active("next@example.com")).unwrap();
-        let next = sub_of(&s, "next@example.com");
-        assert!(next.id > gone.id, "{} reused {}", next.id, gone.id);
-        assert_ne!(next.link_key, gone.link_key);
-        assert!(s.subscriber_by_id(gone.id).unwrap().is_none());
-        assert!(s.subscriber_by_link_key(&gone.link_key).unwrap().is_none());
-        assert_eq!(
-            s.subscriber_by_link_key(&next.link_key)
-                .unwrap()
-                .unwrap()
-                .email,
-            next.email
-        );
-        // A row added by this version never answers to an old id-naming link.
-        assert!(s.subscriber_by_legacy_id(next.id).unwrap().is_none());
-    }
-
-    #[test]
-    fn an_address_unsubscribed_then_removed_stays_out_of_every_import() {
-        // Finding 3: unsubscribe → remove → import made the address active again.
-        let (_d, s) = file_store();
-        s.upsert_subscriber(&active("Zoe@example.com")).unwrap();
-        let z = sub_of(&s, "zoe@example.com");
-        s.set_status(z.id, SubscriberStatus::Unsubscribed, "test", at(8, 0))
-            .unwrap();
-        assert!(s.remove_subscriber(&email("ZOE@example.com")).unwrap());
-        assert!(s.subscriber_by_email(&z.email).unwrap().is_none());
-        assert_eq!(
-            s.suppression(&email("zoe@example.com"))
-                .unwrap()
-                .unwrap()
-                .reason,
-            SuppressionReason::Unsubscribed
-        );
-        assert_eq!(
-            s.upsert_many(&[active("zoe@Example.com"), active("new@example.com")])
-                .unwrap(),
-            vec![Upserted::Suppressed, Upserted::Inserted]
-        );
-        assert!(s.subscriber_by_email(&z.email).unwrap().is_none());
-        // Their own confirmed sign-up lifts it.
-        assert!(s.lift_suppression(&z.email).unwrap());
-        assert_eq!(
-            s.upsert_subscriber(&active("zoe@example.com")).unwrap(),
-            Upserted::Inserted
-        );
-    }
-
-    #[test]
-    fn forgetting_an_address_erases_its_data_and_keeps_only_a_keyed_hash() {
-        let (_d, s) = file_store();
-        add_many(&s, 2);
-        s.ledger_enqueue(date(), None).unwrap();
-        s.put_signup(&PendingSignup {
-            subscriber: new_sub("r0@example.com", SubscriberStatus::Pending),
-            requested_at: at(9, 0),
-        })
-        .unwrap();
-        assert!(s.forget_subscriber(&email("R0@example.com")).unwrap());
-        let conn = s.conn();
-        let left: i64 = conn
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM subscribers WHERE email_key = 'r0@example.com')
-                      + (SELECT COUNT(*) FROM signups WHERE email_key = 'r0@example.com')
-                      + (SELECT COUNT(*) FROM deliveries)",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(left, 1, "only r1's ledger row is left");
-        let (hash, reason): (String, String) = conn
-            .query_row("SELECT address_hash, reason FROM suppressions", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .unwrap();
-        drop(conn);
-        assert_eq!(reason, "forgotten");
-        assert_eq!(hash.len(), 64);
-        assert!(!hash.contains("r0"));
-        // Keyed: not the plain SHA-256 of the address.
-        use sha2::Digest;
-        assert_ne!(
-            hash,
-            crate::config::hex(&sha2::Sha256::digest(b"r0@example.com"))
-        );
-        assert_eq!(
-            s.upsert_subscriber(&active("r0@example.com")).unwrap(),
-            Upserted::Suppressed
-        );
-        // Removing the other one afterwards does not downgrade "forgotten".
-        assert!(!s.forget_subscriber(&email("r0@example.com")).unwrap());
-        assert_eq!(
-            s.suppression(&email("r0@example.com"))
-                .unwrap()
-                .unwrap()
-                .reason,
-            SuppressionReason::Forgotten
-        );
     }
 
     #[test]
@@ -1622,440 +1349,6 @@ mod tests {
         // Ids go on from the highest, never back.
         s.upsert_subscriber(&active("new@example.com")).unwrap();
         assert_eq!(sub_of(&s, "new@example.com").id, 6);
-    }
-
-    #[test]
-    fn enqueue_adds_only_active_subscribers_once() {
-        let (_d, s) = file_store();
-        add_many(&s, 5);
-        s.upsert_subscriber(&new_sub("u@example.com", SubscriberStatus::Unsubscribed))
-            .unwrap();
-        s.upsert_subscriber(&new_sub("p@example.com", SubscriberStatus::Pending))
-            .unwrap();
-        let b = sub_of(&s, "r0@example.com");
-        s.set_status(b.id, SubscriberStatus::Bounced, "550", at(1, 0))
-            .unwrap();
-        assert_eq!(s.ledger_enqueue(date(), None).unwrap(), 4);
-        assert_eq!(s.ledger_enqueue(date(), None).unwrap(), 0);
-        let first = s.subscribers_page(None, 0, 2).unwrap();
-        let other = date().succ_opt().unwrap();
-        assert_eq!(s.ledger_enqueue(other, Some(first[1].id)).unwrap(), 1);
-        assert_eq!(s.ledger_dates().unwrap(), vec![other, date()]);
-    }
-
-    #[test]
-    fn claim_then_record_moves_rows_through_every_state() {
-        let (_d, s) = enqueued(4);
-        let claimed = s.ledger_claim(date(), 10, false).unwrap();
-        assert_eq!(claimed.len(), 4);
-        assert!(claimed
-            .windows(2)
-            .all(|w| w[0].subscriber.id < w[1].subscriber.id));
-        assert!(claimed.iter().all(|d| !d.in_doubt && d.attempts == 0));
-        assert_eq!(s.ledger_counts(date()).unwrap().sending, 4);
-        assert!(s.ledger_claim(date(), 10, false).unwrap().is_empty());
-        let ids: Vec<i64> = claimed.iter().map(|d| d.subscriber.id).collect();
-        s.ledger_record(
-            date(),
-            &[
-                (
-                    ids[0],
-                    DeliveryOutcome::Sent {
-                        message_id: "<1@x>".into(),
-                    },
-                ),
-                (
-                    ids[1],
-                    DeliveryOutcome::Retry {
-                        error: "451 later".into(),
-                    },
-                ),
-                (
-                    ids[2],
-                    DeliveryOutcome::Failed {
-                        error: "554 policy".into(),
-                        hard_bounce: false,
-                    },
-                ),
-                (
-                    ids[3],
-                    DeliveryOutcome::Failed {
-                        error: "550 no such user".into(),
-                        hard_bounce: true,
-                    },
-                ),
-            ],
-            at(7, 1),
-        )
-        .unwrap();
-        assert_eq!(
-            s.ledger_counts(date()).unwrap(),
-            LedgerCounts {
-                pending: 1,
-                sending: 0,
-                sent: 1,
-                failed: 2
-            }
-        );
-        let (mid, err): (Option<String>, Option<String>) = s
-            .conn()
-            .query_row(
-                "SELECT message_id, last_error FROM deliveries WHERE subscriber_id = ?1",
-                [ids[0]],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-        assert_eq!((mid.as_deref(), err), (Some("<1@x>"), None));
-        // The retried row comes back with its attempt counted.
-        let again = s.ledger_claim(date(), 10, false).unwrap();
-        assert_eq!(again.len(), 1);
-        assert_eq!((again[0].subscriber.id, again[0].attempts), (ids[1], 1));
-        // A sent row is never moved back by a late outcome.
-        s.ledger_record(
-            date(),
-            &[(ids[0], DeliveryOutcome::Retry { error: "x".into() })],
-            at(7, 2),
-        )
-        .unwrap();
-        assert_eq!(s.ledger_counts(date()).unwrap().sent, 1);
-        let failures = s.ledger_failures(date()).unwrap();
-        assert_eq!(
-            failures,
-            vec![
-                ("r2@example.com".to_string(), "554 policy".to_string()),
-                ("r3@example.com".to_string(), "550 no such user".to_string()),
-            ]
-        );
-    }
-
-    #[test]
-    fn reading_ahead_changes_nothing_and_marks_move_only_pending_rows_of_active_subscribers() {
-        let (_d, s) = file_store();
-        add_many(&s, 5);
-        s.ledger_enqueue(date(), None).unwrap();
-        // Read ahead: in id order, from the cursor, nothing changed.
-        let ahead = s.ledger_next(date(), i64::MIN, 3).unwrap();
-        let ids: Vec<i64> = ahead.iter().map(|d| d.subscriber.id).collect();
-        assert_eq!(ids.len(), 3);
-        assert!(ids.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(s.ledger_counts(date()).unwrap().pending, 5);
-        let rest = s.ledger_next(date(), ids[2], 10).unwrap();
-        assert_eq!(rest.len(), 2, "fewer than asked: the end");
-        assert!(rest.iter().all(|d| d.subscriber.id > ids[2]));
-
-        // One unsubscribes after being read: their mark is refused and the row dropped.
-        s.set_status(ids[2], SubscriberStatus::Unsubscribed, "test", at(7, 0))
-            .unwrap();
-        let moved = s
-            .ledger_record_and_mark(date(), &[], &[ids[0], ids[1], ids[2]], at(7, 0))
-            .unwrap();
-        assert_eq!(moved, vec![true, true, false]);
-        assert_eq!(
-            s.ledger_counts(date()).unwrap(),
-            LedgerCounts {
-                pending: 2,
-                sending: 2,
-                sent: 0,
-                failed: 0
-            }
-        );
-        // Marked already (another sender took it): refused, left as it is.
-        assert_eq!(
-            s.ledger_record_and_mark(date(), &[], &[ids[0]], at(7, 1))
-                .unwrap(),
-            vec![false]
-        );
-        // Outcomes and the next marks in one call.
-        let moved = s
-            .ledger_record_and_mark(
-                date(),
-                &[
-                    (
-                        ids[0],
-                        DeliveryOutcome::Sent {
-                            message_id: "a@x".into(),
-                        },
-                    ),
-                    (
-                        ids[1],
-                        DeliveryOutcome::Failed {
-                            error: "550".into(),
-                            hard_bounce: true,
-                        },
-                    ),
-                ],
-                &[rest[0].subscriber.id],
-                at(7, 2),
-            )
-            .unwrap();
-        assert_eq!(moved, vec![true]);
-        assert_eq!(
-            s.ledger_counts(date()).unwrap(),
-            LedgerCounts {
-                pending: 1,
-                sending: 1,
-                sent: 1,
-                failed: 1
-            }
-        );
-        let bounced = s.subscriber_by_id(ids[1]).unwrap().unwrap();
-        assert_eq!(bounced.status, SubscriberStatus::Bounced);
-        // A row in `sending` is never read ahead; a sent one neither.
-        let again = s.ledger_next(date(), i64::MIN, 10).unwrap();
-        assert_eq!(
-            again.iter().map(|d| d.subscriber.id).collect::<Vec<_>>(),
-            vec![rest[1].subscriber.id]
-        );
-    }
-
-    #[test]
-    fn reading_ahead_drops_rows_of_subscribers_gone_meanwhile_and_still_fills_the_batch() {
-        let (_d, s) = enqueued(6);
-        let all = s.ledger_next(date(), i64::MIN, 6).unwrap();
-        for d in &all[..3] {
-            s.set_status(
-                d.subscriber.id,
-                SubscriberStatus::Unsubscribed,
-                "test",
-                at(7, 0),
-            )
-            .unwrap();
-        }
-        let ahead = s.ledger_next(date(), i64::MIN, 3).unwrap();
-        assert_eq!(
-            ahead.iter().map(|d| d.subscriber.id).collect::<Vec<_>>(),
-            all[3..].iter().map(|d| d.subscriber.id).collect::<Vec<_>>()
-        );
-        assert_eq!(s.ledger_counts(date()).unwrap().pending, 3);
-    }
-
-    #[test]
-    fn preferences_replace_language_and_sections_and_leave_the_status_alone() {
-        let (_d, s) = file_store();
-        s.upsert_subscriber(&NewSubscriber {
-            locale: Some(Locale::Fr),
-            categories: vec!["Monde".into(), "Sport".into()],
-            ..active("a@example.com")
-        })
-        .unwrap();
-        s.upsert_subscriber(&new_sub("gone@example.com", SubscriberStatus::Unsubscribed))
-            .unwrap();
-        let a = s
-            .subscriber_by_email(&SubscriberEmail::parse("a@example.com").unwrap())
-            .unwrap()
-            .unwrap();
-        assert!(s
-            .set_preferences(a.id, Some(Locale::En), &["Culture".into()], at(8, 0))
-            .unwrap());
-        let a2 = s.subscriber_by_id(a.id).unwrap().unwrap();
-        assert_eq!(
-            (a2.locale, a2.categories.clone()),
-            (Some(Locale::En), vec!["Culture".to_string()])
-        );
-        // No section: no preference (an import would have kept the old ones).
-        s.set_preferences(a.id, Some(Locale::En), &[], at(8, 1))
-            .unwrap();
-        assert!(s
-            .subscriber_by_id(a.id)
-            .unwrap()
-            .unwrap()
-            .categories
-            .is_empty());
-        let g = s
-            .subscriber_by_email(&SubscriberEmail::parse("gone@example.com").unwrap())
-            .unwrap()
-            .unwrap();
-        s.set_preferences(g.id, Some(Locale::En), &[], at(8, 2))
-            .unwrap();
-        assert_eq!(
-            s.subscriber_by_id(g.id).unwrap().unwrap().status,
-            SubscriberStatus::Unsubscribed
-        );
-        assert!(!s.set_preferences(999_999, None, &[], at(8, 3)).unwrap());
-    }
-
-    #[test]
-    fn a_hard_bounce_marks_the_subscriber_bounced_and_out_of_the_next_issue() {
-        let (_d, s) = enqueued(2);
-        let c = s.ledger_claim(date(), 10, false).unwrap();
-        let id = c[0].subscriber.id;
-        s.ledger_record(
-            date(),
-            &[(
-                id,
-                DeliveryOutcome::Failed {
-                    error: "550 5.1.1".into(),
-                    hard_bounce: true,
-                },
-            )],
-            at(7, 0),
-        )
-        .unwrap();
-        assert_eq!(
-            s.subscriber_by_id(id).unwrap().unwrap().status,
-            SubscriberStatus::Bounced
-        );
-        // A later import does not bring the bounced address back.
-        s.upsert_subscriber(&active("r0@example.com")).unwrap();
-        assert_eq!(
-            s.subscriber_by_id(id).unwrap().unwrap().status,
-            SubscriberStatus::Bounced
-        );
-        assert_eq!(
-            s.ledger_enqueue(date().succ_opt().unwrap(), None).unwrap(),
-            1
-        );
-    }
-
-    #[test]
-    fn rows_in_flight_when_a_process_died_come_back_once_as_in_doubt() {
-        let (_dir, path) = db_path();
-        {
-            let s = SqliteStore::open(&path).unwrap();
-            add_many(&s, 5);
-            s.ledger_enqueue(date(), None).unwrap();
-            assert_eq!(s.ledger_claim(date(), 2, false).unwrap().len(), 2);
-            // The process "dies" here with two rows in `sending`.
-        }
-        let s = SqliteStore::open(&path).unwrap();
-        let c = s.ledger_claim(date(), 3, true).unwrap();
-        assert_eq!(c.len(), 3);
-        assert!(c[0].in_doubt && c[1].in_doubt && !c[2].in_doubt);
-        let rest = s.ledger_claim(date(), 10, false).unwrap();
-        assert_eq!(rest.len(), 2);
-        assert!(rest.iter().all(|d| !d.in_doubt));
-        let all: HashSet<i64> = c.iter().chain(&rest).map(|d| d.subscriber.id).collect();
-        assert_eq!(all.len(), 5);
-    }
-
-    #[test]
-    fn a_subscriber_who_unsubscribes_mid_send_is_dropped_from_the_ledger() {
-        let (_d, s) = enqueued(3);
-        let gone = sub_of(&s, "r1@example.com");
-        s.set_status(
-            gone.id,
-            SubscriberStatus::Unsubscribed,
-            "one-click",
-            at(7, 0),
-        )
-        .unwrap();
-        let c = s.ledger_claim(date(), 10, false).unwrap();
-        assert_eq!(c.len(), 2);
-        assert!(c.iter().all(|d| d.subscriber.id != gone.id));
-        assert_eq!(
-            s.ledger_counts(date()).unwrap(),
-            LedgerCounts {
-                sending: 2,
-                ..Default::default()
-            }
-        );
-    }
-
-    #[test]
-    fn two_connections_claiming_at_once_never_get_the_same_row() {
-        let (_dir, path) = db_path();
-        let seed = SqliteStore::open(&path).unwrap();
-        add_many(&seed, 600);
-        seed.ledger_enqueue(date(), None).unwrap();
-        let a = Arc::new(SqliteStore::open(&path).unwrap());
-        let b = Arc::new(SqliteStore::open(&path).unwrap());
-        let handles: Vec<_> = [a, b]
-            .into_iter()
-            .flat_map(|s| [s.clone(), s])
-            .map(|s| {
-                std::thread::spawn(move || {
-                    let mut got = vec![];
-                    loop {
-                        let c = s.ledger_claim(date(), 7, false).unwrap();
-                        if c.is_empty() {
-                            return got;
-                        }
-                        got.extend(c.into_iter().map(|d| d.subscriber.id));
-                    }
-                })
-            })
-            .collect();
-        let mut all = vec![];
-        for h in handles {
-            all.extend(h.join().unwrap());
-        }
-        let unique: HashSet<_> = all.iter().copied().collect();
-        assert_eq!(all.len(), 600);
-        assert_eq!(unique.len(), 600);
-        assert_eq!(seed.ledger_counts(date()).unwrap().sending, 600);
-    }
-
-    #[test]
-    fn a_lease_is_exclusive_until_it_expires() {
-        let (_dir, path) = db_path();
-        let a = SqliteStore::open(&path).unwrap();
-        let b = SqliteStore::open(&path).unwrap();
-        assert!(lease(&a, "issue:2026-03-02", "a", at(7, 0), at(7, 10)));
-        assert!(!lease(&b, "issue:2026-03-02", "b", at(7, 5), at(7, 15)));
-        // The holder renews.
-        assert!(lease(&a, "issue:2026-03-02", "a", at(7, 5), at(7, 20)));
-        assert!(!lease(&b, "issue:2026-03-02", "b", at(7, 15), at(7, 25)));
-        // Another name is another lease.
-        assert!(lease(&b, "issue:2026-03-03", "b", at(7, 15), at(7, 25)));
-        // Expired: anyone takes it.
-        assert!(lease(&b, "issue:2026-03-02", "b", at(7, 20), at(7, 30)));
-        assert!(!lease(&a, "issue:2026-03-02", "a", at(7, 21), at(7, 31)));
-        // Releasing someone else's lease does nothing; releasing one's own frees it.
-        a.release_lease("issue:2026-03-02", "a").unwrap();
-        assert!(!lease(&a, "issue:2026-03-02", "a", at(7, 22), at(7, 32)));
-        b.release_lease("issue:2026-03-02", "b").unwrap();
-        assert!(lease(&a, "issue:2026-03-02", "a", at(7, 22), at(7, 32)));
-    }
-
-    #[test]
-    fn a_signup_waits_apart_until_it_is_taken_once() {
-        let (_d, s) = file_store();
-        let mut sub = new_sub("New@Example.org", SubscriberStatus::Pending);
-        sub.locale = Some(Locale::En);
-        sub.categories = vec!["tech".into()];
-        sub.timezone = Some(chrono_tz::Europe::London);
-        let signup = PendingSignup {
-            subscriber: sub.clone(),
-            requested_at: at(9, 0),
-        };
-        s.put_signup(&signup).unwrap();
-        s.put_signup(&PendingSignup {
-            requested_at: at(9, 5),
-            ..signup.clone()
-        })
-        .unwrap();
-        assert!(s.subscriber_by_email(&sub.email).unwrap().is_none());
-        // Whatever the case, one address: the confirmation finds the sign-up.
-        let taken = s.take_signup(&email("new@EXAMPLE.org")).unwrap().unwrap();
-        assert_eq!(taken.subscriber, sub);
-        assert_eq!(taken.requested_at, at(9, 5));
-        assert!(s.take_signup(&sub.email).unwrap().is_none());
-    }
-
-    #[test]
-    fn the_last_run_is_the_latest_finished() {
-        let (_d, s) = file_store();
-        assert!(s.last_run().unwrap().is_none());
-        s.ping().unwrap();
-        let run = RunRecord {
-            date: date(),
-            started_at: at(7, 0),
-            finished_at: at(7, 3),
-            status: RunStatus::Ok,
-            sent: 10,
-            failed: 1,
-            retried: 2,
-            in_doubt: 0,
-            message: "done".into(),
-        };
-        s.record_run(&run).unwrap();
-        let older = RunRecord {
-            finished_at: at(6, 0),
-            status: RunStatus::Failed(crate::store::FailedStep::Build),
-            ..run.clone()
-        };
-        s.record_run(&older).unwrap();
-        assert_eq!(s.last_run().unwrap(), Some(run));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod cert;
+pub mod pg_cluster;
 pub mod site;
 
 /// A running SMTP server; killed when dropped.

@@ -1,0 +1,1278 @@
+//! PostgreSQL backend of [`super::Store`]: one database shared by any number of
+//! processes on any number of machines. All its SQL lives here.
+//!
+//! The sync `postgres` client (the store interface is synchronous) with a small
+//! pool of connections of our own. Rows are claimed with `FOR UPDATE SKIP LOCKED`,
+//! so that senders on one database never wait for each other nor take the same row;
+//! every read-modify-write runs in one transaction.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use postgres::types::ToSql;
+use postgres::{Client, GenericClient, NoTls, Row, Statement};
+
+use super::sqlite::{address_hash, join_categories, merged_status, split_categories};
+use super::{
+    Delivery, DeliveryOutcome, DeliveryState, LedgerCounts, NewSubscriber, PendingSignup,
+    RunRecord, RunStatus, Store, StoreError, StoreResult, Suppression, SuppressionReason, Upserted,
+};
+use crate::domain::{LinkKey, Locale, Subscriber, SubscriberEmail, SubscriberStatus};
+
+mod bounces;
+
+/// Schema migrations, the same versions as SQLite's, applied in order and
+/// recorded in `schema_migrations`. Append only.
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("migrations/pg/0001_init.sql")),
+    (
+        2,
+        "identity",
+        include_str!("migrations/pg/0002_identity.sql"),
+    ),
+    (
+        3,
+        "bounce_events",
+        include_str!("migrations/pg/0003_bounce_events.sql"),
+    ),
+];
+
+/// Any number: the advisory lock under which one process at a time migrates.
+const MIGRATION_LOCK: i64 = 0x6469_6765_7374;
+
+/// Idle connections kept for reuse; more are opened while calls run in parallel.
+const POOL_IDLE: usize = 8;
+
+/// The columns [`subscriber_from_row`] reads, in its order.
+const SUB_COLS: &str =
+    "s.id, s.email, s.name, s.locale, s.categories, s.timezone, s.status, s.link_key";
+
+/// A store in a PostgreSQL database.
+pub struct PgStore {
+    config: postgres::Config,
+    /// Where it is, without the password (for messages).
+    place: String,
+    idle: Mutex<Vec<Conn>>,
+    /// Keys the hashes of suppressed addresses (`settings.suppression_key`).
+    suppression_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("database", &self.place)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One connection with the statements it has prepared.
+struct Conn {
+    client: Client,
+    prepared: HashMap<String, Statement>,
+}
+
+impl Conn {
+    /// `sql` prepared once per connection.
+    fn st(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
+        if let Some(s) = self.prepared.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql)?;
+        self.prepared.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+}
+
+/// A connection taken from the pool, given back when dropped (unless broken).
+struct Pooled<'a> {
+    store: &'a PgStore,
+    conn: Option<Conn>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        self.conn.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if conn.client.is_closed() {
+                return;
+            }
+            let mut idle = self.store.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < POOL_IDLE {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
+/// Runs `f`, which blocks on the database, where it may block: as it is outside
+/// an async runtime; in `block_in_place` on a multi-threaded one; on a thread of
+/// its own on a single-threaded one (the client runs a runtime of its own, which
+/// cannot start inside another).
+fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Err(_) => f(),
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|s| {
+            s.spawn(f)
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        }),
+    }
+}
+
+pub(super) fn db(e: postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(d) => StoreError::Db(format!(
+            "{}: {}{}",
+            d.severity(),
+            d.message(),
+            d.detail().map(|x| format!(" ({x})")).unwrap_or_default()
+        )),
+        None => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            StoreError::Db(msg)
+        }
+    }
+}
+
+fn bad(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(format!("bad {what} in the database: {e}"))
+}
+
+/// Reads the [`SUB_COLS`] starting at column `base`.
+fn subscriber_from_row(row: &Row, base: usize) -> StoreResult<Subscriber> {
+    let get_s = |i: usize| row.try_get::<_, String>(base + i).map_err(db);
+    let get_o = |i: usize| row.try_get::<_, Option<String>>(base + i).map_err(db);
+    let email = SubscriberEmail::parse(&get_s(1)?).map_err(|e| bad("address", e))?;
+    Ok(Subscriber {
+        id: row.try_get(base).map_err(db)?,
+        link_key: LinkKey::from_str(&get_s(7)?).map_err(|e| bad("link key", e))?,
+        email,
+        name: get_o(2)?,
+        locale: get_o(3)?
+            .map(|l| Locale::from_str(&l).map_err(|e| bad("locale", e)))
+            .transpose()?,
+        categories: split_categories(&get_s(4)?),
+        timezone: get_o(5)?
+            .map(|t| chrono_tz::Tz::from_str(&t).map_err(|e| bad("time zone", e)))
+            .transpose()?,
+        status: SubscriberStatus::from_str(&get_s(6)?).map_err(|e| bad("status", e))?,
+    })
+}
+
+fn subscribers_of(rows: &[Row]) -> StoreResult<Vec<Subscriber>> {
+    rows.iter().map(|r| subscriber_from_row(r, 0)).collect()
+}
+
+fn suppression_in(
+    c: &mut impl GenericClient,
+    key: &[u8],
+    email: &SubscriberEmail,
+) -> StoreResult<Option<Suppression>> {
+    let row = c
+        .query_opt(
+            "SELECT reason, created_at FROM suppressions WHERE address_hash = $1",
+            &[&address_hash(key, email)],
+        )
+        .map_err(db)?;
+    row.map(|r| {
+        let reason: String = r.try_get(0).map_err(db)?;
+        Ok(Suppression {
+            reason: SuppressionReason::from_str(&reason).map_err(|e| bad("reason", e))?,
+            at: r.try_get(1).map_err(db)?,
+        })
+    })
+    .transpose()
+}
+
+/// One upsert inside the caller's transaction (see [`Store::upsert_subscriber`]).
+fn upsert_in(
+    tx: &mut postgres::Transaction<'_>,
+    new: &NewSubscriber,
+    now: DateTime<Utc>,
+    suppression_key: &[u8],
+) -> StoreResult<Upserted> {
+    let key = new.email.key();
+    let new_locale = new.locale.map(|l| l.code().to_string());
+    let new_tz = new.timezone.map(|t| t.name().to_string());
+    // Twice at most: an insert that loses a race with another process's insert
+    // of the same address updates that row instead.
+    for _ in 0..2 {
+        let old = tx
+            .query_opt(
+                "SELECT id, name, locale, categories, timezone, status
+                 FROM subscribers WHERE email_key = $1 FOR UPDATE",
+                &[&key],
+            )
+            .map_err(db)?;
+        let Some(old) = old else {
+            if suppression_in(tx, suppression_key, &new.email)?.is_some() {
+                return Ok(Upserted::Suppressed);
+            }
+            let unsubscribed_at = (new.status == SubscriberStatus::Unsubscribed).then_some(now);
+            let n = tx
+                .execute(
+                    "INSERT INTO subscribers
+                       (email, email_key, link_key, name, locale, categories, timezone, status,
+                        status_reason, created_at, updated_at, unsubscribed_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'added', $9, $9, $10)
+                     ON CONFLICT (email_key) DO NOTHING",
+                    &[
+                        &new.email.as_str(),
+                        &key,
+                        &LinkKey::random().to_string(),
+                        &new.name,
+                        &new_locale,
+                        &join_categories(&new.categories),
+                        &new_tz,
+                        &new.status.as_str(),
+                        &now,
+                        &unsubscribed_at,
+                    ],
+                )
+                .map_err(db)?;
+            if n == 1 {
+                return Ok(Upserted::Inserted);
+            }
+            continue;
+        };
+        let id: i64 = old.get(0);
+        let name: Option<String> = old.get(1);
+        let locale: Option<String> = old.get(2);
+        let categories: String = old.get(3);
+        let timezone: Option<String> = old.get(4);
+        let old_status = SubscriberStatus::from_str(old.get(5)).map_err(|e| bad("status", e))?;
+        // Absent fields keep what is stored: an import adds information, it does not erase it.
+        let m_name = new.name.clone().or(name.clone());
+        let m_locale = new_locale.clone().or(locale.clone());
+        let m_categories = if new.categories.is_empty() {
+            categories.clone()
+        } else {
+            join_categories(&new.categories)
+        };
+        let m_tz = new_tz.clone().or(timezone.clone());
+        let m_status = merged_status(old_status, new.status);
+        if m_name == name
+            && m_locale == locale
+            && m_categories == categories
+            && m_tz == timezone
+            && m_status == old_status
+        {
+            return Ok(Upserted::Unchanged);
+        }
+        let status_changed = m_status != old_status;
+        tx.execute(
+            "UPDATE subscribers SET name = $2, locale = $3, categories = $4, timezone = $5,
+               status = $6, updated_at = $7,
+               status_reason = CASE WHEN $8 THEN 'updated' ELSE status_reason END,
+               unsubscribed_at = CASE WHEN $8 AND $6 = 'unsubscribed' THEN $7
+                                      ELSE unsubscribed_at END
+             WHERE id = $1",
+            &[
+                &id,
+                &m_name,
+                &m_locale,
+                &m_categories,
+                &m_tz,
+                &m_status.as_str(),
+                &now,
+                &status_changed,
+            ],
+        )
+        .map_err(db)?;
+        return Ok(Upserted::Updated);
+    }
+    Err(StoreError::Db(format!(
+        "{} was added and removed by another process meanwhile: try again",
+        new.email
+    )))
+}
+
+/// Applies the migrations this database lacks; refuses one newer than this binary.
+fn migrate(client: &mut Client) -> StoreResult<()> {
+    let mut tx = client.transaction().map_err(db)?;
+    // Two processes starting on a new database at once apply each migration once.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(db)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at TIMESTAMPTZ NOT NULL
+         )",
+    )
+    .map_err(db)?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .map_err(db)?
+        .get(0);
+    let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if current > latest {
+        return Err(StoreError::Invalid(format!(
+            "the database has schema version {current}, newer than this digestif knows \
+             ({latest}): upgrade digestif"
+        )));
+    }
+    let now = crate::clock::now();
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.batch_execute(sql).map_err(|e| {
+            StoreError::Db(format!(
+                "schema migration {version:04}_{name} failed: {}",
+                db(e)
+            ))
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            &[version, name, &now],
+        )
+        .map_err(db)?;
+    }
+    tx.commit().map_err(db)
+}
+
+/// `url` without its password, to name the database in messages.
+fn place_of(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "the PostgreSQL database".into(),
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/db`)
+    /// and brings its schema up to date.
+    pub fn open(url: &str) -> StoreResult<PgStore> {
+        off_runtime(|| Self::open_here(url))
+    }
+
+    fn open_here(url: &str) -> StoreResult<PgStore> {
+        let config = postgres::Config::from_str(url).map_err(|e| {
+            StoreError::Invalid(format!(
+                "storage.database {:?} is not a PostgreSQL URL such as \
+                 postgres://digestif@localhost:5432/digestif: {e}",
+                place_of(url)
+            ))
+        })?;
+        let mut store = PgStore {
+            config,
+            place: place_of(url),
+            idle: Mutex::new(Vec::new()),
+            suppression_key: Vec::new(),
+        };
+        let mut conn = store.connect()?;
+        migrate(&mut conn.client)
+            .map_err(|e| StoreError::Db(format!("database {}: {e}", store.place)))?;
+        let key: String = conn
+            .client
+            .query_one(
+                "SELECT value FROM settings WHERE name = 'suppression_key'",
+                &[],
+            )
+            .map_err(db)?
+            .get(0);
+        store.suppression_key = key.into_bytes();
+        store
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        Ok(store)
+    }
+
+    fn connect(&self) -> StoreResult<Conn> {
+        let client = self.config.connect(NoTls).map_err(|e| {
+            StoreError::Db(format!(
+                "cannot connect to {}: {}",
+                self.place,
+                match db(e) {
+                    StoreError::Db(m) | StoreError::Busy(m) | StoreError::Invalid(m) => m,
+                }
+            ))
+        })?;
+        Ok(Conn {
+            client,
+            prepared: HashMap::new(),
+        })
+    }
+
+    /// A connection from the pool, or a new one.
+    fn conn(&self) -> StoreResult<Pooled<'_>> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        Ok(Pooled {
+            store: self,
+            conn: Some(conn),
+        })
+    }
+
+    /// The schema version applied to this database.
+    pub fn schema_version(&self) -> StoreResult<i64> {
+        off_runtime(|| self.read_schema_version())
+    }
+
+    fn read_schema_version(&self) -> StoreResult<i64> {
+        let v: i32 = self
+            .conn()?
+            .client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .map_err(db)?
+            .get(0);
+        Ok(i64::from(v))
+    }
+
+    /// Rows of one query with a statement prepared once per connection.
+    fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+        let mut c = self.conn()?;
+        let st = c.st(sql).map_err(db)?;
+        c.client.query(&st, params).map_err(db)
+    }
+
+    fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+        let mut c = self.conn()?;
+        let st = c.st(sql).map_err(db)?;
+        c.client.execute(&st, params).map_err(db)
+    }
+
+    /// See [`super::SqliteStore`]'s `erase`: deletes the subscriber (ledger rows
+    /// cascade) and sign-up of `email`, keeping a suppression record.
+    fn erase(
+        &self,
+        email: &SubscriberEmail,
+        reason: Option<SuppressionReason>,
+    ) -> StoreResult<bool> {
+        let mut c = self.conn()?;
+        let mut tx = c.client.transaction().map_err(db)?;
+        let key = email.key();
+        let status: Option<String> = tx
+            .query_opt(
+                "DELETE FROM subscribers WHERE email_key = $1 RETURNING status",
+                &[&key],
+            )
+            .map_err(db)?
+            .map(|r| r.get(0));
+        let signups = tx
+            .execute("DELETE FROM signups WHERE email_key = $1", &[&key])
+            .map_err(db)?;
+        let reason = reason.or(match status.as_deref() {
+            Some("unsubscribed") => Some(SuppressionReason::Unsubscribed),
+            Some("bounced") => Some(SuppressionReason::Bounced),
+            Some(_) => Some(SuppressionReason::Removed),
+            None => None,
+        });
+        if let Some(reason) = reason {
+            // A later reason replaces an earlier one, except that "forgotten" stays.
+            tx.execute(
+                "INSERT INTO suppressions (address_hash, reason, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (address_hash) DO UPDATE SET reason = excluded.reason,
+                   created_at = excluded.created_at
+                 WHERE suppressions.reason <> 'forgotten'",
+                &[
+                    &address_hash(&self.suppression_key, email),
+                    &reason.as_str(),
+                    &crate::clock::now(),
+                ],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(status.is_some() || signups > 0)
+    }
+
+    /// Records `outcomes` inside the transaction `tx` (a row already sent or
+    /// failed is never moved back).
+    fn record_in(
+        tx: &mut postgres::Transaction<'_>,
+        date: NaiveDate,
+        outcomes: &[(i64, DeliveryOutcome)],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let set = tx
+            .prepare(
+                "UPDATE deliveries SET state = $3, attempts = attempts + 1,
+                   last_error = $4, message_id = COALESCE($5, message_id), updated_at = $6
+                 WHERE issue_date = $1 AND subscriber_id = $2
+                   AND state IN ('pending', 'sending')",
+            )
+            .map_err(db)?;
+        let mut bounced = Vec::new();
+        for (id, outcome) in outcomes {
+            let (state, error, message_id) = match outcome {
+                DeliveryOutcome::Sent { message_id } => ("sent", None, Some(message_id.as_str())),
+                DeliveryOutcome::Retry { error } => ("pending", Some(error.as_str()), None),
+                DeliveryOutcome::Failed { error, .. } => ("failed", Some(error.as_str()), None),
+            };
+            tx.execute(&set, &[&date, id, &state, &error, &message_id, &at])
+                .map_err(db)?;
+            if let DeliveryOutcome::Failed {
+                error,
+                hard_bounce: true,
+            } = outcome
+            {
+                bounced.push((*id, error.as_str()));
+            }
+        }
+        for (id, error) in bounced {
+            tx.execute(
+                "UPDATE subscribers SET status = 'bounced', status_reason = $2, updated_at = $3
+                 WHERE id = $1 AND status <> 'unsubscribed'",
+                &[&id, &error, &at],
+            )
+            .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    /// Claims rows of `date` in `state`, at most `limit`, in subscriber order,
+    /// skipping rows another process holds. Rows whose subscriber is no longer
+    /// active are deleted from the ledger.
+    fn claim_state(
+        tx: &mut postgres::Transaction<'_>,
+        date: NaiveDate,
+        state: DeliveryState,
+        limit: usize,
+        now: DateTime<Utc>,
+        out: &mut Vec<Delivery>,
+    ) -> StoreResult<()> {
+        let in_doubt = state == DeliveryState::Sending;
+        let pick = tx
+            .prepare(&format!(
+                "SELECT d.attempts, {SUB_COLS}
+                 FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id
+                 WHERE d.issue_date = $1 AND d.state = $2 AND d.subscriber_id > $3
+                 ORDER BY d.subscriber_id LIMIT $4
+                 FOR UPDATE OF d SKIP LOCKED"
+            ))
+            .map_err(db)?;
+        // A cursor, not a re-query from the start: claimed in-doubt rows stay in `sending`.
+        let mut after = i64::MIN;
+        while out.len() < limit {
+            let want = (limit - out.len()) as i64;
+            let rows = tx
+                .query(&pick, &[&date, &state.as_str(), &after, &want])
+                .map_err(db)?;
+            if rows.is_empty() {
+                break;
+            }
+            let (mut take, mut drop) = (Vec::new(), Vec::new());
+            for r in &rows {
+                let attempts: i32 = r.try_get(0).map_err(db)?;
+                let subscriber = subscriber_from_row(r, 1)?;
+                after = subscriber.id;
+                if subscriber.status == SubscriberStatus::Active {
+                    take.push(subscriber.id);
+                    out.push(Delivery {
+                        date,
+                        subscriber,
+                        attempts: attempts as u32,
+                        in_doubt,
+                    });
+                } else {
+                    drop.push(subscriber.id);
+                }
+            }
+            if !take.is_empty() {
+                tx.execute(
+                    "UPDATE deliveries SET state = 'sending', updated_at = $3
+                     WHERE issue_date = $1 AND subscriber_id = ANY($2)",
+                    &[&date, &take, &now],
+                )
+                .map_err(db)?;
+            }
+            if !drop.is_empty() {
+                tx.execute(
+                    "DELETE FROM deliveries WHERE issue_date = $1 AND subscriber_id = ANY($2)",
+                    &[&date, &drop],
+                )
+                .map_err(db)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store for PgStore {
+    fn upsert_subscriber(&self, new: &NewSubscriber) -> StoreResult<Upserted> {
+        off_runtime(|| {
+            let mut outs = self.upsert_many(std::slice::from_ref(new))?;
+            Ok(outs.pop().unwrap_or(Upserted::Unchanged))
+        })
+    }
+
+    fn upsert_many(&self, rows: &[NewSubscriber]) -> StoreResult<Vec<Upserted>> {
+        off_runtime(|| {
+            let mut c = self.conn()?;
+            let mut tx = c.client.transaction().map_err(db)?;
+            let now = crate::clock::now();
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push(
+                    upsert_in(&mut tx, row, now, &self.suppression_key)
+                        .map_err(|e| StoreError::Db(format!("upserting {}: {e}", row.email)))?,
+                );
+            }
+            tx.commit().map_err(db)?;
+            Ok(out)
+        })
+    }
+
+    fn subscriber_by_email(&self, email: &SubscriberEmail) -> StoreResult<Option<Subscriber>> {
+        off_runtime(|| {
+            let rows = self.query(
+                &format!("SELECT {SUB_COLS} FROM subscribers s WHERE s.email_key = $1"),
+                &[&email.key()],
+            )?;
+            Ok(subscribers_of(&rows)?.pop())
+        })
+    }
+
+    fn subscriber_by_id(&self, id: i64) -> StoreResult<Option<Subscriber>> {
+        off_runtime(|| {
+            let rows = self.query(
+                &format!("SELECT {SUB_COLS} FROM subscribers s WHERE s.id = $1"),
+                &[&id],
+            )?;
+            Ok(subscribers_of(&rows)?.pop())
+        })
+    }
+
+    fn remove_subscriber(&self, email: &SubscriberEmail) -> StoreResult<bool> {
+        off_runtime(|| self.erase(email, None))
+    }
+
+    fn forget_subscriber(&self, email: &SubscriberEmail) -> StoreResult<bool> {
+        off_runtime(|| self.erase(email, Some(SuppressionReason::Forgotten)))
+    }
+
+    fn suppression(&self, email: &SubscriberEmail) -> StoreResult<Option<Suppression>> {
+        off_runtime(|| suppression_in(&mut self.conn()?.client, &self.suppression_key, email))
+    }
+
+    fn lift_suppression(&self, email: &SubscriberEmail) -> StoreResult<bool> {
+        off_runtime(|| {
+            let n = self.execute(
+                "DELETE FROM suppressions WHERE address_hash = $1",
+                &[&address_hash(&self.suppression_key, email)],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    fn subscriber_by_link_key(&self, key: &LinkKey) -> StoreResult<Option<Subscriber>> {
+        off_runtime(|| {
+            let rows = self.query(
+                &format!("SELECT {SUB_COLS} FROM subscribers s WHERE s.link_key = $1"),
+                &[&key.to_string()],
+            )?;
+            Ok(subscribers_of(&rows)?.pop())
+        })
+    }
+
+    fn subscriber_by_legacy_id(&self, id: i64) -> StoreResult<Option<Subscriber>> {
+        off_runtime(|| {
+            let rows = self.query(
+                &format!("SELECT {SUB_COLS} FROM subscribers s WHERE s.id = $1 AND s.legacy_links"),
+                &[&id],
+            )?;
+            Ok(subscribers_of(&rows)?.pop())
+        })
+    }
+
+    fn set_status(
+        &self,
+        id: i64,
+        status: SubscriberStatus,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        off_runtime(|| {
+            let n = self.execute(
+                "UPDATE subscribers SET status = $2, status_reason = $3, updated_at = $4,
+                   unsubscribed_at = CASE
+                     WHEN $2 = 'unsubscribed' AND status = 'unsubscribed' THEN unsubscribed_at
+                     WHEN $2 = 'unsubscribed' THEN $4
+                     ELSE unsubscribed_at END
+                 WHERE id = $1",
+                &[&id, &status.as_str(), &reason, &at],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    fn set_preferences(
+        &self,
+        id: i64,
+        locale: Option<Locale>,
+        categories: &[String],
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        off_runtime(|| {
+            let n = self.execute(
+                "UPDATE subscribers SET locale = $2, categories = $3, updated_at = $4 WHERE id = $1",
+                &[
+                    &id,
+                    &locale.map(|l| l.code()),
+                    &join_categories(categories),
+                    &at,
+                ],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    fn subscribers_page(
+        &self,
+        status: Option<SubscriberStatus>,
+        after_id: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Subscriber>> {
+        off_runtime(|| {
+            let rows = self.query(
+                &format!(
+                    "SELECT {SUB_COLS} FROM subscribers s
+                     WHERE ($1::text IS NULL OR s.status = $1) AND s.id > $2
+                     ORDER BY s.id LIMIT $3"
+                ),
+                &[&status.map(|s| s.as_str()), &after_id, &(limit as i64)],
+            )?;
+            subscribers_of(&rows)
+        })
+    }
+
+    fn count_by_status(&self) -> StoreResult<Vec<(SubscriberStatus, u64)>> {
+        off_runtime(|| {
+            self.query(
+                "SELECT status, COUNT(*) FROM subscribers GROUP BY status ORDER BY status",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                let s: String = r.get(0);
+                let n: i64 = r.get(1);
+                Ok((
+                    SubscriberStatus::from_str(&s).map_err(|e| bad("status", e))?,
+                    n as u64,
+                ))
+            })
+            .collect()
+        })
+    }
+
+    fn put_signup(&self, signup: &PendingSignup) -> StoreResult<()> {
+        off_runtime(|| {
+            let s = &signup.subscriber;
+            self.execute(
+                "INSERT INTO signups
+                   (email_key, email, name, locale, categories, timezone, status, requested_at)
+                 VALUES ($1, $8, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (email_key) DO UPDATE SET
+                   name = excluded.name, locale = excluded.locale,
+                   categories = excluded.categories, timezone = excluded.timezone,
+                   status = excluded.status, requested_at = excluded.requested_at",
+                &[
+                    &s.email.key(),
+                    &s.name,
+                    &s.locale.map(|l| l.code()),
+                    &join_categories(&s.categories),
+                    &s.timezone.map(|t| t.name()),
+                    &s.status.as_str(),
+                    &signup.requested_at,
+                    &s.email.as_str(),
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn take_signup(&self, email: &SubscriberEmail) -> StoreResult<Option<PendingSignup>> {
+        off_runtime(|| {
+            let rows = self.query(
+                "DELETE FROM signups WHERE email_key = $1
+                 RETURNING email, name, locale, categories, timezone, status, requested_at",
+                &[&email.key()],
+            )?;
+            let Some(r) = rows.first() else {
+                return Ok(None);
+            };
+            let email: String = r.get(0);
+            let locale: Option<String> = r.get(2);
+            let categories: String = r.get(3);
+            let timezone: Option<String> = r.get(4);
+            let status: String = r.get(5);
+            Ok(Some(PendingSignup {
+                subscriber: NewSubscriber {
+                    email: SubscriberEmail::parse(&email).map_err(|e| bad("address", e))?,
+                    name: r.get(1),
+                    locale: locale
+                        .map(|l| Locale::from_str(&l).map_err(|e| bad("locale", e)))
+                        .transpose()?,
+                    categories: split_categories(&categories),
+                    timezone: timezone
+                        .map(|t| chrono_tz::Tz::from_str(&t).map_err(|e| bad("time zone", e)))
+                        .transpose()?,
+                    status: SubscriberStatus::from_str(&status).map_err(|e| bad("status", e))?,
+                },
+                requested_at: r.get(6),
+            }))
+        })
+    }
+
+    fn claim_confirmation_mail(
+        &self,
+        email: &SubscriberEmail,
+        now: DateTime<Utc>,
+        cooldown: chrono::Duration,
+    ) -> StoreResult<bool> {
+        off_runtime(|| {
+            let n = self.execute(
+                "UPDATE signups SET mailed_at = $2
+                 WHERE email_key = $1 AND (mailed_at IS NULL OR mailed_at <= $3)",
+                &[&email.key(), &now, &(now - cooldown)],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    fn purge_signups(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        off_runtime(|| self.execute("DELETE FROM signups WHERE requested_at < $1", &[&before]))
+    }
+
+    fn ledger_enqueue(&self, date: NaiveDate, max_id: Option<i64>) -> StoreResult<u64> {
+        off_runtime(|| {
+            self.execute(
+                "INSERT INTO deliveries (issue_date, subscriber_id, state, attempts, updated_at)
+                 SELECT $1, id, 'pending', 0, $3 FROM subscribers
+                 WHERE status = 'active' AND ($2::bigint IS NULL OR id <= $2)
+                 ON CONFLICT (issue_date, subscriber_id) DO NOTHING",
+                &[&date, &max_id, &crate::clock::now()],
+            )
+        })
+    }
+
+    fn ledger_enqueue_in_zones(
+        &self,
+        date: NaiveDate,
+        zones: &[String],
+        with_unzoned: bool,
+    ) -> StoreResult<u64> {
+        off_runtime(|| {
+            self.execute(
+                "INSERT INTO deliveries (issue_date, subscriber_id, state, attempts, updated_at)
+                 SELECT $1, id, 'pending', 0, $2 FROM subscribers
+                 WHERE status = 'active'
+                   AND ((timezone IS NULL AND $3) OR timezone = ANY($4))
+                 ON CONFLICT (issue_date, subscriber_id) DO NOTHING",
+                &[&date, &crate::clock::now(), &with_unzoned, &zones],
+            )
+        })
+    }
+
+    fn ledger_claim(
+        &self,
+        date: NaiveDate,
+        limit: usize,
+        include_in_doubt: bool,
+    ) -> StoreResult<Vec<Delivery>> {
+        off_runtime(|| {
+            let mut c = self.conn()?;
+            let mut tx = c.client.transaction().map_err(db)?;
+            let now = crate::clock::now();
+            let mut out = Vec::with_capacity(limit.min(10_000));
+            if include_in_doubt {
+                Self::claim_state(&mut tx, date, DeliveryState::Sending, limit, now, &mut out)?;
+            }
+            Self::claim_state(&mut tx, date, DeliveryState::Pending, limit, now, &mut out)?;
+            tx.commit().map_err(db)?;
+            Ok(out)
+        })
+    }
+
+    fn ledger_record(
+        &self,
+        date: NaiveDate,
+        outcomes: &[(i64, DeliveryOutcome)],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        off_runtime(|| {
+            let mut c = self.conn()?;
+            let mut tx = c.client.transaction().map_err(db)?;
+            Self::record_in(&mut tx, date, outcomes, at)?;
+            tx.commit().map_err(db)
+        })
+    }
+
+    fn ledger_next(&self, date: NaiveDate, after: i64, limit: usize) -> StoreResult<Vec<Delivery>> {
+        off_runtime(|| {
+            let mut c = self.conn()?;
+            let read = c
+                .st(&format!(
+                    "SELECT d.attempts, {SUB_COLS}
+                     FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id
+                     WHERE d.issue_date = $1 AND d.state = 'pending' AND d.subscriber_id > $2
+                     ORDER BY d.subscriber_id LIMIT $3"
+                ))
+                .map_err(db)?;
+            let mut out = Vec::with_capacity(limit.min(10_000));
+            let mut after = after;
+            while out.len() < limit {
+                let want = (limit - out.len()) as i64;
+                let rows = c.client.query(&read, &[&date, &after, &want]).map_err(db)?;
+                if rows.is_empty() {
+                    break;
+                }
+                let mut gone = Vec::new();
+                for r in &rows {
+                    let attempts: i32 = r.try_get(0).map_err(db)?;
+                    let subscriber = subscriber_from_row(r, 1)?;
+                    after = subscriber.id;
+                    if subscriber.status == SubscriberStatus::Active {
+                        out.push(Delivery {
+                            date,
+                            subscriber,
+                            attempts: attempts as u32,
+                            in_doubt: false,
+                        });
+                    } else {
+                        gone.push(subscriber.id);
+                    }
+                }
+                if !gone.is_empty() {
+                    c.client
+                        .execute(
+                            "DELETE FROM deliveries
+                             WHERE issue_date = $1 AND subscriber_id = ANY($2) AND state = 'pending'",
+                            &[&date, &gone],
+                        )
+                        .map_err(db)?;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn ledger_record_and_mark(
+        &self,
+        date: NaiveDate,
+        outcomes: &[(i64, DeliveryOutcome)],
+        marks: &[i64],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>> {
+        off_runtime(|| {
+            let mut c = self.conn()?;
+            let mark = c
+                .st("UPDATE deliveries d SET state = 'sending', updated_at = $3
+                     WHERE d.issue_date = $1 AND d.subscriber_id = ANY($2) AND d.state = 'pending'
+                       AND EXISTS (SELECT 1 FROM subscribers s
+                                   WHERE s.id = d.subscriber_id AND s.status = 'active')
+                     RETURNING d.subscriber_id")
+                .map_err(db)?;
+            let drop = c
+                .st("DELETE FROM deliveries d
+                     WHERE d.issue_date = $1 AND d.subscriber_id = ANY($2) AND d.state = 'pending'
+                       AND NOT EXISTS (SELECT 1 FROM subscribers s
+                                       WHERE s.id = d.subscriber_id AND s.status = 'active')")
+                .map_err(db)?;
+            let mut tx = c.client.transaction().map_err(db)?;
+            Self::record_in(&mut tx, date, outcomes, at)?;
+            if marks.is_empty() {
+                tx.commit().map_err(db)?;
+                return Ok(Vec::new());
+            }
+            let mut moved: std::collections::HashSet<i64> = tx
+                .query(&mark, &[&date, &marks, &at])
+                .map_err(db)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            // Unsubscribed (or bounced) since it was read: out of this issue.
+            tx.execute(&drop, &[&date, &marks]).map_err(db)?;
+            tx.commit().map_err(db)?;
+            // A row marked twice in one call moved once.
+            Ok(marks.iter().map(|id| moved.remove(id)).collect())
+        })
+    }
+
+    fn ledger_counts(&self, date: NaiveDate) -> StoreResult<LedgerCounts> {
+        off_runtime(|| {
+            let mut c = LedgerCounts::default();
+            for r in self.query(
+                "SELECT state, COUNT(*) FROM deliveries WHERE issue_date = $1 GROUP BY state",
+                &[&date],
+            )? {
+                let state: String = r.get(0);
+                let n = r.get::<_, i64>(1) as u64;
+                match state.as_str() {
+                    "pending" => c.pending = n,
+                    "sending" => c.sending = n,
+                    "sent" => c.sent = n,
+                    "failed" => c.failed = n,
+                    other => return Err(StoreError::Db(format!("unknown ledger state {other:?}"))),
+                }
+            }
+            Ok(c)
+        })
+    }
+
+    fn ledger_failures(&self, date: NaiveDate) -> StoreResult<Vec<(String, String)>> {
+        off_runtime(|| {
+            Ok(self
+                .query(
+                    "SELECT s.email, COALESCE(d.last_error, '')
+                     FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id
+                     WHERE d.issue_date = $1 AND d.state = 'failed' ORDER BY d.subscriber_id",
+                    &[&date],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect())
+        })
+    }
+
+    fn ledger_dates(&self) -> StoreResult<Vec<NaiveDate>> {
+        off_runtime(|| {
+            Ok(self
+                .query(
+                    "SELECT DISTINCT issue_date FROM deliveries ORDER BY issue_date DESC",
+                    &[],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
+        })
+    }
+
+    fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        off_runtime(|| {
+            // Compare-and-set in one statement: take it if free, expired or already ours.
+            let n = self.execute(
+                "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $4)
+                 ON CONFLICT (name) DO UPDATE SET
+                   holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE leases.holder = excluded.holder OR leases.expires_at <= $3",
+                &[&name, &holder, &now, &until],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        off_runtime(|| {
+            self.execute(
+                "DELETE FROM leases WHERE name = $1 AND holder = $2",
+                &[&name, &holder],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn lease_holder(&self, name: &str) -> StoreResult<Option<String>> {
+        off_runtime(|| {
+            Ok(self
+                .query("SELECT holder FROM leases WHERE name = $1", &[&name])?
+                .first()
+                .map(|r| r.get(0)))
+        })
+    }
+
+    fn record_run(&self, run: &RunRecord) -> StoreResult<()> {
+        off_runtime(|| {
+            self.execute(
+                "INSERT INTO runs (issue_date, started_at, finished_at, status, sent, failed,
+                                   retried, in_doubt, message)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &run.date,
+                    &run.started_at,
+                    &run.finished_at,
+                    &run.status.as_str(),
+                    &(run.sent as i64),
+                    &(run.failed as i64),
+                    &(run.retried as i64),
+                    &(run.in_doubt as i64),
+                    &run.message,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn last_run(&self) -> StoreResult<Option<RunRecord>> {
+        off_runtime(|| {
+            let rows = self.query(
+                "SELECT issue_date, started_at, finished_at, status, sent, failed, retried,
+                        in_doubt, message
+                 FROM runs ORDER BY finished_at DESC, id DESC LIMIT 1",
+                &[],
+            )?;
+            rows.first()
+                .map(|r| {
+                    Ok(RunRecord {
+                        date: r.get(0),
+                        started_at: r.get(1),
+                        finished_at: r.get(2),
+                        status: RunStatus::parse(r.get(3)).map_err(|e| bad("run status", e))?,
+                        sent: r.get::<_, i64>(4) as u64,
+                        failed: r.get::<_, i64>(5) as u64,
+                        retried: r.get::<_, i64>(6) as u64,
+                        in_doubt: r.get::<_, i64>(7) as u64,
+                        message: r.get(8),
+                    })
+                })
+                .transpose()
+        })
+    }
+
+    fn ping(&self) -> StoreResult<()> {
+        off_runtime(|| {
+            self.query("SELECT 1", &[])?;
+            Ok(())
+        })
+    }
+
+    fn bounces(&self) -> Option<&dyn super::BounceStore> {
+        Some(self)
+    }
+}
+
+#[cfg(test)]
+#[path = "../../tests/support/pg_cluster.rs"]
+pub(crate) mod test_cluster;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::suite::{active, email, Db};
+
+    /// A database of its own in the test cluster.
+    struct Database(String);
+
+    impl Db for Database {
+        fn open(&self) -> Arc<dyn crate::store::Backend> {
+            Arc::new(PgStore::open(&self.0).unwrap())
+        }
+        fn text(&self, sql: &str) -> Option<String> {
+            let mut c = Client::connect(&self.0, NoTls).unwrap();
+            c.query_one(sql, &[]).unwrap().get(0)
+        }
+    }
+
+    fn fresh() -> Box<dyn Db> {
+        Box::new(Database(test_cluster::fresh_database()))
+    }
+
+    crate::store_suite!(fresh);
+
+    #[test]
+    fn migrations_apply_once_and_reopening_keeps_the_data() {
+        let url = test_cluster::fresh_database();
+        {
+            let s = PgStore::open(&url).unwrap();
+            assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+            s.upsert_subscriber(&active("a@example.com")).unwrap();
+        }
+        let s = PgStore::open(&url).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let applied: i64 = s
+            .conn()
+            .unwrap()
+            .client
+            .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(applied, MIGRATIONS.len() as i64);
+        assert!(s
+            .subscriber_by_email(&email("a@example.com"))
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn processes_starting_together_on_a_new_database_migrate_it_once() {
+        let url = test_cluster::fresh_database();
+        let opened: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || PgStore::open(&url).map(|s| s.schema_version()))
+            })
+            .collect();
+        for h in opened {
+            assert_eq!(h.join().unwrap().unwrap().unwrap(), MIGRATIONS.len() as i64);
+        }
+    }
+
+    #[test]
+    fn a_database_from_a_newer_version_is_refused() {
+        let url = test_cluster::fresh_database();
+        drop(PgStore::open(&url).unwrap());
+        let mut c = Client::connect(&url, NoTls).unwrap();
+        c.batch_execute("INSERT INTO schema_migrations VALUES (999, 'future', now())")
+            .unwrap();
+        let err = PgStore::open(&url).unwrap_err().to_string();
+        assert!(err.contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn a_database_that_does_not_answer_is_named_in_the_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = PgStore::open(&format!("postgres://reader:s3cret@127.0.0.1:{port}/news"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("127.0.0.1:{port}/news")), "{err}");
+        assert!(
+            !err.contains("s3cret"),
+            "the password is never shown: {err}"
+        );
+        let err = PgStore::open("postgres://a@b:notaport/x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a PostgreSQL URL"), "{err}");
+    }
+}

@@ -1,0 +1,126 @@
+//! The product on PostgreSQL, as an operator runs it: `[storage] database =
+//! "postgres://…"`, the binary, a throwaway cluster of the tests' own and a real
+//! SMTP server (aiosmtpd) over TCP.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use support::site::{digestif_cmd, everyone, recipients, show, site_dir, smtp_table, stdout};
+use support::site::{DATE, NOW};
+use support::{pg_cluster, SmtpServer};
+
+struct Site {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Site {
+    /// A config on a new PostgreSQL database, sending to `server`.
+    fn new(server: &SmtpServer) -> Site {
+        let url = pg_cluster::fresh_database();
+        let cfg = format!(
+            "{}\n[storage]\ndatabase = \"{url}\"\n\n{}",
+            support::site::sending_head(),
+            smtp_table(server, 2)
+        );
+        Site {
+            dir: site_dir(&cfg),
+            url,
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("digestif.toml")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        digestif_cmd(&self.config(), args).output().unwrap()
+    }
+
+    fn send(&self) -> Output {
+        self.run(&["send", "--date", DATE, "--now", NOW])
+    }
+}
+
+#[test]
+fn a_send_on_postgresql_reaches_each_subscriber_once_and_a_second_send_sends_nothing() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    let out = site.run(&["migrate"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(stdout(&out).trim(), "database at schema version 3");
+
+    let n = 12;
+    for i in 1..=n {
+        let out = site.run(&["subscribers", "add", &format!("r{i}@example.com")]);
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    // One subscriber per address whatever its case, on this backend too.
+    let out = site.run(&["subscribers", "add", "R1@EXAMPLE.com"]);
+    assert!(out.status.success(), "{}", show(&out));
+
+    let out = site.send();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(recipients(&server), everyone(n));
+    assert_eq!(
+        stdout(&out).lines().last().unwrap(),
+        format!(
+            "{DATE}: sent {n}, retried 0, failed 0 (0 bounced), skipped 0, in doubt 0, left pending 0"
+        )
+    );
+
+    let out = site.send();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(server.count(), n, "the second send sent nothing");
+
+    // The ledger is in PostgreSQL, and no SQLite file was made on the side.
+    let mut db = postgres::Client::connect(&site.url, postgres::NoTls).unwrap();
+    let sent: i64 = db
+        .query_one(
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'sent' AND issue_date = $1::text::date",
+            &[&DATE],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(sent, n as i64);
+    assert!(!site.dir.path().join("digestif.db").exists());
+    let out = site.run(&["ledger", "--date", DATE]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(stdout(&out).contains(&n.to_string()), "{}", show(&out));
+}
+
+#[test]
+fn a_database_migrated_by_a_newer_digestif_is_refused_with_a_clear_error() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    let out = site.run(&["migrate"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let mut db = postgres::Client::connect(&site.url, postgres::NoTls).unwrap();
+    db.batch_execute("INSERT INTO schema_migrations VALUES (99, 'future', now())")
+        .unwrap();
+    for args in [&["migrate"][..], &["subscribers", "list"][..]] {
+        let out = site.run(args);
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("newer than this digestif"), "{err}");
+    }
+}
+
+#[test]
+fn a_storage_url_that_is_neither_sqlite_nor_postgres_names_the_key_and_its_line() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    let cfg = std::fs::read_to_string(site.config())
+        .unwrap()
+        .replace(&site.url, "mysql://x@localhost/db");
+    std::fs::write(site.config(), cfg).unwrap();
+    let out = site.run(&["migrate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("storage.database") && err.contains("postgres://") && err.contains("line"),
+        "{err}"
+    );
+}
