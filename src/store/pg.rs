@@ -67,6 +67,16 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // Closing a connection blocks on its goodbye: not inside an async task.
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if !idle.is_empty() {
+            off_runtime(move || drop(idle));
+        }
+    }
+}
+
 /// One connection with the statements it has prepared.
 struct Conn {
     client: Client,
@@ -1253,6 +1263,32 @@ mod tests {
             .unwrap();
         let err = PgStore::open(&url).unwrap_err().to_string();
         assert!(err.contains("newer"), "{err}");
+    }
+
+    /// The client blocks on a runtime of its own: used (and closed) from async
+    /// code on either kind of runtime, it must not try to start one inside another.
+    fn used_and_dropped_in_async_code() {
+        // (The test's own client, which makes the database, blocks too.)
+        let url = std::thread::spawn(test_cluster::fresh_database)
+            .join()
+            .unwrap();
+        let s = PgStore::open(&url).unwrap();
+        s.upsert_subscriber(&active("a@example.com")).unwrap();
+        assert!(s
+            .subscriber_by_email(&email("A@example.com"))
+            .unwrap()
+            .is_some());
+        drop(s);
+    }
+
+    #[tokio::test]
+    async fn the_store_works_and_closes_inside_a_single_threaded_runtime() {
+        used_and_dropped_in_async_code();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_store_works_and_closes_inside_a_multi_threaded_runtime() {
+        used_and_dropped_in_async_code();
     }
 
     #[test]
