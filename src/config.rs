@@ -557,12 +557,7 @@ impl Config {
     }
 
     fn validate(&self, text: &str) -> Result<(), String> {
-        let line_of = |needle: &str| -> String {
-            text.lines()
-                .position(|l| l.trim_start().starts_with(needle))
-                .map(|i| format!(" (line {})", i + 1))
-                .unwrap_or_default()
-        };
+        let line_of = |path: &str| line_of_key(text, path);
         let n = &self.newsletter;
         if let Some(id) = &n.list_id {
             let ok = !id.is_empty()
@@ -574,38 +569,38 @@ impl Config {
             if !ok {
                 return Err(format!(
                     "newsletter.list_id {id:?} must look like a domain name, e.g. \"essentiel.news.example.com\" (letters, digits, '-', '.', '_'){}",
-                    line_of("list_id")
+                    line_of("newsletter.list_id")
                 ));
             }
         }
         if n.name.trim().is_empty() {
             return Err(format!(
                 "newsletter.name must not be empty{}",
-                line_of("name")
+                line_of("newsletter.name")
             ));
         }
         if n.words_per_minute == 0 {
             return Err(format!(
                 "newsletter.words_per_minute must be at least 1{}",
-                line_of("words_per_minute")
+                line_of("newsletter.words_per_minute")
             ));
         }
         if n.reading_budget_minutes == 0 {
             return Err(format!(
                 "newsletter.reading_budget_minutes must be at least 1{}",
-                line_of("reading_budget_minutes")
+                line_of("newsletter.reading_budget_minutes")
             ));
         }
         if n.max_articles == 0 {
             return Err(format!(
                 "newsletter.max_articles must be at least 1{}",
-                line_of("max_articles")
+                line_of("newsletter.max_articles")
             ));
         }
         if n.window_hours == 0 {
             return Err(format!(
                 "newsletter.window_hours must be at least 1{}",
-                line_of("window_hours")
+                line_of("newsletter.window_hours")
             ));
         }
         for (i, s) in self.sources.iter().enumerate() {
@@ -630,13 +625,13 @@ impl Config {
             return Err(format!(
                 "smtp.pool_size must be between 1 and 100, got {}{}",
                 self.smtp.pool_size,
-                line_of("pool_size")
+                line_of("smtp.pool_size")
             ));
         }
         if self.smtp.max_consecutive_failures == 0 {
             return Err(format!(
                 "smtp.max_consecutive_failures must be at least 1{}",
-                line_of("max_consecutive_failures")
+                line_of("smtp.max_consecutive_failures")
             ));
         }
         if let Some(name) = &self.smtp.helo_name {
@@ -647,18 +642,21 @@ impl Config {
             {
                 return Err(format!(
                     "smtp.helo_name must be a domain name or an address literal like [192.0.2.1], got {name:?}{}",
-                    line_of("helo_name")
+                    line_of("smtp.helo_name")
                 ));
             }
         }
         if !(self.smtp.rate_per_second.is_finite() && self.smtp.rate_per_second >= 0.0) {
             return Err(format!(
                 "smtp.rate_per_second must be ≥ 0 (0 = no limit){}",
-                line_of("rate_per_second")
+                line_of("smtp.rate_per_second")
             ));
         }
         if self.smtp.transport == TransportKind::Smtp && self.smtp.host.trim().is_empty() {
-            return Err(format!("smtp.host must not be empty{}", line_of("host")));
+            return Err(format!(
+                "smtp.host must not be empty{}",
+                line_of("smtp.host")
+            ));
         }
         self.sender
             .from
@@ -667,14 +665,14 @@ impl Config {
                 format!(
                     "sender.from {:?} is not a valid mailbox ({e}); write it as \"Name <address@domain>\"{}",
                     self.sender.from,
-                    line_of("from")
+                    line_of("sender.from")
                 )
             })?;
         if let Some(r) = &self.sender.reply_to {
             r.parse::<lettre::message::Mailbox>().map_err(|e| {
                 format!(
                     "sender.reply_to {r:?} is not a valid mailbox ({e}){}",
-                    line_of("reply_to")
+                    line_of("sender.reply_to")
                 )
             })?;
         }
@@ -683,7 +681,7 @@ impl Config {
             if file.trim_start_matches("//").is_empty() {
                 return Err(format!(
                     "storage.database needs a file: sqlite://digestif.db{}",
-                    line_of("database")
+                    line_of("storage.database")
                 ));
             }
         } else if is_postgres_url(db) {
@@ -691,21 +689,21 @@ impl Config {
                 return Err(format!(
                     "storage.database is not a valid PostgreSQL URL ({e}); write \
                      postgres://user[:password]@host[:port]/database{}",
-                    line_of("database")
+                    line_of("storage.database")
                 ));
             }
         } else {
             return Err(format!(
                 "storage.database {db:?}: write sqlite://PATH or \
                  postgres://user@host:port/database{}",
-                line_of("database")
+                line_of("storage.database")
             ));
         }
         let b = &self.bounces;
         if b.soft_bounce_limit == 0 || b.soft_bounce_days == 0 {
             return Err(format!(
                 "bounces.soft_bounce_limit and bounces.soft_bounce_days must be at least 1{}",
-                line_of("soft_bounce")
+                line_of("bounces.soft_bounce")
             ));
         }
         for (key, v) in [
@@ -715,7 +713,7 @@ impl Config {
             if !(v.is_finite() && (0.0..=100.0).contains(&v)) {
                 return Err(format!(
                     "bounces.{key} must be a percentage between 0 and 100, got {v}{}",
-                    line_of(key)
+                    line_of(&format!("bounces.{key}"))
                 ));
             }
         }
@@ -723,7 +721,7 @@ impl Config {
             return Err(format!(
                 "schedule.tick_seconds must be between 1 and 59, got {}{}",
                 self.schedule.tick_seconds,
-                line_of("tick_seconds")
+                line_of("schedule.tick_seconds")
             ));
         }
         self.server
@@ -733,19 +731,22 @@ impl Config {
                 format!(
                     "server.listen {:?} must be an address and port such as \"127.0.0.1:8080\"{}",
                     self.server.listen,
-                    line_of("listen")
+                    line_of("server.listen")
                 )
             })?;
         for p in &self.server.trusted_proxies {
             crate::http::limit::Cidr::parse(p).map_err(|e| {
-                format!("server.trusted_proxies: {e}{}", line_of("trusted_proxies"))
+                format!(
+                    "server.trusted_proxies: {e}{}",
+                    line_of("server.trusted_proxies")
+                )
             })?;
         }
         if let Some(m) = &self.server.metrics_listen {
             m.parse::<std::net::SocketAddr>().map_err(|_| {
                 format!(
                     "server.metrics_listen {m:?} must be an address and port such as \"127.0.0.1:9090\"{}",
-                    line_of("metrics_listen")
+                    line_of("server.metrics_listen")
                 )
             })?;
         }
@@ -755,7 +756,10 @@ impl Config {
             ("max_connections", self.server.max_connections as u64),
         ] {
             if v == 0 {
-                return Err(format!("server.{key} must be at least 1{}", line_of(key)));
+                return Err(format!(
+                    "server.{key} must be at least 1{}",
+                    line_of(&format!("server.{key}"))
+                ));
             }
         }
         Ok(())
@@ -827,6 +831,30 @@ impl Config {
         let slug: String = crate::domain::slug(&self.newsletter.name);
         format!("{slug}.{host}")
     }
+}
+
+/// " (line N)" for the key `section.key` (a prefix of the key will do) of the
+/// config `text`: the first line starting with the key inside `[section]` (or
+/// `[[section]]`), so that a key present in several tables is found in the
+/// right one. Anywhere in the file when there is no such table; "" when not found.
+fn line_of_key(text: &str, path: &str) -> String {
+    let (section, key) = path.split_once('.').unwrap_or(("", path));
+    let lines: Vec<&str> = text.lines().collect();
+    let is_header = |l: &str| {
+        let l = l.trim();
+        l == format!("[{section}]") || l == format!("[[{section}]]")
+    };
+    let in_section = lines.iter().position(|l| is_header(l)).and_then(|start| {
+        lines[start + 1..]
+            .iter()
+            .take_while(|l| !l.trim_start().starts_with('['))
+            .position(|l| l.trim_start().starts_with(key))
+            .map(|i| start + 1 + i)
+    });
+    in_section
+        .or_else(|| lines.iter().position(|l| l.trim_start().starts_with(key)))
+        .map(|i| format!(" (line {})", i + 1))
+        .unwrap_or_default()
 }
 
 /// Turns a toml error into one line naming the key and the line.
@@ -1079,6 +1107,25 @@ category = "Monde"
         let e = Config::parse(&text, Path::new(".")).unwrap_err();
         assert!(e.contains("line"), "{e}");
         assert!(e.contains("string") || e.contains("integer"), "{e}");
+    }
+
+    #[test]
+    fn an_error_names_the_line_of_the_key_in_its_own_table() {
+        // `name` is a key of [[sources]] too, and that table comes first here.
+        let text = r#"
+[[sources]]
+name = "Monde"
+path = "feeds/monde.xml"
+
+[newsletter]
+name = " "
+locale = "fr"
+timezone = "Europe/Paris"
+base_url = "https://news.example.com/digestif"
+"#;
+        let e = Config::parse(text, Path::new(".")).unwrap_err();
+        assert!(e.contains("newsletter.name must not be empty"), "{e}");
+        assert!(e.contains("line 7"), "{e}");
     }
 
     #[test]
