@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs digestif's whole test suite on a fresh machine: installs the real parts
-# the tests talk to (an SMTP server, Postfix, a headless browser, PostgreSQL), then `cargo test`.
+# the tests talk to (an SMTP server, Postfix, Dovecot, a headless browser, PostgreSQL), then `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,12 +12,14 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
     need_apt+=(postgresql)
 fi
+# Dovecot: the real IMAP server whose mailbox `serve` and `bounces --imap` read.
+[ -x /usr/sbin/dovecot ] || need_apt+=(dovecot-imapd)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         apt-get update -qq >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
     else
-        echo "test.sh: please install: ${need_apt[*]} (browser and Postfix tests will be skipped; PostgreSQL tests fail)" >&2
+        echo "test.sh: please install: ${need_apt[*]} (browser, Postfix and Dovecot tests will be skipped; PostgreSQL tests fail)" >&2
     fi
 fi
 

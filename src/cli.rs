@@ -232,8 +232,11 @@ pub struct BouncesArgs {
     #[arg(long, value_name = "DIR", conflicts_with = "mbox")]
     pub maildir: Option<PathBuf>,
     /// Read the messages of this mbox file (left in place; one read again counts once).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "imap")]
     pub mbox: Option<PathBuf>,
+    /// Read the mailbox of `[bounces] mailbox` once (read messages are deleted there).
+    #[arg(long, conflicts_with = "maildir")]
+    pub imap: bool,
     /// Fix "now" (RFC 3339): the time recorded, and the end of the soft-bounce window.
     #[arg(long, value_parser = parse_now)]
     pub now: Option<DateTime<FixedOffset>>,

@@ -408,6 +408,12 @@ pub struct Bounces {
     /// `send` warns and `check` fails above these rates for the last issue.
     pub max_hard_bounce_percent: f64,
     pub max_complaint_percent: f64,
+    /// `imaps://user@imap.example.com/INBOX`: a mailbox `serve` reads returned mail
+    /// from every `poll_minutes` (and `bounces --imap` once); read messages are deleted.
+    pub mailbox: Option<crate::bounces::imap::MailboxUrl>,
+    /// The environment variable holding the mailbox's password.
+    pub mailbox_password_env: Option<String>,
+    pub poll_minutes: u32,
 }
 
 impl Default for Bounces {
@@ -418,6 +424,9 @@ impl Default for Bounces {
             soft_bounce_days: 15,
             max_hard_bounce_percent: 5.0,
             max_complaint_percent: 0.3,
+            mailbox: None,
+            mailbox_password_env: None,
+            poll_minutes: 5,
         }
     }
 }
@@ -700,6 +709,26 @@ impl Config {
             ));
         }
         let b = &self.bounces;
+        if b.poll_minutes == 0 {
+            return Err(format!(
+                "bounces.poll_minutes must be at least 1{}",
+                line_of("poll_minutes")
+            ));
+        }
+        if b.mailbox.is_some() && b.return_path.is_none() {
+            return Err(format!(
+                "bounces.mailbox needs bounces.return_path: returned mail is matched to \
+                 subscribers by the signed return path of each message{}",
+                line_of("mailbox")
+            ));
+        }
+        if b.mailbox.is_some() && b.mailbox_password_env.is_none() {
+            return Err(format!(
+                "bounces.mailbox needs bounces.mailbox_password_env, the variable that holds \
+                 its password{}",
+                line_of("mailbox")
+            ));
+        }
         if b.soft_bounce_limit == 0 || b.soft_bounce_days == 0 {
             return Err(format!(
                 "bounces.soft_bounce_limit and bounces.soft_bounce_days must be at least 1{}",

@@ -898,3 +898,229 @@ fn through_the_readme_s_postfix_pipe_a_refused_message_bounces_its_subscriber() 
         0
     );
 }
+
+/// A Dovecot IMAP server of the test's own (its folder, a loopback port, plain IMAP),
+/// with the mailbox of user `bounces` (password `imap-secret`). Killed when dropped.
+struct Dovecot {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Dovecot {
+    /// `None` (the test says why) where Dovecot cannot run: not installed, not root.
+    fn start() -> Option<Dovecot> {
+        use std::os::unix::fs::PermissionsExt;
+        let installed = Path::new("/usr/sbin/dovecot").exists();
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        if !installed || !root {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "Dovecot is not installed or this is not root, and CI is set: run the tests \
+                 as root with Debian's dovecot-imapd (as scripts/test.sh installs it)"
+            );
+            eprintln!("skipped: needs Debian's dovecot-imapd and root to start it");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for sub in [
+            "run",
+            "state",
+            "mail/bounces/Maildir/new",
+            "mail/bounces/Maildir/cur",
+            "mail/bounces/Maildir/tmp",
+        ] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let port = free_port();
+        let d = d.display();
+        std::fs::write(
+            dir.path().join("dovecot.conf"),
+            format!(
+                "base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{d}/mail/%u/Maildir
+default_internal_user = dovecot
+default_login_user = dovenull
+first_valid_uid = 1
+passdb {{
+  driver = static
+  args = password=imap-secret
+}}
+userdb {{
+  driver = static
+  args = uid=65534 gid=65534 home={d}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("/usr/sbin/dovecot")
+            .arg("-F")
+            .arg("-c")
+            .arg(dir.path().join("dovecot.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let dovecot = Dovecot { dir, child, port };
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed().as_secs() < 20,
+                "dovecot does not listen\n{}",
+                dovecot.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(dovecot)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
+    }
+
+    fn maildir(&self) -> std::path::PathBuf {
+        self.dir.path().join("mail/bounces/Maildir")
+    }
+
+    /// Puts a message in the mailbox, as its owner.
+    fn deliver(&self, name: &str, raw: &[u8]) {
+        let file = self.maildir().join("new").join(name);
+        std::fs::write(&file, raw).unwrap();
+        let st = std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(self.dir.path().join("mail"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Messages left in the mailbox (new and cur).
+    fn count(&self) -> usize {
+        ["new", "cur"]
+            .iter()
+            .map(|d| std::fs::read_dir(self.maildir().join(d)).unwrap().count())
+            .sum()
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_real_imap_mailbox_is_read_by_serve_and_by_bounces_imap_and_emptied() {
+    let (_server, sent) = Sent::new(3);
+    let Some(dovecot) = Dovecot::start() else {
+        return;
+    };
+    dovecot.deliver(
+        "1.a",
+        &sent.returned("gmail-no-such-user.eml", "r1@example.com", "imap-1@mx"),
+    );
+    dovecot.deliver(
+        "2.b",
+        &sent.returned("arf-yahoo-complaint.eml", "r2@example.com", "imap-2@mx"),
+    );
+    let config = sent.dir.path().join("digestif.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "mailbox = \"imap://bounces@127.0.0.1:{}/INBOX\"\nmailbox_password_env = \"BOUNCES_IMAP_PASSWORD\"\n\
+         poll_minutes = 1\n\n[schedule]\nenabled = false\n",
+        dovecot.port
+    ));
+    std::fs::write(&config, text).unwrap();
+
+    // serve reads the mailbox at start.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut serve = sent
+        .cmd(&["serve", "--listen", &listen])
+        .env("BOUNCES_IMAP_PASSWORD", "imap-secret")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !(sent.status("r1@example.com") == "r1@example.com\tbounced"
+        && sent.status("r2@example.com") == "r2@example.com\tunsubscribed")
+    {
+        if t0.elapsed().as_secs() > 30 {
+            let _ = serve.kill();
+            let out = serve.wait_with_output().unwrap();
+            panic!(
+                "serve did not read the mailbox in 30 s: {}\n{}",
+                show(&out),
+                dovecot.log()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let t0 = std::time::Instant::now();
+    while dovecot.count() > 0 {
+        assert!(t0.elapsed().as_secs() < 10, "read messages are not deleted");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+
+    // The command reads it once, on demand.
+    dovecot.deliver(
+        "3.c",
+        &sent.returned("postfix-delayed.eml", "r3@example.com", "imap-3@mx"),
+    );
+    let out = sent
+        .cmd(&["bounces", "--imap"])
+        .env("BOUNCES_IMAP_PASSWORD", "imap-secret")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        show(&out),
+        dovecot.log()
+    );
+    assert!(
+        stdout(&out)
+            .starts_with("read 1: 0 hard bounce(s), 0 soft bounce(s), 0 complaint(s), 1 delay"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(dovecot.count(), 0);
+    assert_eq!(sent.status("r3@example.com"), "r3@example.com\tactive");
+    let out = sent
+        .cmd(&["bounces", "--imap"])
+        .env("BOUNCES_IMAP_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("login refused"),
+        "{}",
+        show(&out)
+    );
+}

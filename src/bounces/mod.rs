@@ -9,6 +9,7 @@
 //! [`mailbox`] reads standard input, a Maildir or an mbox.
 
 pub mod apply;
+pub mod imap;
 pub mod mailbox;
 pub mod report;
 pub mod rules;

@@ -8,12 +8,15 @@
 
 use std::path::Path;
 
+use std::sync::Arc;
+
 use anyhow::anyhow;
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::bounces::{mailbox, Handler, IssueRates, Summary};
 use crate::cli::BouncesArgs;
-use crate::store::Store;
+use crate::config::{Config, Secret};
+use crate::store::{BounceStore, Store};
 
 use super::{load_config, CmdResult, Failure};
 
@@ -40,6 +43,13 @@ pub fn bounces(config: Option<&Path>, args: &BouncesArgs) -> CmdResult {
         .now
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_else(crate::clock::now);
+    if args.imap {
+        let summary = super::runtime()?
+            .block_on(poll_mailbox(&cfg, &*store, &secret, now))
+            .map_err(Failure::job)?;
+        println!("{summary}");
+        return left_to_read(&summary, 1);
+    }
     let items = match (&args.maildir, &args.mbox) {
         (Some(dir), _) => mailbox::maildir(dir).map_err(Failure::usage)?,
         (None, Some(file)) => mailbox::mbox(file).map_err(Failure::usage)?,
@@ -62,30 +72,23 @@ pub fn bounces(config: Option<&Path>, args: &BouncesArgs) -> CmdResult {
                 continue;
             }
         };
-        match handler.handle(&item.raw, &item.source, now) {
-            Ok(outcome) => {
-                if outcome.is_suspect() {
-                    tracing::warn!(source = %item.source, "{outcome}");
-                } else {
-                    tracing::info!(source = %item.source, "{outcome}");
-                }
-                summary.add(&outcome);
-                // A message that cannot be moved is read again next time: it counts once.
-                if let Err(e) = item.done() {
-                    tracing::warn!("{e:#}");
-                }
-            }
-            Err(e) => {
-                tracing::error!(source = %item.source, "cannot record: {e}");
-                summary.failed += 1;
+        // A message that cannot be moved is read again next time: it counts once.
+        if read_one(&handler, &item.raw, &item.source, now, &mut summary) {
+            if let Err(e) = item.done() {
+                tracing::warn!("{e:#}");
             }
         }
     }
     println!("{summary}");
+    let stdin = args.maildir.is_none() && args.mbox.is_none();
+    left_to_read(&summary, if stdin { EX_TEMPFAIL } else { 1 })
+}
+
+/// Exit `code` when messages could not be recorded.
+fn left_to_read(summary: &Summary, code: i32) -> CmdResult {
     if summary.failed > 0 {
-        let stdin = args.maildir.is_none() && args.mbox.is_none();
         return Err(Failure {
-            code: if stdin { EX_TEMPFAIL } else { 1 },
+            code,
             error: anyhow!(
                 "{} message(s) could not be recorded; they are left to read again",
                 summary.failed
@@ -93,6 +96,85 @@ pub fn bounces(config: Option<&Path>, args: &BouncesArgs) -> CmdResult {
         });
     }
     Ok(())
+}
+
+/// Reads one message: its outcome logged (a warning when it changed nothing for a
+/// reason to look at) and counted. Whether it was read: false leaves it for later.
+fn read_one(
+    handler: &Handler<'_>,
+    raw: &[u8],
+    source: &str,
+    now: DateTime<Utc>,
+    summary: &mut Summary,
+) -> bool {
+    match handler.handle(raw, source, now) {
+        Ok(outcome) => {
+            if outcome.is_suspect() {
+                tracing::warn!(source = %source, "{outcome}");
+            } else {
+                tracing::info!(source = %source, "{outcome}");
+            }
+            summary.add(&outcome);
+            true
+        }
+        Err(e) => {
+            tracing::error!(source = %source, "cannot record: {e}");
+            summary.failed += 1;
+            false
+        }
+    }
+}
+
+/// Reads `[bounces] mailbox` once; read messages are deleted there.
+pub async fn poll_mailbox(
+    cfg: &Config,
+    store: &dyn BounceStore,
+    secret: &Secret,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Summary> {
+    let (Some(mailbox), Some(return_path)) = (&cfg.bounces.mailbox, &cfg.bounces.return_path)
+    else {
+        anyhow::bail!("[bounces] mailbox and return_path must be set to read a mailbox");
+    };
+    let var = cfg.bounces.mailbox_password_env.as_deref().unwrap_or("");
+    let password = std::env::var(var)
+        .map_err(|_| anyhow!("{var} is not set: it holds the password of bounces.mailbox"))?;
+    let tls = if mailbox.tls {
+        Some(crate::deliver::transport::tls::client_config(&[]).map_err(|e| anyhow!(e))?)
+    } else {
+        None
+    };
+    let handler = Handler {
+        return_path,
+        secret,
+        rules: cfg.bounces.rules(),
+        store,
+    };
+    let mut summary = Summary::default();
+    crate::bounces::imap::poll(mailbox, &password, tls, |raw, source| {
+        read_one(&handler, raw, source, now, &mut summary)
+    })
+    .await?;
+    Ok(summary)
+}
+
+/// `serve`'s mailbox poller: `[bounces] mailbox` read at start and every
+/// `poll_minutes`; a failed poll is logged and tried again next time.
+pub async fn poll_forever(cfg: Arc<Config>, store: Arc<dyn Store>, secret: Secret) {
+    let minutes = u64::from(cfg.bounces.poll_minutes);
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60 * minutes));
+    loop {
+        every.tick().await;
+        let Some(bounces) = store.bounces() else {
+            tracing::warn!("this database does not keep bounces: the mailbox is not read");
+            return;
+        };
+        match poll_mailbox(&cfg, bounces, &secret, crate::clock::now()).await {
+            Ok(s) if s.read > 0 => tracing::info!("bounce mailbox: {s}"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("bounce mailbox: {e:#}"),
+        }
+    }
 }
 
 /// The rates of the issue of `date`, if the store keeps bounces.

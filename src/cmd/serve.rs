@@ -89,6 +89,13 @@ async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult 
         .map_err(|e| Failure::job(anyhow::anyhow!(e)))?;
     tracing::info!(address = %local, "listening on http://{local}");
 
+    if cfg.bounces.mailbox.is_some() {
+        tokio::spawn(super::bounces::poll_forever(
+            cfg.clone(),
+            store.clone(),
+            secret.clone(),
+        ));
+    }
     let scheduler = Arc::new(Scheduler::new(
         cfg.clone(),
         store.clone(),

@@ -1,0 +1,216 @@
+//! A bounce mailbox read over IMAP (`[bounces] mailbox`): every message of the
+//! folder is fetched, handed to the caller, and deleted once it has been read, so
+//! that the mailbox only ever holds what is still to read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::TryStreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// How long connecting and each exchange may take.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `imaps://user@host[:port][/folder]` (or `imap://` on a trusted network), checked
+/// when the config is read. The user may be percent-encoded (`bounces%40example.com`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MailboxUrl {
+    url: String,
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub folder: String,
+}
+
+impl TryFrom<String> for MailboxUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<MailboxUrl, String> {
+        let bad = |why: &str| {
+            format!(
+                "bounces.mailbox {s:?} {why}: write it as \"imaps://user@imap.example.com/INBOX\""
+            )
+        };
+        let u = url::Url::parse(&s).map_err(|e| bad(&e.to_string()))?;
+        let tls = match u.scheme() {
+            "imaps" => true,
+            "imap" => false,
+            _ => return Err(bad("is not an imaps:// or imap:// URL")),
+        };
+        let host = u.host_str().ok_or_else(|| bad("has no host"))?.to_string();
+        let user = url::form_urlencoded::parse(format!("u={}", u.username()).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        if user.is_empty() {
+            return Err(bad("names no user"));
+        }
+        if u.password().is_some() {
+            return Err(bad(
+                "holds a password: put it in the variable named by bounces.mailbox_password_env",
+            ));
+        }
+        let folder = u.path().trim_start_matches('/');
+        Ok(MailboxUrl {
+            url: s.clone(),
+            tls,
+            port: u.port().unwrap_or(if tls { 993 } else { 143 }),
+            host,
+            user,
+            folder: if folder.is_empty() {
+                "INBOX".into()
+            } else {
+                folder.to_string()
+            },
+        })
+    }
+}
+
+impl From<MailboxUrl> for String {
+    fn from(m: MailboxUrl) -> String {
+        m.url
+    }
+}
+
+impl MailboxUrl {
+    /// For logs and event sources: `imap:user@host/folder`.
+    pub fn describe(&self) -> String {
+        format!("imap:{}@{}/{}", self.user, self.host, self.folder)
+    }
+}
+
+/// Reads every message of the mailbox: `handle(raw, source)` says whether it was
+/// read (then it is deleted) or must stay for the next poll. Returns how many
+/// messages were handed over.
+pub async fn poll(
+    mailbox: &MailboxUrl,
+    password: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    handle: impl FnMut(&[u8], &str) -> bool,
+) -> Result<u64> {
+    let addr = (mailbox.host.as_str(), mailbox.port);
+    let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| anyhow!("{}: no connection within 60 s", mailbox.describe()))?
+        .with_context(|| format!("cannot connect to {}", mailbox.describe()))?;
+    if mailbox.tls {
+        let config =
+            tls.ok_or_else(|| anyhow!("no TLS configuration for {}", mailbox.describe()))?;
+        let name = rustls::pki_types::ServerName::try_from(mailbox.host.clone())
+            .map_err(|e| anyhow!("{}: {e}", mailbox.describe()))?;
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .with_context(|| format!("TLS with {}", mailbox.describe()))?;
+        session(mailbox, password, stream, handle).await
+    } else {
+        session(mailbox, password, tcp, handle).await
+    }
+}
+
+async fn session<T>(
+    mailbox: &MailboxUrl,
+    password: &str,
+    stream: T,
+    mut handle: impl FnMut(&[u8], &str) -> bool,
+) -> Result<u64>
+where
+    T: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
+{
+    let at = mailbox.describe();
+    let mut client = async_imap::Client::new(stream);
+    match tokio::time::timeout(TIMEOUT, client.read_response()).await {
+        Ok(Some(Ok(_))) => {}
+        _ => bail!("{at}: no IMAP greeting"),
+    }
+    let mut s = client
+        .login(&mailbox.user, password)
+        .await
+        .map_err(|(e, _)| anyhow!("{at}: login refused: {e}"))?;
+    s.select(&mailbox.folder)
+        .await
+        .with_context(|| format!("{at}: cannot open the folder"))?;
+    let mut uids: Vec<u32> = s
+        .uid_search("ALL")
+        .await
+        .with_context(|| format!("{at}: SEARCH failed"))?
+        .into_iter()
+        .collect();
+    uids.sort_unstable();
+    let mut read = 0;
+    let mut deleted = 0;
+    for uid in uids {
+        let fetches: Vec<_> = s
+            .uid_fetch(uid.to_string(), "BODY.PEEK[]")
+            .await
+            .with_context(|| format!("{at}: FETCH {uid} failed"))?
+            .try_collect()
+            .await
+            .with_context(|| format!("{at}: FETCH {uid} failed"))?;
+        let Some(body) = fetches.iter().find_map(|f| f.body()) else {
+            continue;
+        };
+        read += 1;
+        if handle(body, &format!("{at}#{uid}")) {
+            let _: Vec<_> = s
+                .uid_store(uid.to_string(), "+FLAGS.SILENT (\\Deleted)")
+                .await
+                .with_context(|| format!("{at}: STORE {uid} failed"))?
+                .try_collect()
+                .await
+                .with_context(|| format!("{at}: STORE {uid} failed"))?;
+            deleted += 1;
+        }
+    }
+    if deleted > 0 {
+        let _: Vec<_> = s
+            .expunge()
+            .await
+            .with_context(|| format!("{at}: EXPUNGE failed"))?
+            .try_collect()
+            .await
+            .with_context(|| format!("{at}: EXPUNGE failed"))?;
+    }
+    let _ = s.logout().await;
+    Ok(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mailbox_url_is_read_with_its_defaults() {
+        let m =
+            MailboxUrl::try_from("imaps://bounces%40news.example.com@mail.example.com".to_string())
+                .unwrap();
+        assert_eq!(
+            (
+                m.tls,
+                m.host.as_str(),
+                m.port,
+                m.user.as_str(),
+                m.folder.as_str()
+            ),
+            (
+                true,
+                "mail.example.com",
+                993,
+                "bounces@news.example.com",
+                "INBOX"
+            )
+        );
+        let m = MailboxUrl::try_from("imap://b@127.0.0.1:1143/Bounces".to_string()).unwrap();
+        assert_eq!((m.tls, m.port, m.folder.as_str()), (false, 1143, "Bounces"));
+        for bad in [
+            "https://b@mail.example.com",
+            "imaps://mail.example.com",
+            "imaps://b:secret@mail.example.com",
+        ] {
+            assert!(MailboxUrl::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+    }
+}
