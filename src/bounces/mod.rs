@@ -6,7 +6,7 @@
 //! names the subscriber and issue it is about from the signed VERP return path
 //! ([`verp`], never from the report's own contents), and decides what it changes
 //! ([`rules`], pure). [`apply`] runs one message through them and the store;
-//! [`mailbox`] reads standard input, a Maildir or an mbox.
+//! [`mailbox`] reads standard input, a Maildir or an mbox, [`imap`] an IMAP mailbox.
 
 pub mod apply;
 pub mod imap;

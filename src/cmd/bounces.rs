@@ -4,7 +4,8 @@
 //! report) is logged with its source and counted in the summary. Exit codes: 0 every
 //! message was read; 75 (EX_TEMPFAIL) when the one message of standard input could not
 //! be recorded, so that a Postfix pipe delivers it again later; 1 when messages of a
-//! Maildir or mbox are left to read again; 2 usage or config.
+//! Maildir, mbox or IMAP mailbox are left to read again (or the mailbox could not be
+//! read); 2 usage or config.
 
 use std::path::Path;
 
