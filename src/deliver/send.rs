@@ -225,8 +225,15 @@ struct Retries {
 }
 
 impl Retries {
+    /// After a transient failure (or at once, for a message whose session
+    /// ended before it: no attempt used).
     fn push(&mut self, job: Job) {
-        let due = Instant::now() + backoff(self.base, job.attempts);
+        let wait = if job.attempts == 0 {
+            Duration::ZERO
+        } else {
+            backoff(self.base, job.attempts)
+        };
+        let due = Instant::now() + wait;
         self.waiting.push((due, job));
     }
 
@@ -516,6 +523,7 @@ pub async fn deliver_ledger(
             events: events_tx.clone(),
             conn: None,
             held: None,
+            delivered_here: 0,
         };
         tasks.spawn(worker.run());
     }
@@ -1097,5 +1105,82 @@ mod tests {
         assert_eq!(counts.sending, 0, "nothing left in sending");
         assert_eq!(counts.sent, report.sent);
         assert_eq!(counts.pending + counts.sent, 40);
+    }
+
+    /// A relay that takes three messages a session and then hangs up (421) on
+    /// the envelope of the fourth.
+    #[derive(Clone, Default)]
+    struct HangsUp {
+        here: u32,
+        held: Option<String>,
+        broken: bool,
+        delivered: Arc<Mutex<Vec<String>>>,
+    }
+    impl Connection for HangsUp {
+        fn stage_next<'a>(&'a mut self, msg: &'a Outgoing) -> BoxFuture<'a, Staged> {
+            Box::pin(async move {
+                let previous = self.held.take().map(|to| {
+                    self.delivered.lock().unwrap().push(to);
+                    Ok(())
+                });
+                tokio::task::yield_now().await;
+                if self.here == 3 {
+                    self.broken = true;
+                    return Staged {
+                        previous,
+                        this: Err(SendError::transient("MAIL: 421 closing")),
+                    };
+                }
+                self.here += 1;
+                self.held = Some(msg.to.clone());
+                Staged {
+                    previous,
+                    this: Ok(()),
+                }
+            })
+        }
+        fn finish(&mut self) -> BoxFuture<'_, Result<(), SendError>> {
+            Box::pin(async move {
+                let to = self.held.take().expect("a staged message");
+                self.delivered.lock().unwrap().push(to);
+                Ok(())
+            })
+        }
+        fn is_broken(&self) -> bool {
+            self.broken
+        }
+        fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    /// Regression: the message going out when a session ended used up one of
+    /// its attempts each time, and with unlucky timing was given up for the run.
+    #[test]
+    fn a_message_whose_session_ends_before_it_goes_again_without_using_an_attempt() {
+        let (_dir, store) = store_with((0..20).map(|i| format!("r{i}@example.com")));
+        let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let t = HangsUp::default();
+        let opts = SendOptions {
+            max_attempts: 1,
+            ..options(2, None)
+        };
+        let report = single_thread_runtime()
+            .unwrap()
+            .block_on(deliver_ledger(
+                store.clone(),
+                date,
+                Arc::new(Plain),
+                Arc::new(Cloning(t.clone())),
+                &opts,
+                crate::clock::now(),
+            ))
+            .unwrap();
+        assert_eq!((report.sent, report.pending_left), (20, 0), "{report:?}");
+        let mut got = t.delivered.lock().unwrap().clone();
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 20, "each once");
+        assert_eq!(t.delivered.lock().unwrap().len(), 20, "nobody twice");
     }
 }

@@ -109,6 +109,9 @@ pub(super) struct Worker {
     pub(super) events: mpsc::UnboundedSender<Event>,
     pub(super) conn: Option<Box<dyn Connection>>,
     pub(super) held: Option<Held>,
+    /// Messages the current connection delivered: when it then ends, the
+    /// session ended, not the message that was going out on it.
+    pub(super) delivered_here: u32,
 }
 
 impl Worker {
@@ -165,6 +168,7 @@ impl Worker {
             Some(c) => c.finish().await,
             None => Err(SendError::transient("connection lost")),
         };
+        self.delivered_here += u32::from(ended.is_ok());
         self.drop_if_broken().await;
         self.report_end(held, ended);
     }
@@ -257,7 +261,10 @@ impl Worker {
         self.drop_if_broken().await;
         if self.conn.is_none() {
             match self.shared.transport.connect().await {
-                Ok(c) => self.conn = Some(c),
+                Ok(c) => {
+                    self.conn = Some(c);
+                    self.delivered_here = 0;
+                }
                 Err(e) => {
                     self.end_held().await;
                     let done = self.failure(job.clone(), retried, e);
@@ -275,10 +282,33 @@ impl Worker {
             let ended = staged
                 .previous
                 .unwrap_or_else(|| Err(SendError::transient("its end was never sent")));
+            self.delivered_here += u32::from(ended.is_ok());
             self.report_end(held, ended);
         }
         if let Err(e) = staged.this {
+            // A session that delivered messages and then ended (421, closed)
+            // before this one's data: nothing of it went out, and it is not its
+            // fault. It goes again at once on a new connection, without using
+            // up one of its attempts (a server that never takes a message still
+            // uses them: a fresh session counts).
+            let session_ended = e.is_transient()
+                && !job.marked
+                && self.delivered_here > 0
+                && self.conn.as_ref().is_some_and(|c| c.is_broken());
             self.drop_if_broken().await;
+            if session_ended {
+                tracing::debug!(to = %job.delivery.subscriber.email, error = %e,
+                    "the session ended before this message: again on a new one");
+                self.report(Done {
+                    id: job.id(),
+                    email: job.delivery.subscriber.email.to_string(),
+                    outcome: None,
+                    retried: true,
+                    again: Some(job),
+                    fatal: None,
+                });
+                return;
+            }
             let done = self.failure(job.clone(), retried, e);
             self.settle(&job, done).await;
             return;
