@@ -1055,6 +1055,20 @@ fn a_real_imap_mailbox_is_read_by_serve_and_by_bounces_imap_and_emptied() {
     ));
     std::fs::write(&config, text).unwrap();
 
+    // check logs in and reads nothing.
+    let out = sent
+        .cmd(&["check"])
+        .env("BOUNCES_IMAP_PASSWORD", "imap-secret")
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("ok    bounce mailbox: logged in; 2 message(s) waiting"),
+        "{}\n{}",
+        show(&out),
+        dovecot.log()
+    );
+    assert_eq!(dovecot.count(), 2);
+
     // serve reads the mailbox at start.
     let listen = format!("127.0.0.1:{}", free_port());
     let mut serve = sent

@@ -91,6 +91,25 @@ pub async fn poll(
     tls: Option<Arc<rustls::ClientConfig>>,
     handle: impl FnMut(&[u8], &str) -> bool,
 ) -> Result<u64> {
+    connect(mailbox, password, tls, Some(handle)).await
+}
+
+/// Connects, logs in and opens the folder, reading nothing (what `check` tries).
+/// Returns how many messages wait there.
+pub async fn probe(
+    mailbox: &MailboxUrl,
+    password: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<u64> {
+    connect(mailbox, password, tls, None::<fn(&[u8], &str) -> bool>).await
+}
+
+async fn connect(
+    mailbox: &MailboxUrl,
+    password: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    handle: Option<impl FnMut(&[u8], &str) -> bool>,
+) -> Result<u64> {
     let addr = (mailbox.host.as_str(), mailbox.port);
     let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
         .await
@@ -115,7 +134,7 @@ async fn session<T>(
     mailbox: &MailboxUrl,
     password: &str,
     stream: T,
-    mut handle: impl FnMut(&[u8], &str) -> bool,
+    handle: Option<impl FnMut(&[u8], &str) -> bool>,
 ) -> Result<u64>
 where
     T: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
@@ -130,9 +149,14 @@ where
         .login(&mailbox.user, password)
         .await
         .map_err(|(e, _)| anyhow!("{at}: login refused: {e}"))?;
-    s.select(&mailbox.folder)
+    let folder = s
+        .select(&mailbox.folder)
         .await
         .with_context(|| format!("{at}: cannot open the folder"))?;
+    let Some(mut handle) = handle else {
+        let _ = s.logout().await;
+        return Ok(u64::from(folder.exists));
+    };
     let mut uids: Vec<u32> = s
         .uid_search("ALL")
         .await

@@ -126,6 +126,33 @@ fn read_one(
     }
 }
 
+/// The password of `[bounces] mailbox` and the TLS setup it needs.
+fn mailbox_access(
+    cfg: &Config,
+    mailbox: &crate::bounces::imap::MailboxUrl,
+) -> anyhow::Result<(String, Option<Arc<rustls::ClientConfig>>)> {
+    let var = cfg.bounces.mailbox_password_env.as_deref().unwrap_or("");
+    let password = std::env::var(var)
+        .map_err(|_| anyhow!("{var} is not set: it holds the password of bounces.mailbox"))?;
+    let tls = if mailbox.tls {
+        Some(crate::deliver::transport::tls::client_config(&[]).map_err(|e| anyhow!(e))?)
+    } else {
+        None
+    };
+    Ok((password, tls))
+}
+
+/// Logs in to `[bounces] mailbox` and counts what waits there, reading nothing.
+pub async fn probe_mailbox(cfg: &Config) -> anyhow::Result<u64> {
+    let mailbox = cfg
+        .bounces
+        .mailbox
+        .as_ref()
+        .ok_or_else(|| anyhow!("[bounces] mailbox is not set"))?;
+    let (password, tls) = mailbox_access(cfg, mailbox)?;
+    crate::bounces::imap::probe(mailbox, &password, tls).await
+}
+
 /// Reads `[bounces] mailbox` once; read messages are deleted there.
 pub async fn poll_mailbox(
     cfg: &Config,
@@ -137,14 +164,7 @@ pub async fn poll_mailbox(
     else {
         anyhow::bail!("[bounces] mailbox and return_path must be set to read a mailbox");
     };
-    let var = cfg.bounces.mailbox_password_env.as_deref().unwrap_or("");
-    let password = std::env::var(var)
-        .map_err(|_| anyhow!("{var} is not set: it holds the password of bounces.mailbox"))?;
-    let tls = if mailbox.tls {
-        Some(crate::deliver::transport::tls::client_config(&[]).map_err(|e| anyhow!(e))?)
-    } else {
-        None
-    };
+    let (password, tls) = mailbox_access(cfg, mailbox)?;
     let handler = Handler {
         return_path,
         secret,

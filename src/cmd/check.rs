@@ -71,6 +71,12 @@ pub fn check(config: Option<&Path>) -> CmdResult {
     ));
     lines.push(line("database", database(&cfg)));
     lines.push(line("bounce rates", bounce_rates(&cfg)));
+    if cfg.bounces.mailbox.is_some() {
+        lines.push(line(
+            "bounce mailbox",
+            mailbox_check(&cfg).map_err(|e| format!("{e:#}")),
+        ));
+    }
     let rt = runtime()?;
     let (_, sources) = rt.block_on(crate::ingest::ingest(&cfg, crate::clock::now()));
     for s in sources {
@@ -110,6 +116,14 @@ fn database(cfg: &Config) -> Result<String, String> {
         .find(|(s, _)| *s == SubscriberStatus::Active)
         .map_or(0, |(_, n)| *n);
     Ok(format!("{active} active subscriber(s)"))
+}
+
+/// `[bounces] mailbox` takes a login and opens its folder; nothing is read.
+fn mailbox_check(cfg: &Config) -> anyhow::Result<String> {
+    let n = runtime()
+        .map_err(|f| f.error)?
+        .block_on(super::bounces::probe_mailbox(cfg))?;
+    Ok(format!("logged in; {n} message(s) waiting"))
 }
 
 /// The last issue's hard-bounce and complaint rates are within `[bounces]`' limits.
