@@ -63,6 +63,9 @@ pub enum Command {
     /// Bring the database's schema up to date, then exit (every command does it
     /// at start; this one does nothing else). Refuses a database newer than digestif.
     Migrate,
+    /// Move a whole database to another one (e.g. SQLite to PostgreSQL).
+    #[command(subcommand)]
+    Store(StoreCmd),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -160,6 +163,20 @@ pub struct EditorIntroArgs {
     pub text: Option<String>,
     #[arg(long, conflicts_with = "text")]
     pub clear: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Copy subscribers, sign-ups, suppressions, the ledger, runs and returned mail,
+    /// ids and keys as they are, into an empty database (refused if it is not).
+    Copy {
+        /// The database to read: sqlite://PATH or postgres://user@host:port/database.
+        #[arg(long)]
+        from: String,
+        /// The empty database to write (created and migrated if needed).
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

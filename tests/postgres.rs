@@ -124,3 +124,43 @@ fn a_storage_url_that_is_neither_sqlite_nor_postgres_names_the_key_and_its_line(
         "{err}"
     );
 }
+
+#[test]
+fn an_install_moved_from_sqlite_by_store_copy_goes_on_on_postgresql() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    let pg_url = site.url.clone();
+    // The install as it was: on a SQLite file next to the config.
+    let cfg = std::fs::read_to_string(site.config()).unwrap();
+    std::fs::write(site.config(), cfg.replace(&pg_url, "sqlite://digestif.db")).unwrap();
+    for i in 1..=4 {
+        let out = site.run(&["subscribers", "add", &format!("r{i}@example.com")]);
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    let out = site.run(&["unsubscribe", "r4@example.com"]);
+    assert!(out.status.success(), "{}", show(&out));
+
+    let file = format!("sqlite://{}", site.dir.path().join("digestif.db").display());
+    let out = site.run(&["store", "copy", "--from", &file, "--to", &pg_url]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stdout(&out).starts_with("copied 4 subscribers, 0 sign-ups, 0 suppressions"),
+        "{}",
+        show(&out)
+    );
+    // Copying again into the now non-empty database is refused.
+    let out = site.run(&["store", "copy", "--from", &file, "--to", &pg_url]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not empty"),
+        "{}",
+        show(&out)
+    );
+
+    // The config now names PostgreSQL: the unsubscribed reader stays out.
+    let cfg = std::fs::read_to_string(site.config()).unwrap();
+    std::fs::write(site.config(), cfg.replace("sqlite://digestif.db", &pg_url)).unwrap();
+    let out = site.send();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(recipients(&server), everyone(3));
+}

@@ -126,5 +126,6 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Serve(a) => serve::serve(config, &a),
         Command::Check => check::check(config),
         Command::Migrate => store::migrate(config),
+        Command::Store(c) => store::run(c),
     }
 }

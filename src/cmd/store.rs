@@ -1,6 +1,10 @@
-//! `digestif migrate`: the database's schema brought up to date, nothing else.
+//! `digestif migrate` (the database's schema brought up to date, nothing else)
+//! and `digestif store copy` (a whole database moved to another one).
 
 use std::path::Path;
+
+use crate::cli::StoreCmd;
+use crate::store::Location;
 
 use super::{load_config, CmdResult, Failure};
 
@@ -14,5 +18,45 @@ pub fn migrate(config: Option<&Path>) -> CmdResult {
     })?;
     let version = store.schema_version().map_err(Failure::job)?;
     println!("database at schema version {version}");
+    Ok(())
+}
+
+pub fn run(cmd: StoreCmd) -> CmdResult {
+    match cmd {
+        StoreCmd::Copy { from, to } => copy(&from, &to),
+    }
+}
+
+fn copy(from: &str, to: &str) -> CmdResult {
+    let parse = |flag: &str, s: &str| {
+        Location::parse(s).map_err(|e| Failure::usage(anyhow::anyhow!("--{flag}: {e}")))
+    };
+    let (from, to) = (parse("from", from)?, parse("to", to)?);
+    if from == to {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--from and --to name the same database ({from})"
+        )));
+    }
+    if let Location::SqliteFile(p) = &from {
+        if !p.is_file() {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--from: there is no database file {}",
+                p.display()
+            )));
+        }
+    }
+    let open = |at: &Location| {
+        crate::store::open_at(at)
+            .map_err(|e| Failure::job(anyhow::anyhow!("cannot open the database {at}: {e}")))
+    };
+    let (source, target) = (open(&from)?, open(&to)?);
+    let dump = crate::store::copy::copy(&*source, &*target)
+        .map_err(|e| Failure::job(anyhow::anyhow!("cannot copy into {to}: {e}")))?;
+    let counts: Vec<String> = dump
+        .counts()
+        .iter()
+        .map(|(what, n)| format!("{n} {what}"))
+        .collect();
+    println!("copied {} from {from} to {to}", counts.join(", "));
     Ok(())
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{LinkKey, Locale, Subscriber, SubscriberEmail, SubscriberStatus};
 
+pub mod copy;
 pub mod pg;
 pub mod run;
 pub mod sqlite;
@@ -40,7 +41,7 @@ fn unsupported(what: &str) -> StoreError {
 }
 
 /// Both interfaces of one database, as [`open`] gives them.
-pub trait Backend: Store + BounceStore {
+pub trait Backend: Store + BounceStore + copy::Copyable {
     /// The schema version applied to the database.
     fn schema_version(&self) -> StoreResult<i64>;
 }
@@ -66,6 +67,35 @@ pub enum Location {
     SqliteMemory,
     /// A PostgreSQL database (`postgres://…` or `postgresql://…`), as written.
     Postgres(String),
+}
+
+impl Location {
+    /// `sqlite://PATH` (relative to the working folder), `sqlite::memory:` or
+    /// `postgres://…`, as `--from` and `--to` take them.
+    pub fn parse(s: &str) -> Result<Location, String> {
+        if crate::config::is_postgres_url(s) {
+            return Ok(Location::Postgres(s.to_string()));
+        }
+        match s.strip_prefix("sqlite:") {
+            Some(":memory:") => Ok(Location::SqliteMemory),
+            Some(rest) if !rest.trim_start_matches("//").is_empty() => Ok(Location::SqliteFile(
+                std::path::PathBuf::from(rest.strip_prefix("//").unwrap_or(rest)),
+            )),
+            _ => Err(format!(
+                "{s:?} names no database: write sqlite://PATH or postgres://user@host:port/database"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::SqliteFile(p) => write!(f, "sqlite://{}", p.display()),
+            Location::SqliteMemory => f.write_str("sqlite::memory:"),
+            Location::Postgres(url) => f.write_str(&pg::place_of(url)),
+        }
+    }
 }
 
 /// Opens the database at `at`, bringing its schema up to date (and refusing one

@@ -22,6 +22,7 @@ use super::{
 use crate::domain::{LinkKey, Locale, Subscriber, SubscriberEmail, SubscriberStatus};
 
 mod bounces;
+mod dump;
 
 /// Schema migrations, the same versions as SQLite's, applied in order and
 /// recorded in `schema_migrations`. Append only.
@@ -364,7 +365,7 @@ fn migrate(client: &mut Client) -> StoreResult<()> {
 }
 
 /// `url` without its password, to name the database in messages.
-fn place_of(url: &str) -> String {
+pub(super) fn place_of(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {

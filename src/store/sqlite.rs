@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 mod bounces;
+mod dump;
 
 /// How long a statement waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
