@@ -1,6 +1,6 @@
 //! The product on PostgreSQL, as an operator runs it: `[storage] database =
 //! "postgres://…"`, the binary, a throwaway cluster of the tests' own and a real
-//! SMTP server (aiosmtpd) over TCP.
+//! SMTP server (aiosmtpd) over TCP; two `serve` processes on one database.
 
 mod support;
 
@@ -163,4 +163,145 @@ fn an_install_moved_from_sqlite_by_store_copy_goes_on_on_postgresql() {
     let out = site.send();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(recipients(&server), everyone(3));
+}
+
+/// A `digestif serve` process; killed when dropped.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port`; the status and the body.
+fn http(port: u16, method: &str, target: &str, body: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    write!(
+        s,
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, out))
+}
+
+impl Site {
+    fn serve(&self, port: u16) -> Serve {
+        let child = digestif_cmd(
+            &self.config(),
+            &["serve", "--listen", &format!("127.0.0.1:{port}")],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        let serve = Serve(child);
+        let start = std::time::Instant::now();
+        while !matches!(http(port, "GET", "/healthz", ""), Ok((200, _))) {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "serve on port {port} never answered /healthz"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        serve
+    }
+}
+
+#[test]
+fn a_one_click_unsubscribe_on_one_serve_instance_is_honoured_by_the_next_send() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    let (port_a, port_b) = (free_port(), free_port());
+    // Links name instance A; the scheduler stays off (sends are run by hand here).
+    let cfg = std::fs::read_to_string(site.config()).unwrap().replace(
+        "https://news.example.com/digestif",
+        &format!("http://127.0.0.1:{port_a}"),
+    );
+    std::fs::write(
+        site.config(),
+        format!("{cfg}\n[schedule]\nenabled = false\n"),
+    )
+    .unwrap();
+    // A story for the next day too.
+    let feed = support::site::FEED.replace(
+        "<item>",
+        "<item><title>Le lendemain</title><link>https://example.com/demain</link>\
+         <description>La suite.</description><pubDate>Sat, 28 Nov 2026 05:00:00 +0100</pubDate></item><item>",
+    );
+    std::fs::write(site.dir.path().join("feeds/monde.xml"), feed).unwrap();
+    for i in 1..=3 {
+        let out = site.run(&["subscribers", "add", &format!("r{i}@example.com")]);
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    let out = site.send();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(recipients(&server), everyone(3));
+    let to_r2 = server
+        .messages()
+        .into_iter()
+        .find(|m| m.rcpt() == "r2@example.com")
+        .unwrap();
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&to_r2.raw)
+        .unwrap();
+    let one_click = parsed
+        .header_raw("List-Unsubscribe")
+        .unwrap()
+        .split(['<', '>'])
+        .find(|s| s.starts_with("http"))
+        .unwrap()
+        .to_string();
+    let target = one_click
+        .strip_prefix(&format!("http://127.0.0.1:{port_a}"))
+        .unwrap()
+        .to_string();
+
+    // Two instances on the one database; the click lands on B, not the one the link names.
+    let _a = site.serve(port_a);
+    let _b = site.serve(port_b);
+    let (status, page) = http(port_b, "POST", &target, "List-Unsubscribe=One-Click").unwrap();
+    assert_eq!(status, 200, "{page}");
+    let (status, _) = http(port_a, "GET", "/healthz", "").unwrap();
+    assert_eq!(status, 200);
+
+    // The next issue, sent by another process, goes to the two others only.
+    let out = site.run(&[
+        "send",
+        "--date",
+        "2026-11-28",
+        "--now",
+        "2026-11-28T06:30:00+01:00",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(server.count(), 5, "{}", show(&out));
+    assert_eq!(
+        recipients(&server),
+        vec![
+            "r1@example.com",
+            "r1@example.com",
+            "r2@example.com",
+            "r3@example.com",
+            "r3@example.com"
+        ]
+    );
 }
