@@ -40,6 +40,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
 ];
 
+/// One outcome recorded: a row already sent or failed is never moved back.
+const RECORD: &str = "UPDATE deliveries SET state = $3, attempts = attempts + 1,
+       last_error = $4, message_id = COALESCE($5, message_id), updated_at = $6
+     WHERE issue_date = $1 AND subscriber_id = $2 AND state IN ('pending', 'sending')";
+
 /// Any number: the advisory lock under which one process at a time migrates.
 const MIGRATION_LOCK: i64 = 0x6469_6765_7374;
 
@@ -525,23 +530,14 @@ impl PgStore {
 
     /// Records `outcomes` inside the transaction `tx` (a row already sent or
     /// failed is never moved back).
+    /// `set` is [`RECORD`] prepared on the transaction's connection.
     fn record_in(
         tx: &mut postgres::Transaction<'_>,
+        set: &Statement,
         date: NaiveDate,
         outcomes: &[(i64, DeliveryOutcome)],
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        if outcomes.is_empty() {
-            return Ok(());
-        }
-        let set = tx
-            .prepare(
-                "UPDATE deliveries SET state = $3, attempts = attempts + 1,
-                   last_error = $4, message_id = COALESCE($5, message_id), updated_at = $6
-                 WHERE issue_date = $1 AND subscriber_id = $2
-                   AND state IN ('pending', 'sending')",
-            )
-            .map_err(db)?;
         let mut bounced = Vec::new();
         for (id, outcome) in outcomes {
             let (state, error, message_id) = match outcome {
@@ -549,7 +545,7 @@ impl PgStore {
                 DeliveryOutcome::Retry { error } => ("pending", Some(error.as_str()), None),
                 DeliveryOutcome::Failed { error, .. } => ("failed", Some(error.as_str()), None),
             };
-            tx.execute(&set, &[&date, id, &state, &error, &message_id, &at])
+            tx.execute(set, &[&date, id, &state, &error, &message_id, &at])
                 .map_err(db)?;
             if let DeliveryOutcome::Failed {
                 error,
@@ -942,8 +938,9 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         off_runtime(|| {
             let mut c = self.conn()?;
+            let set = c.st(RECORD).map_err(db)?;
             let mut tx = c.client.transaction().map_err(db)?;
-            Self::record_in(&mut tx, date, outcomes, at)?;
+            Self::record_in(&mut tx, &set, date, outcomes, at)?;
             tx.commit().map_err(db)
         })
     }
@@ -1019,8 +1016,9 @@ impl Store for PgStore {
                        AND NOT EXISTS (SELECT 1 FROM subscribers s
                                        WHERE s.id = d.subscriber_id AND s.status = 'active')")
                 .map_err(db)?;
+            let set = c.st(RECORD).map_err(db)?;
             let mut tx = c.client.transaction().map_err(db)?;
-            Self::record_in(&mut tx, date, outcomes, at)?;
+            Self::record_in(&mut tx, &set, date, outcomes, at)?;
             if marks.is_empty() {
                 tx.commit().map_err(db)?;
                 return Ok(Vec::new());
