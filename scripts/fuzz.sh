@@ -1,6 +1,7 @@
 #!/bin/sh
 # Coverage-guided fuzzing of the parsers that read outside input: feeds, one
-# subscribers CSV row, link tokens, the config file, an issue's editor.toml.
+# subscribers CSV row, link tokens, the config file, an issue's editor.toml,
+# an SMTP server's replies.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     default: 600 s each, every target
 #
@@ -15,7 +16,7 @@ set -eu
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-600}
 [ $# -gt 0 ] && shift
-TARGETS=${*:-"feed csv_row token config editor"}
+TARGETS=${*:-"feed csv_row token config editor smtp_reply"}
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 status=0
 for t in $TARGETS; do
