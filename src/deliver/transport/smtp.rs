@@ -264,11 +264,6 @@ impl SmtpSession {
         matches!(self.io.get_ref(), Stream::Tls(_))
     }
 
-    /// Whether the server offered PIPELINING.
-    pub fn pipelining(&self) -> bool {
-        self.caps.pipelining
-    }
-
     fn lost(&mut self, what: String) -> SendError {
         self.broken = true;
         SendError::transient(what)
@@ -388,8 +383,9 @@ impl SmtpSession {
 
     /// Ends the staged message, if any, and stages `msg` (see [`Connection::stage_next`]).
     async fn stage_after(&mut self, msg: &Outgoing) -> Staged {
-        let had_staged = std::mem::take(&mut self.staged);
+        let had_staged = self.staged;
         if self.broken {
+            self.staged = false;
             let lost = SendError::transient("connection already lost");
             return Staged {
                 previous: had_staged.then(|| Err(lost.clone())),
@@ -398,7 +394,6 @@ impl SmtpSession {
         }
         if !self.caps.pipelining {
             let previous = if had_staged {
-                self.staged = true;
                 Some(self.end_data().await)
             } else {
                 None
@@ -410,6 +405,7 @@ impl SmtpSession {
             };
             return Staged { previous, this };
         }
+        self.staged = false;
         let rset = std::mem::take(&mut self.needs_rset);
         let mut head = Vec::with_capacity(160);
         if had_staged {
