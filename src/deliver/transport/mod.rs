@@ -38,11 +38,12 @@ pub struct Staged {
 /// One open channel to the destination (an SMTP session, a folder). Each send
 /// worker owns one.
 ///
-/// A message goes out in two steps: [`Connection::stage_next`] sends everything
-/// of it that can go out without delivering it (for SMTP: the envelope and the
-/// data, not the end of the data); the send loop then marks its ledger row
-/// `sending`, and the next `stage_next` (or [`Connection::finish`]) delivers it.
-/// A connection dropped between the two delivers nothing.
+/// A message goes out in two steps: [`Connection::stage_next`] does everything
+/// for it that can be done without delivering it (for SMTP: the envelope, up to
+/// the server's `354`); the send loop then marks its ledger row `sending`, and
+/// the next `stage_next` (or [`Connection::finish`]) delivers it (for SMTP: its
+/// data and final `.`, in the same write as the next envelope). A connection
+/// dropped between the two delivers nothing.
 pub trait Connection: Send {
     /// Ends the staged message, if any, and stages `msg`, in as few round trips
     /// as the destination allows (over SMTP with PIPELINING: one).
