@@ -14,6 +14,8 @@ if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl 
 fi
 # Dovecot: the real IMAP server whose mailbox `serve` and `bounces --imap` read.
 [ -x /usr/sbin/dovecot ] || need_apt+=(dovecot-imapd)
+# openssl: makes and signs with the stand-in SNS certificate of the SES webhook test.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         apt-get update -qq >/dev/null

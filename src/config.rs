@@ -414,6 +414,16 @@ pub struct Bounces {
     /// The environment variable holding the mailbox's password.
     pub mailbox_password_env: Option<String>,
     pub poll_minutes: u32,
+    /// Amazon SES through SNS (`POST /webhooks/ses`): a PEM file holding the SNS
+    /// signing certificate(s) to trust, relative to the config file. Unset: the
+    /// route answers 404.
+    pub ses_certificate: Option<PathBuf>,
+    /// The SNS topics whose notifications are read; others are refused.
+    pub ses_topic_arns: Vec<String>,
+    /// Postmark (`POST /webhooks/postmark`): the basic-auth user Postmark is given,
+    /// and the variable holding its password. Unset: the route answers 404.
+    pub postmark_user: Option<String>,
+    pub postmark_password_env: Option<String>,
 }
 
 impl Default for Bounces {
@@ -427,6 +437,10 @@ impl Default for Bounces {
             mailbox: None,
             mailbox_password_env: None,
             poll_minutes: 5,
+            ses_certificate: None,
+            ses_topic_arns: Vec::new(),
+            postmark_user: None,
+            postmark_password_env: None,
         }
     }
 }
@@ -727,6 +741,27 @@ impl Config {
                 "bounces.mailbox needs bounces.mailbox_password_env, the variable that holds \
                  its password{}",
                 line_of("mailbox")
+            ));
+        }
+        if b.ses_certificate.is_some() && b.ses_topic_arns.is_empty() {
+            return Err(format!(
+                "bounces.ses_certificate needs bounces.ses_topic_arns, the SNS topic(s) your SES \
+                 notifications are published to (any AWS account's topic is signed with the same \
+                 certificate){}",
+                line_of("ses_certificate")
+            ));
+        }
+        if let Some(arn) = b.ses_topic_arns.iter().find(|a| !a.starts_with("arn:aws")) {
+            return Err(format!(
+                "bounces.ses_topic_arns: {arn:?} is not a topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME){}",
+                line_of("ses_topic_arns")
+            ));
+        }
+        if b.postmark_user.is_some() != b.postmark_password_env.is_some() {
+            return Err(format!(
+                "bounces.postmark_user and bounces.postmark_password_env go together: Postmark \
+                 posts with basic auth, the user and the variable holding its password{}",
+                line_of("postmark_")
             ));
         }
         if b.soft_bounce_limit == 0 || b.soft_bounce_days == 0 {

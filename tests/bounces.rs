@@ -195,6 +195,25 @@ fn a_bad_bounces_key_is_refused_naming_the_key_and_its_line() {
     let text = format!("{head}\n[bounces]\nmax_complaint_percent = 120\n");
     let e = digestif::config::Config::parse(&text, Path::new(".")).unwrap_err();
     assert!(e.contains("bounces.max_complaint_percent"), "{e}");
+    // The webhooks' keys go together.
+    for (keys, named, line) in [
+        ("ses_certificate = \"sns.pem\"", "bounces.ses_topic_arns", 3),
+        (
+            "ses_certificate = \"sns.pem\"\nses_topic_arns = [\"my-topic\"]",
+            "\"my-topic\" is not a topic ARN",
+            4,
+        ),
+        (
+            "postmark_user = \"postmark\"",
+            "bounces.postmark_password_env",
+            3,
+        ),
+    ] {
+        let text = format!("{head}\n[bounces]\n{keys}\n");
+        let e = digestif::config::Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(e.contains(named), "{keys}: {e}");
+        assert!(e.contains(&format!("line {}", lines + line)), "{keys}: {e}");
+    }
 }
 
 /// The address the corpus samples were returned to.
@@ -205,6 +224,8 @@ const CORPUS_VERP: &str = "bounces+7-20261127-6q6ec7f6kar22lgb@news.example.com"
 struct Sent {
     dir: tempfile::TempDir,
     verp: std::collections::HashMap<String, String>,
+    /// The Message-ID each recipient's copy went out with (without brackets).
+    message_ids: std::collections::HashMap<String, String>,
 }
 
 impl Sent {
@@ -212,12 +233,29 @@ impl Sent {
         let server = SmtpServer::start(&[]);
         let dir = site(&server, "return_path = \"bounces@news.example.com\"", n);
         send(&dir);
-        let verp = server
-            .messages()
-            .into_iter()
+        let messages = server.messages();
+        let verp = messages
+            .iter()
             .map(|m| (m.rcpt().to_string(), m.mail_from.clone()))
             .collect();
-        (server, Sent { dir, verp })
+        let message_ids = messages
+            .iter()
+            .map(|m| {
+                let parsed = mail_parser::MessageParser::default().parse(&m.raw).unwrap();
+                (
+                    m.rcpt().to_string(),
+                    parsed.message_id().unwrap().to_string(),
+                )
+            })
+            .collect();
+        (
+            server,
+            Sent {
+                dir,
+                verp,
+                message_ids,
+            },
+        )
     }
 
     /// A corpus sample as if returned to `who`'s copy, with its own Message-ID.
@@ -1137,4 +1175,410 @@ fn a_real_imap_mailbox_is_read_by_serve_and_by_bounces_imap_and_emptied() {
         "{}",
         show(&out)
     );
+}
+
+/// `digestif serve` of a sent site, with `extra` appended to its `[bounces]` table;
+/// its log goes to a file. Killed when dropped.
+struct Serve {
+    child: std::process::Child,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+impl Serve {
+    fn start(sent: &Sent, extra: &str, env: &[(&str, &str)]) -> Serve {
+        let config = sent.dir.path().join("digestif.toml");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!("{extra}\n\n[schedule]\nenabled = false\n"));
+        std::fs::write(&config, text).unwrap();
+        let port = free_port();
+        let log = sent.dir.path().join("serve.log");
+        let mut cmd = sent.cmd(&["serve", "--listen", &format!("127.0.0.1:{port}")]);
+        cmd.envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut serve = Serve {
+            child: cmd.spawn().unwrap(),
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = serve.child.try_wait().unwrap() {
+                panic!("serve stopped ({status}): {}", serve.log());
+            }
+            assert!(
+                t0.elapsed().as_secs() < 30,
+                "serve does not listen: {}",
+                serve.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        serve
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POSTs `body` to `path` (with basic auth when given): (status, answer).
+    fn post(&self, path: &str, body: &str, auth: Option<(&str, &str)>) -> (u16, String) {
+        let url = format!("{}{path}", self.base);
+        let body = body.to_string();
+        let auth = auth.map(|(u, p)| (u.to_string(), p.to_string()));
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let mut req = reqwest::Client::new()
+                    .post(url)
+                    .header("content-type", "text/plain; charset=UTF-8")
+                    .body(body);
+                if let Some((u, p)) = auth {
+                    req = req.basic_auth(u, Some(p));
+                }
+                let res = req.send().await.unwrap();
+                (res.status().as_u16(), res.text().await.unwrap())
+            })
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const WEBHOOKS: &str = "tests/fixtures/webhooks";
+
+/// A provider's documented payload, for `who`'s copy, as event number `event`.
+fn payload(file: &str, sent: &Sent, who: &str, event: u32) -> String {
+    std::fs::read_to_string(Path::new(WEBHOOKS).join(file))
+        .unwrap()
+        .replace("{{MESSAGE_ID}}", &sent.message_ids[who])
+        .replace("{{RECIPIENT}}", who)
+        .replace("{{EVENT}}", &event.to_string())
+}
+
+/// `subscribers show`'s event lines for `who`.
+fn events_of(sent: &Sent, who: &str) -> Vec<String> {
+    let shown = stdout(&sent.run(&["subscribers", "show", who]));
+    shown
+        .lines()
+        .skip(1)
+        .filter(|l| *l != "no bounce or complaint")
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn postmark_webhooks_change_subscribers_only_with_credentials_and_once_per_event() {
+    let (_server, sent) = Sent::new(3);
+    let serve = Serve::start(
+        &sent,
+        "postmark_user = \"postmark\"\npostmark_password_env = \"POSTMARK_HOOK_PASSWORD\"",
+        &[("POSTMARK_HOOK_PASSWORD", "hook-secret-123")],
+    );
+    let good = Some(("postmark", "hook-secret-123"));
+    let hard = payload("postmark-hard-bounce.json", &sent, "r1@example.com", 101);
+
+    // Without credentials, or with wrong ones: refused, nothing changes.
+    for auth in [
+        None,
+        Some(("postmark", "wrong")),
+        Some(("other", "hook-secret-123")),
+    ] {
+        let (status, _) = serve.post("/webhooks/postmark", &hard, auth);
+        assert_eq!(status, 401, "{auth:?}");
+    }
+    assert_eq!(sent.status("r1@example.com"), "r1@example.com\tactive");
+    assert!(events_of(&sent, "r1@example.com").is_empty());
+
+    // With them: the hard bounce bounces r1; delivered again (a retry), counted once.
+    let (status, answer) = serve.post("/webhooks/postmark", &hard, good);
+    assert_eq!(status, 200, "{answer}\n{}", serve.log());
+    assert!(answer.contains("marked bounced"), "{answer}");
+    let (status, answer) = serve.post("/webhooks/postmark", &hard, good);
+    assert_eq!(
+        (status, answer.as_str()),
+        (200, "already read: counted once\n")
+    );
+    assert_eq!(sent.status("r1@example.com"), "r1@example.com\tbounced");
+    let events = events_of(&sent, "r1@example.com");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].contains(&format!("issue {DATE}\thard_bounce\t5.1.1\tsmtp;550 5.1.1")),
+        "{events:?}"
+    );
+    assert!(events[0].ends_with("\tpostmark"), "{events:?}");
+
+    // A spam complaint (our Message-ID in the metadata) unsubscribes r2.
+    let complaint = payload("postmark-spam-complaint.json", &sent, "r2@example.com", 102);
+    let (status, answer) = serve.post("/webhooks/postmark", &complaint, good);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        sent.status("r2@example.com"),
+        "r2@example.com\tunsubscribed"
+    );
+
+    // r1's message reported for r3, and r3 with a message never sent: nothing changes.
+    let crossed = hard
+        .replace("r1@example.com", "r3@example.com")
+        .replace("101", "103");
+    let (status, answer) = serve.post("/webhooks/postmark", &crossed, good);
+    assert_eq!(status, 200);
+    assert!(
+        answer.contains("was sent to \"r3@example.com\""),
+        "{answer}"
+    );
+    let unknown = payload("postmark-hard-bounce.json", &sent, "r3@example.com", 104).replace(
+        &sent.message_ids["r3@example.com"],
+        "nobody-sent-this@news.example.com",
+    );
+    let (_, answer) = serve.post("/webhooks/postmark", &unknown, good);
+    assert!(
+        answer.contains("matches no subscriber, ignored"),
+        "{answer}"
+    );
+    // A soft bounce is kept and changes nothing yet.
+    let soft = payload("postmark-soft-bounce.json", &sent, "r3@example.com", 105);
+    let (status, _) = serve.post("/webhooks/postmark", &soft, good);
+    assert_eq!(status, 200);
+    assert_eq!(sent.status("r3@example.com"), "r3@example.com\tactive");
+    let events = events_of(&sent, "r3@example.com");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].contains("soft_bounce\t4.2.2"), "{events:?}");
+    assert!(
+        serve
+            .log()
+            .contains("no message \"nobody-sent-this@news.example.com\""),
+        "{}",
+        serve.log()
+    );
+    // Not JSON: a clear 400.
+    let (status, answer) = serve.post("/webhooks/postmark", "hello", good);
+    assert_eq!(status, 400, "{answer}");
+}
+
+/// An RSA key and a self-signed certificate made by openssl in `dir`, standing in
+/// for SNS's signing certificate.
+struct Signer {
+    key: std::path::PathBuf,
+    cert: std::path::PathBuf,
+}
+
+impl Signer {
+    fn new(dir: &Path, name: &str) -> Signer {
+        let key = dir.join(format!("{name}.key"));
+        let cert = dir.join(format!("{name}.pem"));
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+            ])
+            .args(["-subj", "/CN=sns.eu-west-1.amazonaws.com", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl (scripts/test.sh installs it)");
+        assert!(out.status.success(), "{}", show(&out));
+        Signer { key, cert }
+    }
+
+    /// Base64 of openssl's signature of `text` with `digest` (sha1 or sha256).
+    fn sign(&self, text: &str, digest: &str) -> String {
+        use base64::Engine;
+        let dir = self.key.parent().unwrap();
+        let input = dir.join("canonical.txt");
+        std::fs::write(&input, text).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["dgst", &format!("-{digest}"), "-sign"])
+            .arg(&self.key)
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        base64::engine::general_purpose::STANDARD.encode(out.stdout)
+    }
+}
+
+const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:digestif-bounces";
+const CERT_URL: &str = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-7ff5318490ec183fbaddaa2a969abfda.pem";
+
+/// An SNS message as SNS posts it: its fields, the canonical string it signs
+/// (written out here after AWS's documentation, independently of the code), and
+/// the signature by `signer`.
+fn sns_message(
+    signer: &Signer,
+    kind: &str,
+    message: &str,
+    id: u32,
+    version: &str,
+    topic: &str,
+) -> serde_json::Value {
+    let message_id = format!("7a1f2b3c-0000-4000-8000-{id:012}");
+    let timestamp = "2026-11-27T07:03:39.101Z";
+    let token = "2336412f37fb687f5d51e6e2425c464de1f2d3b4a0e8b3a9f8d1c4e5a7b2c1d0";
+    let subscribe = format!("https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={topic}&Token={token}");
+    let canonical = if kind == "Notification" {
+        format!(
+            "Message\n{message}\nMessageId\n{message_id}\nSubject\nAmazon SES Email Event Notification\n\
+             Timestamp\n{timestamp}\nTopicArn\n{topic}\nType\n{kind}\n"
+        )
+    } else {
+        format!(
+            "Message\n{message}\nMessageId\n{message_id}\nSubscribeURL\n{subscribe}\n\
+             Timestamp\n{timestamp}\nToken\n{token}\nTopicArn\n{topic}\nType\n{kind}\n"
+        )
+    };
+    let digest = if version == "1" { "sha1" } else { "sha256" };
+    let mut v = serde_json::json!({
+        "Type": kind,
+        "MessageId": message_id,
+        "TopicArn": topic,
+        "Message": message,
+        "Timestamp": timestamp,
+        "SignatureVersion": version,
+        "Signature": signer.sign(&canonical, digest),
+        "SigningCertURL": CERT_URL,
+        "UnsubscribeURL": format!("https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn={topic}:1"),
+    });
+    if kind == "Notification" {
+        v["Subject"] = "Amazon SES Email Event Notification".into();
+    } else {
+        v["Token"] = token.into();
+        v["SubscribeURL"] = subscribe.into();
+    }
+    v
+}
+
+#[test]
+fn ses_notifications_change_subscribers_only_when_sns_signed_them_with_the_pinned_certificate() {
+    let (_server, sent) = Sent::new(3);
+    let keys = tempfile::tempdir().unwrap();
+    let sns = Signer::new(keys.path(), "sns");
+    let other = Signer::new(keys.path(), "other");
+    let serve = Serve::start(
+        &sent,
+        &format!(
+            "ses_certificate = {:?}\nses_topic_arns = [\"{TOPIC}\"]",
+            sns.cert.display().to_string()
+        ),
+        &[],
+    );
+    let post = |v: &serde_json::Value| serve.post("/webhooks/ses", &v.to_string(), None);
+    let bounce = payload("ses-bounce-permanent.json", &sent, "r1@example.com", 201);
+
+    // The subscription is verified and its address logged for the operator.
+    let (status, answer) = post(&sns_message(
+        &sns,
+        "SubscriptionConfirmation",
+        "You have chosen to subscribe to the topic.",
+        1,
+        "1",
+        TOPIC,
+    ));
+    assert_eq!(status, 200, "{answer}\n{}", serve.log());
+    assert!(
+        serve
+            .log()
+            .contains("https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription"),
+        "{}",
+        serve.log()
+    );
+
+    // Refused, and nothing changes: another certificate, a message changed after
+    // signing, no signature, a certificate address not SNS's, a topic not ours.
+    let forged = sns_message(&other, "Notification", &bounce, 2, "1", TOPIC);
+    let mut tampered = sns_message(&sns, "Notification", &bounce, 3, "1", TOPIC);
+    tampered["Message"] = bounce.replace("r1@example.com", "r2@example.com").into();
+    let mut unsigned = sns_message(&sns, "Notification", &bounce, 4, "1", TOPIC);
+    unsigned.as_object_mut().unwrap().remove("Signature");
+    let mut elsewhere = sns_message(&sns, "Notification", &bounce, 5, "1", TOPIC);
+    elsewhere["SigningCertURL"] =
+        "https://sns.eu-west-1.amazonaws.com.evil.example/cert.pem".into();
+    let other_topic = sns_message(
+        &sns,
+        "Notification",
+        &bounce,
+        6,
+        "2",
+        "arn:aws:sns:eu-west-1:999999999999:theirs",
+    );
+    for (what, v) in [
+        ("other certificate", &forged),
+        ("tampered", &tampered),
+        ("unsigned", &unsigned),
+        ("certificate address", &elsewhere),
+        ("other topic", &other_topic),
+    ] {
+        let (status, answer) = post(v);
+        assert_eq!(status, 403, "{what}: {answer}");
+    }
+    for who in ["r1@example.com", "r2@example.com"] {
+        assert_eq!(sent.status(who), format!("{who}\tactive"));
+        assert!(events_of(&sent, who).is_empty());
+    }
+
+    // Signed by SNS (SignatureVersion 1): r1 bounced; the retry counts once.
+    let good = sns_message(&sns, "Notification", &bounce, 7, "1", TOPIC);
+    let (status, answer) = post(&good);
+    assert_eq!(status, 200, "{answer}\n{}", serve.log());
+    assert!(answer.contains("marked bounced"), "{answer}");
+    let (_, answer) = post(&good);
+    assert_eq!(answer, "already read: counted once\n");
+    assert_eq!(sent.status("r1@example.com"), "r1@example.com\tbounced");
+    let events = events_of(&sent, "r1@example.com");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].contains("hard_bounce\t5.1.1\tsmtp; 550 5.1.1"),
+        "{events:?}"
+    );
+    assert!(events[0].ends_with("\tses"), "{events:?}");
+
+    // SignatureVersion 2: a complaint unsubscribes r2; a transient bounce is counted for r3.
+    let complaint = payload("ses-complaint.json", &sent, "r2@example.com", 202);
+    let (status, answer) = post(&sns_message(
+        &sns,
+        "Notification",
+        &complaint,
+        8,
+        "2",
+        TOPIC,
+    ));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        sent.status("r2@example.com"),
+        "r2@example.com\tunsubscribed"
+    );
+    let soft = payload("ses-bounce-transient.json", &sent, "r3@example.com", 203);
+    let (status, _) = post(&sns_message(&sns, "Notification", &soft, 9, "2", TOPIC));
+    assert_eq!(status, 200);
+    assert_eq!(sent.status("r3@example.com"), "r3@example.com\tactive");
+    assert!(events_of(&sent, "r3@example.com")[0].contains("soft_bounce\t4.2.2"));
+
+    // Signed, but about r1's message for r3: matches no one.
+    let crossed = bounce
+        .replace("<r1@example.com>", "<r3@example.com>")
+        .replace(
+            "\"emailAddress\": \"r1@example.com\"",
+            "\"emailAddress\": \"r3@example.com\"",
+        );
+    assert!(crossed.contains("\"emailAddress\": \"r3@example.com\""));
+    let (status, answer) = post(&sns_message(
+        &sns,
+        "Notification",
+        &crossed.replace("-201-", "-204-"),
+        10,
+        "1",
+        TOPIC,
+    ));
+    assert_eq!(status, 200);
+    assert!(
+        answer.contains("matches no subscriber, ignored"),
+        "{answer}"
+    );
+    assert_eq!(events_of(&sent, "r3@example.com").len(), 1);
 }

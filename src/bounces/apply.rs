@@ -29,6 +29,11 @@ pub enum Outcome {
     Forged,
     /// A verified tag naming a subscriber who is no longer in the database.
     UnknownSubscriber(i64),
+    /// A provider's report about a message we did not send to that address.
+    UnknownMessage {
+        message_id: String,
+        recipient: String,
+    },
     /// Not an email message at all.
     Unreadable(String),
 }
@@ -41,6 +46,7 @@ impl Outcome {
             Outcome::Unsigned
                 | Outcome::Forged
                 | Outcome::UnknownSubscriber(_)
+                | Outcome::UnknownMessage { .. }
                 | Outcome::Unreadable(_)
         )
     }
@@ -73,6 +79,13 @@ impl fmt::Display for Outcome {
                     "tag names subscriber {id}, who is not in the database: ignored"
                 )
             }
+            Outcome::UnknownMessage {
+                message_id,
+                recipient,
+            } => write!(
+                f,
+                "no message {message_id:?} was sent to {recipient:?}: matches no subscriber, ignored"
+            ),
             Outcome::Unreadable(e) => write!(f, "unreadable: {e}"),
         }
     }
@@ -170,7 +183,7 @@ impl Summary {
             Outcome::NotAReport => self.not_reports += 1,
             Outcome::Unsigned => self.unsigned += 1,
             Outcome::Forged => self.forged += 1,
-            Outcome::UnknownSubscriber(_) => self.unknown += 1,
+            Outcome::UnknownSubscriber(_) | Outcome::UnknownMessage { .. } => self.unknown += 1,
             Outcome::Unreadable(_) => self.unreadable += 1,
         }
     }

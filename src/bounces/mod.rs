@@ -11,9 +11,13 @@
 pub mod apply;
 pub mod imap;
 pub mod mailbox;
+pub mod postmark;
 pub mod report;
 pub mod rules;
+pub mod ses;
+pub mod sns;
 pub mod verp;
+pub mod webhook;
 
 pub use apply::{Handler, Outcome, Summary};
 pub use report::{parse, Action, EventKind, Parsed, Report, StatusCode};

@@ -36,6 +36,16 @@ pub fn serve(config: Option<&Path>, args: &ServeArgs) -> CmdResult {
     // One secret for `send` and `serve`, so the links one writes the other accepts.
     let secret = super::send::secret_for(&cfg)?;
     super::send::check_message_config(&cfg)?;
+    // A webhook whose certificate or password is missing stops the service at
+    // start, not at the relay's first report.
+    let hooks = http::webhooks::Webhooks::from_config(&cfg)
+        .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    if hooks.ses.is_some() {
+        tracing::info!("SES notifications read at POST /webhooks/ses");
+    }
+    if hooks.postmark.is_some() {
+        tracing::info!("Postmark webhooks read at POST /webhooks/postmark");
+    }
     super::runtime()?.block_on(run(Arc::new(cfg), listen, secret))
 }
 

@@ -31,6 +31,7 @@ pub mod preferences;
 pub mod server;
 pub mod subscribe;
 pub mod unsubscribe;
+pub mod webhooks;
 
 use crate::metrics::Metrics;
 
@@ -60,6 +61,8 @@ pub struct AppState {
     trusted_proxies: Arc<Vec<limit::Cidr>>,
     /// Who may read `/metrics` on this listener.
     pub metrics_access: MetricsAccess,
+    /// The relays' report webhooks `[bounces]` turns on.
+    pub webhooks: Arc<webhooks::Webhooks>,
 }
 
 /// Who may read `/metrics` (subscriber counts) on a listener.
@@ -115,6 +118,8 @@ impl AppState {
             )),
             trusted_proxies: Arc::new(trusted),
             metrics_access: MetricsAccess::public(&cfg),
+            // `serve` has loaded them once already and stops on an error.
+            webhooks: Arc::new(webhooks::Webhooks::from_config(&cfg).unwrap_or_default()),
             assets: Arc::new(assets),
             cfg,
             store,
@@ -181,6 +186,7 @@ pub fn router(state: AppState) -> Router {
         .route("/archive/{date}", get(archive::issue))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
+        .merge(webhooks::router())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(
@@ -191,7 +197,12 @@ pub fn router(state: AppState) -> Router {
                     .get(header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok());
-                if announced.is_some_and(|n| n > MAX_BODY as u64) {
+                let limit = if req.uri().path().starts_with(webhooks::PREFIX) {
+                    webhooks::MAX_BODY
+                } else {
+                    MAX_BODY
+                };
+                if announced.is_some_and(|n| n > limit as u64) {
                     return (
                         StatusCode::PAYLOAD_TOO_LARGE,
                         [(header::CONNECTION, "close")],

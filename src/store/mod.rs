@@ -504,4 +504,12 @@ pub trait BounceStore: Send + Sync {
     fn bounce_counts(&self, date: NaiveDate) -> StoreResult<BounceCounts>;
     /// Events kept, by kind (for `/metrics`).
     fn bounce_totals(&self) -> StoreResult<Vec<(EventKind, u64)>>;
+    /// The ledger row of the message with `message_id` (with or without its angle
+    /// brackets) sent to `email`: (subscriber id, issue date). Both must match: a
+    /// provider's report names the address, and an address alone proves nothing.
+    fn sent_message(
+        &self,
+        message_id: &str,
+        email: &crate::domain::SubscriberEmail,
+    ) -> StoreResult<Option<(i64, NaiveDate)>>;
 }

@@ -46,7 +46,8 @@ macro_rules! store_suite {
             two_connections_claiming_at_once_never_get_the_same_row,
             a_lease_is_exclusive_until_it_expires,
             a_signup_waits_apart_until_it_is_taken_once,
-            the_last_run_is_the_latest_finished);
+            the_last_run_is_the_latest_finished,
+            a_sent_message_is_found_by_its_message_id_and_address_together);
     };
     (@cases $fresh:path; $($name:ident),* $(,)?) => {
         $(
@@ -754,4 +755,36 @@ pub(crate) fn the_last_run_is_the_latest_finished(db: &dyn Db) {
     };
     s.record_run(&older).unwrap();
     assert_eq!(s.last_run().unwrap(), Some(run));
+}
+
+pub(crate) fn a_sent_message_is_found_by_its_message_id_and_address_together(db: &dyn Db) {
+    let s = enqueued(db, 2);
+    let claimed = s.ledger_claim(date(), 10, false).unwrap();
+    let ids: Vec<i64> = claimed.iter().map(|d| d.subscriber.id).collect();
+    let sent = |id: &str| DeliveryOutcome::Sent {
+        message_id: id.into(),
+    };
+    s.ledger_record(
+        date(),
+        &[
+            (ids[0], sent("a1@news.example.com")),
+            (ids[1], sent("<b2@x>")),
+        ],
+        at(7, 1),
+    )
+    .unwrap();
+    let found = |mid: &str, addr: &str| s.sent_message(mid, &email(addr)).unwrap();
+    assert_eq!(
+        found("a1@news.example.com", "r0@example.com"),
+        Some((ids[0], date()))
+    );
+    assert_eq!(
+        found("<a1@news.example.com>", "R0@EXAMPLE.com"),
+        Some((ids[0], date()))
+    );
+    assert_eq!(found("b2@x", "r1@example.com"), Some((ids[1], date())));
+    // The right message to the wrong address, or the reverse, is no match.
+    assert_eq!(found("a1@news.example.com", "r1@example.com"), None);
+    assert_eq!(found("nope@news.example.com", "r0@example.com"), None);
+    assert_eq!(found("<>", "r0@example.com"), None);
 }

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 
 use super::{bad, db, off_runtime, PgStore};
 use crate::bounces::{Decision, EventKind, Rules};
-use crate::domain::SubscriberStatus;
+use crate::domain::{SubscriberEmail, SubscriberStatus};
 use crate::store::StoreResult;
 use crate::store::{BounceCounts, BounceEvent, BounceRecorded, BounceStore, NewBounceEvent};
 
@@ -131,6 +131,33 @@ impl BounceStore for PgStore {
             .iter()
             .map(|r| Ok((kind_of(r.get(0))?, r.get::<_, i64>(1) as u64)))
             .collect()
+        })
+    }
+
+    fn sent_message(
+        &self,
+        message_id: &str,
+        email: &SubscriberEmail,
+    ) -> StoreResult<Option<(i64, NaiveDate)>> {
+        let bare = message_id
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>');
+        if bare.is_empty() {
+            return Ok(None);
+        }
+        let bracketed = format!("<{bare}>");
+        off_runtime(|| {
+            Ok(self
+                .query(
+                    "SELECT d.subscriber_id, d.issue_date FROM subscribers s
+                     JOIN deliveries d ON d.subscriber_id = s.id
+                     WHERE s.email_key = $1 AND d.message_id IN ($2, $3)
+                     ORDER BY d.issue_date DESC LIMIT 1",
+                    &[&email.key(), &bare, &bracketed],
+                )?
+                .first()
+                .map(|r| (r.get(0), r.get(1))))
         })
     }
 }

@@ -7,7 +7,7 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::{bad_column, day, db, parse_day, parse_time, ts, SqliteStore};
 use crate::bounces::{Decision, EventKind, Rules};
-use crate::domain::SubscriberStatus;
+use crate::domain::{SubscriberEmail, SubscriberStatus};
 use crate::store::StoreResult;
 use crate::store::{BounceCounts, BounceEvent, BounceRecorded, BounceStore, NewBounceEvent};
 
@@ -148,6 +148,37 @@ impl BounceStore for SqliteStore {
             .map_err(db)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
     }
+
+    fn sent_message(
+        &self,
+        message_id: &str,
+        email: &SubscriberEmail,
+    ) -> StoreResult<Option<(i64, NaiveDate)>> {
+        let bare = message_id
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>');
+        if bare.is_empty() {
+            return Ok(None);
+        }
+        let conn = self.conn();
+        // Through the subscriber (email_key is unique, deliveries are indexed by
+        // subscriber): a few rows per address, whatever the size of the ledger.
+        let found = conn
+            .prepare_cached(
+                "SELECT d.subscriber_id, d.issue_date FROM subscribers s
+             JOIN deliveries d ON d.subscriber_id = s.id
+             WHERE s.email_key = ?1 AND d.message_id IN (?2, ?3)
+             ORDER BY d.issue_date DESC LIMIT 1",
+            )
+            .map_err(db)?
+            .query_row(params![email.key(), bare, format!("<{bare}>")], |r| {
+                Ok((r.get(0)?, parse_day(&r.get::<_, String>(1)?, 1)?))
+            })
+            .optional()
+            .map_err(db);
+        found
+    }
 }
 
 #[cfg(test)]
@@ -155,7 +186,6 @@ mod tests {
     use chrono::{Duration, TimeZone, Utc};
 
     use super::*;
-    use crate::domain::SubscriberEmail;
     use crate::store::{NewSubscriber, Store};
 
     fn store_with(n: usize) -> (SqliteStore, Vec<i64>) {

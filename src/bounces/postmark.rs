@@ -1,0 +1,216 @@
+//! Postmark's bounce and spam-complaint webhooks: one JSON record per request
+//! (`RecordType` `Bounce` or `SpamComplaint`), protected by HTTP basic auth.
+//! Pure: the body in, a [`ProviderEvent`] out.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::webhook::ProviderEvent;
+use super::{EventKind, StatusCode};
+
+/// The fields of Postmark's bounce and spam-complaint records that we read;
+/// the others (Tag, ServerID, Subject, Content, …) are ignored.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Record {
+    record_type: Option<String>,
+    #[serde(rename = "ID")]
+    id: Option<serde_json::Value>,
+    #[serde(rename = "Type")]
+    kind: Option<String>,
+    #[serde(rename = "MessageID")]
+    message_id: Option<String>,
+    email: Option<String>,
+    details: Option<String>,
+    description: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// Metadata keys that may carry the Message-ID we gave the message (sent as an
+/// `X-PM-Metadata-message-id` header), looked at before Postmark's own id.
+const METADATA_KEYS: [&str; 2] = ["message-id", "message_id"];
+
+/// What one of Postmark's bounce types means here. Types that are not about the
+/// address (auto-replies, subscription changes, challenges) are no report.
+fn kind_of(record_type: &str, bounce_type: &str) -> Option<EventKind> {
+    if record_type == "SpamComplaint" {
+        return Some(EventKind::Complaint);
+    }
+    match bounce_type {
+        "HardBounce" | "BadEmailAddress" => Some(EventKind::HardBounce),
+        "SoftBounce" | "Transient" | "DnsError" | "Blocked" => Some(EventKind::SoftBounce),
+        "SpamComplaint" => Some(EventKind::Complaint),
+        _ => None,
+    }
+}
+
+/// Reads one webhook body. The error names what is missing.
+pub fn parse(body: &[u8]) -> Result<ProviderEvent, String> {
+    let r: Record =
+        serde_json::from_slice(body).map_err(|e| format!("not a Postmark webhook record: {e}"))?;
+    let record_type = r.record_type.as_deref().unwrap_or("");
+    let email = r
+        .email
+        .filter(|e| !e.trim().is_empty())
+        .ok_or("the record has no Email")?;
+    let mut message_ids: Vec<String> = METADATA_KEYS
+        .iter()
+        .filter_map(|k| r.metadata.get(*k)?.as_str().map(str::to_string))
+        .collect();
+    message_ids.extend(r.message_id.filter(|m| !m.is_empty()));
+    let key = match &r.id {
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+        // No id: the body itself names the event (a retry sends the same bytes).
+        _ => crate::config::hex(&Sha256::digest(body)),
+    };
+    let kind = match record_type {
+        "Bounce" | "SpamComplaint" => kind_of(record_type, r.kind.as_deref().unwrap_or("")),
+        _ => None,
+    };
+    let diagnostic = [r.details, r.description]
+        .into_iter()
+        .flatten()
+        .find(|d| !d.trim().is_empty());
+    let status = diagnostic
+        .as_deref()
+        .and_then(StatusCode::find_failure)
+        .filter(|s| match kind {
+            Some(EventKind::HardBounce) => s.is_permanent(),
+            Some(EventKind::SoftBounce) => !s.is_permanent(),
+            _ => true,
+        });
+    Ok(ProviderEvent {
+        key: format!("{}:{key}", record_type.to_ascii_lowercase()),
+        message_ids,
+        recipient: email,
+        kind,
+        status,
+        diagnostic,
+    })
+}
+
+/// The credentials Postmark is given in the webhook's URL
+/// (`https://user:password@news.example.com/webhooks/postmark`).
+#[derive(Clone)]
+pub struct BasicAuth {
+    user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BasicAuth({}, …)", self.user)
+    }
+}
+
+impl BasicAuth {
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> BasicAuth {
+        BasicAuth {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+
+    /// Whether an `Authorization` header value carries these credentials,
+    /// compared in constant time.
+    pub fn accepts(&self, header: Option<&str>) -> bool {
+        use base64::Engine;
+        use subtle::ConstantTimeEq;
+        let Some(encoded) = header.and_then(|h| {
+            let (scheme, rest) = h.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("basic").then_some(rest.trim())
+        }) else {
+            return false;
+        };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
+            return false;
+        };
+        let expected = format!("{}:{}", self.user, self.password);
+        // Hash both sides first: the comparison then takes the same time
+        // whatever the lengths.
+        let a = Sha256::digest(&decoded);
+        let b = Sha256::digest(expected.as_bytes());
+        bool::from(a.ct_eq(&b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_documented_hard_bounce_reads_as_a_hard_bounce_of_its_message() {
+        let body = br#"{
+          "RecordType": "Bounce", "MessageStream": "outbound", "ID": 4323372036854775807,
+          "Type": "HardBounce", "TypeCode": 1, "Name": "Hard bounce", "Tag": "Test",
+          "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483", "Metadata": {"a_key": "a_value"},
+          "ServerID": 23, "Description": "The server was unable to deliver your message (ex: unknown user, mailbox not found).",
+          "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
+          "Email": "john@example.com", "From": "sender@example.com",
+          "BouncedAt": "2019-11-05T16:33:54.9070259Z", "DumpAvailable": true, "Inactive": true,
+          "CanActivate": true, "Subject": "Test subject", "Content": "<Full dump of bounce>"
+        }"#;
+        let ev = parse(body).unwrap();
+        assert_eq!(ev.kind, Some(EventKind::HardBounce));
+        assert_eq!(ev.recipient, "john@example.com");
+        assert_eq!(ev.message_ids, vec!["883953f4-6105-42a2-a16a-77a8eac79483"]);
+        assert_eq!(ev.key, "bounce:4323372036854775807");
+        assert_eq!(ev.status.map(|s| s.to_string()).as_deref(), Some("5.1.1"));
+    }
+
+    #[test]
+    fn types_map_to_what_they_mean_for_the_address() {
+        let with = |record: &str, kind: &str| {
+            let body = format!(
+                r#"{{"RecordType":"{record}","ID":1,"Type":"{kind}","Email":"a@b.example","MessageID":"m",
+                    "Metadata":{{"message-id":"ours@news.example.com"}}}}"#
+            );
+            parse(body.as_bytes()).unwrap()
+        };
+        assert_eq!(
+            with("Bounce", "SoftBounce").kind,
+            Some(EventKind::SoftBounce)
+        );
+        assert_eq!(
+            with("Bounce", "Transient").kind,
+            Some(EventKind::SoftBounce)
+        );
+        assert_eq!(
+            with("SpamComplaint", "SpamComplaint").kind,
+            Some(EventKind::Complaint)
+        );
+        assert_eq!(with("Bounce", "AutoResponder").kind, None);
+        assert_eq!(with("Bounce", "Unsubscribe").kind, None);
+        assert_eq!(with("Delivery", "").kind, None);
+        assert_eq!(
+            with("Bounce", "HardBounce").message_ids,
+            vec!["ours@news.example.com", "m"]
+        );
+        assert!(parse(br#"{"RecordType":"Bounce","ID":1}"#)
+            .unwrap_err()
+            .contains("Email"));
+        assert!(parse(b"not json").is_err());
+    }
+
+    #[test]
+    fn basic_auth_accepts_only_its_own_credentials() {
+        use base64::Engine;
+        let auth = BasicAuth::new("postmark", "s3cret-s3cret");
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert!(auth.accepts(Some(&format!("Basic {}", b64("postmark:s3cret-s3cret")))));
+        assert!(auth.accepts(Some(&format!("basic {}", b64("postmark:s3cret-s3cret")))));
+        for bad in [
+            None,
+            Some(format!("Basic {}", b64("postmark:wrong"))),
+            Some(format!("Basic {}", b64("other:s3cret-s3cret"))),
+            Some(format!("Bearer {}", b64("postmark:s3cret-s3cret"))),
+            Some("Basic !!!".to_string()),
+        ] {
+            assert!(!auth.accepts(bad.as_deref()), "{bad:?}");
+        }
+    }
+}

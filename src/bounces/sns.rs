@@ -1,0 +1,340 @@
+//! Amazon SNS messages posted to an HTTP endpoint, checked before anything is read
+//! from them: the signature (SignatureVersion 1 = SHA1withRSA, 2 = SHA256withRSA over
+//! SNS's canonical string) must verify against a signing certificate the operator
+//! pinned (`[bounces] ses_certificate`; the service never fetches one), the
+//! `SigningCertURL` must have the shape of SNS's own, and the topic must be one of
+//! `[bounces] ses_topic_arns` (every AWS account's topic is signed with the same key).
+
+use std::fmt;
+use std::path::Path;
+
+use rsa::pkcs1v15::{Signature, VerifyingKey};
+use rsa::pkcs8::DecodePublicKey;
+use rsa::signature::Verifier as _;
+use rsa::RsaPublicKey;
+use serde::Deserialize;
+
+/// What SNS posts (the fields it signs, and the signature).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Envelope {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub message_id: String,
+    pub topic_arn: String,
+    pub message: String,
+    pub timestamp: String,
+    pub subject: Option<String>,
+    pub token: Option<String>,
+    #[serde(rename = "SubscribeURL")]
+    pub subscribe_url: Option<String>,
+    pub signature_version: Option<String>,
+    pub signature: Option<String>,
+    #[serde(rename = "SigningCertURL")]
+    pub signing_cert_url: Option<String>,
+}
+
+/// What an SNS message is, once it verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Notification,
+    SubscriptionConfirmation,
+    UnsubscribeConfirmation,
+}
+
+/// Why a posted message is refused (the request is answered 403, nothing changes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    NotSns(String),
+    Unsigned,
+    UnknownSignatureVersion(String),
+    BadCertUrl(String),
+    BadSignature,
+    OtherTopic(String),
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::NotSns(e) => write!(f, "not an SNS message: {e}"),
+            Refused::Unsigned => f.write_str("the message is not signed"),
+            Refused::UnknownSignatureVersion(v) => {
+                write!(f, "unknown SignatureVersion {v:?} (1 and 2 are read)")
+            }
+            Refused::BadCertUrl(u) => write!(
+                f,
+                "SigningCertURL {u:?} is not an https://sns.<region>.amazonaws.com/….pem address"
+            ),
+            Refused::BadSignature => f.write_str(
+                "the signature does not verify against bounces.ses_certificate (forged, or SNS \
+                 signs with a newer certificate: add it to that file)",
+            ),
+            Refused::OtherTopic(t) => write!(f, "topic {t:?} is not in bounces.ses_topic_arns"),
+        }
+    }
+}
+
+impl Envelope {
+    pub fn kind(&self) -> Option<Kind> {
+        match self.kind.as_str() {
+            "Notification" => Some(Kind::Notification),
+            "SubscriptionConfirmation" => Some(Kind::SubscriptionConfirmation),
+            "UnsubscribeConfirmation" => Some(Kind::UnsubscribeConfirmation),
+            _ => None,
+        }
+    }
+
+    /// The string SNS signs: chosen fields as `name\nvalue\n`, in byte order of
+    /// their names; `Subject` only when present, the subscription fields only on
+    /// (un)subscribe confirmations.
+    pub fn canonical(&self) -> Result<String, Refused> {
+        let mut fields: Vec<(&str, &str)> =
+            vec![("Message", &self.message), ("MessageId", &self.message_id)];
+        match self.kind() {
+            Some(Kind::Notification) => {
+                if let Some(s) = &self.subject {
+                    fields.push(("Subject", s));
+                }
+                fields.push(("Timestamp", &self.timestamp));
+            }
+            Some(Kind::SubscriptionConfirmation | Kind::UnsubscribeConfirmation) => {
+                let missing = |f: &str| Refused::NotSns(format!("a {} without {f}", self.kind));
+                fields.push((
+                    "SubscribeURL",
+                    self.subscribe_url
+                        .as_deref()
+                        .ok_or_else(|| missing("SubscribeURL"))?,
+                ));
+                fields.push(("Timestamp", &self.timestamp));
+                fields.push((
+                    "Token",
+                    self.token.as_deref().ok_or_else(|| missing("Token"))?,
+                ));
+            }
+            None => return Err(Refused::NotSns(format!("unknown Type {:?}", self.kind))),
+        }
+        fields.push(("TopicArn", &self.topic_arn));
+        fields.push(("Type", &self.kind));
+        Ok(fields
+            .into_iter()
+            .map(|(k, v)| format!("{k}\n{v}\n"))
+            .collect())
+    }
+}
+
+/// Whether `url` has the shape of SNS's signing certificate addresses:
+/// `https://sns.<region>.amazonaws.com[.cn]/….pem`, nothing else.
+pub fn is_sns_cert_url(url: &str) -> bool {
+    let Ok(u) = url::Url::parse(url) else {
+        return false;
+    };
+    let host = u.host_str().unwrap_or("");
+    let region = host
+        .strip_prefix("sns.")
+        .and_then(|h| {
+            h.strip_suffix(".amazonaws.com")
+                .or_else(|| h.strip_suffix(".amazonaws.com.cn"))
+        })
+        .unwrap_or("");
+    u.scheme() == "https"
+        && u.port().is_none()
+        && u.username().is_empty()
+        && !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && u.path().ends_with(".pem")
+}
+
+/// The pinned certificates' keys and the accepted topics.
+#[derive(Clone)]
+pub struct Verifier {
+    keys: Vec<RsaPublicKey>,
+    topics: Vec<String>,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Verifier({} certificate(s), topics {:?})",
+            self.keys.len(),
+            self.topics
+        )
+    }
+}
+
+impl Verifier {
+    /// From the PEM text of one or more certificates (RSA keys).
+    pub fn from_pem(pem: &str, topics: Vec<String>) -> Result<Verifier, String> {
+        use x509_cert::der::{DecodePem, Encode};
+        const END: &str = "-----END CERTIFICATE-----";
+        // Each BEGIN…END block; text around them (comments, a key) is skipped.
+        let certs = pem
+            .match_indices("-----BEGIN CERTIFICATE-----")
+            .enumerate()
+            .map(|(i, (start, _))| {
+                let block = &pem[start..];
+                let end = block
+                    .find(END)
+                    .ok_or_else(|| format!("certificate {} has no END line", i + 1))?;
+                x509_cert::Certificate::from_pem(&block[..end + END.len()])
+                    .map_err(|e| format!("certificate {} is not readable: {e}", i + 1))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        if certs.is_empty() {
+            return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+        }
+        let keys = certs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let spki = c
+                    .tbs_certificate
+                    .subject_public_key_info
+                    .to_der()
+                    .map_err(|e| format!("certificate {}: {e}", i + 1))?;
+                RsaPublicKey::from_public_key_der(&spki)
+                    .map_err(|e| format!("certificate {} has no RSA key: {e}", i + 1))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Verifier { keys, topics })
+    }
+
+    /// Reads `[bounces] ses_certificate`; the error names the file.
+    pub fn load(path: &Path, topics: Vec<String>) -> Result<Verifier, String> {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| format!("bounces.ses_certificate {}: {e}", path.display()))?;
+        Verifier::from_pem(&pem, topics).map_err(|e| {
+            format!(
+                "bounces.ses_certificate {}: {e} (save SNS's SigningCertURL certificate there)",
+                path.display()
+            )
+        })
+    }
+
+    /// Reads a posted body; only a message SNS signed for one of our topics is returned.
+    pub fn verify(&self, body: &[u8]) -> Result<Envelope, Refused> {
+        use base64::Engine;
+        let env: Envelope =
+            serde_json::from_slice(body).map_err(|e| Refused::NotSns(e.to_string()))?;
+        let (Some(version), Some(signature), Some(cert_url)) = (
+            env.signature_version.as_deref(),
+            env.signature.as_deref(),
+            env.signing_cert_url.as_deref(),
+        ) else {
+            return Err(Refused::Unsigned);
+        };
+        if !is_sns_cert_url(cert_url) {
+            return Err(Refused::BadCertUrl(cert_url.to_string()));
+        }
+        let canonical = env.canonical()?;
+        let sig = base64::engine::general_purpose::STANDARD
+            .decode(signature.trim())
+            .ok()
+            .and_then(|b| Signature::try_from(b.as_slice()).ok())
+            .ok_or(Refused::BadSignature)?;
+        let verifies = |key: &RsaPublicKey| match version {
+            "1" => VerifyingKey::<sha1::Sha1>::new(key.clone())
+                .verify(canonical.as_bytes(), &sig)
+                .is_ok(),
+            _ => VerifyingKey::<sha2::Sha256>::new(key.clone())
+                .verify(canonical.as_bytes(), &sig)
+                .is_ok(),
+        };
+        if !matches!(version, "1" | "2") {
+            return Err(Refused::UnknownSignatureVersion(version.to_string()));
+        }
+        if !self.keys.iter().any(verifies) {
+            return Err(Refused::BadSignature);
+        }
+        if !self.topics.iter().any(|t| t == &env.topic_arn) {
+            return Err(Refused::OtherTopic(env.topic_arn.clone()));
+        }
+        Ok(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(kind: &str, subject: Option<&str>) -> Envelope {
+        Envelope {
+            kind: kind.into(),
+            message_id: "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324".into(),
+            topic_arn: "arn:aws:sns:us-west-2:123456789012:MyTopic".into(),
+            message: "hello\nworld".into(),
+            timestamp: "2012-05-02T00:54:06.655Z".into(),
+            subject: subject.map(String::from),
+            token: Some("2336412f37".into()),
+            subscribe_url: Some("https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription".into()),
+            signature_version: Some("1".into()),
+            signature: Some("x".into()),
+            signing_cert_url: Some("https://sns.us-west-2.amazonaws.com/SimpleNotificationService-f3ecfb7224c7233fe7bb5f59f96de52f.pem".into()),
+        }
+    }
+
+    #[test]
+    fn the_canonical_string_has_snss_fields_in_order() {
+        assert_eq!(
+            envelope("Notification", Some("My First Message"))
+                .canonical()
+                .unwrap(),
+            "Message\nhello\nworld\nMessageId\n22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324\n\
+             Subject\nMy First Message\nTimestamp\n2012-05-02T00:54:06.655Z\n\
+             TopicArn\narn:aws:sns:us-west-2:123456789012:MyTopic\nType\nNotification\n"
+        );
+        assert!(!envelope("Notification", None)
+            .canonical()
+            .unwrap()
+            .contains("Subject"));
+        let sub = envelope("SubscriptionConfirmation", Some("ignored"))
+            .canonical()
+            .unwrap();
+        assert!(sub.contains(
+            "SubscribeURL\nhttps://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription\n\
+             Timestamp\n2012-05-02T00:54:06.655Z\nToken\n2336412f37\nTopicArn\n"
+        ));
+        assert!(!sub.contains("Subject"), "{sub}");
+        assert!(envelope("Other", None).canonical().is_err());
+    }
+
+    #[test]
+    fn only_snss_own_certificate_addresses_are_accepted() {
+        for good in [
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+        ] {
+            assert!(is_sns_cert_url(good), "{good}");
+        }
+        for bad in [
+            "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "https://sns.us-east-1.amazonaws.com.evil.example/x.pem",
+            "https://evil.example/sns.us-east-1.amazonaws.com/x.pem",
+            "https://sns..amazonaws.com/x.pem",
+            "https://sns.us-east-1.amazonaws.com/x.txt",
+            "https://sns.us-east-1.amazonaws.com:8443/x.pem",
+            "https://user@sns.us-east-1.amazonaws.com/x.pem",
+            "https://s3.amazonaws.com/x.pem",
+            "not a url",
+        ] {
+            assert!(!is_sns_cert_url(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_file_without_a_certificate_is_refused_with_its_reason() {
+        assert!(Verifier::from_pem("", vec![]).is_err());
+        assert!(Verifier::from_pem(
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            vec![]
+        )
+        .is_err());
+        let e = Verifier::load(Path::new("/nonexistent/sns.pem"), vec![]).unwrap_err();
+        assert!(
+            e.contains("bounces.ses_certificate /nonexistent/sns.pem"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! Bounce and complaint reports posted by relays: `POST /webhooks/ses` (Amazon SES
+//! through SNS, signature checked) and `POST /webhooks/postmark` (basic auth).
+//! Each answers 404 until its `[bounces]` keys are set.
+//!
+//! A report that is refused (bad signature, wrong credentials) is answered 401/403
+//! and changes nothing; one that is read is answered 200 even when it matched no
+//! message of ours (it is logged and said in the answer), so the relay does not
+//! retry it forever; a store failure is 503, and the relay retries.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+
+use super::AppState;
+use crate::bounces::postmark::{self, BasicAuth};
+use crate::bounces::sns::{Kind, Verifier};
+use crate::bounces::webhook::{self, Provider, ProviderEvent};
+use crate::bounces::{ses, Outcome};
+use crate::config::Config;
+
+/// Largest report read: SNS messages are at most 256 KiB; Postmark's with the
+/// bounce's full content are about as large.
+pub const MAX_BODY: usize = 512 * 1024;
+
+/// The webhooks `[bounces]` turns on, loaded when the service starts.
+#[derive(Debug, Clone, Default)]
+pub struct Webhooks {
+    pub ses: Option<Verifier>,
+    pub postmark: Option<BasicAuth>,
+}
+
+impl Webhooks {
+    /// Reads the pinned certificate and the Postmark password (from the environment,
+    /// through `var`). The error names the key to fix.
+    pub fn from_config_with(
+        cfg: &Config,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Webhooks, String> {
+        let b = &cfg.bounces;
+        let ses = match &b.ses_certificate {
+            Some(p) => Some(Verifier::load(&cfg.resolve(p), b.ses_topic_arns.clone())?),
+            None => None,
+        };
+        let postmark = match (&b.postmark_user, &b.postmark_password_env) {
+            (Some(user), Some(env)) => {
+                let password = var(env).filter(|p| !p.trim().is_empty()).ok_or_else(|| {
+                    format!(
+                        "{env} is not set: it holds the password Postmark's webhook gives \
+                         (bounces.postmark_password_env)"
+                    )
+                })?;
+                Some(BasicAuth::new(user.clone(), password.trim().to_string()))
+            }
+            _ => None,
+        };
+        Ok(Webhooks { ses, postmark })
+    }
+
+    pub fn from_config(cfg: &Config) -> Result<Webhooks, String> {
+        Webhooks::from_config_with(cfg, |n| std::env::var(n).ok())
+    }
+}
+
+/// Where the webhooks are: these paths read bodies up to [`MAX_BODY`].
+pub const PREFIX: &str = "/webhooks/";
+
+/// The webhook routes, with their own body limit.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/webhooks/ses", post(ses_sns))
+        .route("/webhooks/postmark", post(postmark))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+async fn postmark(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(auth) = &s.webhooks.postmark else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !auth.accepts(given) {
+        tracing::warn!("postmark webhook: refused a request without the right credentials");
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"digestif webhooks\"",
+            )],
+            "credentials required\n",
+        )
+            .into_response();
+    }
+    match postmark::parse(&body) {
+        Ok(ev) => apply(&s, Provider::Postmark, vec![ev]).await,
+        Err(e) => {
+            tracing::warn!("postmark webhook: {e}");
+            text(StatusCode::BAD_REQUEST, format!("{e}\n"))
+        }
+    }
+}
+
+async fn ses_sns(State(s): State<AppState>, body: Bytes) -> Response {
+    let Some(verifier) = &s.webhooks.ses else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let env = match verifier.verify(&body) {
+        Ok(env) => env,
+        Err(e) => {
+            tracing::warn!("ses webhook: refused: {e}");
+            return text(StatusCode::FORBIDDEN, format!("refused: {e}\n"));
+        }
+    };
+    match env.kind() {
+        Some(Kind::SubscriptionConfirmation) => {
+            // The service may not reach the internet: the operator confirms.
+            let url = env.subscribe_url.unwrap_or_default();
+            tracing::warn!(
+                topic = %env.topic_arn,
+                "ses webhook: SNS asks to confirm the subscription of this endpoint to {}: \
+                 open this address once (e.g. `curl '{url}'`) to start receiving notifications",
+                env.topic_arn
+            );
+            text(
+                StatusCode::OK,
+                "subscription noted: the operator confirms it with the SubscribeURL in the log\n",
+            )
+        }
+        Some(Kind::UnsubscribeConfirmation) => {
+            tracing::warn!(topic = %env.topic_arn, "ses webhook: this endpoint was unsubscribed from {}", env.topic_arn);
+            text(StatusCode::OK, "unsubscription noted\n")
+        }
+        Some(Kind::Notification) => match ses::parse(&env.message) {
+            Ok(events) => apply(&s, Provider::Ses, events).await,
+            Err(e) => {
+                tracing::warn!(sns_message = %env.message_id, "ses webhook: {e}");
+                // Signed by SNS yet not SES's: retrying would not help.
+                text(StatusCode::OK, format!("ignored: {e}\n"))
+            }
+        },
+        None => text(StatusCode::BAD_REQUEST, "unknown SNS message type\n"),
+    }
+}
+
+/// Matches and keeps `events`, logs each outcome, and answers with them.
+async fn apply(s: &AppState, provider: Provider, events: Vec<ProviderEvent>) -> Response {
+    let rules = s.cfg.bounces.rules();
+    let now = s.now();
+    let result = s
+        .store(move |store| {
+            let Some(bounces) = store.bounces() else {
+                return Ok(None);
+            };
+            events
+                .iter()
+                .map(|ev| webhook::record(bounces, &rules, provider, ev, now))
+                .collect::<Result<Vec<Outcome>, _>>()
+                .map(Some)
+        })
+        .await;
+    match result {
+        Ok(Some(outcomes)) => {
+            for o in &outcomes {
+                if o.is_suspect() {
+                    tracing::warn!("{} webhook: {o}", provider.as_str());
+                } else {
+                    tracing::info!("{} webhook: {o}", provider.as_str());
+                }
+            }
+            text(StatusCode::OK, webhook::describe(&outcomes))
+        }
+        Ok(None) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this database does not keep bounces\n",
+        ),
+        Err(_) => {
+            tracing::error!(
+                "{} webhook: the store failed; the relay will retry",
+                provider.as_str()
+            );
+            text(StatusCode::SERVICE_UNAVAILABLE, "try again later\n")
+        }
+    }
+}
