@@ -55,6 +55,26 @@ bench_start_sink() {
     bench_wait_port "$port" smtp-sink "$out"
 }
 
+# bench_start_native_sink BIN OUTFILE [--cert PEM --key PEM]: bench/smtp_sink.rs on
+# a free loopback port (implicit TLS with a certificate). Sets SINK_PID and SINK_PORT;
+# OUTFILE gets its port, then `mesg=N` every second, like smtp-sink -c.
+bench_start_native_sink() {
+    local bin=$1 out=$2 i
+    shift 2
+    : >"$out"
+    "$bin" --listen 127.0.0.1:0 "$@" >"$out" 2>&1 &
+    SINK_PID=$!
+    BENCH_PIDS+=("$SINK_PID")
+    SINK_PORT=""
+    for i in $(seq 1 50); do
+        SINK_PORT=$(head -n 1 "$out" | tr -dc 0-9)
+        [ -n "$SINK_PORT" ] && return 0
+        sleep 0.1
+    done
+    bench_log "the native sink did not start: $(cat "$out")"
+    return 1
+}
+
 # bench_wait_port PORT NAME LOG: waits until 127.0.0.1:PORT accepts connections.
 bench_wait_port() {
     local port=$1 name=$2 log=$3 i

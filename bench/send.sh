@@ -5,7 +5,7 @@
 #
 # Usage:
 #   bench/send.sh [--smoke] [--subscribers N] [--connections "1 4 16"]
-#                 [--tls none|starttls|tls] [--rtt-ms MS]
+#                 [--tls none|starttls|tls] [--relay stunnel|native] [--rtt-ms MS]
 #                 [--rate R [--seconds S]] [--source-count M] [--keep]
 #
 #   --smoke           2,000 subscribers, 1 and 4 connections; checks that it works
@@ -15,6 +15,10 @@
 #   --tls MODE        none (default); starttls or tls: stunnel in front of the sink
 #                     (a certificate from a private CA made here, trusted through
 #                     smtp.ca_file); smtp-source goes through a stunnel client.
+#   --relay KIND      stunnel (default): smtp-sink, behind stunnel for TLS;
+#                     native: bench/smtp_sink.rs, which speaks TLS itself (no proxy
+#                     hop, as a relay terminating its own TLS), in clear and over
+#                     implicit TLS alike (not starttls).
 #   --rtt-ms MS       a round trip of MS ms (bench/latency_proxy.rs, MS/2 each way)
 #                     between the sender and the relay, for digestif and smtp-source
 #                     alike; the one-round-trip limit (connections / RTT) is printed
@@ -44,6 +48,7 @@ rate=""
 seconds=30
 source_count=""
 tls=none
+relay=stunnel
 rtt=0
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -55,13 +60,16 @@ while [ $# -gt 0 ]; do
     --source-count) source_count=$2; shift ;;
     --tls) tls=$2; shift ;;
     --rtt-ms) rtt=$2; shift ;;
+    --relay) relay=$2; shift ;;
     --keep) BENCH_KEEP=1 ;;
-    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) bench_log "unknown argument $1 (see --help)"; exit 2 ;;
     esac
     shift
 done
 case "$tls" in none | starttls | tls) ;; *) bench_log "--tls $tls: want none, starttls or tls"; exit 2 ;; esac
+case "$relay" in stunnel | native) ;; *) bench_log "--relay $relay: want stunnel or native"; exit 2 ;; esac
+[ "$relay" = native ] && [ "$tls" = starttls ] && { bench_log "--relay native speaks implicit TLS only (--tls none or tls)"; exit 2; }
 case "$rtt" in '' | *[!0-9.]*) bench_log "--rtt-ms $rtt: want a number of milliseconds"; exit 2 ;; esac
 if [ -n "$rate" ]; then
     subscribers=$(awk -v r="$rate" -v s="$seconds" 'BEGIN { printf "%d", r * s }')
@@ -76,9 +84,10 @@ export RUST_LOG=${RUST_LOG:-warn}
 
 bench_ensure_tools
 bench_log "building digestif (release)"
-timeout 1800 cargo build --release --quiet --bin digestif --example latency_proxy
+timeout 1800 cargo build --release --quiet --bin digestif --example latency_proxy --example smtp_sink
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/digestif
 PROXY=${CARGO_TARGET_DIR:-$REPO/target}/release/examples/latency_proxy
+NATIVE_SINK=${CARGO_TARGET_DIR:-$REPO/target}/release/examples/smtp_sink
 BENCH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/digestif-bench.XXXXXX")
 [ -n "${BENCH_KEEP:-}" ] && bench_log "keeping $BENCH_TMP"
 CERTS=$BENCH_TMP/certs
@@ -145,6 +154,26 @@ start_relay() {
     RELAY_PIDS=()
     sink_port=$(bench_free_port)
     SINK_OUT=$dir/sink.out
+    if [ "$relay" = native ]; then
+        local tls_args=()
+        [ "$mode" = tls ] && tls_args=(--cert "$CERTS/relay.pem" --key "$CERTS/relay.key")
+        bench_start_native_sink "$NATIVE_SINK" "$SINK_OUT" "${tls_args[@]}"
+        RELAY_PIDS+=("$SINK_PID")
+        SEND_PORT=$SINK_PORT
+        SOURCE_PORT=$SINK_PORT
+        if [ "$ms" != 0 ]; then
+            bench_start_proxy "$PROXY" "$dir/proxy.log" "$SINK_PORT" "$ms"
+            RELAY_PIDS+=("$PROXY_PID")
+            SEND_PORT=$PROXY_PORT
+            SOURCE_PORT=$PROXY_PORT
+        fi
+        if [ "$mode" != none ]; then
+            SOURCE_PORT=$(bench_free_port)
+            bench_start_stunnel "$CERTS" "$mode" "$SOURCE_PORT" "$SEND_PORT" client
+            RELAY_PIDS+=("$STUNNEL_PID")
+        fi
+        return 0
+    fi
     bench_start_sink "$sink_port" "$SINK_OUT" "$@"
     RELAY_PIDS+=("$SINK_PID")
     front=$sink_port
@@ -245,24 +274,28 @@ measure() {
         status=1
     fi
     if [ -n "$smoke" ]; then
-        sleep 0.2
-        got=$(bench_sink_messages "$SINK_OUT")
+        for _ in $(seq 1 20); do # the native sink reports every second
+            got=$(bench_sink_messages "$SINK_OUT")
+            [ "$got" = "$want" ] && break
+            sleep 0.2
+        done
         if [ "$got" != "$want" ]; then
             bench_log "the sink received $got messages, expected $want"
             status=1
         fi
     fi
-    local one_rtt share
+    local one_rtt share label=$mode
+    [ "$relay" = native ] && label=$mode-nat
     one_rtt=$(limit_of "$c" "$ms")
     share=$(awk -v o="$ours" -v l="$one_rtt" 'BEGIN { if (l == "-") printf "-"; else printf "%.2f", o / l }')
     if [ -n "$rate" ]; then
-        printf '%-6s %-9s %-7s %-8s %-9s %-11s %-9s %-10s %-9s\n' "$c" "$mode" "$ms" "$size" "${sent:-0}" \
+        printf '%-6s %-9s %-7s %-8s %-9s %-11s %-9s %-10s %-9s\n' "$c" "$label" "$ms" "$size" "${sent:-0}" \
             "$rate" "$ours" \
             "$(awk -v o="$ours" -v r="$rate" 'BEGIN { printf "%+.1f%%", (o - r) * 100 / r }')" "$T_RSS_MB"
     else
         theirs=$(bench_smtp_source "$c" "$count" "$size" "$SOURCE_PORT" -d)
         [ -n "$limit" ] || ratios+=("$c $(awk -v o="$ours" -v t="$theirs" 'BEGIN { printf "%.3f", o / t }')")
-        printf '%-6s %-9s %-7s %-8s %-9s %-9s %-14s %-7s %-10s %-9s %-9s %-8s\n' "$c" "$mode" "$ms" "$size" \
+        printf '%-6s %-9s %-7s %-8s %-9s %-9s %-14s %-7s %-10s %-9s %-9s %-8s\n' "$c" "$label" "$ms" "$size" \
             "${sent:-0}" "$ours" "$theirs" \
             "$(awk -v o="$ours" -v t="$theirs" 'BEGIN { printf "%.2f", o / t }')" "$one_rtt" "$share" \
             "$T_RSS_MB" "$T_WALL"
@@ -278,6 +311,9 @@ if [ -n "$smoke" ]; then
     # TLS and latency: a short run each way, so that these paths cannot rot.
     measure smoke-starttls 4 starttls 20 200
     measure smoke-tls 4 tls 20 200
+    saved_relay=$relay relay=native
+    measure smoke-native-tls 4 tls 0 200
+    relay=$saved_relay
 fi
 
 # Repeated sizes: the median ratio of each (runs on a shared machine vary).
