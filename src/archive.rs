@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 
 use crate::domain::Digest;
 use crate::render::RenderedEmail;
+use crate::store::FrozenIssue;
 
 /// Folder of the issue of `date`.
 pub fn issue_dir(archive_dir: &Path, date: NaiveDate) -> PathBuf {
@@ -43,6 +44,23 @@ pub fn write_issue(archive_dir: &Path, digest: &Digest, email: &RenderedEmail) -
     write_atomic(&dir.join("email.txt"), email.text.as_bytes())?;
     // digest.json last: its presence means the issue is complete.
     write_atomic(&dir.join("digest.json"), &json)?;
+    Ok(dir)
+}
+
+/// Writes a frozen issue as `write_issue` does, leaving the files that hold
+/// what it keeps already as they are.
+pub fn write_frozen(archive_dir: &Path, issue: &FrozenIssue) -> Result<PathBuf> {
+    let dir = issue_dir(archive_dir, issue.date);
+    let write = |name: &str, text: &str| -> Result<()> {
+        let path = dir.join(name);
+        match std::fs::read(&path) {
+            Ok(b) if b == text.as_bytes() => Ok(()),
+            _ => write_atomic(&path, text.as_bytes()),
+        }
+    };
+    write("email.html", &issue.html)?;
+    write("email.txt", &issue.text)?;
+    write("digest.json", &issue.digest)?;
     Ok(dir)
 }
 

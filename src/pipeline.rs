@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::archive;
@@ -15,6 +15,7 @@ use crate::editor::EditorPicks;
 use crate::ingest::{self, SourceReport};
 use crate::render::{self, Assets, RenderedEmail};
 use crate::select::{self, SelectParams};
+use crate::store::{Freeze, FrozenIssue, IssueStore, Store};
 
 mod sending;
 
@@ -136,25 +137,118 @@ pub fn archive_issue(
     Ok((dir, email))
 }
 
-/// The issue of `date`: the archived one if it exists, else built now and archived.
+/// The issue of `date`. With a database (`store`): the one frozen there if any,
+/// so that every machine sends and shows the same issue; else the one archived
+/// in `digests/<date>/` (by a version that did not freeze issues); else built
+/// now. Either of the last two is frozen then, and the first process to freeze
+/// it wins: whatever this process built, the issue kept is the one returned,
+/// and written to `digests/<date>/` for editors. Without a database, the
+/// archived issue or one built now and archived.
 /// `None` when the sources were read and there is nothing new; an error when
 /// the build failed, e.g. no source could be read ([`EverySourceFailed`]).
 pub async fn issue_for(
     cfg: &Config,
     assets: &Assets,
+    store: Option<&dyn Store>,
     date: NaiveDate,
     now: DateTime<Utc>,
 ) -> Result<Option<Digest>> {
-    if let Some(d) = archive::read_digest(&cfg.archive_dir(), date)? {
-        return Ok(Some(d));
-    }
-    let built = build(cfg, date, now).await?;
-    built.every_source_failed(date)?;
-    match built.digest {
-        Some(d) => {
-            archive_issue(cfg, assets, &d)?;
-            Ok(Some(d))
+    let issues = store.and_then(|s| s.issues());
+    if let Some(issues) = issues {
+        if let Some(kept) = issues
+            .frozen_issue(date)
+            .with_context(|| format!("cannot read the issue of {date} from the database"))?
+        {
+            return archive_frozen(cfg, &kept).map(Some);
         }
-        None => Ok(None),
     }
+    let archived = archive::read_digest(&cfg.archive_dir(), date)?;
+    let digest = match archived {
+        Some(d) => d,
+        None => {
+            let built = build(cfg, date, now).await?;
+            built.every_source_failed(date)?;
+            match built.digest {
+                Some(d) => d,
+                None => return Ok(None),
+            }
+        }
+    };
+    match issues {
+        Some(issues) => {
+            let kept = issues
+                .freeze_issue(&frozen(cfg, assets, &digest, now)?, Freeze::KeepFirst)
+                .with_context(|| format!("cannot keep the issue of {date} in the database"))?;
+            archive_frozen(cfg, &kept).map(Some)
+        }
+        None => {
+            archive_issue(cfg, assets, &digest)?;
+            Ok(Some(digest))
+        }
+    }
+}
+
+/// Freezes the issues archived in `digests/` that the database does not keep
+/// (archived by a version that did not freeze issues), so that the web archive,
+/// read from the database, still shows them. How many were frozen.
+pub fn freeze_archived(
+    cfg: &Config,
+    assets: &Assets,
+    issues: &dyn IssueStore,
+    now: DateTime<Utc>,
+) -> Result<usize> {
+    let kept: std::collections::HashSet<NaiveDate> = issues.frozen_dates()?.into_iter().collect();
+    let mut frozen_now = 0;
+    for date in archive::dates(&cfg.archive_dir())? {
+        if kept.contains(&date) {
+            continue;
+        }
+        if let Some(digest) = archive::read_digest(&cfg.archive_dir(), date)? {
+            issues
+                .freeze_issue(&frozen(cfg, assets, &digest, now)?, Freeze::KeepFirst)
+                .with_context(|| format!("cannot keep the issue of {date} in the database"))?;
+            frozen_now += 1;
+        }
+    }
+    Ok(frozen_now)
+}
+
+/// `digest` as the database keeps it: what `digests/<date>/` holds, the
+/// archived files if they are there (what the web archive showed so far).
+pub fn frozen(
+    cfg: &Config,
+    assets: &Assets,
+    digest: &Digest,
+    now: DateTime<Utc>,
+) -> Result<FrozenIssue> {
+    let dir = archive::issue_dir(&cfg.archive_dir(), digest.date);
+    let json = serde_json::to_string_pretty(digest).context("cannot serialise the digest")?;
+    let on_disk = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let archived_json = on_disk("digest.json");
+    let (html, text) = match (
+        archived_json == Some(json.clone()),
+        on_disk("email.html"),
+        on_disk("email.txt"),
+    ) {
+        (true, Some(html), Some(text)) => (html, text),
+        _ => {
+            let email = render_public(cfg, assets, digest);
+            (email.html, email.text)
+        }
+    };
+    Ok(FrozenIssue {
+        date: digest.date,
+        digest: json,
+        html,
+        text,
+        frozen_at: now,
+    })
+}
+
+/// The digest of a frozen issue, its files written to `digests/<date>/` if
+/// they are not there as they are kept.
+pub fn archive_frozen(cfg: &Config, kept: &FrozenIssue) -> Result<Digest> {
+    let digest = kept.digest()?;
+    archive::write_frozen(&cfg.archive_dir(), kept)?;
+    Ok(digest)
 }

@@ -269,6 +269,7 @@ impl IssuePipeline for LivePipeline {
                     cfg: &cfg,
                     assets: &assets,
                     secret,
+                    store: Some(store.clone()),
                 };
                 let delivery = pipeline::Delivery::Ledger {
                     store,

@@ -42,6 +42,46 @@ impl Site {
     fn send(&self) -> Output {
         self.run(&["send", "--date", DATE, "--now", NOW])
     }
+
+    /// Another working folder on the same database (another machine): its
+    /// config is this one's passed through `edit`, and it has no `digests/`.
+    fn elsewhere(&self, edit: impl Fn(String) -> String) -> Site {
+        let cfg = std::fs::read_to_string(self.config()).unwrap();
+        Site {
+            dir: site_dir(&edit(cfg)),
+            url: self.url.clone(),
+        }
+    }
+}
+
+/// The http link of a message's List-Unsubscribe header (RFC 8058 one-click).
+fn one_click_link(raw: &[u8]) -> String {
+    mail_parser::MessageParser::default()
+        .parse(raw)
+        .unwrap()
+        .header_raw("List-Unsubscribe")
+        .unwrap()
+        .split(['<', '>'])
+        .find(|s| s.starts_with("http"))
+        .unwrap()
+        .to_string()
+}
+
+/// The HTML and text bodies and the subject of a message, with the
+/// subscriber's own unsubscribe link (from List-Unsubscribe) replaced by a
+/// placeholder: what every subscriber of one variant must get byte for byte.
+fn shared_content(raw: &[u8]) -> (String, String, String) {
+    let msg = mail_parser::MessageParser::default().parse(raw).unwrap();
+    let link = one_click_link(raw);
+    let strip = |body: &str| {
+        assert!(body.contains(&link), "the body carries its own link");
+        body.replace(&link, "LINK")
+    };
+    (
+        msg.subject().unwrap().to_string(),
+        strip(&msg.body_html(0).unwrap()),
+        strip(&msg.body_text(0).unwrap()),
+    )
 }
 
 #[test]
@@ -50,7 +90,7 @@ fn a_send_on_postgresql_reaches_each_subscriber_once_and_a_second_send_sends_not
     let site = Site::new(&server);
     let out = site.run(&["migrate"]);
     assert!(out.status.success(), "{}", show(&out));
-    assert_eq!(stdout(&out).trim(), "database at schema version 3");
+    assert_eq!(stdout(&out).trim(), "database at schema version 5");
 
     let n = 12;
     for i in 1..=n {
@@ -261,16 +301,7 @@ fn a_one_click_unsubscribe_on_one_serve_instance_is_honoured_by_the_next_send() 
         .into_iter()
         .find(|m| m.rcpt() == "r2@example.com")
         .unwrap();
-    let parsed = mail_parser::MessageParser::default()
-        .parse(&to_r2.raw)
-        .unwrap();
-    let one_click = parsed
-        .header_raw("List-Unsubscribe")
-        .unwrap()
-        .split(['<', '>'])
-        .find(|s| s.starts_with("http"))
-        .unwrap()
-        .to_string();
+    let one_click = one_click_link(&to_r2.raw);
     let target = one_click
         .strip_prefix(&format!("http://127.0.0.1:{port_a}"))
         .unwrap()
@@ -304,4 +335,96 @@ fn a_one_click_unsubscribe_on_one_serve_instance_is_honoured_by_the_next_send() 
             "r3@example.com"
         ]
     );
+}
+
+/// Another machine, whose working folder has no `digests/`, whose feeds are
+/// gone and whose subject line differs, sends the issue frozen in the database
+/// by the first: byte for byte what the first sent.
+#[test]
+fn a_sender_without_the_issue_in_its_folder_sends_the_frozen_issue_byte_for_byte() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    let out = site.run(&["subscribers", "add", "r1@example.com"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let out = site.send();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = site.run(&["subscribers", "add", "r2@example.com"]);
+    assert!(out.status.success(), "{}", show(&out));
+
+    let other = site.elsewhere(|cfg| {
+        cfg.replace(
+            "from = \"L'Essentiel <briefing@news.example.com>\"\n",
+            "from = \"L'Essentiel <briefing@news.example.com>\"\nsubject = \"Autre chose {date}\"\n",
+        )
+    });
+    std::fs::remove_file(other.dir.path().join("feeds/monde.xml")).unwrap();
+    assert!(!other.dir.path().join("digests").exists());
+    let out = other.send();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(recipients(&server), everyone(2));
+
+    let messages = server.messages();
+    let by = |to: &str| messages.iter().find(|m| m.rcpt() == to).unwrap();
+    let first = shared_content(&by("r1@example.com").raw);
+    let second = shared_content(&by("r2@example.com").raw);
+    assert!(first.0.contains("L'Essentiel"), "{first:?}");
+    assert!(first.1.contains("Budget 2027"), "{}", first.1);
+    assert_eq!(
+        second, first,
+        "subject, HTML and text as the first machine sent them"
+    );
+    assert_ne!(by("r1@example.com").raw, by("r2@example.com").raw);
+
+    // The other folder now holds the issue as kept, for its editors.
+    let issue =
+        |s: &Site, f: &str| std::fs::read(s.dir.path().join("digests").join(DATE).join(f)).unwrap();
+    for f in ["digest.json", "email.html", "email.txt"] {
+        assert_eq!(issue(&other, f), issue(&site, f), "{f}");
+    }
+}
+
+/// Two `serve` instances in different working folders (two machines), one of
+/// them without the issue in its folder and with other feeds: the archive
+/// pages come from the database, the same on both.
+#[test]
+fn two_serve_instances_in_different_folders_show_the_same_archive() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    let out = site.run(&["build", "--date", DATE, "--now", NOW]);
+    assert!(out.status.success(), "{}", show(&out));
+    let other = site.elsewhere(|cfg| cfg);
+    std::fs::write(
+        other.dir.path().join("feeds/monde.xml"),
+        support::site::FEED.replace("Budget 2027", "Autre titre"),
+    )
+    .unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let _a = site.serve(port_a);
+    let _b = other.serve(port_b);
+    for target in [
+        format!("/archive/{DATE}"),
+        "/archive".into(),
+        "/archive/feed.xml".into(),
+    ] {
+        let (status_a, page_a) = http(port_a, "GET", &target, "").unwrap();
+        let (status_b, page_b) = http(port_b, "GET", &target, "").unwrap();
+        assert_eq!(
+            (status_a, status_b),
+            (200, 200),
+            "{target}: {page_a}\n{page_b}"
+        );
+        let body = |p: &str| p.split_once("\r\n\r\n").unwrap().1.to_string();
+        assert_eq!(body(&page_b), body(&page_a), "{target}");
+        assert!(body(&page_a).contains("Budget 2027"), "{target}: {page_a}");
+    }
+    let kept = std::fs::read_to_string(
+        site.dir
+            .path()
+            .join("digests")
+            .join(DATE)
+            .join("email.html"),
+    )
+    .unwrap();
+    let (_, page) = http(port_b, "GET", &format!("/archive/{DATE}"), "").unwrap();
+    assert!(page.ends_with(&kept), "the page is the archived email");
 }

@@ -307,6 +307,17 @@ fn an_issue_that_breaks_a_sending_rule_is_sent_only_with_no_lint() {
         })
         .collect();
     std::fs::write(&path, serde_json::to_vec(&digest).unwrap()).unwrap();
+    // Senders read the issue frozen in the database: the edited one goes there.
+    let cfg = digestif::config::Config::from_file(&site.config()).unwrap();
+    let edited: digestif::domain::Digest = serde_json::from_value(digest).unwrap();
+    let assets = digestif::pipeline::assets(&cfg).unwrap();
+    let issue = digestif::pipeline::frozen(&cfg, &assets, &edited, edited.built_at).unwrap();
+    digestif::store::IssueStore::freeze_issue(
+        &digestif::store::SqliteStore::for_config(&cfg).unwrap(),
+        &issue,
+        digestif::store::Freeze::Replace,
+    )
+    .unwrap();
 
     let refused = site.send(&[]);
     assert_eq!(refused.status.code(), Some(1), "{}", show(&refused));

@@ -158,7 +158,7 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
 
     // A scheduled send a few seconds away: the clock says 06:59:57 Paris time.
     let d1 = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
-    app::archive(&app.cfg, d1);
+    app::archive(&app, d1);
     let sched = Arc::new(live_scheduler(&app));
     let send_at = digestif::domain::local_instant(
         d1,
@@ -205,7 +205,7 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
     // The next day's send reaches the others, not her.
     add_active(&app, "witness@example.org");
     let d2 = d1.succ_opt().unwrap();
-    app::archive(&app.cfg, d2);
+    app::archive(&app, d2);
     let send_at = digestif::domain::local_instant(
         d2,
         app.cfg.newsletter.send_time.0,
@@ -565,7 +565,7 @@ async fn the_archive_lists_past_issues_newest_first_without_personal_data() {
     let d2 = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
     let future = NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
     for d in [d1, d2, future] {
-        app::archive(&app.cfg, d);
+        app::archive(&app, d);
     }
     app.clock.set("2026-11-27T12:00:00Z".parse().unwrap());
     let body = get(&app, "/archive").await.text().await.unwrap();
@@ -958,7 +958,7 @@ fn serve_site(
     let dir = tempfile::tempdir().unwrap();
     let (config, date) = serve_config(dir.path(), smtp.port);
     let cfg = digestif::config::Config::from_file(&config).unwrap();
-    app::archive(&cfg, date);
+    app::archive_in_folder(&cfg, date);
     let store = digestif::store::SqliteStore::for_config(&cfg).unwrap();
     for i in 0..readers {
         add(
@@ -1187,7 +1187,7 @@ async fn a_reader_in_new_york_gets_the_frozen_issue_at_seven_in_new_york() {
     let smtp = SmtpServer::start(&[]);
     let app = app::start(Mail::Smtp(smtp.port), "07:00").await;
     let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
-    app::archive(&app.cfg, date);
+    app::archive(&app, date);
     add_active(&app, "paris@example.org");
     app.store
         .upsert_subscriber(&NewSubscriber {

@@ -9,6 +9,7 @@ use crate::archive;
 use crate::cli::{ArticlesArgs, BuildArgs, PreviewArgs, PreviewFormat};
 use crate::config::Config;
 use crate::pipeline::{self, Built};
+use crate::store::{Freeze, Store};
 
 use super::{date_of, load_config, now_of, runtime, CmdResult, Failure};
 
@@ -23,27 +24,26 @@ fn report_sources(built: &Built) {
 }
 
 /// How many subscribers already got (or may have got) the issue of `date`: the
-/// ledger's `sent` and `sending` rows. Zero when there is no database file yet
-/// (none is created just to ask).
-fn already_sent(cfg: &Config, date: chrono::NaiveDate) -> Result<u64, Failure> {
-    let at = cfg.database();
-    if let crate::store::Location::SqliteFile(p) = &at {
-        if !p.is_file() {
-            return Ok(0);
-        }
-    } else if at == crate::store::Location::SqliteMemory {
-        return Ok(0);
-    }
-    let store = crate::store::open_at(&at).map_err(|e| {
-        Failure::job(anyhow::anyhow!(
-            "cannot open the database {:?} to check whether {date} was sent: {e}",
-            cfg.storage.database
-        ))
-    })?;
+/// ledger's `sent` and `sending` rows.
+fn already_sent(store: &dyn Store, date: chrono::NaiveDate) -> Result<u64, Failure> {
     let c = store
         .ledger_counts(date)
         .with_context(|| format!("cannot read the ledger of {date}"))?;
     Ok(c.sent + c.sending)
+}
+
+/// The issue of `date` as subscribers got it: frozen in the database, else archived.
+fn kept_digest(
+    cfg: &Config,
+    store: Option<&dyn Store>,
+    date: chrono::NaiveDate,
+) -> anyhow::Result<Option<crate::domain::Digest>> {
+    if let Some(issues) = store.and_then(|s| s.issues()) {
+        if let Some(kept) = issues.frozen_issue(date)? {
+            return kept.digest().map(Some);
+        }
+    }
+    archive::read_digest(&cfg.archive_dir(), date)
 }
 
 pub fn build(config: Option<&Path>, args: &BuildArgs) -> CmdResult {
@@ -52,7 +52,12 @@ pub fn build(config: Option<&Path>, args: &BuildArgs) -> CmdResult {
     let now = now_of(a);
     let date = date_of(&cfg, a, now);
     let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
-    let sent = already_sent(&cfg, date)?;
+    // No database file is created just to ask.
+    let store = super::send::existing_store(&cfg)?;
+    let sent = match &store {
+        Some(s) => already_sent(s.as_ref(), date)?,
+        None => 0,
+    };
     let built = runtime()?.block_on(pipeline::build(&cfg, date, now))?;
     built.every_source_failed(date).map_err(Failure::job)?;
     report_sources(&built);
@@ -62,7 +67,7 @@ pub fn build(config: Option<&Path>, args: &BuildArgs) -> CmdResult {
     };
     if sent > 0 {
         // Subscribers and the web archive must show the same issue.
-        let archived = archive::read_digest(&cfg.archive_dir(), date)?;
+        let archived = kept_digest(&cfg, store.as_deref(), date)?;
         if archived.as_ref() == Some(digest) {
             println!(
                 "Issue {date} is unchanged (already sent to {sent} subscriber(s)); archive kept as it is."
@@ -80,7 +85,19 @@ pub fn build(config: Option<&Path>, args: &BuildArgs) -> CmdResult {
             "warning: the issue of {date} was already sent to {sent} subscriber(s); --force: overwriting its archive with a different digest"
         );
     }
-    let (dir, _) = pipeline::archive_issue(&cfg, &assets, digest)?;
+    // Frozen in the database (replacing an issue nobody got yet, or with
+    // --force), so that every sender and every `serve` has this one.
+    let dir = match store.as_ref().and_then(|s| s.issues()) {
+        Some(issues) => {
+            let issue = pipeline::frozen(&cfg, &assets, digest, now)?;
+            let kept = issues
+                .freeze_issue(&issue, Freeze::Replace)
+                .with_context(|| format!("cannot keep the issue of {date} in the database"))?;
+            pipeline::archive_frozen(&cfg, &kept)?;
+            archive::issue_dir(&cfg.archive_dir(), date)
+        }
+        None => pipeline::archive_issue(&cfg, &assets, digest)?.0,
+    };
     let failed: Vec<&str> = built.failed_sources().map(|s| s.name.as_str()).collect();
     println!(
         "Issue {date}: {} stories ({}), ≈ {} min reading → {}",

@@ -34,6 +34,17 @@ pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, Failure> {
     Ok(store)
 }
 
+/// The database of the config if it exists already (a PostgreSQL database, or
+/// a SQLite file that is there): `None` rather than a new empty file, for the
+/// commands that only read the frozen issue.
+pub fn existing_store(cfg: &Config) -> Result<Option<Arc<dyn Store>>, Failure> {
+    match cfg.database() {
+        crate::store::Location::SqliteFile(p) if !p.is_file() => Ok(None),
+        crate::store::Location::SqliteMemory => Ok(None),
+        _ => open_store(cfg).map(Some),
+    }
+}
+
 fn issue(
     cfg: &Config,
     assets: &Assets,
@@ -41,9 +52,16 @@ fn issue(
 ) -> Result<(Digest, chrono::DateTime<chrono::Utc>), Failure> {
     let now = now_of(args);
     let date = date_of(cfg, args, now);
+    let store = existing_store(cfg)?;
     let rt = runtime()?;
     let digest = rt
-        .block_on(pipeline::issue_for(cfg, assets, date, now))?
+        .block_on(pipeline::issue_for(
+            cfg,
+            assets,
+            store.as_deref(),
+            date,
+            now,
+        ))?
         .ok_or_else(|| nothing_new(date))?;
     Ok((digest, now))
 }
@@ -77,19 +95,24 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
     let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
     let now = now_of(&args.when);
     let date = date_of(&cfg, &args.when, now);
-    let delivery = match (&args.to, args.dry_run) {
-        (_, true) => Delivery::DryRun,
-        (Some(to), false) => Delivery::TestCopy(
-            SubscriberEmail::parse(to).map_err(|e| Failure::usage(anyhow::anyhow!("--to: {e}")))?,
+    let (delivery, store) = match (&args.to, args.dry_run) {
+        (_, true) => (Delivery::DryRun, existing_store(&cfg)?),
+        (Some(to), false) => (
+            Delivery::TestCopy(
+                SubscriberEmail::parse(to)
+                    .map_err(|e| Failure::usage(anyhow::anyhow!("--to: {e}")))?,
+            ),
+            existing_store(&cfg)?,
         ),
         (None, false) => {
             let store = open_store(&cfg)?;
             super::bounces::warn_on_last_issue(&cfg, store.as_ref(), date);
-            Delivery::Ledger {
-                store,
+            let delivery = Delivery::Ledger {
+                store: store.clone(),
                 limit: args.limit,
                 lease: LeaseStep::Take,
-            }
+            };
+            (delivery, Some(store))
         }
     };
     let lint = if args.no_lint {
@@ -101,6 +124,7 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
         cfg: &cfg,
         assets: &assets,
         secret,
+        store,
     };
     let sent = crate::deliver::send::single_thread_runtime()?
         .block_on(pipeline::send(sender, date, now, lint, delivery))
@@ -192,7 +216,7 @@ pub fn email_for(
         Secret::random()
     });
     let composer = DigestComposer::new(cfg, digest, assets, secret, now).map_err(Failure::usage)?;
-    Ok(composer.render_for(&subscriber).0)
+    Ok(composer.render_for(&subscriber).map_err(Failure::job)?.0)
 }
 
 pub fn lint(config: Option<&Path>, args: &DateArgs) -> CmdResult {

@@ -74,6 +74,16 @@ fn mailer(cfg: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
 
 async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult {
     let store = open_store(&cfg).map_err(Failure::job)?;
+    if let Some(issues) = store.issues() {
+        // The web archive is read from the database: issues archived before it
+        // kept them are added once.
+        let assets = crate::pipeline::assets(&cfg).map_err(Failure::usage)?;
+        let added = crate::pipeline::freeze_archived(&cfg, &assets, issues, crate::clock::now())
+            .map_err(Failure::job)?;
+        if added > 0 {
+            tracing::info!(issues = added, "archived issues now kept in the database");
+        }
+    }
     let http_store = if cfg.database_path().is_some() {
         open_http_store(&cfg).map_err(Failure::job)?
     } else {

@@ -4,13 +4,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use crate::bounces::ReturnPath;
 use crate::config::{Config, Secret};
 use crate::domain::{Digest, Locale, Subscriber};
 use crate::render::{self, Assets, EmailTemplate, Personal, RenderedEmail};
+use crate::store::issues::variant_key;
+use crate::store::Store;
 
 use super::message::{MessageFactory, Outgoing, PreEncoded};
 use super::token;
@@ -40,6 +42,8 @@ pub struct DigestComposer {
     now: DateTime<Utc>,
     variants: Mutex<HashMap<VariantKey, Arc<Variant>>>,
     return_path: Option<ReturnPath>,
+    /// Where the issue is frozen: each variant is the one kept there.
+    frozen: Option<Arc<dyn Store>>,
 }
 
 impl DigestComposer {
@@ -60,48 +64,81 @@ impl DigestComposer {
             now,
             variants: Mutex::new(HashMap::new()),
             return_path: cfg.bounces.return_path.clone(),
+            frozen: None,
         })
     }
 
-    fn variant(&self, locale: Locale, follow: &[String]) -> Arc<Variant> {
+    /// Every variant as kept in the issue frozen in `store` (the issue must be
+    /// frozen there): the one a sender kept first, on whatever machine, so that
+    /// every subscriber of a variant gets the same bytes. The variants of the
+    /// active subscribers are read (or rendered and kept) now, so that the send
+    /// loop does not wait on the database for them.
+    pub fn frozen_in(mut self, store: Arc<dyn Store>) -> Result<DigestComposer> {
+        let Some(issues) = store.issues() else {
+            return Ok(self);
+        };
+        let in_use = issues
+            .variants_in_use()
+            .context("cannot read which variants the subscribers read")?;
+        self.frozen = Some(store.clone());
+        for (locale, follow) in in_use {
+            self.variant(locale.unwrap_or(self.digest.locale), &follow)?;
+        }
+        Ok(self)
+    }
+
+    fn variant(&self, locale: Locale, follow: &[String]) -> Result<Arc<Variant>> {
         let key = (locale, follow.to_vec());
         if let Some(t) = self.variants.lock().expect("variants lock").get(&key) {
-            return t.clone();
+            return Ok(t.clone());
         }
-        let template = render::render_variant(
+        let mut template = render::render_variant(
             &self.digest,
             &self.assets,
             locale,
             follow,
             &self.subject_template,
         );
+        if let Some(issues) = self.frozen.as_ref().and_then(|s| s.issues()) {
+            let date = self.digest.date;
+            let name = variant_key(locale, follow);
+            let kept = issues
+                .freeze_variant(date, &name, &template.to_json())
+                .with_context(|| {
+                    format!("cannot keep the variant {name:?} of the issue of {date}")
+                })?;
+            template = EmailTemplate::from_json(&kept).map_err(|e| {
+                anyhow::anyhow!("the kept variant {name:?} of the issue of {date}: {e}")
+            })?;
+        }
         let encoded = (!self.factory.signs()).then(|| PreEncoded::new(&template));
         let t = Arc::new(Variant { template, encoded });
-        self.variants
+        Ok(self
+            .variants
             .lock()
             .expect("variants lock")
             .entry(key)
             .or_insert(t)
-            .clone()
+            .clone())
     }
 
     /// The personalised bodies of `subscriber`, and their unsubscribe token.
-    pub fn render_for(&self, subscriber: &Subscriber) -> (RenderedEmail, String) {
+    pub fn render_for(&self, subscriber: &Subscriber) -> Result<(RenderedEmail, String)> {
         let locale = subscriber.locale.unwrap_or(self.digest.locale);
-        let variant = self.variant(locale, &subscriber.categories);
+        let variant = self.variant(locale, &subscriber.categories)?;
         let token = token::unsubscribe_token(&self.secret, &self.list_id, &subscriber.link_key);
         let email = variant.template.personalise(&Personal {
             name: subscriber.name.clone(),
             unsubscribe_url: self.factory.unsubscribe_url(&token),
         });
-        (email, token)
+        Ok((email, token))
     }
 }
 
 impl DigestComposer {
     /// Builds `subscriber`'s message and checks it against the sending rules.
     pub fn lint_for(&self, subscriber: &Subscriber) -> Result<Vec<super::lint::LintIssue>> {
-        let (email, _) = self.render_for(subscriber);
+        let (email, _) = self.render_for(subscriber)?;
         let msg = self.compose(subscriber)?;
         Ok(super::lint::lint_message(
             &email.html,
@@ -134,7 +171,7 @@ impl DigestComposer {
     /// `subscriber`'s message through lettre's builder (the one that signs), whatever
     /// the configuration: what the pre-encoded path is checked against.
     pub fn compose_with_lettre(&self, subscriber: &Subscriber) -> Result<Outgoing> {
-        let (email, token) = self.render_for(subscriber);
+        let (email, token) = self.render_for(subscriber)?;
         self.factory
             .build(
                 subscriber.email.as_str(),
@@ -161,7 +198,7 @@ impl Compose for DigestComposer {
     /// built and signed by lettre. Non-ASCII addresses always go through lettre.
     fn compose(&self, subscriber: &Subscriber) -> Result<Outgoing> {
         let locale = subscriber.locale.unwrap_or(self.digest.locale);
-        let variant = self.variant(locale, &subscriber.categories);
+        let variant = self.variant(locale, &subscriber.categories)?;
         let address = subscriber.email.as_str();
         match &variant.encoded {
             Some(encoded) if address.is_ascii() => {

@@ -128,11 +128,14 @@ pub fn single_thread_runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the send runtime")
 }
 
-/// Sends the issue `job.digest` to every active subscriber not yet served.
+/// Sends the issue `job.digest`, frozen in `job.store`, to every active
+/// subscriber not yet served.
 pub async fn send_issue(job: SendJob<'_>) -> Result<SendReport> {
-    let composer = Arc::new(DigestComposer::new(
-        job.cfg, job.digest, job.assets, job.secret, job.now,
-    )?);
+    // The variants as frozen in the database: the same bytes from every sender.
+    let composer = Arc::new(
+        DigestComposer::new(job.cfg, job.digest, job.assets, job.secret, job.now)?
+            .frozen_in(job.store.clone())?,
+    );
     let opts = SendOptions::from_config(job.cfg, job.limit);
     deliver_ledger(
         job.store,

@@ -17,8 +17,51 @@ use crate::domain::{local_instant, Digest};
 /// How many issues the index and the feed list.
 const LISTED: usize = 60;
 
-/// Issues already sent (their send time passed), newest first, with their digest.
+/// Whether the issue of `date` is public: its send time has passed.
+fn is_out(state: &AppState, date: NaiveDate) -> bool {
+    let n = &state.cfg.newsletter;
+    local_instant(date, n.send_time.0, n.timezone.0) <= state.now()
+}
+
+/// Issues already sent (their send time passed), newest first, with their
+/// digest: from the database, where they are frozen, so that every instance
+/// shows the same ones whatever its working folder.
 async fn published(state: &AppState) -> Result<Vec<Digest>, AppError> {
+    let out: Vec<NaiveDate> = {
+        let dates = state
+            .store(|s| match s.issues() {
+                Some(issues) => issues.frozen_dates().map(Some),
+                None => Ok(None),
+            })
+            .await?;
+        match dates {
+            Some(d) => d,
+            None => return published_from_folder(state).await,
+        }
+    };
+    let dates: Vec<NaiveDate> = out
+        .into_iter()
+        .filter(|d| is_out(state, *d))
+        .take(LISTED)
+        .collect();
+    let kept = state
+        .store(move |s| {
+            let issues = s.issues().expect("checked above");
+            let mut out = Vec::new();
+            for d in dates {
+                out.extend(issues.frozen_issue(d)?);
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(kept
+        .iter()
+        .map(|k| k.digest())
+        .collect::<anyhow::Result<Vec<_>>>()?)
+}
+
+/// [`published`] for a store that keeps no issues: the local `digests/` folder.
+async fn published_from_folder(state: &AppState) -> Result<Vec<Digest>, AppError> {
     let dir = state.cfg.archive_dir();
     let n = state.cfg.newsletter.clone();
     let now = state.now();
@@ -94,28 +137,21 @@ pub async fn issue(
     let not_found =
         || AppError::new(StatusCode::NOT_FOUND, lang.0, Problem::NotFound).for_brand(state.brand());
     let date = NaiveDate::parse_from_str(&date, "%Y-%m-%d").map_err(|_| not_found())?;
-    let n = &state.cfg.newsletter;
-    if local_instant(date, n.send_time.0, n.timezone.0) > state.now() {
+    if !is_out(&state, date) {
         return Err(not_found());
     }
-    let dir = archive::issue_dir(&state.cfg.archive_dir(), date);
-    let html = match tokio::fs::read_to_string(dir.join("email.html")).await {
-        Ok(h) => h,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let cfg = state.cfg.clone();
-            let digest =
-                tokio::task::spawn_blocking(move || archive::read_digest(&cfg.archive_dir(), date))
-                    .await
-                    .map_err(|e| AppError::internal(anyhow::anyhow!("archive task failed: {e}")))??
-                    .ok_or_else(not_found)?;
-            let assets = crate::pipeline::assets(&state.cfg)?;
-            crate::pipeline::render_public(&state.cfg, &assets, &digest).html
-        }
-        Err(e) => {
-            return Err(AppError::internal(anyhow::anyhow!(
-                "cannot read the archived issue of {date}: {e}"
-            )))
-        }
+    let kept = state
+        .store(move |s| match s.issues() {
+            Some(issues) => issues.frozen_issue(date).map(|k| Some(k.map(|k| k.html))),
+            None => Ok(None),
+        })
+        .await
+        .map_err(|e| e.in_locale(lang.0).for_brand(state.brand()))?;
+    let html = match kept {
+        Some(html) => html.ok_or_else(not_found)?,
+        None => issue_from_folder(&state, date)
+            .await?
+            .ok_or_else(not_found)?,
     };
     let mut res = (StatusCode::OK, axum::response::Html(html)).into_response();
     let h = res.headers_mut();
@@ -131,6 +167,34 @@ pub async fn issue(
         HeaderValue::from_static("public, max-age=3600"),
     );
     Ok(res)
+}
+
+/// The public email of `date` from the local `digests/` folder (a store that
+/// keeps no issues).
+async fn issue_from_folder(state: &AppState, date: NaiveDate) -> Result<Option<String>, AppError> {
+    let dir = archive::issue_dir(&state.cfg.archive_dir(), date);
+    match tokio::fs::read_to_string(dir.join("email.html")).await {
+        Ok(h) => Ok(Some(h)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let cfg = state.cfg.clone();
+            let digest =
+                tokio::task::spawn_blocking(move || archive::read_digest(&cfg.archive_dir(), date))
+                    .await
+                    .map_err(|e| {
+                        AppError::internal(anyhow::anyhow!("archive task failed: {e}"))
+                    })??;
+            let Some(digest) = digest else {
+                return Ok(None);
+            };
+            let assets = crate::pipeline::assets(&state.cfg)?;
+            Ok(Some(
+                crate::pipeline::render_public(&state.cfg, &assets, &digest).html,
+            ))
+        }
+        Err(e) => Err(AppError::internal(anyhow::anyhow!(
+            "cannot read the archived issue of {date}: {e}"
+        ))),
+    }
 }
 
 fn xml(s: &str) -> String {

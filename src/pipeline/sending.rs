@@ -23,6 +23,10 @@ pub struct Sender<'a> {
     pub assets: &'a Assets,
     /// Signs the links of each message.
     pub secret: Secret,
+    /// The database the issue is frozen in (for a ledger send, the ledger's):
+    /// every sender reads the issue from there. `None`: no database, the
+    /// local archive only (a dry run or test copy before the first import).
+    pub store: Option<Arc<dyn Store>>,
 }
 
 /// What a send does with the issue once it is checked.
@@ -115,17 +119,21 @@ pub async fn send(
         cfg,
         assets,
         secret,
+        store: issues,
     } = sender;
     // A bad sender or DKIM key stops the send before any feed is fetched.
     MessageFactory::from_config(cfg).map_err(SendError::Setup)?;
-    let Some(digest) = super::issue_for(cfg, assets, date, now)
+    let Some(digest) = super::issue_for(cfg, assets, issues.as_deref(), date, now)
         .await
         .map_err(SendError::Build)?
     else {
         return Ok(Sent::NothingNew);
     };
-    let composer =
+    let mut composer =
         DigestComposer::new(cfg, &digest, assets, secret.clone(), now).map_err(SendError::Setup)?;
+    if let Some(issues) = issues {
+        composer = composer.frozen_in(issues).map_err(SendError::Deliver)?;
+    }
     let issues = composer
         .lint_for(&sample_subscriber(sample_address()))
         .map_err(SendError::Build)?;

@@ -199,6 +199,55 @@ impl EmailTemplate {
     }
 }
 
+/// An [`EmailTemplate`] as text, with its slot markers: what the frozen issue
+/// keeps of each variant, so that every sender fills the same bytes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptTemplate {
+    subject: String,
+    preheader: String,
+    html: String,
+    text: String,
+    greeting: String,
+    greeting_before_name: String,
+    greeting_after_name: String,
+    public_unsubscribe: String,
+}
+
+impl EmailTemplate {
+    /// The variant as JSON, read back by [`EmailTemplate::from_json`].
+    pub fn to_json(&self) -> String {
+        let kept = KeptTemplate {
+            subject: self.subject.clone(),
+            preheader: self.preheader.clone(),
+            html: self.html.fill(SLOT_GREETING, SLOT_UNSUBSCRIBE),
+            text: self.text.fill(SLOT_GREETING, SLOT_UNSUBSCRIBE),
+            greeting: self.greeting.anonymous.clone(),
+            greeting_before_name: self.greeting.before_name.clone(),
+            greeting_after_name: self.greeting.after_name.clone(),
+            public_unsubscribe: self.public_unsubscribe.clone(),
+        };
+        serde_json::to_string(&kept).expect("strings serialise")
+    }
+
+    /// A variant kept by [`EmailTemplate::to_json`].
+    pub fn from_json(json: &str) -> Result<EmailTemplate, String> {
+        let k: KeptTemplate =
+            serde_json::from_str(json).map_err(|e| format!("not a kept variant: {e}"))?;
+        Ok(EmailTemplate {
+            subject: k.subject,
+            preheader: k.preheader,
+            html: Parts::split(&k.html),
+            text: Parts::split(&k.text),
+            greeting: Greeting {
+                anonymous: k.greeting,
+                before_name: k.greeting_before_name,
+                after_name: k.greeting_after_name,
+            },
+            public_unsubscribe: k.public_unsubscribe,
+        })
+    }
+}
+
 /// The personal values of one subscriber, escaped for each body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotValues {

@@ -442,3 +442,28 @@ fn long_html_lines_are_folded_at_spaces() {
     assert!(folded.lines().all(|l| l.len() <= 800));
     assert_eq!(folded.replace('\n', " "), line);
 }
+
+#[test]
+fn a_kept_variant_reads_back_and_personalises_to_the_same_bytes() {
+    let d = fixture();
+    let t = render_variant(
+        &d,
+        &Assets::builtin(),
+        Locale::Fr,
+        &["Sport".into()],
+        "{name} · {date}",
+    );
+    let back = EmailTemplate::from_json(&t.to_json()).unwrap();
+    for p in [
+        personal(),
+        Personal {
+            name: None,
+            unsubscribe_url: "mailto:x".into(),
+        },
+    ] {
+        assert_eq!(back.personalise(&p), t.personalise(&p));
+    }
+    assert_eq!(back.html_parts(), t.html_parts());
+    assert_eq!(back.text_parts(), t.text_parts());
+    assert!(EmailTemplate::from_json("{}").is_err());
+}

@@ -168,6 +168,9 @@ impl Store for ZoneGate {
     fn ping(&self) -> StoreResult<()> {
         self.inner.ping()
     }
+    fn issues(&self) -> Option<&dyn crate::store::IssueStore> {
+        self.inner.issues()
+    }
 }
 
 #[cfg(test)]

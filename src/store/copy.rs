@@ -1,9 +1,11 @@
 //! `digestif store copy`: everything a database keeps, moved to another one
 //! (SQLite to PostgreSQL, or back), rows as they are: ids, link keys, the
-//! suppression key and its hashes, the ledger, runs and returned mail.
+//! suppression key and its hashes, the ledger, runs, returned mail and the
+//! frozen issues.
 
 use chrono::{DateTime, NaiveDate, Utc};
 
+use super::issues::{FrozenIssue, VariantRow};
 use super::{Backend, StoreError, StoreResult};
 
 /// One `subscribers` row, every column.
@@ -100,11 +102,14 @@ pub struct Dump {
     pub deliveries: Vec<DeliveryRow>,
     pub runs: Vec<RunRow>,
     pub bounce_events: Vec<BounceRow>,
+    /// The frozen issues, by date, and their variants.
+    pub issues: Vec<FrozenIssue>,
+    pub issue_variants: Vec<VariantRow>,
 }
 
 impl Dump {
     /// Rows by table, for the command's report.
-    pub fn counts(&self) -> [(&'static str, usize); 6] {
+    pub fn counts(&self) -> [(&'static str, usize); 8] {
         [
             ("subscribers", self.subscribers.len()),
             ("sign-ups", self.signups.len()),
@@ -112,6 +117,8 @@ impl Dump {
             ("ledger rows", self.deliveries.len()),
             ("runs", self.runs.len()),
             ("bounce events", self.bounce_events.len()),
+            ("issues", self.issues.len()),
+            ("issue variants", self.issue_variants.len()),
         ]
     }
 }
@@ -121,7 +128,7 @@ pub trait Copyable {
     /// Every row, each table in key order.
     fn dump(&self) -> StoreResult<Dump>;
     /// Whether the database keeps no subscriber, sign-up, suppression, ledger
-    /// row, run or bounce event.
+    /// row, run, bounce event or issue.
     fn is_empty(&self) -> StoreResult<bool>;
     /// Writes `dump` into this empty database in one transaction, ids kept
     /// (and the id sequences moved past them), the suppression key replaced.
@@ -224,6 +231,23 @@ mod tests {
                 &Rules::default(),
             )
             .unwrap();
+        let issues = s.issues().unwrap();
+        issues
+            .freeze_issue(
+                &FrozenIssue {
+                    date: date(),
+                    digest: "{\"stories\": []}".into(),
+                    html: "<p>L’Essentiel</p>".into(),
+                    text: "L’Essentiel\n".into(),
+                    frozen_at: at(6, 0),
+                },
+                crate::store::Freeze::KeepFirst,
+            )
+            .unwrap();
+        issues.freeze_variant(date(), "fr:", "{}").unwrap();
+        issues
+            .freeze_variant(date(), "en:Sport;Monde", "{}")
+            .unwrap();
     }
 
     #[test]
@@ -242,6 +266,8 @@ mod tests {
         assert_eq!(original.suppressions.len(), 1);
         assert_eq!(original.runs.len(), 1);
         assert_eq!(original.bounce_events.len(), 1);
+        assert_eq!(original.issues.len(), 1);
+        assert_eq!(original.issue_variants.len(), 2);
         assert_eq!(
             pg.dump().unwrap(),
             original,

@@ -9,12 +9,14 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{LinkKey, Locale, Subscriber, SubscriberEmail, SubscriberStatus};
 
 pub mod copy;
+pub mod issues;
 pub mod pg;
 pub mod run;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod suite;
 
+pub use issues::{Freeze, FrozenIssue, IssueStore};
 pub use pg::PgStore;
 pub use run::{FailedStep, PartialReason, RunStatus};
 pub use sqlite::SqliteStore;
@@ -428,6 +430,11 @@ pub trait Store: Send + Sync {
 
     /// The bounces and complaints kept by this backend, if it keeps them.
     fn bounces(&self) -> Option<&dyn BounceStore> {
+        None
+    }
+
+    /// The frozen issues kept by this backend, if it keeps them.
+    fn issues(&self) -> Option<&dyn IssueStore> {
         None
     }
 }

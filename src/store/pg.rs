@@ -23,6 +23,7 @@ use crate::domain::{LinkKey, Locale, Subscriber, SubscriberEmail, SubscriberStat
 
 mod bounces;
 mod dump;
+mod issues;
 
 /// Schema migrations, the same versions as SQLite's, applied in order and
 /// recorded in `schema_migrations`. Append only.
@@ -38,6 +39,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "bounce_events",
         include_str!("migrations/pg/0003_bounce_events.sql"),
     ),
+    (5, "issues", include_str!("migrations/pg/0005_issues.sql")),
 ];
 
 /// One outcome recorded: a row already sent or failed is never moved back.
@@ -1183,6 +1185,10 @@ impl Store for PgStore {
     fn bounces(&self) -> Option<&dyn super::BounceStore> {
         Some(self)
     }
+
+    fn issues(&self) -> Option<&dyn super::IssueStore> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]
@@ -1215,16 +1221,21 @@ mod tests {
 
     crate::store_suite!(fresh);
 
+    /// The newest schema version this binary knows.
+    fn latest() -> i64 {
+        i64::from(MIGRATIONS.last().unwrap().0)
+    }
+
     #[test]
     fn migrations_apply_once_and_reopening_keeps_the_data() {
         let url = test_cluster::fresh_database();
         {
             let s = PgStore::open(&url).unwrap();
-            assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+            assert_eq!(s.schema_version().unwrap(), latest());
             s.upsert_subscriber(&active("a@example.com")).unwrap();
         }
         let s = PgStore::open(&url).unwrap();
-        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(s.schema_version().unwrap(), latest());
         let applied: i64 = s
             .conn()
             .unwrap()
@@ -1249,7 +1260,7 @@ mod tests {
             })
             .collect();
         for h in opened {
-            assert_eq!(h.join().unwrap().unwrap().unwrap(), MIGRATIONS.len() as i64);
+            assert_eq!(h.join().unwrap().unwrap().unwrap(), latest());
         }
     }
 

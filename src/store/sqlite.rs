@@ -32,10 +32,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "bounce_events",
         include_str!("migrations/0003_bounce_events.sql"),
     ),
+    (5, "issues", include_str!("migrations/0005_issues.sql")),
 ];
 
 mod bounces;
 mod dump;
+mod issues;
 
 /// How long a statement waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -1211,6 +1213,10 @@ impl Store for SqliteStore {
     fn bounces(&self) -> Option<&dyn super::BounceStore> {
         Some(self)
     }
+
+    fn issues(&self) -> Option<&dyn super::IssueStore> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]
@@ -1249,16 +1255,21 @@ mod tests {
 
     crate::store_suite!(fresh);
 
+    /// The newest schema version this binary knows.
+    fn latest() -> i64 {
+        MIGRATIONS.last().unwrap().0
+    }
+
     #[test]
     fn migrations_apply_once_and_reopening_keeps_the_data() {
         let (_dir, path) = db_path();
         {
             let s = SqliteStore::open(&path).unwrap();
-            assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+            assert_eq!(s.schema_version().unwrap(), latest());
             s.upsert_subscriber(&active("a@example.com")).unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(s.schema_version().unwrap(), latest());
         let applied: i64 = s
             .conn()
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
@@ -1317,7 +1328,7 @@ mod tests {
             .unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(s.schema_version().unwrap(), latest());
         // Twins merged: the unsubscribed spelling wins, else the oldest row.
         let r = sub_of(&s, "READER1@example.com");
         assert_eq!((r.id, r.status), (2, SubscriberStatus::Unsubscribed));

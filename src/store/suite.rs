@@ -48,6 +48,13 @@ macro_rules! store_suite {
             a_signup_waits_apart_until_it_is_taken_once,
             the_last_run_is_the_latest_finished,
             a_sent_message_is_found_by_its_message_id_and_address_together);
+        $crate::store_suite!(@cases $fresh;
+            the_first_issue_frozen_is_the_one_every_later_process_gets,
+            processes_freezing_one_issue_at_once_all_get_the_same,
+            a_forced_rebuild_replaces_the_issue_and_drops_its_variants,
+            the_first_variant_kept_is_the_one_every_sender_gets,
+            frozen_dates_come_newest_first,
+            the_variants_in_use_are_each_language_and_sections_of_active_readers_once);
     };
     (@cases $fresh:path; $($name:ident),* $(,)?) => {
         $(
@@ -59,6 +66,9 @@ macro_rules! store_suite {
         )*
     };
 }
+
+mod issues;
+pub(crate) use issues::*;
 
 pub(crate) fn email(s: &str) -> SubscriberEmail {
     SubscriberEmail::parse(s).unwrap()

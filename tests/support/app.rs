@@ -195,11 +195,29 @@ pub fn digest(cfg: &Config, date: NaiveDate) -> Digest {
     }
 }
 
-/// Archives the issue of `date` as `digestif build` would.
-pub fn archive(cfg: &Config, date: NaiveDate) -> Digest {
+/// Archives the issue of `date` in `digests/<date>/` only, as a version that
+/// did not freeze issues did (`serve` freezes it when it starts).
+pub fn archive_in_folder(cfg: &Config, date: NaiveDate) -> Digest {
     let d = digest(cfg, date);
     let assets = digestif::pipeline::assets(cfg).unwrap();
     digestif::pipeline::archive_issue(cfg, &assets, &d).unwrap();
+    d
+}
+
+/// Archives the issue of `date` as `digestif build` would: frozen in the
+/// app's database and written to `digests/<date>/`.
+pub fn archive(app: &App, date: NaiveDate) -> Digest {
+    let cfg = &app.cfg;
+    let d = digest(cfg, date);
+    let assets = digestif::pipeline::assets(cfg).unwrap();
+    let issue = digestif::pipeline::frozen(cfg, &assets, &d, d.built_at).unwrap();
+    let kept = app
+        .store
+        .issues()
+        .unwrap()
+        .freeze_issue(&issue, digestif::store::Freeze::Replace)
+        .unwrap();
+    digestif::pipeline::archive_frozen(cfg, &kept).unwrap();
     d
 }
 

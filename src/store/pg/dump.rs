@@ -127,6 +127,7 @@ impl Copyable for PgStore {
                 received_at: r.get(8),
             })
             .collect();
+            let (issues, issue_variants) = super::issues::dump_in(&mut tx).map_err(db)?;
             tx.commit().map_err(db)?;
             Ok(Dump {
                 suppression_key,
@@ -136,6 +137,8 @@ impl Copyable for PgStore {
                 deliveries,
                 runs,
                 bounce_events,
+                issues,
+                issue_variants,
             })
         })
     }
@@ -149,7 +152,8 @@ impl Copyable for PgStore {
                        AND NOT EXISTS (SELECT 1 FROM suppressions)
                        AND NOT EXISTS (SELECT 1 FROM deliveries)
                        AND NOT EXISTS (SELECT 1 FROM runs)
-                       AND NOT EXISTS (SELECT 1 FROM bounce_events)",
+                       AND NOT EXISTS (SELECT 1 FROM bounce_events)
+                       AND NOT EXISTS (SELECT 1 FROM issues)",
                     &[],
                 )?
                 .first()
@@ -303,6 +307,7 @@ impl Copyable for PgStore {
                 )
                 .map_err(db)?;
             }
+            super::issues::load_in(&mut tx, &d.issues, &d.issue_variants).map_err(db)?;
             // Ids given from now on go on after the highest copied.
             tx.batch_execute(
                 "SELECT setval(pg_get_serial_sequence('subscribers', 'id'),

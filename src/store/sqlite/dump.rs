@@ -161,6 +161,7 @@ impl Copyable for SqliteStore {
         .map_err(db)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db)?;
+        let (issues, issue_variants) = super::issues::dump_in(&tx).map_err(db)?;
         Ok(Dump {
             suppression_key,
             subscribers,
@@ -169,6 +170,8 @@ impl Copyable for SqliteStore {
             deliveries,
             runs,
             bounce_events,
+            issues,
+            issue_variants,
         })
     }
 
@@ -177,7 +180,8 @@ impl Copyable for SqliteStore {
             .query_row(
                 "SELECT NOT EXISTS (SELECT 1 FROM subscribers) AND NOT EXISTS (SELECT 1 FROM signups)
                    AND NOT EXISTS (SELECT 1 FROM suppressions) AND NOT EXISTS (SELECT 1 FROM deliveries)
-                   AND NOT EXISTS (SELECT 1 FROM runs) AND NOT EXISTS (SELECT 1 FROM bounce_events)",
+                   AND NOT EXISTS (SELECT 1 FROM runs) AND NOT EXISTS (SELECT 1 FROM bounce_events)
+                   AND NOT EXISTS (SELECT 1 FROM issues)",
                 [],
                 |r| r.get(0),
             )
@@ -320,6 +324,7 @@ impl Copyable for SqliteStore {
             .map_err(db)?;
         }
         drop(st);
+        super::issues::load_in(&tx, &d.issues, &d.issue_variants).map_err(db)?;
         tx.commit().map_err(db)
     }
 }
