@@ -104,3 +104,60 @@ fn service(
         async move { app.call(req.map(axum::body::Body::new)).await }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    async fn get(port: u16) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_wait_until_one_is_freed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = Router::new().route("/", axum::routing::get(|| async { "served" }));
+        let limits = Limits {
+            header_timeout: Duration::from_secs(60),
+            max_connections: 2,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, limits, async {
+            let _ = stopped.await;
+        }));
+        assert!(
+            get(port).await.contains("served"),
+            "a lone client is served"
+        );
+
+        // Two clients hold the two places, sending nothing.
+        let first = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let _second = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut third = tokio::spawn(get(port));
+        let early = tokio::time::timeout(Duration::from_millis(500), &mut third).await;
+        assert!(
+            early.is_err(),
+            "a third connection was served beyond the cap of 2"
+        );
+
+        // One place freed: the waiting client is served.
+        drop(first);
+        let answer = tokio::time::timeout(Duration::from_secs(10), third)
+            .await
+            .expect("the waiting client is served once a place is free")
+            .unwrap();
+        assert!(answer.contains("served"), "{answer}");
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    }
+}
