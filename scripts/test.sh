@@ -12,8 +12,9 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
     need_apt+=(postgresql)
 fi
-# Dovecot: the real IMAP server whose mailbox `serve` and `bounces --imap` read.
+# Dovecot: the real IMAP and POP3 server whose mailbox `serve` and `bounces --mailbox` read.
 [ -x /usr/sbin/dovecot ] || need_apt+=(dovecot-imapd)
+[ -x /usr/lib/dovecot/pop3 ] || need_apt+=(dovecot-pop3d)
 # openssl: makes and signs with the stand-in SNS certificate of the SES webhook test.
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -251,8 +251,9 @@ pub struct BouncesArgs {
     /// Read the messages of this mbox file (left in place; one read again counts once).
     #[arg(long, value_name = "FILE", conflicts_with = "imap")]
     pub mbox: Option<PathBuf>,
-    /// Read the mailbox of `[bounces] mailbox` once (read messages are deleted there).
-    #[arg(long, conflicts_with = "maildir")]
+    /// Read the mailbox of `[bounces] mailbox` (IMAP or POP3) once (read messages are
+    /// deleted there).
+    #[arg(long, visible_alias = "mailbox", conflicts_with = "maildir")]
     pub imap: bool,
     /// Fix "now" (RFC 3339): the time recorded, and the end of the soft-bounce window.
     #[arg(long, value_parser = parse_now)]

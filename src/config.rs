@@ -413,6 +413,9 @@ pub struct Bounces {
     pub mailbox: Option<crate::bounces::imap::MailboxUrl>,
     /// The environment variable holding the mailbox's password.
     pub mailbox_password_env: Option<String>,
+    /// A PEM file of root certificates to trust for `imaps://` / `pop3s://` besides
+    /// the system's (a mail server with a private CA), relative to the config file.
+    pub mailbox_ca_file: Option<PathBuf>,
     pub poll_minutes: u32,
     /// Amazon SES through SNS (`POST /webhooks/ses`): a PEM file holding the SNS
     /// signing certificate(s) to trust, relative to the config file. Unset: the
@@ -436,6 +439,7 @@ impl Default for Bounces {
             max_complaint_percent: 0.3,
             mailbox: None,
             mailbox_password_env: None,
+            mailbox_ca_file: None,
             poll_minutes: 5,
             ses_certificate: None,
             ses_topic_arns: Vec::new(),

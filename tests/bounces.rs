@@ -937,19 +937,28 @@ fn through_the_readme_s_postfix_pipe_a_refused_message_bounces_its_subscriber() 
     );
 }
 
-/// A Dovecot IMAP server of the test's own (its folder, a loopback port, plain IMAP),
-/// with the mailbox of user `bounces` (password `imap-secret`). Killed when dropped.
+/// A Dovecot IMAP and POP3 server of the test's own (its folder, loopback ports),
+/// with the mailbox of user `bounces` (password `imap-secret`). Plain, or with `tls`
+/// only implicit TLS (`imaps`, `pop3s`) with that certificate and `ssl = required`.
+/// Killed when dropped.
 struct Dovecot {
     dir: tempfile::TempDir,
     child: std::process::Child,
+    /// IMAP (imaps with TLS) and POP3 (pop3s with TLS).
     port: u16,
+    pop3_port: u16,
 }
 
 impl Dovecot {
     /// `None` (the test says why) where Dovecot cannot run: not installed, not root.
     fn start() -> Option<Dovecot> {
+        Dovecot::start_with(None)
+    }
+
+    fn start_with(tls: Option<&support::cert::Cert>) -> Option<Dovecot> {
         use std::os::unix::fs::PermissionsExt;
-        let installed = Path::new("/usr/sbin/dovecot").exists();
+        let installed =
+            Path::new("/usr/sbin/dovecot").exists() && Path::new("/usr/lib/dovecot/pop3").exists();
         let root = std::process::Command::new("id")
             .arg("-u")
             .output()
@@ -958,9 +967,12 @@ impl Dovecot {
             assert!(
                 std::env::var_os("CI").is_none(),
                 "Dovecot is not installed or this is not root, and CI is set: run the tests \
-                 as root with Debian's dovecot-imapd (as scripts/test.sh installs it)"
+                 as root with Debian's dovecot-imapd and dovecot-pop3d (as scripts/test.sh \
+                 installs them)"
             );
-            eprintln!("skipped: needs Debian's dovecot-imapd and root to start it");
+            eprintln!(
+                "skipped: needs Debian's dovecot-imapd, dovecot-pop3d and root to start them"
+            );
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -975,18 +987,29 @@ impl Dovecot {
         ] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
-        let port = free_port();
+        let (port, pop3_port) = (free_port(), free_port());
         let d = d.display();
+        let (ssl, plain, secure) = match tls {
+            None => ("ssl = no\n".to_string(), (port, pop3_port), (0, 0)),
+            Some(c) => (
+                format!(
+                    "ssl = required\nssl_cert = <{}\nssl_key = <{}\n",
+                    c.cert.display(),
+                    c.key.display()
+                ),
+                (0, 0),
+                (port, pop3_port),
+            ),
+        };
         std::fs::write(
             dir.path().join("dovecot.conf"),
             format!(
                 "base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
-protocols = imap
+protocols = imap pop3
 listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
+{ssl}disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{d}/mail/%u/Maildir
 default_internal_user = dovecot
@@ -1003,13 +1026,25 @@ userdb {{
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
-    port = {port}
+    port = {}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {}
   }}
 }}
-"
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {}
+  }}
+  inet_listener pop3s {{
+    address = 127.0.0.1
+    port = {}
+  }}
+}}
+",
+                plain.0, secure.0, plain.1, secure.1
             ),
         )
         .unwrap();
@@ -1021,15 +1056,22 @@ service imap-login {{
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let dovecot = Dovecot { dir, child, port };
+        let dovecot = Dovecot {
+            dir,
+            child,
+            port,
+            pop3_port,
+        };
         let t0 = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed().as_secs() < 20,
-                "dovecot does not listen\n{}",
-                dovecot.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
+        for p in [port, pop3_port] {
+            while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+                assert!(
+                    t0.elapsed().as_secs() < 20,
+                    "dovecot does not listen\n{}",
+                    dovecot.log()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
         Some(dovecot)
     }
@@ -1581,4 +1623,178 @@ fn ses_notifications_change_subscribers_only_when_sns_signed_them_with_the_pinne
         "{answer}"
     );
     assert_eq!(events_of(&sent, "r3@example.com").len(), 1);
+}
+
+/// Appends `keys` to the sent site's `[bounces]` table.
+fn add_bounces_keys(sent: &Sent, keys: &str) {
+    let config = sent.dir.path().join("digestif.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(keys);
+    text.push('\n');
+    std::fs::write(&config, text).unwrap();
+}
+
+#[test]
+fn a_real_pop3_mailbox_is_read_by_serve_and_by_bounces_mailbox_and_emptied() {
+    let (_server, sent) = Sent::new(3);
+    let Some(dovecot) = Dovecot::start() else {
+        return;
+    };
+    dovecot.deliver(
+        "1.a",
+        &sent.returned("gmail-no-such-user.eml", "r1@example.com", "pop-1@mx"),
+    );
+    dovecot.deliver(
+        "2.b",
+        &sent.returned("arf-yahoo-complaint.eml", "r2@example.com", "pop-2@mx"),
+    );
+    add_bounces_keys(
+        &sent,
+        &format!(
+            "mailbox = \"pop3://bounces@127.0.0.1:{}\"\nmailbox_password_env = \"BOUNCES_PASSWORD\"\npoll_minutes = 1",
+            dovecot.pop3_port
+        ),
+    );
+    let out = sent
+        .cmd(&["check"])
+        .env("BOUNCES_PASSWORD", "imap-secret")
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("ok    bounce mailbox: logged in; 2 message(s) waiting"),
+        "{}\n{}",
+        show(&out),
+        dovecot.log()
+    );
+    assert_eq!(dovecot.count(), 2);
+
+    let serve = Serve::start(&sent, "", &[("BOUNCES_PASSWORD", "imap-secret")]);
+    let t0 = std::time::Instant::now();
+    while !(sent.status("r1@example.com") == "r1@example.com\tbounced"
+        && sent.status("r2@example.com") == "r2@example.com\tunsubscribed")
+    {
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "serve did not read the POP3 mailbox in 30 s: {}\n{}",
+            serve.log(),
+            dovecot.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let t0 = std::time::Instant::now();
+    while dovecot.count() > 0 {
+        assert!(t0.elapsed().as_secs() < 10, "read messages are not deleted");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(serve);
+    let events = events_of(&sent, "r1@example.com");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].contains("\tpop3:bounces@127.0.0.1#"),
+        "{events:?}"
+    );
+
+    dovecot.deliver(
+        "3.c",
+        &sent.returned("postfix-delayed.eml", "r3@example.com", "pop-3@mx"),
+    );
+    let out = sent
+        .cmd(&["bounces", "--mailbox"])
+        .env("BOUNCES_PASSWORD", "imap-secret")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        show(&out),
+        dovecot.log()
+    );
+    assert!(
+        stdout(&out)
+            .starts_with("read 1: 0 hard bounce(s), 0 soft bounce(s), 0 complaint(s), 1 delay"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(dovecot.count(), 0);
+    let out = sent
+        .cmd(&["bounces", "--mailbox"])
+        .env("BOUNCES_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("login refused"), "{}", show(&out));
+    assert!(
+        !err.contains("wrong"),
+        "the password is shown: {}",
+        show(&out)
+    );
+}
+
+#[test]
+fn imaps_and_pop3s_mailboxes_are_read_over_tls_trusting_the_config_s_ca_file_only() {
+    let cert = support::cert::Cert::localhost();
+    let Some(dovecot) = Dovecot::start_with(Some(&cert)) else {
+        return;
+    };
+    for (scheme, port, who) in [
+        ("imaps", dovecot.port, "r1@example.com"),
+        ("pop3s", dovecot.pop3_port, "r1@example.com"),
+    ] {
+        let (_server, sent) = Sent::new(1);
+        dovecot.deliver(
+            &format!("{scheme}.a"),
+            &sent.returned("gmail-no-such-user.eml", who, &format!("{scheme}-1@mx")),
+        );
+        add_bounces_keys(
+            &sent,
+            &format!(
+                "mailbox = \"{scheme}://bounces@localhost:{port}\"\nmailbox_password_env = \"BOUNCES_PASSWORD\""
+            ),
+        );
+        // Without the CA file the server's certificate is not trusted: nothing is read.
+        let out = sent
+            .cmd(&["bounces", "--mailbox"])
+            .env("BOUNCES_PASSWORD", "imap-secret")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{scheme}: {}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("TLS with"),
+            "{scheme}: {}",
+            show(&out)
+        );
+        assert_eq!(dovecot.count(), 1);
+        assert_eq!(sent.status(who), format!("{who}\tactive"));
+
+        add_bounces_keys(
+            &sent,
+            &format!("mailbox_ca_file = {:?}", cert.cert.display().to_string()),
+        );
+        let out = sent
+            .cmd(&["bounces", "--mailbox"])
+            .env("BOUNCES_PASSWORD", "imap-secret")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{scheme}: {}\n{}",
+            show(&out),
+            dovecot.log()
+        );
+        assert_eq!(sent.status(who), format!("{who}\tbounced"), "{scheme}");
+        assert_eq!(dovecot.count(), 0, "{scheme}");
+    }
+    // Each login was made over TLS (the server requires it, and logs it).
+    let log = dovecot.log();
+    for service in ["imap-login", "pop3-login"] {
+        let logins: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("{service}: Info: Login: user=<bounces>")))
+            .collect();
+        assert!(!logins.is_empty(), "no {service} login: {log}");
+        assert!(logins.iter().all(|l| l.contains(", TLS")), "{log}");
+    }
 }

@@ -1,6 +1,7 @@
 //! A bounce mailbox read over IMAP (`[bounces] mailbox`): every message of the
 //! folder is fetched, handed to the caller, and deleted once it has been read, so
-//! that the mailbox only ever holds what is still to read.
+//! that the mailbox only ever holds what is still to read. [`MailboxUrl`] and the
+//! connection ([`open`]) are shared with [`super::pop3`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,18 +12,28 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// How long connecting and each exchange may take.
-const TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `imaps://user@host[:port][/folder]` (or `imap://` on a trusted network), checked
-/// when the config is read. The user may be percent-encoded (`bounces%40example.com`).
+/// How the mailbox is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Imap,
+    Pop3,
+}
+
+/// `imaps://user@host[:port][/folder]` or `pop3s://user@host[:port]` (or `imap://`,
+/// `pop3://` on a trusted network), checked when the config is read. The user may be
+/// percent-encoded (`bounces%40example.com`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct MailboxUrl {
     url: String,
+    pub protocol: Protocol,
     pub tls: bool,
     pub host: String,
     pub port: u16,
     pub user: String,
+    /// The IMAP folder (POP3 has only the inbox: `INBOX`).
     pub folder: String,
 }
 
@@ -31,14 +42,17 @@ impl TryFrom<String> for MailboxUrl {
     fn try_from(s: String) -> Result<MailboxUrl, String> {
         let bad = |why: &str| {
             format!(
-                "bounces.mailbox {s:?} {why}: write it as \"imaps://user@imap.example.com/INBOX\""
+                "bounces.mailbox {s:?} {why}: write it as \"imaps://user@imap.example.com/INBOX\" \
+                 or \"pop3s://user@pop.example.com\""
             )
         };
         let u = url::Url::parse(&s).map_err(|e| bad(&e.to_string()))?;
-        let tls = match u.scheme() {
-            "imaps" => true,
-            "imap" => false,
-            _ => return Err(bad("is not an imaps:// or imap:// URL")),
+        let (protocol, tls, port) = match u.scheme() {
+            "imaps" => (Protocol::Imap, true, 993),
+            "imap" => (Protocol::Imap, false, 143),
+            "pop3s" => (Protocol::Pop3, true, 995),
+            "pop3" => (Protocol::Pop3, false, 110),
+            _ => return Err(bad("is not an imaps://, imap://, pop3s:// or pop3:// URL")),
         };
         let host = u.host_str().ok_or_else(|| bad("has no host"))?.to_string();
         let user = url::form_urlencoded::parse(format!("u={}", u.username()).as_bytes())
@@ -54,10 +68,14 @@ impl TryFrom<String> for MailboxUrl {
             ));
         }
         let folder = u.path().trim_start_matches('/');
+        if protocol == Protocol::Pop3 && !folder.is_empty() {
+            return Err(bad("names a folder, and POP3 reads only the inbox"));
+        }
         Ok(MailboxUrl {
             url: s.clone(),
+            protocol,
             tls,
-            port: u.port().unwrap_or(if tls { 993 } else { 143 }),
+            port: u.port().unwrap_or(port),
             host,
             user,
             folder: if folder.is_empty() {
@@ -76,10 +94,44 @@ impl From<MailboxUrl> for String {
 }
 
 impl MailboxUrl {
-    /// For logs and event sources: `imap:user@host/folder`.
+    /// For logs and event sources: `imap:user@host/folder`, `pop3:user@host`.
     pub fn describe(&self) -> String {
-        format!("imap:{}@{}/{}", self.user, self.host, self.folder)
+        match self.protocol {
+            Protocol::Imap => format!("imap:{}@{}/{}", self.user, self.host, self.folder),
+            Protocol::Pop3 => format!("pop3:{}@{}", self.user, self.host),
+        }
     }
+}
+
+/// A connection to the mailbox's server, in clear or TLS.
+pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Stream for T {}
+
+/// Connects to the mailbox's server, with TLS (`tls`, checked against its roots)
+/// for `imaps://` and `pop3s://`.
+pub(super) async fn open(
+    mailbox: &MailboxUrl,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Box<dyn Stream>> {
+    let addr = (mailbox.host.as_str(), mailbox.port);
+    let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| anyhow!("{}: no connection within 60 s", mailbox.describe()))?
+        .with_context(|| format!("cannot connect to {}", mailbox.describe()))?;
+    if !mailbox.tls {
+        return Ok(Box::new(tcp));
+    }
+    let config = tls.ok_or_else(|| anyhow!("no TLS configuration for {}", mailbox.describe()))?;
+    let name = rustls::pki_types::ServerName::try_from(mailbox.host.clone())
+        .map_err(|e| anyhow!("{}: {e}", mailbox.describe()))?;
+    let stream = tokio::time::timeout(
+        TIMEOUT,
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| anyhow!("{}: no TLS handshake within 60 s", mailbox.describe()))?
+    .with_context(|| format!("TLS with {}", mailbox.describe()))?;
+    Ok(Box::new(stream))
 }
 
 /// Reads every message of the mailbox: `handle(raw, source)` says whether it was
@@ -110,24 +162,8 @@ async fn connect(
     tls: Option<Arc<rustls::ClientConfig>>,
     handle: Option<impl FnMut(&[u8], &str) -> bool>,
 ) -> Result<u64> {
-    let addr = (mailbox.host.as_str(), mailbox.port);
-    let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| anyhow!("{}: no connection within 60 s", mailbox.describe()))?
-        .with_context(|| format!("cannot connect to {}", mailbox.describe()))?;
-    if mailbox.tls {
-        let config =
-            tls.ok_or_else(|| anyhow!("no TLS configuration for {}", mailbox.describe()))?;
-        let name = rustls::pki_types::ServerName::try_from(mailbox.host.clone())
-            .map_err(|e| anyhow!("{}: {e}", mailbox.describe()))?;
-        let stream = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .with_context(|| format!("TLS with {}", mailbox.describe()))?;
-        session(mailbox, password, stream, handle).await
-    } else {
-        session(mailbox, password, tcp, handle).await
-    }
+    let stream = open(mailbox, tls).await?;
+    session(mailbox, password, stream, handle).await
 }
 
 async fn session<T>(
@@ -229,8 +265,16 @@ mod tests {
         );
         let m = MailboxUrl::try_from("imap://b@127.0.0.1:1143/Bounces".to_string()).unwrap();
         assert_eq!((m.tls, m.port, m.folder.as_str()), (false, 1143, "Bounces"));
+        let m = MailboxUrl::try_from("pop3s://b@pop.example.com".to_string()).unwrap();
+        assert_eq!(
+            (m.protocol, m.tls, m.port, m.describe().as_str()),
+            (Protocol::Pop3, true, 995, "pop3:b@pop.example.com")
+        );
+        let m = MailboxUrl::try_from("pop3://b@127.0.0.1:1110".to_string()).unwrap();
+        assert_eq!((m.protocol, m.tls, m.port), (Protocol::Pop3, false, 1110));
         for bad in [
             "https://b@mail.example.com",
+            "pop3s://b@pop.example.com/Bounces",
             "imaps://mail.example.com",
             "imaps://b:secret@mail.example.com",
         ] {

@@ -6,11 +6,14 @@
 //! names the subscriber and issue it is about from the signed VERP return path
 //! ([`verp`], never from the report's own contents), and decides what it changes
 //! ([`rules`], pure). [`apply`] runs one message through them and the store;
-//! [`mailbox`] reads standard input, a Maildir or an mbox, [`imap`] an IMAP mailbox.
+//! [`mailbox`] reads standard input, a Maildir or an mbox, [`imap`] an IMAP mailbox,
+//! [`pop3`] a POP3 one; [`webhook`] takes the reports relays post over HTTP
+//! ([`ses`] through [`sns`], [`postmark`]).
 
 pub mod apply;
 pub mod imap;
 pub mod mailbox;
+pub mod pop3;
 pub mod postmark;
 pub mod report;
 pub mod rules;

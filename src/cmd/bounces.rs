@@ -14,6 +14,7 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use chrono::{DateTime, NaiveDate, Utc};
 
+use crate::bounces::imap::Protocol;
 use crate::bounces::{mailbox, Handler, IssueRates, Summary};
 use crate::cli::BouncesArgs;
 use crate::config::{Config, Secret};
@@ -135,7 +136,18 @@ fn mailbox_access(
     let password = std::env::var(var)
         .map_err(|_| anyhow!("{var} is not set: it holds the password of bounces.mailbox"))?;
     let tls = if mailbox.tls {
-        Some(crate::deliver::transport::tls::client_config(&[]).map_err(|e| anyhow!(e))?)
+        use crate::deliver::transport::tls;
+        let extra = match &cfg.bounces.mailbox_ca_file {
+            Some(p) => {
+                let path = cfg.resolve(p);
+                let pem = std::fs::read(&path)
+                    .map_err(|e| anyhow!("bounces.mailbox_ca_file {}: {e}", path.display()))?;
+                tls::pem_certificates(&pem)
+                    .map_err(|e| anyhow!("bounces.mailbox_ca_file {}: {e}", path.display()))?
+            }
+            None => Vec::new(),
+        };
+        Some(tls::client_config(&extra).map_err(|e| anyhow!(e))?)
     } else {
         None
     };
@@ -150,7 +162,10 @@ pub async fn probe_mailbox(cfg: &Config) -> anyhow::Result<u64> {
         .as_ref()
         .ok_or_else(|| anyhow!("[bounces] mailbox is not set"))?;
     let (password, tls) = mailbox_access(cfg, mailbox)?;
-    crate::bounces::imap::probe(mailbox, &password, tls).await
+    match mailbox.protocol {
+        Protocol::Imap => crate::bounces::imap::probe(mailbox, &password, tls).await,
+        Protocol::Pop3 => crate::bounces::pop3::probe(mailbox, &password, tls).await,
+    }
 }
 
 /// Reads `[bounces] mailbox` once; read messages are deleted there.
@@ -172,10 +187,11 @@ pub async fn poll_mailbox(
         store,
     };
     let mut summary = Summary::default();
-    crate::bounces::imap::poll(mailbox, &password, tls, |raw, source| {
-        read_one(&handler, raw, source, now, &mut summary)
-    })
-    .await?;
+    let read = |raw: &[u8], source: &str| read_one(&handler, raw, source, now, &mut summary);
+    match mailbox.protocol {
+        Protocol::Imap => crate::bounces::imap::poll(mailbox, &password, tls, read).await?,
+        Protocol::Pop3 => crate::bounces::pop3::poll(mailbox, &password, tls, read).await?,
+    };
     Ok(summary)
 }
 
