@@ -226,12 +226,23 @@ struct Sent {
     verp: std::collections::HashMap<String, String>,
     /// The Message-ID each recipient's copy went out with (without brackets).
     message_ids: std::collections::HashMap<String, String>,
+    /// Each recipient's copy as the server received it.
+    raw: std::collections::HashMap<String, Vec<u8>>,
 }
 
 impl Sent {
     fn new(n: usize) -> (SmtpServer, Sent) {
+        Sent::with(n, "")
+    }
+
+    /// The same with more `[bounces]` keys when sending.
+    fn with(n: usize, keys: &str) -> (SmtpServer, Sent) {
         let server = SmtpServer::start(&[]);
-        let dir = site(&server, "return_path = \"bounces@news.example.com\"", n);
+        let dir = site(
+            &server,
+            &format!("return_path = \"bounces@news.example.com\"\n{keys}"),
+            n,
+        );
         send(&dir);
         let messages = server.messages();
         let verp = messages
@@ -248,12 +259,17 @@ impl Sent {
                 )
             })
             .collect();
+        let raw = messages
+            .iter()
+            .map(|m| (m.rcpt().to_string(), m.raw.clone()))
+            .collect();
         (
             server,
             Sent {
                 dir,
                 verp,
                 message_ids,
+                raw,
             },
         )
     }
@@ -1317,12 +1333,19 @@ fn events_of(sent: &Sent, who: &str) -> Vec<String> {
 
 #[test]
 fn postmark_webhooks_change_subscribers_only_with_credentials_and_once_per_event() {
-    let (_server, sent) = Sent::new(3);
-    let serve = Serve::start(
-        &sent,
+    let (_server, sent) = Sent::with(
+        3,
         "postmark_user = \"postmark\"\npostmark_password_env = \"POSTMARK_HOOK_PASSWORD\"",
-        &[("POSTMARK_HOOK_PASSWORD", "hook-secret-123")],
     );
+    // Postmark reports with its own MessageID: each message carries ours as metadata.
+    for (who, raw) in &sent.raw {
+        let m = mail_parser::MessageParser::default().parse(raw).unwrap();
+        assert_eq!(
+            m.header_raw("X-PM-Metadata-message-id").map(str::trim),
+            Some(sent.message_ids[who].as_str())
+        );
+    }
+    let serve = Serve::start(&sent, "", &[("POSTMARK_HOOK_PASSWORD", "hook-secret-123")]);
     let good = Some(("postmark", "hook-secret-123"));
     let hard = payload("postmark-hard-bounce.json", &sent, "r1@example.com", 101);
 
@@ -1356,7 +1379,7 @@ fn postmark_webhooks_change_subscribers_only_with_credentials_and_once_per_event
     );
     assert!(events[0].ends_with("\tpostmark"), "{events:?}");
 
-    // A spam complaint (our Message-ID in the metadata) unsubscribes r2.
+    // A spam complaint unsubscribes r2.
     let complaint = payload("postmark-spam-complaint.json", &sent, "r2@example.com", 102);
     let (status, answer) = serve.post("/webhooks/postmark", &complaint, good);
     assert_eq!(status, 200, "{answer}");

@@ -54,7 +54,15 @@ pub struct MessageFactory {
     /// The From and Reply-To values of the pre-encoded builder.
     from_value: String,
     reply_to_value: Option<String>,
+    /// Repeat the Message-ID in [`POSTMARK_METADATA`] (`[bounces] postmark_user` set).
+    postmark_metadata: bool,
 }
+
+/// Postmark replaces the Message-ID of what it relays and reports bounces with its
+/// own id; a header with this prefix is kept as metadata (and removed from the
+/// message), and its webhooks give it back, so that their reports can be matched
+/// to the ledger. Not DKIM-signed: Postmark removes it.
+pub const POSTMARK_METADATA: &str = "X-PM-Metadata-message-id";
 
 impl std::fmt::Debug for MessageFactory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,6 +227,7 @@ impl MessageFactory {
             base_url: cfg.newsletter.base_url.trimmed().to_string(),
             unsubscribe_mailto,
             dkim,
+            postmark_metadata: cfg.bounces.postmark_user.is_some(),
         })
     }
 
@@ -272,6 +281,9 @@ impl MessageFactory {
                 "List-Unsubscribe-Post",
                 "List-Unsubscribe=One-Click".into(),
             ));
+        if self.postmark_metadata {
+            b = b.raw_header(header(POSTMARK_METADATA, message_id.clone()));
+        }
         if let Some(r) = &self.reply_to {
             b = b.reply_to(r.clone());
         }
@@ -646,6 +658,9 @@ impl MessageFactory {
             ),
         );
         out.extend_from_slice(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
+        if self.postmark_metadata {
+            push_header(&mut out, POSTMARK_METADATA, &message_id);
+        }
         out.extend_from_slice(&variant.mime_head);
         variant.text.write(
             values.text_greeting.as_bytes(),
@@ -1007,6 +1022,58 @@ reply_to = "Rédaction <redaction@news.example.com>"
         v.push(Some("X".repeat(120)));
         v.push(Some(format!("{} é", "Long ".repeat(30))));
         v
+    }
+
+    #[test]
+    fn with_postmark_webhooks_both_builders_repeat_the_message_id_as_postmark_metadata() {
+        use crate::render::{render_variant, Assets, Personal};
+        for (extra, wanted) in [
+            ("", false),
+            (
+                "\n[bounces]\npostmark_user = \"postmark\"\npostmark_password_env = \"PM\"\n",
+                true,
+            ),
+        ] {
+            let f = factory(&format!("{CONFIG}{extra}"));
+            let template = render_variant(
+                &digest(),
+                &Assets::builtin(),
+                crate::domain::Locale::Fr,
+                &[],
+                "{name} · {date} · {top_title}",
+            );
+            let p = Personal {
+                name: None,
+                unsubscribe_url: f.unsubscribe_url("TOK"),
+            };
+            let fast = f
+                .build_pre_encoded(
+                    "jean@example.com",
+                    None,
+                    &PreEncoded::new(&template),
+                    &template.slot_values(&p),
+                    "TOK",
+                    now(),
+                )
+                .unwrap();
+            let slow = f
+                .build(
+                    "jean@example.com",
+                    None,
+                    &template.personalise(&p),
+                    "TOK",
+                    now(),
+                )
+                .unwrap();
+            for out in [fast, slow] {
+                let m = MessageParser::default().parse(&out.bytes).unwrap();
+                let got = m.header_raw(POSTMARK_METADATA).map(str::trim);
+                match wanted {
+                    true => assert_eq!(got, Some(out.message_id.as_str())),
+                    false => assert_eq!(got, None),
+                }
+            }
+        }
     }
 
     #[test]
