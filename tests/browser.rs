@@ -7,6 +7,7 @@
 mod app;
 #[path = "support/browser.rs"]
 mod browser;
+mod support;
 
 use std::path::PathBuf;
 

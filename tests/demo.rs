@@ -4,6 +4,7 @@
 
 #[path = "support/app.rs"]
 mod app;
+mod support;
 
 use std::path::Path;
 use std::process::Command;

@@ -10,12 +10,23 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use app::{App, Mail};
+use app::{App, Db, Mail};
 use digestif::config::Secret;
 use digestif::deliver::token;
 use digestif::domain::{Subscriber, SubscriberEmail, SubscriberStatus};
 use digestif::store::{NewSubscriber, Store};
 use support::site::{config_head, digestif_at, site_dir, stderr, stdout, subscriber, DATE, NOW};
+
+// The HTTP side under abuse behaves the same on either database.
+on_each_backend!(
+    a_link_mailed_to_a_removed_reader_never_unsubscribes_the_next_one,
+    one_address_gets_one_confirmation_per_cooldown_and_the_same_answer_each_time,
+    forwarded_for_counts_only_from_a_trusted_proxy_and_ipv6_is_limited_per_64,
+    a_filled_honeypot_is_dropped_silently,
+    unconfirmed_sign_ups_are_deleted_after_seven_days,
+    every_page_but_the_sign_up_form_refuses_frames_and_carries_a_csp,
+    metrics_are_not_public,
+);
 
 fn email(s: &str) -> SubscriberEmail {
     SubscriberEmail::parse(s).unwrap()
@@ -209,9 +220,8 @@ fn each_demo_folder_gets_its_own_random_secret_and_a_rerun_keeps_it() {
 
 // ---- finding 2: links never name a reusable row id
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_link_mailed_to_a_removed_reader_never_unsubscribes_the_next_one() {
-    let app = app::start(Mail::File, "07:00").await;
+async fn a_link_mailed_to_a_removed_reader_never_unsubscribes_the_next_one(db: Db) {
+    let app = app::start_on(db, Mail::File, "07:00", "").await;
     add(app.store.as_ref(), "first@example.org");
     let gone = add(app.store.as_ref(), "gone@example.org");
     let secret = Secret::new(app::SECRET);
@@ -367,8 +377,8 @@ fn addresses_are_one_identity_whatever_the_case() {
 // ---- findings 5, 6, 8, 11, 12: the HTTP side under abuse
 
 /// The service as `serve` runs it, `[server]` keys added from `extra`.
-async fn serve_app(extra: &str) -> App {
-    app::start_with(Mail::File, "07:00", extra).await
+async fn serve_app(db: Db, extra: &str) -> App {
+    app::start_on(db, Mail::File, "07:00", extra).await
 }
 
 async fn sign_up(app: &App, addr: &str, forwarded_for: Option<&str>) -> (u16, String) {
@@ -382,9 +392,8 @@ async fn sign_up(app: &App, addr: &str, forwarded_for: Option<&str>) -> (u16, St
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn one_address_gets_one_confirmation_per_cooldown_and_the_same_answer_each_time() {
-    let app = serve_app("").await;
+async fn one_address_gets_one_confirmation_per_cooldown_and_the_same_answer_each_time(db: Db) {
+    let app = serve_app(db, "").await;
     let first = sign_up(&app, "victim@example.org", None).await;
     assert_eq!(first.0, 200);
     for _ in 0..2 {
@@ -408,10 +417,9 @@ async fn one_address_gets_one_confirmation_per_cooldown_and_the_same_answer_each
     assert_eq!(app::eml_files(&app.outbox()).len(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn forwarded_for_counts_only_from_a_trusted_proxy_and_ipv6_is_limited_per_64() {
+async fn forwarded_for_counts_only_from_a_trusted_proxy_and_ipv6_is_limited_per_64(db: Db) {
     // Not trusted: every visitor is the proxy, whatever the header says.
-    let app = serve_app("").await;
+    let app = serve_app(db, "").await;
     for i in 0..3 {
         let ip = format!("198.51.100.{i}");
         assert_eq!(
@@ -428,7 +436,7 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy_and_ipv6_is_limited_per_
         429
     );
 
-    let app = serve_app("trusted_proxies = [\"127.0.0.1\"]").await;
+    let app = serve_app(db, "trusted_proxies = [\"127.0.0.1\"]").await;
     for i in 0..3 {
         assert_eq!(
             sign_up(
@@ -479,9 +487,8 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy_and_ipv6_is_limited_per_
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_filled_honeypot_is_dropped_silently() {
-    let app = serve_app("").await;
+async fn a_filled_honeypot_is_dropped_silently(db: Db) {
+    let app = serve_app(db, "").await;
     let person = sign_up(&app, "person@example.org", None).await;
     let res = client()
         .post(app.url("/subscribe"))
@@ -511,9 +518,8 @@ async fn a_filled_honeypot_is_dropped_silently() {
     assert!(html.contains("name=\"website\"") && html.contains("left:-10000px"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn unconfirmed_sign_ups_are_deleted_after_seven_days() {
-    let app = serve_app("").await;
+async fn unconfirmed_sign_ups_are_deleted_after_seven_days(db: Db) {
+    let app = serve_app(db, "").await;
     let old = digestif::store::PendingSignup {
         subscriber: NewSubscriber {
             status: SubscriberStatus::Pending,
@@ -575,7 +581,7 @@ async fn closed_by_server(s: &mut tokio::net::TcpStream, within: Duration) -> bo
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hundreds_of_half_open_requests_neither_block_others_nor_stay_open() {
-    let app = serve_app("header_timeout_s = 2\nrequest_timeout_s = 4").await;
+    let app = serve_app(Db::Sqlite, "header_timeout_s = 2\nrequest_timeout_s = 4").await;
     let mut slow = half_open(&app.base, 300).await;
     // Others are still served meanwhile (a client that gives up after 3 s never has to).
     let quick = reqwest::Client::builder()
@@ -600,7 +606,7 @@ async fn hundreds_of_half_open_requests_neither_block_others_nor_stay_open() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversized_body_is_refused_at_once_and_a_trickled_one_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let app = serve_app("header_timeout_s = 2\nrequest_timeout_s = 3").await;
+    let app = serve_app(Db::Sqlite, "header_timeout_s = 2\nrequest_timeout_s = 3").await;
     let addr = app.base.trim_start_matches("http://").to_string();
     // A body announced at 1 MB: answered 413 before it is sent.
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -652,7 +658,7 @@ async fn an_oversized_body_is_refused_at_once_and_a_trickled_one_is_cut_off() {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_another_process_holding_the_write_lock_unsubscribe_gets_503_then_happens_and_health_answers(
 ) {
-    let app = serve_app("").await;
+    let app = serve_app(Db::Sqlite, "").await;
     let reader = add(app.store.as_ref(), "busy@example.org");
     let tok = token::unsubscribe_token(
         &Secret::new(app::SECRET),
@@ -683,36 +689,83 @@ async fn with_another_process_holding_the_write_lock_unsubscribe_gets_503_then_h
             .unwrap();
         assert_eq!(line.trim(), "locked");
     }
-    // Health answers at once: a client that gives up after 3 s never has to.
+    busy_then_unsubscribed(&app, &tok, async move {
+        holder.wait().unwrap();
+    })
+    .await;
+}
+
+/// While another connection holds what busy@example.org's unsubscribe must
+/// write: health answers at once, the one-click gets 503 + Retry-After (not
+/// 500), the page still shows (reads do not wait); once `released` is done,
+/// the unsubscribe is recorded: it was not lost.
+async fn busy_then_unsubscribed(
+    app: &App,
+    tok: &str,
+    released: impl std::future::Future<Output = ()>,
+) {
+    // A client that gives up after 3 s never has to.
     let quick = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()
         .unwrap();
     let health = quick.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    // The one-click unsubscribe cannot write yet: 503 with Retry-After, not 500.
-    let res = one_click(&app, &tok).await;
+    let res = one_click(app, tok).await;
     assert_eq!(res.status(), 503);
     assert!(res.headers().contains_key("retry-after"));
-    // The unsubscribe pages still show (reads do not wait for the writer).
     let page = quick
         .get(app.url(&format!("/unsubscribe?token={tok}")))
         .send()
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
-    // Once the lock is gone the unsubscribe is recorded: it was not lost.
-    holder.wait().unwrap();
+    released.await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while status_of(&app, "busy@example.org") != SubscriberStatus::Unsubscribed {
+    while status_of(app, "busy@example.org") != SubscriberStatus::Unsubscribed {
         assert!(Instant::now() < deadline, "the unsubscribe was lost");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
+/// The same on PostgreSQL: another connection holds the reader's row (a
+/// send, another instance, an operator's transaction) past the HTTP side's
+/// lock wait; the visitor gets 503 + Retry-After, never a 500 or a hang.
 #[tokio::test(flavor = "multi_thread")]
-async fn every_page_but_the_sign_up_form_refuses_frames_and_carries_a_csp() {
-    let app = serve_app("").await;
+async fn with_another_connection_holding_the_readers_row_on_postgresql_unsubscribe_gets_503_then_happens(
+) {
+    let app = serve_app(Db::Postgres, "").await;
+    let reader = add(app.store.as_ref(), "busy@example.org");
+    let tok = token::unsubscribe_token(
+        &Secret::new(app::SECRET),
+        &app.cfg.list_id(),
+        &reader.link_key,
+    );
+    let url = app.cfg.storage.database.clone();
+    let (locked, is_locked) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.execute(
+            "SELECT 1 FROM subscribers WHERE id = $1 FOR UPDATE",
+            &[&reader.id],
+        )
+        .unwrap();
+        locked.send(()).unwrap();
+        std::thread::sleep(app::LOCK_WAIT * 3);
+        tx.commit().unwrap();
+    });
+    is_locked.recv().unwrap();
+    busy_then_unsubscribed(&app, &tok, async move {
+        tokio::task::spawn_blocking(move || holder.join().unwrap())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+async fn every_page_but_the_sign_up_form_refuses_frames_and_carries_a_csp(db: Db) {
+    let app = serve_app(db, "").await;
     let reader = add(app.store.as_ref(), "csp@example.org");
     let tok = token::unsubscribe_token(
         &Secret::new(app::SECRET),
@@ -763,10 +816,9 @@ async fn every_page_but_the_sign_up_form_refuses_frames_and_carries_a_csp() {
     assert!(posted.headers().get("x-frame-options").is_none());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn metrics_are_not_public() {
+async fn metrics_are_not_public(db: Db) {
     use digestif::http::MetricsAccess;
-    let app = serve_app("").await;
+    let app = serve_app(db, "").await;
     let get = |path: &'static str, headers: &'static [(&'static str, &'static str)]| {
         let url = app.url(path);
         async move {
@@ -814,7 +866,7 @@ async fn metrics_are_not_public() {
     assert_eq!(status(Some("Bearer s3cret-metrics-token")).await, 200);
 
     // With metrics_listen: not on the public listener at all.
-    let app = serve_app("metrics_listen = \"127.0.0.1:0\"").await;
+    let app = serve_app(db, "metrics_listen = \"127.0.0.1:0\"").await;
     assert_eq!(app.state.metrics_access, MetricsAccess::Elsewhere);
     assert_eq!(
         client()

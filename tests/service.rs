@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
-use app::{App, Mail};
+use app::{App, Db, Mail};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use digestif::config::Secret;
 use digestif::deliver::token;
@@ -22,6 +22,24 @@ use digestif::store::{FailedStep, NewSubscriber, PartialReason, RunStatus, Store
 use futures::future::BoxFuture;
 use support::site::subscriber;
 use support::SmtpServer;
+
+// What a visitor does works the same on either database, against any instance.
+on_each_backend!(
+    sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_excludes_them,
+    a_get_on_the_unsubscribe_link_shows_one_button_and_changes_nothing,
+    the_unsubscribe_page_speaks_the_subscribers_language,
+    the_unsubscribe_page_leads_to_preferences_that_change_language_and_sections,
+    a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing,
+    one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect,
+    sign_up_answers_the_same_whether_the_address_is_known_or_not,
+    a_bad_address_is_refused_with_the_form_shown_again,
+    too_many_sign_ups_from_one_client_get_a_429_page,
+    an_unsubscribed_reader_who_confirms_a_new_sign_up_is_active_again,
+    an_expired_or_forged_confirmation_link_is_refused,
+    the_archive_lists_past_issues_newest_first_without_personal_data,
+    healthz_reports_the_store_and_the_last_run_and_metrics_count_subscribers,
+    an_unknown_page_is_a_404_page_in_the_visitors_language,
+);
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -98,10 +116,11 @@ fn paris_date(now: DateTime<Utc>) -> NaiveDate {
 
 // ------------------------------------------------------------------ the whole flow
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_excludes_them() {
+async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_excludes_them(
+    db: Db,
+) {
     let smtp = SmtpServer::start(&[]);
-    let app = app::start(Mail::Smtp(smtp.port), "07:00").await;
+    let app = app::start_on(db, Mail::Smtp(smtp.port), "07:00", "").await;
     let http = client();
 
     // Sign up through the form.
@@ -228,9 +247,8 @@ async fn sign_up_confirm_scheduled_send_one_click_unsubscribe_and_the_next_send_
 
 // ------------------------------------------------------------------ unsubscribe
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_get_on_the_unsubscribe_link_shows_one_button_and_changes_nothing() {
-    let app = app::start(Mail::File, "07:00").await;
+async fn a_get_on_the_unsubscribe_link_shows_one_button_and_changes_nothing(db: Db) {
+    let app = app::start_on(db, Mail::File, "07:00", "").await;
     let id = add_active(&app, "paul@example.org");
     let url = unsub_url(&app, id);
     for _ in 0..3 {
@@ -248,9 +266,8 @@ async fn a_get_on_the_unsubscribe_link_shows_one_button_and_changes_nothing() {
     assert_status(&app, "paul@example.org", SubscriberStatus::Active);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_unsubscribe_page_speaks_the_subscribers_language() {
-    let app = app::start(Mail::File, "07:00").await;
+async fn the_unsubscribe_page_speaks_the_subscribers_language(db: Db) {
+    let app = app::start_on(db, Mail::File, "07:00", "").await;
     app.store
         .upsert_subscriber(&NewSubscriber {
             locale: Some(digestif::domain::Locale::En),
@@ -278,9 +295,8 @@ async fn the_unsubscribe_page_speaks_the_subscribers_language() {
 
 /// From the unsubscribe page to the preferences form and back to the store:
 /// language and sections change, the subscription does not.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_unsubscribe_page_leads_to_preferences_that_change_language_and_sections() {
-    let app = app::start(Mail::File, "07:00").await;
+async fn the_unsubscribe_page_leads_to_preferences_that_change_language_and_sections(db: Db) {
+    let app = app::start_on(db, Mail::File, "07:00", "").await;
     let id = add_active(&app, "paul@example.org");
     let token = unsub_token(&app, id);
     let offered = app.cfg.categories();
@@ -359,9 +375,8 @@ async fn the_unsubscribe_page_leads_to_preferences_that_change_language_and_sect
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing() {
-    let app = app::start(Mail::File, "07:00").await;
+async fn a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing(db: Db) {
+    let app = app::start_on(db, Mail::File, "07:00", "").await;
     let id = add_active(&app, "paul@example.org");
     let other = token::unsubscribe_token(
         &Secret::new("another-secret-entirely-123"),
@@ -386,9 +401,8 @@ async fn a_forged_unsubscribe_token_gets_a_400_page_and_changes_nothing() {
     assert_status(&app, "paul@example.org", SubscriberStatus::Active);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect() {
-    let app = app::start(Mail::File, "07:00").await;
+async fn one_click_unsubscribe_is_idempotent_and_answers_200_without_redirect(db: Db) {
+    let app = app::start_on(db, Mail::File, "07:00", "").await;
     let id = add_active(&app, "paul@example.org");
     let url = unsub_url(&app, id);
     for _ in 0..2 {
@@ -428,9 +442,8 @@ async fn sign_up(app: &App, addr: &str) -> (u16, String) {
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sign_up_answers_the_same_whether_the_address_is_known_or_not() {
-    let app = app::start(Mail::File, "07:00").await;
+async fn sign_up_answers_the_same_whether_the_address_is_known_or_not(db: Db) {
+    let app = app::start_on(db, Mail::File, "07:00", "").await;
     add_active(&app, "known@example.org");
     let known = sign_up(&app, "known@example.org").await;
     let unknown = sign_up(&app, "nobody@example.org").await;
@@ -450,9 +463,8 @@ async fn sign_up_answers_the_same_whether_the_address_is_known_or_not() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_bad_address_is_refused_with_the_form_shown_again() {
-    let app = app::start(Mail::File, "07:00").await;
+async fn a_bad_address_is_refused_with_the_form_shown_again(db: Db) {
+    let app = app::start_on(db, Mail::File, "07:00", "").await;
     let (status, body) = sign_up(&app, "not-an-address").await;
     assert_eq!(status, 400);
     assert!(body.contains("role=\"alert\""), "{body}");
@@ -467,9 +479,8 @@ async fn a_bad_address_is_refused_with_the_form_shown_again() {
     assert!(app::eml_files(&app.outbox()).is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn too_many_sign_ups_from_one_client_get_a_429_page() {
-    let app = app::start(Mail::File, "07:00").await;
+async fn too_many_sign_ups_from_one_client_get_a_429_page(db: Db) {
+    let app = app::start_on(db, Mail::File, "07:00", "").await;
     // subscribe_per_minute = 3 in the test config.
     for i in 0..3 {
         assert_eq!(sign_up(&app, &format!("a{i}@example.org")).await.0, 200);
@@ -505,9 +516,8 @@ fn token_of(link: &str) -> String {
         .to_string()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_unsubscribed_reader_who_confirms_a_new_sign_up_is_active_again() {
-    let app = app::start(Mail::File, "07:00").await;
+async fn an_unsubscribed_reader_who_confirms_a_new_sign_up_is_active_again(db: Db) {
+    let app = app::start_on(db, Mail::File, "07:00", "").await;
     let id = add_active(&app, "back@example.org");
     app.store
         .set_status(
@@ -529,9 +539,8 @@ async fn an_unsubscribed_reader_who_confirms_a_new_sign_up_is_active_again() {
     assert_eq!(res.status(), 200);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_expired_or_forged_confirmation_link_is_refused() {
-    let app = app::start(Mail::File, "07:00").await;
+async fn an_expired_or_forged_confirmation_link_is_refused(db: Db) {
+    let app = app::start_on(db, Mail::File, "07:00", "").await;
     assert_eq!(sign_up(&app, "late@example.org").await.0, 200);
     let tok = token_of(&confirm_link_of(&app, 0));
     // 49 hours later (confirm_ttl_hours = 48 by default).
@@ -558,9 +567,8 @@ async fn an_expired_or_forged_confirmation_link_is_refused() {
 
 // ------------------------------------------------------------------ archive, health, metrics
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_archive_lists_past_issues_newest_first_without_personal_data() {
-    let app = app::start(Mail::File, "07:00").await;
+async fn the_archive_lists_past_issues_newest_first_without_personal_data(db: Db) {
+    let app = app::start_on(db, Mail::File, "07:00", "").await;
     let d1 = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
     let d2 = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
     let future = NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
@@ -614,9 +622,8 @@ async fn the_archive_lists_past_issues_newest_first_without_personal_data() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn healthz_reports_the_store_and_the_last_run_and_metrics_count_subscribers() {
-    let app = app::start(Mail::File, "07:00").await;
+async fn healthz_reports_the_store_and_the_last_run_and_metrics_count_subscribers(db: Db) {
+    let app = app::start_on(db, Mail::File, "07:00", "").await;
     let res = get(&app, "/healthz").await;
     assert_eq!(res.status(), 200);
     let v: serde_json::Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
@@ -675,9 +682,8 @@ async fn healthz_reports_the_store_and_the_last_run_and_metrics_count_subscriber
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_unknown_page_is_a_404_page_in_the_visitors_language() {
-    let app = app::start(Mail::File, "07:00").await;
+async fn an_unknown_page_is_a_404_page_in_the_visitors_language(db: Db) {
+    let app = app::start_on(db, Mail::File, "07:00", "").await;
     let res = client()
         .get(app.url("/nope"))
         .header("accept-language", "en-US,en;q=0.9")

@@ -57,10 +57,17 @@ fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
 /// gets 503 + Retry-After (the scheduler's connections keep their own longer wait).
 const HTTP_WRITE_WAIT: Duration = Duration::from_secs(5);
 
-/// The HTTP side's own connections (one for writes, one for reads), so that a
-/// send in progress or another process holding the write lock never makes a
-/// page or `/healthz` wait behind it.
+/// The HTTP side's own connections (SQLite: one for writes, one for reads;
+/// PostgreSQL: a pool of its own whose statements wait at most
+/// [`HTTP_WRITE_WAIT`] for a lock), so that a send in progress or another
+/// process holding the write lock never makes a page or `/healthz` wait behind it.
 fn open_http_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if let crate::store::Location::Postgres(url) = cfg.database() {
+        return Ok(Arc::new(crate::store::PgStore::open_with_lock_wait(
+            &url,
+            HTTP_WRITE_WAIT,
+        )?));
+    }
     let s = crate::store::SqliteStore::for_config(cfg)?;
     s.set_busy_timeout(HTTP_WRITE_WAIT)?;
     Ok(Arc::new(s))
@@ -84,7 +91,7 @@ async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult 
             tracing::info!(issues = added, "archived issues now kept in the database");
         }
     }
-    let http_store = if cfg.database_path().is_some() {
+    let http_store = if cfg.database() != crate::store::Location::SqliteMemory {
         open_http_store(&cfg).map_err(Failure::job)?
     } else {
         // An in-memory database exists once: share it.

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::sync::Mutex;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, GenericClient, NoTls, Row, Statement};
 
@@ -153,8 +154,27 @@ fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// What PostgreSQL answers when it is busy rather than broken: a lock not had
+/// within `lock_timeout`, a serialization failure or deadlock (the transaction
+/// was rolled back), a statement cancelled by `statement_timeout`, no
+/// connection slot left. Nothing was written; trying again shortly will do.
+const BUSY: &[SqlState] = &[
+    SqlState::LOCK_NOT_AVAILABLE,
+    SqlState::T_R_SERIALIZATION_FAILURE,
+    SqlState::T_R_DEADLOCK_DETECTED,
+    SqlState::QUERY_CANCELED,
+    SqlState::TOO_MANY_CONNECTIONS,
+    SqlState::CANNOT_CONNECT_NOW,
+];
+
 pub(super) fn db(e: postgres::Error) -> StoreError {
     match e.as_db_error() {
+        Some(d) if BUSY.contains(d.code()) => StoreError::Busy(format!(
+            "{}: {} ({})",
+            d.severity(),
+            d.message(),
+            d.code().code()
+        )),
         Some(d) => StoreError::Db(format!(
             "{}: {}{}",
             d.severity(),
@@ -388,17 +408,33 @@ impl PgStore {
     /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/db`)
     /// and brings its schema up to date.
     pub fn open(url: &str) -> StoreResult<PgStore> {
-        off_runtime(|| Self::open_here(url))
+        off_runtime(|| Self::open_here(url, None))
     }
 
-    fn open_here(url: &str) -> StoreResult<PgStore> {
-        let config = postgres::Config::from_str(url).map_err(|e| {
+    /// Like [`PgStore::open`], with statements that wait at most `lock_wait`
+    /// for a row or table another connection holds (PostgreSQL's
+    /// `lock_timeout`), then fail with [`StoreError::Busy`]. The service's
+    /// HTTP side uses it, so that a visitor gets "try again" rather than a hang.
+    pub fn open_with_lock_wait(url: &str, lock_wait: std::time::Duration) -> StoreResult<PgStore> {
+        off_runtime(|| Self::open_here(url, Some(lock_wait)))
+    }
+
+    fn open_here(url: &str, lock_wait: Option<std::time::Duration>) -> StoreResult<PgStore> {
+        let mut config = postgres::Config::from_str(url).map_err(|e| {
             StoreError::Invalid(format!(
                 "storage.database {:?} is not a PostgreSQL URL such as \
                  postgres://digestif@localhost:5432/digestif: {e}",
                 place_of(url)
             ))
         })?;
+        if let Some(wait) = lock_wait {
+            let options = format!(
+                "{} -c lock_timeout={}",
+                config.get_options().unwrap_or_default(),
+                wait.as_millis().max(1)
+            );
+            config.options(options.trim_start());
+        }
         let mut store = PgStore {
             config,
             place: place_of(url),
@@ -426,14 +462,14 @@ impl PgStore {
     }
 
     fn connect(&self) -> StoreResult<Conn> {
-        let client = self.config.connect(NoTls).map_err(|e| {
-            StoreError::Db(format!(
-                "cannot connect to {}: {}",
-                self.place,
-                match db(e) {
-                    StoreError::Db(m) | StoreError::Busy(m) | StoreError::Invalid(m) => m,
-                }
-            ))
+        let client = self.config.connect(NoTls).map_err(|e| match db(e) {
+            // No connection slot left on the server: busy, not broken.
+            StoreError::Busy(m) => {
+                StoreError::Busy(format!("cannot connect to {}: {m}", self.place))
+            }
+            StoreError::Db(m) | StoreError::Invalid(m) => {
+                StoreError::Db(format!("cannot connect to {}: {m}", self.place))
+            }
         })?;
         Ok(Conn {
             client,
@@ -1224,6 +1260,56 @@ mod tests {
     /// The newest schema version this binary knows.
     fn latest() -> i64 {
         i64::from(MIGRATIONS.last().unwrap().0)
+    }
+
+    #[test]
+    fn a_row_locked_by_another_connection_past_the_lock_wait_is_busy_and_reads_go_on() {
+        let url = test_cluster::fresh_database();
+        let s = PgStore::open_with_lock_wait(&url, std::time::Duration::from_millis(200)).unwrap();
+        s.upsert_subscriber(&active("a@example.com")).unwrap();
+        let id = s
+            .subscriber_by_email(&email("a@example.com"))
+            .unwrap()
+            .unwrap()
+            .id;
+        let unsubscribe = || {
+            s.set_status(
+                id,
+                SubscriberStatus::Unsubscribed,
+                "test",
+                crate::clock::now(),
+            )
+        };
+        // Another process holds the subscriber's row.
+        let mut holder = Client::connect(&url, NoTls).unwrap();
+        let mut tx = holder.transaction().unwrap();
+        tx.execute("SELECT 1 FROM subscribers WHERE id = $1 FOR UPDATE", &[&id])
+            .unwrap();
+        let err = unsubscribe().unwrap_err();
+        assert!(matches!(err, StoreError::Busy(_)), "{err}");
+        assert!(err.to_string().contains("55P03"), "{err}");
+        assert_eq!(
+            s.subscriber_by_id(id).unwrap().unwrap().status,
+            SubscriberStatus::Active,
+            "reads do not wait, and nothing was written"
+        );
+        tx.rollback().unwrap();
+        assert!(unsubscribe().unwrap());
+    }
+
+    #[test]
+    fn no_connection_slot_left_on_the_server_is_busy() {
+        let url = test_cluster::fresh_database();
+        let role = format!("lim_{}", url.rsplit('/').next().unwrap());
+        let mut admin = Client::connect(&url, NoTls).unwrap();
+        admin
+            .batch_execute(&format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 1"))
+            .unwrap();
+        let as_role = url.replace("postgres://postgres@", &format!("postgres://{role}@"));
+        let _only_slot = Client::connect(&as_role, NoTls).unwrap();
+        let err = PgStore::open(&as_role).unwrap_err();
+        assert!(matches!(err, StoreError::Busy(_)), "{err}");
+        assert!(err.to_string().contains("53300"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 #![allow(dead_code)] // each test binary uses part of it
-//! The service on a random loopback port, with a real SQLite file, a real
+//! The service on a random loopback port, with a real SQLite file (or a
+//! PostgreSQL database of the tests' own cluster), a real
 //! transport (SMTP to the test server, or `.eml` files) and a clock the test moves.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use digestif::config::{Config, Secret};
 use digestif::domain::{Article, Digest, Locale, Story};
 use digestif::http::{self, mail::TransportMailer, AppState};
 use digestif::metrics::Metrics;
-use digestif::store::{SqliteStore, Store};
+use digestif::store::{PgStore, SqliteStore, Store};
 
 pub const SECRET: &str = "a-test-secret-of-more-than-16-bytes";
 
@@ -103,6 +104,39 @@ impl App {
     }
 }
 
+/// The database an app runs on: the HTTP tests run on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    /// A SQLite file in the app's folder.
+    Sqlite,
+    /// A new database in the test binary's PostgreSQL cluster.
+    Postgres,
+}
+
+/// One `#[tokio::test]` per backend for each `async fn NAME(db: Db)` listed:
+/// `NAME::sqlite` and `NAME::postgres`.
+#[macro_export]
+macro_rules! on_each_backend {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread")]
+                async fn sqlite() {
+                    super::$name($crate::app::Db::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread")]
+                async fn postgres() {
+                    super::$name($crate::app::Db::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+/// How long the app's writes wait for a lock another connection holds
+/// before the visitor gets 503.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves the router on 127.0.0.1:0 with the peer address known (rate limit).
 pub async fn start(mail: Mail, send_time: &str) -> App {
     start_with(mail, send_time, "").await
@@ -112,20 +146,34 @@ pub async fn start(mail: Mail, send_time: &str) -> App {
 /// `digestif serve` serves it (its listener loop and limits, the HTTP side's
 /// short wait for a locked database).
 pub async fn start_with(mail: Mail, send_time: &str, server_keys: &str) -> App {
+    start_on(Db::Sqlite, mail, send_time, server_keys).await
+}
+
+/// Like [`start_with`], on the database `db`.
+pub async fn start_on(db: Db, mail: Mail, send_time: &str, server_keys: &str) -> App {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("feeds")).unwrap();
     let path = dir.path().join("digestif.toml");
-    let text = config_text(&base, &mail, send_time)
+    let mut text = config_text(&base, &mail, send_time)
         .replace("[server]\n", &format!("[server]\n{server_keys}\n"));
+    // The cluster's sync client blocks: not on the runtime's thread.
+    let pg_url = (db == Db::Postgres)
+        .then(|| tokio::task::block_in_place(crate::support::pg_cluster::fresh_database));
+    if let Some(url) = &pg_url {
+        text = text.replace("sqlite://digestif.db", url);
+    }
     std::fs::write(&path, text).unwrap();
     let cfg = Arc::new(Config::from_file(&path).unwrap());
-    let sqlite = SqliteStore::for_config(&cfg).unwrap();
-    sqlite
-        .set_busy_timeout(std::time::Duration::from_secs(2))
-        .unwrap();
-    let store: Arc<dyn Store> = Arc::new(sqlite);
+    let store: Arc<dyn Store> = match &pg_url {
+        Some(url) => Arc::new(PgStore::open_with_lock_wait(url, LOCK_WAIT).unwrap()),
+        None => {
+            let sqlite = SqliteStore::for_config(&cfg).unwrap();
+            sqlite.set_busy_timeout(LOCK_WAIT).unwrap();
+            Arc::new(sqlite)
+        }
+    };
     let clock = Arc::new(ShiftClock::new());
     let metrics = Arc::new(Metrics::new());
     let state = AppState::new(
