@@ -1533,6 +1533,18 @@ fn ses_notifications_change_subscribers_only_when_sns_signed_them_with_the_pinne
         ),
         &[],
     );
+    let out = sent.run(&["check"]);
+    let checked = stdout(&out)
+        .lines()
+        .find(|l| l.contains("bounce webhooks"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        checked.starts_with("ok    bounce webhooks: SES: 1 certificate(s) pinned, valid until 20")
+            && checked.ends_with(&format!("; topic(s) {TOPIC}")),
+        "{}",
+        show(&out)
+    );
     let post = |v: &serde_json::Value| serve.post("/webhooks/ses", &v.to_string(), None);
     let bounce = payload("ses-bounce-permanent.json", &sent, "r1@example.com", 201);
 

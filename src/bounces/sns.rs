@@ -8,6 +8,7 @@
 use std::fmt;
 use std::path::Path;
 
+use chrono::{DateTime, Utc};
 use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::signature::Verifier as _;
@@ -151,6 +152,8 @@ pub fn is_sns_cert_url(url: &str) -> bool {
 pub struct Verifier {
     keys: Vec<RsaPublicKey>,
     topics: Vec<String>,
+    /// When each pinned certificate stops being valid.
+    not_after: Vec<DateTime<Utc>>,
 }
 
 impl fmt::Debug for Verifier {
@@ -185,6 +188,13 @@ impl Verifier {
         if certs.is_empty() {
             return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
         }
+        let not_after = certs
+            .iter()
+            .filter_map(|c| {
+                let t = c.tbs_certificate.validity.not_after.to_unix_duration();
+                DateTime::from_timestamp(i64::try_from(t.as_secs()).ok()?, 0)
+            })
+            .collect();
         let keys = certs
             .iter()
             .enumerate()
@@ -198,7 +208,32 @@ impl Verifier {
                     .map_err(|e| format!("certificate {} has no RSA key: {e}", i + 1))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        Ok(Verifier { keys, topics })
+        Ok(Verifier {
+            keys,
+            topics,
+            not_after,
+        })
+    }
+
+    /// What `check` says: the certificates, until when the last one is valid, the topics.
+    /// An error when every pinned certificate has expired at `now` (SNS signs with a
+    /// newer one: messages would all be refused).
+    pub fn describe(&self, now: DateTime<Utc>) -> Result<String, String> {
+        let last = self.not_after.iter().max().copied();
+        let until = last.map_or(String::new(), |t| {
+            format!(", valid until {}", t.date_naive())
+        });
+        if last.is_some_and(|t| t < now) {
+            return Err(format!(
+                "every certificate of bounces.ses_certificate has expired{until}: save the one \
+                 SNS signs with now (its SigningCertURL) there"
+            ));
+        }
+        Ok(format!(
+            "SES: {} certificate(s) pinned{until}; topic(s) {}",
+            self.keys.len(),
+            self.topics.join(", ")
+        ))
     }
 
     /// Reads `[bounces] ses_certificate`; the error names the file.

@@ -77,6 +77,9 @@ pub fn check(config: Option<&Path>) -> CmdResult {
             mailbox_check(&cfg).map_err(|e| format!("{e:#}")),
         ));
     }
+    if let Some(hooks) = webhooks(&cfg) {
+        lines.push(line("bounce webhooks", hooks));
+    }
     let rt = runtime()?;
     let (_, sources) = rt.block_on(crate::ingest::ingest(&cfg, crate::clock::now()));
     for s in sources {
@@ -116,6 +119,26 @@ fn database(cfg: &Config) -> Result<String, String> {
         .find(|(s, _)| *s == SubscriberStatus::Active)
         .map_or(0, |(_, n)| *n);
     Ok(format!("{active} active subscriber(s)"))
+}
+
+/// The SES and Postmark webhooks `[bounces]` sets up: certificate read and valid,
+/// password set. `None` when neither is set.
+fn webhooks(cfg: &Config) -> Option<Result<String, String>> {
+    let hooks = match crate::http::webhooks::Webhooks::from_config(cfg) {
+        Ok(h) => h,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut parts = Vec::new();
+    if let Some(ses) = &hooks.ses {
+        match ses.describe(crate::clock::now()) {
+            Ok(s) => parts.push(s),
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    if hooks.postmark.is_some() {
+        parts.push("Postmark: basic-auth password set".to_string());
+    }
+    (!parts.is_empty()).then(|| Ok(parts.join("; ")))
 }
 
 /// `[bounces] mailbox` takes a login and opens its folder; nothing is read.
