@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::markup::{self, Tag, Token};
+
 /// Gmail clips an HTML body above this many bytes.
 pub const MAX_HTML_BYTES: usize = 102 * 1024;
 /// RFC 5322 §2.1.1: a line is at most 998 characters, CRLF excluded.
@@ -163,89 +165,14 @@ pub fn lint_message(
     out
 }
 
-/// An opening tag: its lowercase name, attributes, and where it ends in the source.
-struct Tag<'a> {
-    name: String,
-    attrs: Vec<(String, &'a str)>,
-    end: usize,
-}
-
-impl Tag<'_> {
-    fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
-    }
-}
-
-/// The opening tags of `html` (comments and closing tags skipped). A small scanner,
-/// enough for the markup we check: quoted attributes, `>` inside quotes.
+/// The opening tags of `html`, declarations, comments and closing tags left out.
 fn tags(html: &str) -> Vec<Tag<'_>> {
-    let bytes = html.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while let Some(off) = html[i..].find('<') {
-        let start = i + off + 1;
-        if html[start..].starts_with("!--") {
-            i = html[start..]
-                .find("-->")
-                .map_or(html.len(), |e| start + e + 3);
-            continue;
-        }
-        let name_len = html[start..]
-            .find(|c: char| !c.is_ascii_alphanumeric())
-            .unwrap_or(html.len() - start);
-        if name_len == 0 {
-            i = start;
-            continue;
-        }
-        let name = html[start..start + name_len].to_ascii_lowercase();
-        let mut j = start + name_len;
-        let mut attrs = Vec::new();
-        loop {
-            while j < bytes.len() && (bytes[j].is_ascii_whitespace() || bytes[j] == b'/') {
-                j += 1;
-            }
-            if j >= bytes.len() || bytes[j] == b'>' {
-                break;
-            }
-            let k0 = j;
-            while j < bytes.len() && !matches!(bytes[j], b'=' | b'>' | b'/') {
-                if bytes[j].is_ascii_whitespace() {
-                    break;
-                }
-                j += 1;
-            }
-            let key = html[k0..j].to_ascii_lowercase();
-            let mut value = "";
-            if j < bytes.len() && bytes[j] == b'=' {
-                j += 1;
-                if j < bytes.len() && (bytes[j] == b'"' || bytes[j] == b'\'') {
-                    let q = bytes[j];
-                    let v0 = j + 1;
-                    let v1 = bytes[v0..]
-                        .iter()
-                        .position(|&b| b == q)
-                        .map_or(bytes.len(), |p| v0 + p);
-                    value = &html[v0..v1];
-                    j = (v1 + 1).min(bytes.len());
-                } else {
-                    let v0 = j;
-                    while j < bytes.len() && !bytes[j].is_ascii_whitespace() && bytes[j] != b'>' {
-                        j += 1;
-                    }
-                    value = &html[v0..j];
-                }
-            }
-            if key.is_empty() {
-                j += 1;
-            } else {
-                attrs.push((key, value));
-            }
-        }
-        let end = (j + 1).min(html.len());
-        out.push(Tag { name, attrs, end });
-        i = end;
-    }
-    out
+    markup::tokens(html)
+        .filter_map(|t| match t {
+            Token::Tag(t) if !t.closing && !t.name.is_empty() => Some(t),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A hidden element (display:none) inside <body> whose text is not empty.

@@ -5,28 +5,24 @@
 //! Two builders make the same message. Without DKIM, [`PreEncoded`] encodes a
 //! variant's bodies once, cut at the personal slots, and each subscriber's message
 //! is those pieces with only the name and unsubscribe link encoded in between
-//! (a few µs). With DKIM, lettre builds and signs every message.
+//! (a few µs; the encoding is in [`super::mime`]). With DKIM, lettre builds and
+//! signs every message (the key and settings are in [`super::dkim`]).
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use base64::Engine;
 use chrono::{DateTime, Utc};
-use lettre::message::dkim::{
-    DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
-    DkimSigningKey,
-};
+use lettre::message::dkim::DkimConfig;
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::Message;
 use rand::RngCore;
-use rsa::pkcs1::{EncodeRsaPrivateKey, LineEnding};
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::RsaPrivateKey;
 
+use super::mime::{
+    encoded_words, header_safe, list_id_value, mailbox_value, push_header, EncodedBody,
+};
 use crate::config::Config;
-use crate::render::{EmailTemplate, RenderedEmail, Slot, SlotValues};
+use crate::render::{EmailTemplate, RenderedEmail, SlotValues};
 
 /// A message ready for the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,97 +70,6 @@ impl std::fmt::Debug for MessageFactory {
     }
 }
 
-/// The header fields the DKIM signature covers (`h=`): what a forwarder must not
-/// change, the List-* headers included so that nobody can swap the unsubscribe link.
-/// A field the message lacks (Reply-To without `[sender] reply_to`) is signed as
-/// empty (RFC 6376 5.4), so it cannot be added later either. Not Content-Type:
-/// lettre writes a multipart message's Content-Type with the body, after the
-/// signature, so its signer would hash it as absent and every verifier would fail.
-pub const SIGNED_HEADERS: [&str; 10] = [
-    "From",
-    "Reply-To",
-    "Subject",
-    "Date",
-    "To",
-    "Message-ID",
-    "MIME-Version",
-    "List-Id",
-    "List-Unsubscribe",
-    "List-Unsubscribe-Post",
-];
-
-/// Reads the `[dkim] private_key_path` file: an RSA key in PEM (PKCS#1 `BEGIN RSA
-/// PRIVATE KEY` or PKCS#8 `BEGIN PRIVATE KEY`, as `openssl genrsa` writes), or an
-/// Ed25519 key (RFC 8463) in PKCS#8 PEM or as base64 of its 32 secret bytes.
-/// Called once, when the run starts.
-pub fn load_dkim_key(path: &Path) -> Result<DkimSigningKey> {
-    let shown = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        anyhow::anyhow!(
-            "[dkim] private_key_path: cannot read the DKIM key file {shown}: {e}. \
-             Point private_key_path at a PEM RSA private key (relative paths start at the config file's folder)."
-        )
-    })?;
-    let pem = text.trim();
-    let rsa_pkcs1 = if pem.starts_with("-----BEGIN PRIVATE KEY-----") {
-        match ed25519_seed_of_pkcs8(pem) {
-            // lettre takes an Ed25519 key as the base64 of its 32 secret bytes.
-            Some(seed) => Ok(base64::engine::general_purpose::STANDARD.encode(seed)),
-            None => RsaPrivateKey::from_pkcs8_pem(pem)
-                .map_err(|e| e.to_string())
-                .and_then(|k| k.to_pkcs1_pem(LineEnding::LF).map_err(|e| e.to_string()))
-                .map(|p| p.to_string()),
-        }
-    } else {
-        Ok(pem.to_string())
-    };
-    let parsed = match rsa_pkcs1 {
-        Ok(p) if p.starts_with("-----BEGIN") => {
-            DkimSigningKey::new(&p, DkimSigningAlgorithm::Rsa).map_err(|e| e.to_string())
-        }
-        Ok(p) => DkimSigningKey::new(&p, DkimSigningAlgorithm::Ed25519).map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
-    parsed.map_err(|e| {
-        anyhow::anyhow!(
-            "[dkim] private_key_path: the DKIM key file {shown} holds no usable key ({e}). \
-             It must be a PEM private key, RSA (e.g. from `openssl genrsa -out dkim.pem 2048`) \
-             or Ed25519 (`openssl genpkey -algorithm ed25519 -out dkim.pem`)."
-        )
-    })
-}
-
-/// The 32 secret bytes of an Ed25519 key in PKCS#8 PEM (RFC 8410, what
-/// `openssl genpkey -algorithm ed25519` writes), or `None` for any other key.
-fn ed25519_seed_of_pkcs8(pem: &str) -> Option<[u8; 32]> {
-    /// SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING (32) } }
-    const PREFIX: [u8; 16] = [
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-        0x20,
-    ];
-    let body: String = pem
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .ok()?;
-    let seed = der.strip_prefix(&PREFIX[..])?;
-    seed.try_into().ok()
-}
-
-/// `List-Id: Name <id>`: the phrase as atoms, a quoted string, or RFC 2047
-/// encoded-words (a name with an accent): ASCII either way, for both builders.
-fn list_id_value(name: &str, id: &str) -> String {
-    let mut v = String::with_capacity(name.len() * 2 + id.len() + 3);
-    push_phrase(name.trim(), &mut v);
-    v.push_str(" <");
-    v.push_str(id);
-    v.push('>');
-    v
-}
-
 fn header(name: &'static str, value: String) -> HeaderValue {
     HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
 }
@@ -195,26 +100,7 @@ impl MessageFactory {
             .unsubscribe_mailto
             .clone()
             .unwrap_or_else(|| format!("unsubscribe@{domain}"));
-        let dkim = match &cfg.dkim {
-            Some(d) => {
-                let key = load_dkim_key(&cfg.resolve(&d.private_key_path))?;
-                let signed = SIGNED_HEADERS
-                    .into_iter()
-                    .map(HeaderName::new_from_ascii_str)
-                    .collect();
-                Some(DkimConfig::new(
-                    d.selector.clone(),
-                    d.domain.clone(),
-                    key,
-                    signed,
-                    DkimCanonicalization {
-                        header: DkimCanonicalizationType::Relaxed,
-                        body: DkimCanonicalizationType::Relaxed,
-                    },
-                ))
-            }
-            None => None,
-        };
+        let dkim = super::dkim::signing_config(cfg)?;
         Ok(MessageFactory {
             from_value: mailbox_value(from.name.as_deref(), from.email.as_ref()),
             reply_to_value: reply_to
@@ -352,198 +238,6 @@ impl MessageFactory {
             bytes: msg.formatted(),
         })
     }
-}
-
-/// Appends `input` in quoted-printable (RFC 2045 6.7) from column 0: line breaks
-/// (`\n` or `\r\n`) become CRLF, every line is at most 76 columns including the
-/// `=` of a soft break, `=`, controls, bytes over 126 and a space or tab before a
-/// line break or at the end are encoded. Returns the column the output ends at.
-fn qp_encode(input: &[u8], out: &mut Vec<u8>) -> usize {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut col = 0;
-    let mut i = 0;
-    while i < input.len() {
-        let c = input[i];
-        if c == b'\n' {
-            out.extend_from_slice(b"\r\n");
-            col = 0;
-            i += 1;
-            continue;
-        }
-        if c == b'\r' && input.get(i + 1) == Some(&b'\n') {
-            out.extend_from_slice(b"\r\n");
-            col = 0;
-            i += 2;
-            continue;
-        }
-        let literal = match c {
-            b' ' | b'\t' => !matches!(
-                (input.get(i + 1), input.get(i + 2)),
-                (None, _) | (Some(b'\n'), _) | (Some(b'\r'), Some(b'\n'))
-            ),
-            b'=' => false,
-            33..=126 => true,
-            _ => false,
-        };
-        let width = if literal { 1 } else { 3 };
-        if col + width > 75 {
-            out.extend_from_slice(b"=\r\n");
-            col = 0;
-        }
-        if literal {
-            out.push(c);
-        } else {
-            out.extend_from_slice(&[b'=', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
-        }
-        col += width;
-        i += 1;
-    }
-    col
-}
-
-/// A body in quoted-printable pieces: `literals[0] slots[0] literals[1] …`.
-/// Every piece is encoded from column 0; a soft line break joins two pieces
-/// when the first does not end on a line break, so no line grows past 76.
-#[derive(Debug, Clone)]
-struct EncodedBody {
-    /// (encoded bytes, ends at column 0)
-    literals: Vec<(Vec<u8>, bool)>,
-    slots: Vec<Slot>,
-    /// Bytes of all the literals.
-    len: usize,
-}
-
-impl EncodedBody {
-    fn new((literals, slots): (&[String], &[Slot])) -> EncodedBody {
-        let literals: Vec<(Vec<u8>, bool)> = literals
-            .iter()
-            .map(|l| {
-                let mut out = Vec::with_capacity(l.len() + l.len() / 8);
-                let col = qp_encode(l.as_bytes(), &mut out);
-                (out, col == 0)
-            })
-            .collect();
-        let len = literals.iter().map(|(l, _)| l.len() + 3).sum();
-        EncodedBody {
-            literals,
-            slots: slots.to_vec(),
-            len,
-        }
-    }
-
-    fn write(&self, greeting: &[u8], unsubscribe: &[u8], out: &mut Vec<u8>) {
-        let mut at_col0 = true;
-        let mut piece = |bytes: &[u8], ends_col0: bool, out: &mut Vec<u8>| {
-            if bytes.is_empty() {
-                return;
-            }
-            if !at_col0 {
-                out.extend_from_slice(b"=\r\n");
-            }
-            out.extend_from_slice(bytes);
-            at_col0 = ends_col0;
-        };
-        let mut scratch = Vec::with_capacity(2 * (greeting.len() + unsubscribe.len()) + 16);
-        for (i, (lit, ends_col0)) in self.literals.iter().enumerate() {
-            piece(lit, *ends_col0, out);
-            let value = match self.slots.get(i) {
-                Some(Slot::Greeting) => greeting,
-                Some(Slot::Unsubscribe) => unsubscribe,
-                None => continue,
-            };
-            scratch.clear();
-            let col = qp_encode(value, &mut scratch);
-            piece(&scratch, col == 0, out);
-        }
-        // The delimiter's own CRLF: a body ending on a line break keeps it.
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// The standard base64 alphabet, for RFC 2047 encoded-words.
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// RFC 2047 B encoded-words for `text`, separated by spaces (fold points), each
-/// at most 68 columns and holding whole UTF-8 characters.
-fn encoded_words(text: &str, out: &mut String) {
-    let mut rest = text;
-    let mut first = true;
-    while !rest.is_empty() {
-        let mut cut = rest.len().min(42);
-        while !rest.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        if !first {
-            out.push(' ');
-        }
-        first = false;
-        out.push_str("=?utf-8?b?");
-        out.push_str(&b64(&rest.as_bytes()[..cut]));
-        out.push_str("?=");
-        rest = &rest[cut..];
-    }
-}
-
-/// True when `text` can go in a header as it is: printable ASCII, no
-/// encoded-word look-alike, no word too long to fold.
-fn header_safe(text: &str) -> bool {
-    text.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && !text.contains("=?")
-        && text.split(' ').all(|w| w.len() <= 60)
-}
-
-/// A display name as an RFC 5322 phrase: atoms, a quoted string, or encoded-words.
-fn push_phrase(name: &str, out: &mut String) {
-    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~ ".contains(c);
-    if !header_safe(name) {
-        encoded_words(name, out);
-    } else if name.chars().all(atext) {
-        out.push_str(name);
-    } else {
-        out.push('"');
-        for c in name.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push('"');
-    }
-}
-
-/// `Name <address>` (or the bare address without a name).
-fn mailbox_value(name: Option<&str>, address: &str) -> String {
-    let mut v = String::with_capacity(address.len() + 40);
-    match name.map(str::trim).filter(|n| !n.is_empty()) {
-        Some(n) => {
-            push_phrase(n, &mut v);
-            v.push_str(" <");
-            v.push_str(address);
-            v.push('>');
-        }
-        None => v.push_str(address),
-    }
-    v
-}
-
-/// Appends `name: value` and CRLF, folded at spaces so that lines stay within
-/// 78 columns where the value allows it (never a line of blanks only).
-fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
-    let line = format!("{name}: {value}");
-    let mut rest = line.as_bytes();
-    while rest.len() > 78 {
-        let fold_at = |i: usize| rest[i] == b' ' && rest[i - 1] != b' ' && rest[i - 1] != b':';
-        let before = (1..=78).rev().find(|&i| fold_at(i));
-        let at = before.or_else(|| (79..rest.len()).find(|&i| fold_at(i)));
-        let Some(at) = at else { break };
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(b"\r\n");
-        rest = &rest[at..];
-    }
-    out.extend_from_slice(rest);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// One variant's message parts, encoded once for every subscriber who gets it
@@ -688,6 +382,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use mail_parser::{MessageParser, MimeHeaders};
+    use std::path::Path;
 
     const CONFIG: &str = r#"
 [newsletter]
@@ -888,12 +583,6 @@ reply_to = "Rédaction <redaction@news.example.com>"
     }
 
     #[test]
-    fn list_id_phrase_is_quoted_when_it_holds_specials() {
-        assert_eq!(list_id_value("Le Matin", "x.y"), "Le Matin <x.y>");
-        assert_eq!(list_id_value("News, Daily", "x.y"), "\"News, Daily\" <x.y>");
-    }
-
-    #[test]
     fn each_message_gets_its_own_message_id() {
         let f = factory(CONFIG);
         let a = f
@@ -911,48 +600,6 @@ reply_to = "Rédaction <redaction@news.example.com>"
         assert!(f
             .build("not an address", None, &email(), "T", now())
             .is_err());
-    }
-
-    /// A quoted-printable body alone, decoded by mail-parser.
-    fn qp_decoded(qp: &[u8]) -> String {
-        let mut raw = b"Content-Type: text/plain; charset=utf-8\r\n\
-            Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-            .to_vec();
-        raw.extend_from_slice(qp);
-        let m = MessageParser::default().parse(&raw).unwrap();
-        m.body_text(0).unwrap().into_owned()
-    }
-
-    #[test]
-    fn quoted_printable_round_trips_the_hard_cases_within_76_columns() {
-        let cases = [
-            "".to_string(),
-            "a = b\n".into(),
-            "trailing space \nand tab\t\nat the end ".into(),
-            "crlf\r\nbare cr\ralone\n\n\nblank lines".into(),
-            ".leading dot\n..two\n".into(),
-            "é".repeat(200),
-            "x".repeat(75) + "=" + &"y".repeat(300),
-            format!("{} \n{}\t", "w".repeat(74), "v".repeat(75)),
-            "Zoë Ğüñ 日本語 🙂 \u{0} \u{7f} ~".into(),
-        ];
-        for case in cases {
-            let mut out = Vec::new();
-            let col = qp_encode(case.as_bytes(), &mut out);
-            let text = std::str::from_utf8(&out).unwrap();
-            assert!(text.is_ascii());
-            for line in text.split("\r\n") {
-                assert!(line.len() <= 76, "{line:?} is {} long", line.len());
-                assert!(!line.ends_with([' ', '\t']), "trailing blank in {line:?}");
-            }
-            assert!(
-                !text.replace("\r\n", "").contains('\n'),
-                "bare LF in {text:?}"
-            );
-            assert_eq!(col, text.rsplit("\r\n").next().unwrap().len());
-            let expected = case.replace("\r\n", "\n");
-            assert_eq!(qp_decoded(&out).replace("\r\n", "\n"), expected, "{case:?}");
-        }
     }
 
     fn digest() -> crate::domain::Digest {

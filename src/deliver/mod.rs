@@ -2,8 +2,10 @@
 //! SMTP and file transports, retry policy, and the ledger-driven send loop.
 
 pub mod compose;
+pub mod dkim;
 pub mod lint;
 pub mod message;
+mod mime;
 pub mod rate;
 pub mod send;
 pub mod token;
