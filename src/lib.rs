@@ -18,6 +18,7 @@ pub mod editor;
 pub mod http;
 pub mod ingest;
 pub mod lease;
+pub mod markup;
 pub mod metrics;
 pub mod pipeline;
 pub mod render;

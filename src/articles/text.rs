@@ -1,6 +1,8 @@
 //! HTML (or plain text) of unknown quality → clean plain text, and teasers cut
 //! at a word.
 
+use crate::markup::{self, Token};
+
 /// Elements whose content is never text for a reader.
 const HIDDEN_ELEMENTS: &[&str] = &[
     "script", "style", "noscript", "template", "iframe", "object", "svg", "math", "head", "title",
@@ -71,81 +73,25 @@ fn looks_like_markup(s: &str) -> bool {
 /// open a tag ("a < b") is kept.
 pub fn strip_tags(input: &str) -> String {
     let mut out = String::with_capacity(input.len());
-    let bytes = input.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let Some(rel) = input[i..].find('<') else {
-            out.push_str(&input[i..]);
-            break;
-        };
-        out.push_str(&input[i..i + rel]);
-        i += rel;
-        let rest = &input[i..];
-        if let Some(after) = rest.strip_prefix("<!--") {
-            i += 4 + after.find("-->").map(|p| p + 3).unwrap_or(after.len());
-            out.push(' ');
-            continue;
-        }
-        let next = bytes.get(i + 1).copied().unwrap_or(b' ');
-        if !(next.is_ascii_alphabetic() || next == b'/' || next == b'!' || next == b'?') {
-            out.push('<');
-            i += 1;
-            continue;
-        }
-        let closing = next == b'/';
-        let name_start = i + 1 + usize::from(closing);
-        let name_len = input[name_start..]
-            .bytes()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b':')
-            .count();
-        let name = input[name_start..name_start + name_len].to_ascii_lowercase();
-        let tag_end = end_of_tag(input, name_start + name_len);
-        i = tag_end;
-        if !closing && HIDDEN_ELEMENTS.contains(&name.as_str()) {
-            let self_closed = input[..tag_end].ends_with("/>");
-            if !self_closed {
-                i = skip_past_closing(input, tag_end, &name);
+    let mut tokens = markup::tokens(input);
+    while let Some(token) = tokens.next() {
+        match token {
+            Token::Text(text) => out.push_str(text),
+            Token::Comment => out.push(' '),
+            Token::Tag(tag) => {
+                let name = tag.name.as_str();
+                if !tag.closing && HIDDEN_ELEMENTS.contains(&name) {
+                    if !tag.self_closing {
+                        tokens.skip_element(name);
+                    }
+                    out.push(' ');
+                } else if BLOCK_ELEMENTS.contains(&name) {
+                    out.push(' ');
+                }
             }
-            out.push(' ');
-        } else if BLOCK_ELEMENTS.contains(&name.as_str()) {
-            out.push(' ');
         }
     }
     out
-}
-
-/// Index just past the `>` that ends a tag whose attributes start at `from`,
-/// honouring quoted attribute values. An unterminated tag runs to the end.
-fn end_of_tag(s: &str, from: usize) -> usize {
-    let mut quote: Option<u8> = None;
-    for (off, c) in s.as_bytes()[from..].iter().enumerate() {
-        match (quote, *c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, b'"') | (None, b'\'') => quote = Some(*c),
-            (None, b'>') => return from + off + 1,
-            _ => {}
-        }
-    }
-    s.len()
-}
-
-/// Index past `</name ...>` (ASCII case-insensitive), or the end of `s`.
-fn skip_past_closing(s: &str, from: usize, name: &str) -> usize {
-    let needle = format!("</{name}");
-    let hay = s.as_bytes();
-    let n = needle.len();
-    let mut j = from;
-    while j + n <= hay.len() {
-        if hay[j] == b'<' && hay[j..j + n].eq_ignore_ascii_case(needle.as_bytes()) {
-            let boundary = hay.get(j + n).copied().unwrap_or(b'>');
-            if !(boundary.is_ascii_alphanumeric() || boundary == b'-') {
-                return end_of_tag(s, j + n);
-            }
-        }
-        j += 1;
-    }
-    s.len()
 }
 
 /// Removes control characters (CR and LF included) and invisible formatting
