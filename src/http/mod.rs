@@ -23,6 +23,7 @@ use crate::domain::{Locale, SubscriberEmail};
 use crate::store::Store;
 
 pub mod archive;
+pub mod fields;
 pub mod health;
 pub mod limit;
 pub mod mail;
@@ -327,6 +328,12 @@ impl FromRequestParts<AppState> for ClientAddr {
     }
 }
 
+/// `?lang=` of a page's address.
+#[derive(Debug, Default, serde::Deserialize)]
+struct LangField {
+    lang: Option<String>,
+}
+
 /// The page language when no subscriber is known: `?lang=`, else Accept-Language,
 /// else the newsletter's locale.
 #[derive(Debug, Clone, Copy)]
@@ -335,11 +342,9 @@ pub struct PageLocale(pub Locale);
 impl FromRequestParts<AppState> for PageLocale {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Self::Rejection> {
-        let from_query = parts.uri.query().and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "lang")
-                .and_then(|(_, v)| v.parse::<Locale>().ok())
-        });
+        let from_query = fields::queried::<LangField>(&parts.uri)
+            .lang
+            .and_then(|v| v.parse::<Locale>().ok());
         Ok(PageLocale(
             from_query
                 .or_else(|| accept_language(&parts.headers))

@@ -5,12 +5,12 @@
 //! address receives the newsletter: an unsubscribed reader stays unsubscribed.
 //! No section ticked means no preference: every section, in the order.
 
-use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::html;
 
+use super::fields::{Fields, Posted, Queried, TokenField};
 use super::unsubscribe::{resolve, subscriber_locale, token_in};
 use super::{page, pages, AppError, AppState, PageLocale, Problem};
 use crate::domain::{Locale, Subscriber, SubscriberStatus};
@@ -23,19 +23,19 @@ struct Choice {
 }
 
 impl Choice {
-    /// Parses the form; an unknown language or section is an error that names it.
-    fn parse(body: &[u8], offered: &[String]) -> Result<Choice, String> {
+    /// Reads the form; an unknown language or section is an error that names it.
+    fn parse(fields: &Fields, offered: &[String]) -> Result<Choice, String> {
         let mut c = Choice::default();
         let mut ticked = Vec::new();
-        for (k, v) in url::form_urlencoded::parse(body) {
-            match k.as_ref() {
+        for (k, v) in fields {
+            match k.as_str() {
                 "locale" => {
                     c.locale = Some(
                         v.parse()
-                            .map_err(|_| format!("unknown language {:?}", v.as_ref()))?,
+                            .map_err(|_| format!("unknown language {:?}", v.as_str()))?,
                     )
                 }
-                "categories" => ticked.push(v.into_owned()),
+                "categories" => ticked.push(v.clone()),
                 _ => {}
             }
         }
@@ -83,9 +83,9 @@ async fn subscriber(
 pub async fn show(
     State(state): State<AppState>,
     lang: PageLocale,
-    RawQuery(query): RawQuery,
+    Queried(query): Queried<TokenField>,
 ) -> Result<Response, AppError> {
-    let token = token_in(query.as_deref(), b"");
+    let token = token_in(None, query.token);
     let sub = subscriber(&state, token.clone(), lang).await?;
     let locale = subscriber_locale(&state, Some(&sub), lang);
     Ok(page(
@@ -97,12 +97,15 @@ pub async fn show(
 pub async fn save(
     State(state): State<AppState>,
     lang: PageLocale,
-    body: Bytes,
+    Posted(fields): Posted<Fields>,
 ) -> Result<Response, AppError> {
-    let token = token_in(None, &body);
-    let sub = subscriber(&state, token, lang).await?;
+    let token = fields
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.clone());
+    let sub = subscriber(&state, token_in(token, None), lang).await?;
     let locale = subscriber_locale(&state, Some(&sub), lang);
-    let choice = Choice::parse(&body, &state.cfg.categories()).map_err(|msg| {
+    let choice = Choice::parse(&fields, &state.cfg.categories()).map_err(|msg| {
         AppError::new(StatusCode::BAD_REQUEST, locale, Problem::Invalid(msg))
             .for_brand(state.brand())
     })?;
@@ -125,23 +128,29 @@ pub async fn save(
 
 #[cfg(test)]
 mod tests {
+    use super::super::fields::testing::posted;
     use super::*;
 
     #[test]
     fn the_form_names_an_unknown_language_or_section_and_keeps_each_section_once() {
         let offered = vec!["Monde".to_string(), "Économie".to_string()];
         let c = Choice::parse(
-            "token=t&locale=en&categories=Monde&categories=%C3%89conomie&categories=Monde"
-                .as_bytes(),
+            &posted(
+                "token=t&locale=en&categories=Monde&categories=%C3%89conomie&categories=Monde"
+                    .as_bytes(),
+            ),
             &offered,
         )
         .unwrap();
         assert_eq!(c.locale, Some(Locale::En));
         assert_eq!(c.categories, ["Monde", "Économie"]);
-        let e = Choice::parse(b"locale=de", &offered).unwrap_err();
+        let e = Choice::parse(&posted(b"locale=de"), &offered).unwrap_err();
         assert!(e.contains("\"de\""), "{e}");
-        let e = Choice::parse(b"categories=Sport", &offered).unwrap_err();
+        let e = Choice::parse(&posted(b"categories=Sport"), &offered).unwrap_err();
         assert!(e.contains("\"Sport\""), "{e}");
-        assert_eq!(Choice::parse(b"", &offered).unwrap(), Choice::default());
+        assert_eq!(
+            Choice::parse(&posted(b""), &offered).unwrap(),
+            Choice::default()
+        );
     }
 }

@@ -11,13 +11,13 @@
 //! is re-activated: confirming from their own mailbox is their explicit choice.
 //! (A CSV import or `subscribers add` never re-activates it.)
 
-use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Duration;
 use maud::html;
 
+use super::fields::{Fields, Posted, Queried, TokenField};
 use super::{page, pages, AppError, AppState, ClientAddr, PageLocale, Problem, TokenProblem};
 use crate::domain::{Locale, SubscriberEmail, SubscriberStatus};
 use crate::store::{NewSubscriber, PendingSignup};
@@ -53,15 +53,15 @@ pub struct SignupForm {
 }
 
 impl SignupForm {
-    fn parse(body: &[u8]) -> SignupForm {
+    fn parse(fields: Fields) -> SignupForm {
         let mut f = SignupForm::default();
-        for (k, v) in url::form_urlencoded::parse(body) {
-            match k.as_ref() {
-                "email" => f.email = v.into_owned(),
-                "name" => f.name = v.into_owned(),
+        for (k, v) in fields {
+            match k.as_str() {
+                "email" => f.email = v,
+                "name" => f.name = v,
                 "locale" => f.locale = v.parse().ok(),
-                "categories" => f.categories.push(v.into_owned()),
-                "timezone" => f.timezone = v.into_owned(),
+                "categories" => f.categories.push(v),
+                "timezone" => f.timezone = v,
                 HONEYPOT => f.honeypot |= !v.trim().is_empty(),
                 _ => {}
             }
@@ -179,9 +179,9 @@ pub async fn submit(
     State(state): State<AppState>,
     lang: PageLocale,
     client: ClientAddr,
-    body: Bytes,
+    Posted(fields): Posted<Fields>,
 ) -> Result<Response, AppError> {
-    let f = SignupForm::parse(&body);
+    let f = SignupForm::parse(fields);
     let locale = f.locale.unwrap_or(lang.0);
     let w = pages::words(locale);
     if let Some(ip) = client.0 {
@@ -284,15 +284,6 @@ pub async fn submit(
     Ok(done())
 }
 
-fn token_of(query: Option<&str>, body: &[u8]) -> Option<String> {
-    let find = |b: &[u8]| {
-        url::form_urlencoded::parse(b)
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned())
-    };
-    find(body).or_else(|| query.and_then(|q| find(q.as_bytes())))
-}
-
 fn token_error(state: &AppState, locale: Locale, p: TokenProblem) -> AppError {
     let problem = match p {
         TokenProblem::Invalid => Problem::BadLink,
@@ -304,9 +295,9 @@ fn token_error(state: &AppState, locale: Locale, p: TokenProblem) -> AppError {
 pub async fn show_confirm(
     State(state): State<AppState>,
     lang: PageLocale,
-    RawQuery(query): RawQuery,
+    Queried(query): Queried<TokenField>,
 ) -> Result<Response, AppError> {
-    let token = token_of(query.as_deref(), b"").unwrap_or_default();
+    let token = query.token.unwrap_or_default();
     let email = super::verify_confirm_token(&state, &token, state.now())
         .map_err(|p| token_error(&state, lang.0, p))?;
     let w = pages::words(lang.0);
@@ -331,10 +322,10 @@ pub async fn show_confirm(
 pub async fn confirm(
     State(state): State<AppState>,
     lang: PageLocale,
-    RawQuery(query): RawQuery,
-    body: Bytes,
+    Queried(query): Queried<TokenField>,
+    Posted(form): Posted<TokenField>,
 ) -> Result<Response, AppError> {
-    let token = token_of(query.as_deref(), &body).unwrap_or_default();
+    let token = form.token.or(query.token).unwrap_or_default();
     let now = state.now();
     let email = super::verify_confirm_token(&state, &token, now)
         .map_err(|p| token_error(&state, lang.0, p))?;
@@ -393,6 +384,7 @@ pub async fn confirm(
 
 #[cfg(test)]
 mod tests {
+    use super::super::fields::testing::posted;
     use super::*;
 
     fn offered() -> Vec<String> {
@@ -401,9 +393,9 @@ mod tests {
 
     #[test]
     fn a_valid_form_becomes_a_pending_subscriber() {
-        let f = SignupForm::parse(
+        let f = SignupForm::parse(posted(
             "email=Jean%40Example.COM&name=+Jean+&locale=en&categories=Monde&categories=%C3%89conomie&categories=Monde&timezone=America%2FNew_York".as_bytes(),
-        );
+        ));
         let n = f.validate(&offered(), Locale::Fr).unwrap();
         assert_eq!(n.email.as_str(), "Jean@example.com");
         assert_eq!(n.name.as_deref(), Some("Jean"));
@@ -418,20 +410,20 @@ mod tests {
 
     #[test]
     fn a_header_injection_in_the_address_or_name_is_refused() {
-        let f = SignupForm::parse(b"email=a%40b.com%0D%0ABcc%3A+x%40y.com");
+        let f = SignupForm::parse(posted(b"email=a%40b.com%0D%0ABcc%3A+x%40y.com"));
         assert!(f.validate(&offered(), Locale::Fr).is_err());
-        let f = SignupForm::parse(b"email=a%40b.com&name=x%0Ay");
+        let f = SignupForm::parse(posted(b"email=a%40b.com&name=x%0Ay"));
         assert!(f.validate(&offered(), Locale::Fr).is_err());
     }
 
     #[test]
     fn an_unknown_category_is_refused_and_a_bad_zone_ignored() {
-        let f = SignupForm::parse(b"email=a%40b.com&categories=Crypto");
+        let f = SignupForm::parse(posted(b"email=a%40b.com&categories=Crypto"));
         assert!(f
             .validate(&offered(), Locale::Fr)
             .unwrap_err()
             .contains("Crypto"));
-        let f = SignupForm::parse(b"email=a%40b.com&timezone=Mars%2FOlympus");
+        let f = SignupForm::parse(posted(b"email=a%40b.com&timezone=Mars%2FOlympus"));
         assert_eq!(f.validate(&offered(), Locale::Fr).unwrap().timezone, None);
     }
 }

@@ -5,22 +5,27 @@
 //! idempotent and answers 200 without a redirect, as RFC 8058 asks. The mailto
 //! of List-Unsubscribe is for operators to route to `digestif unsubscribe EMAIL`.
 
-use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use serde::Deserialize;
 
+use super::fields::{Posted, Queried, TokenField};
 use super::{page, pages, AppError, AppState, PageLocale, Problem};
 use crate::domain::{Locale, Subscriber, SubscriberStatus};
 
-pub(super) fn token_in(query: Option<&str>, body: &[u8]) -> Option<String> {
-    let find = |bytes: &[u8]| {
-        url::form_urlencoded::parse(bytes)
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned())
-            .filter(|v| !v.is_empty())
-    };
-    find(body).or_else(|| query.and_then(|q| find(q.as_bytes())))
+/// The unsubscribe button's form, or an RFC 8058 one-click POST.
+#[derive(Debug, Default, Deserialize)]
+pub struct UnsubscribeForm {
+    token: Option<String>,
+    #[serde(rename = "List-Unsubscribe")]
+    list_unsubscribe: Option<String>,
+}
+
+/// The form's token, else the query string's; an empty one is none.
+pub(super) fn token_in(form: Option<String>, query: Option<String>) -> Option<String> {
+    let given = |t: Option<String>| t.filter(|v| !v.is_empty());
+    given(form).or_else(|| given(query))
 }
 
 /// The subscriber behind a genuine token (None: genuine, but the address was removed).
@@ -56,9 +61,9 @@ pub(super) fn subscriber_locale(
 pub async fn show(
     State(state): State<AppState>,
     lang: PageLocale,
-    RawQuery(query): RawQuery,
+    Queried(query): Queried<TokenField>,
 ) -> Result<Response, AppError> {
-    let token = token_in(query.as_deref(), b"");
+    let token = token_in(None, query.token);
     let sub = resolve(&state, token.clone(), lang).await?;
     let locale = subscriber_locale(&state, sub.as_ref(), lang);
     let w = pages::words(locale);
@@ -92,17 +97,16 @@ pub async fn show(
 pub async fn act(
     State(state): State<AppState>,
     lang: PageLocale,
-    RawQuery(query): RawQuery,
-    body: Bytes,
+    Queried(query): Queried<TokenField>,
+    Posted(form): Posted<UnsubscribeForm>,
 ) -> Result<Response, AppError> {
-    let token = token_in(query.as_deref(), &body);
+    let one_click = form.list_unsubscribe.as_deref() == Some("One-Click");
+    let token = token_in(form.token, query.token);
     let sub = resolve(&state, token, lang).await?;
     let locale = subscriber_locale(&state, sub.as_ref(), lang);
     if let Some(s) = &sub {
         if s.status != SubscriberStatus::Unsubscribed {
             let (id, now) = (s.id, state.now());
-            let one_click = url::form_urlencoded::parse(&body)
-                .any(|(k, v)| k == "List-Unsubscribe" && v == "One-Click");
             let why = if one_click {
                 "one-click unsubscribe"
             } else {
@@ -163,15 +167,21 @@ fn keep_trying(state: AppState, id: i64, why: &'static str, at: chrono::DateTime
 
 #[cfg(test)]
 mod tests {
+    use super::super::fields::testing::{posted, query};
     use super::*;
 
     #[test]
     fn the_token_comes_from_the_form_or_the_query() {
+        let one_click: UnsubscribeForm = posted(b"List-Unsubscribe=One-Click");
+        assert_eq!(one_click.list_unsubscribe.as_deref(), Some("One-Click"));
+        let q: TokenField = query("token=abc");
+        assert_eq!(token_in(one_click.token, q.token), Some("abc".into()));
+        let button: UnsubscribeForm = posted(b"token=x%2By");
+        assert_eq!(token_in(button.token, None), Some("x+y".into()));
+        let q: TokenField = query("token=");
         assert_eq!(
-            token_in(Some("token=abc"), b"List-Unsubscribe=One-Click"),
-            Some("abc".into())
+            token_in(posted::<UnsubscribeForm>(b"").token, q.token),
+            None
         );
-        assert_eq!(token_in(None, b"token=x%2By"), Some("x+y".into()));
-        assert_eq!(token_in(Some("token="), b""), None);
     }
 }
