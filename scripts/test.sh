@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
-# Postfix: the real MTA that returns a refused message as a DSN (tests/bounces.rs).
+# Postfix: the real MTA that returns a refused message as a DSN (tests/it/bounces.rs).
 [ -x /usr/sbin/postfix ] || need_apt+=(postfix)
 # PostgreSQL: the store tests start a throwaway cluster of their own (initdb, pg_ctl).
 if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then

@@ -122,11 +122,11 @@ macro_rules! on_each_backend {
             mod $name {
                 #[tokio::test(flavor = "multi_thread")]
                 async fn sqlite() {
-                    super::$name($crate::app::Db::Sqlite).await
+                    super::$name($crate::support::app::Db::Sqlite).await
                 }
                 #[tokio::test(flavor = "multi_thread")]
                 async fn postgres() {
-                    super::$name($crate::app::Db::Postgres).await
+                    super::$name($crate::support::app::Db::Postgres).await
                 }
             }
         )*

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod app;
+pub mod browser;
 pub mod cert;
 pub mod pg_cluster;
 pub mod site;

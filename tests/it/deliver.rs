@@ -1,7 +1,7 @@
 //! Delivery end to end: a real SMTP server (aiosmtpd) over TCP, every message
 //! parsed with an independent MIME parser (mail-parser).
 
-mod support;
+use crate::support;
 
 use digestif::config::{Smtp, TlsMode};
 use digestif::deliver::message::Outgoing;

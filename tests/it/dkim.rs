@@ -2,7 +2,7 @@
 //! real SMTP server (aiosmtpd), and every received message checked by an
 //! independent verifier (Python's dkimpy) against the public key.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,7 +1,7 @@
 //! `digestif build` for a date whose issue already went out: the archive (the web
 //! version, "view in browser") must keep showing what subscribers received.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -1,7 +1,7 @@
 //! `digestif send`, `ledger` and `unsubscribe` as an operator runs them: the
 //! binary, subscribers in SQLite, a real SMTP server (aiosmtpd) over TCP.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Output;

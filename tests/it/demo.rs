@@ -2,16 +2,14 @@
 //! issue is built and archived, and every active example subscriber gets one
 //! complete message in the outbox, once, even when the demo is run again.
 
-#[path = "support/app.rs"]
-mod app;
-mod support;
+use crate::support::app;
 
 use std::path::Path;
 use std::process::Command;
 
 use mail_parser::{MessageParser, MimeHeaders};
 
-const CSV: &str = include_str!("../subscribers.example.csv");
+const CSV: &str = include_str!("../../subscribers.example.csv");
 
 /// The active addresses of the shipped example list.
 fn active_readers() -> Vec<String> {

@@ -1,7 +1,7 @@
 //! `digestif check` against real parts: an SMTP server that takes the session
 //! (and receives no mail), one that is not there, a broken feed next to a good one.
 
-mod support;
+use crate::support;
 
 use support::site::{digestif_cmd, sending_head, site_dir, smtp_table};
 use support::SmtpServer;

@@ -2,7 +2,7 @@
 //! "postgres://…"`, the binary, a throwaway cluster of the tests' own and a real
 //! SMTP server (aiosmtpd) over TCP; two `serve` processes on one database.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Output;

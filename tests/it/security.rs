@@ -2,9 +2,9 @@
 //! readers: forged or misdirected links, secrets, identities, suppressions.
 //! Real binary, real SQLite file, the HTTP service through a real client.
 
-#[path = "support/app.rs"]
-mod app;
-mod support;
+use crate::on_each_backend;
+use crate::support;
+use crate::support::app;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -2,9 +2,9 @@
 //! random port, a real SQLite file, a real SMTP server (aiosmtpd), and the
 //! `digestif serve` binary itself for the multi-process and signal cases.
 
-#[path = "support/app.rs"]
-mod app;
-mod support;
+use crate::on_each_backend;
+use crate::support;
+use crate::support::app;
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

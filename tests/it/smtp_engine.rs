@@ -7,7 +7,7 @@
 //! injected after the STARTTLS 220, and a kill -9 in the middle of a send.
 //! Every message the server accepts is parsed with mail-parser.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

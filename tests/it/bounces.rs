@@ -2,7 +2,7 @@
 //! VERP envelope sender seen by a real SMTP server, and `digestif bounces` run
 //! on returned mail.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -3,11 +3,8 @@
 //! message, only when chromium is not installed (`scripts/test.sh` installs it), and
 //! never under CI (`CI` set): there a missing browser fails the tests.
 
-#[path = "support/app.rs"]
-mod app;
-#[path = "support/browser.rs"]
-mod browser;
-mod support;
+use crate::support::app;
+use crate::support::browser;
 
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! End to end: the binary turns feeds into an archived issue, previews it,
 //! lists its candidates, and refuses bad input with a clear message.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

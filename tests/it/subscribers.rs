@@ -1,6 +1,6 @@
 //! End-to-end: `digestif subscribers …` run as a binary against a SQLite file.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
