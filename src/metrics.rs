@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use chrono::NaiveDate;
 
+use crate::bounces::webhook::Provider;
 use crate::bounces::EventKind;
 use crate::domain::SubscriberStatus;
 use crate::store::{FailedStep, RunRecord, RunStatus};
@@ -33,6 +34,8 @@ pub struct Metrics {
     signups: AtomicU64,
     confirmations: AtomicU64,
     unsubscribes: AtomicU64,
+    /// Webhook requests refused (bad signature or credentials): SES, Postmark.
+    webhooks_refused: [AtomicU64; 2],
     last_built: Mutex<Option<NaiveDate>>,
 }
 
@@ -81,6 +84,10 @@ impl Metrics {
     }
     pub fn unsubscribe(&self) {
         self.unsubscribes.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A relay's report refused: forged, or the relay's setup no longer matches ours.
+    pub fn webhook_refused(&self, provider: Provider) {
+        self.webhooks_refused[provider as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The exposition text; `subscribers` comes from the store at scrape time.
@@ -142,6 +149,19 @@ impl Metrics {
             "Unsubscribe requests honoured.",
             g(&self.unsubscribes),
         );
+        let _ = writeln!(
+            out,
+            "# HELP digestif_webhook_refused_total Relay reports refused (signature or credentials).\n\
+             # TYPE digestif_webhook_refused_total counter"
+        );
+        for p in [Provider::Ses, Provider::Postmark] {
+            let _ = writeln!(
+                out,
+                "digestif_webhook_refused_total{{provider=\"{}\"}} {}",
+                p.as_str(),
+                g(&self.webhooks_refused[p as usize])
+            );
+        }
         let _ = writeln!(out, "# HELP digestif_runs_total Scheduled runs by status.\n# TYPE digestif_runs_total counter");
         for (status, a) in [
             ("ok", &self.runs_ok),

@@ -15,8 +15,8 @@ use crate::store::{BounceRecorded, BounceStore, NewBounceEvent, StoreResult};
 /// Who posted the report: also the event's `source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
-    Ses,
-    Postmark,
+    Ses = 0,
+    Postmark = 1,
 }
 
 impl Provider {

@@ -93,6 +93,7 @@ async fn postmark(State(s): State<AppState>, headers: HeaderMap, body: Bytes) ->
         .and_then(|v| v.to_str().ok());
     if !auth.accepts(given) {
         tracing::warn!("postmark webhook: refused a request without the right credentials");
+        s.metrics.webhook_refused(Provider::Postmark);
         return (
             StatusCode::UNAUTHORIZED,
             [(
@@ -120,6 +121,7 @@ async fn ses_sns(State(s): State<AppState>, body: Bytes) -> Response {
         Ok(env) => env,
         Err(e) => {
             tracing::warn!("ses webhook: refused: {e}");
+            s.metrics.webhook_refused(Provider::Ses);
             return text(StatusCode::FORBIDDEN, format!("refused: {e}\n"));
         }
     };

@@ -1279,6 +1279,16 @@ impl Serve {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// GETs `path`: the answer's text.
+    fn get(&self, path: &str) -> String {
+        let url = format!("{}{path}", self.base);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move { reqwest::get(url).await.unwrap().text().await.unwrap() })
+    }
+
     /// POSTs `body` to `path` (with basic auth when given): (status, answer).
     fn post(&self, path: &str, body: &str, auth: Option<(&str, &str)>) -> (u16, String) {
         let url = format!("{}{path}", self.base);
@@ -1360,6 +1370,11 @@ fn postmark_webhooks_change_subscribers_only_with_credentials_and_once_per_event
     }
     assert_eq!(sent.status("r1@example.com"), "r1@example.com\tactive");
     assert!(events_of(&sent, "r1@example.com").is_empty());
+    let metrics = serve.get("/metrics");
+    assert!(
+        metrics.contains("digestif_webhook_refused_total{provider=\"postmark\"} 3\n"),
+        "{metrics}"
+    );
 
     // With them: the hard bounce bounces r1; delivered again (a retry), counted once.
     let (status, answer) = serve.post("/webhooks/postmark", &hard, good);
@@ -1598,6 +1613,13 @@ fn ses_notifications_change_subscribers_only_when_sns_signed_them_with_the_pinne
         assert_eq!(sent.status(who), format!("{who}\tactive"));
         assert!(events_of(&sent, who).is_empty());
     }
+    assert!(
+        serve
+            .get("/metrics")
+            .contains("digestif_webhook_refused_total{provider=\"ses\"} 5\n"),
+        "{}",
+        serve.get("/metrics")
+    );
 
     // Signed by SNS (SignatureVersion 1): r1 bounced; the retry counts once.
     let good = sns_message(&sns, "Notification", &bounce, 7, "1", TOPIC);
