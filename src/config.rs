@@ -213,14 +213,18 @@ impl Default for Fetch {
 #[serde(deny_unknown_fields, default)]
 pub struct Storage {
     /// `sqlite://PATH` (relative to the config file), `sqlite::memory:`, or
-    /// `postgres://user[:password]@host[:port]/database`.
+    /// `postgres://user[:password]@host[:port]/database[?sslmode=verify-full]`.
     pub database: String,
+    /// PEM certificates the PostgreSQL server's certificate is checked against,
+    /// besides the system's roots (relative to the config file); turns TLS on.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for Storage {
     fn default() -> Self {
         Storage {
             database: "sqlite://digestif.db".into(),
+            ca_file: None,
         }
     }
 }
@@ -712,7 +716,9 @@ impl Config {
                 ));
             }
         } else if is_postgres_url(db) {
-            if let Err(e) = db.parse::<postgres::Config>() {
+            let parsed = crate::store::pg::tls::rewrite(db)
+                .and_then(|(url, _)| url.parse::<postgres::Config>().map_err(|e| e.to_string()));
+            if let Err(e) = parsed {
                 return Err(format!(
                     "storage.database is not a valid PostgreSQL URL ({e}); write \
                      postgres://user[:password]@host[:port]/database{}",
@@ -724,6 +730,13 @@ impl Config {
                 "storage.database {db:?}: write sqlite://PATH or \
                  postgres://user@host:port/database{}",
                 line_of("storage.database")
+            ));
+        }
+        if self.storage.ca_file.is_some() && !is_postgres_url(db) {
+            return Err(format!(
+                "storage.ca_file is for a PostgreSQL database (storage.database = \
+                 \"postgres://…?sslmode=verify-full\"); remove it for SQLite{}",
+                line_of("storage.ca_file")
             ));
         }
         let b = &self.bounces;
@@ -850,7 +863,16 @@ impl Config {
     pub fn database(&self) -> crate::store::Location {
         use crate::store::Location;
         if is_postgres_url(&self.storage.database) {
-            return Location::Postgres(self.storage.database.clone());
+            let mut url = self.storage.database.clone();
+            // `[storage] ca_file` travels in the URL as libpq's `sslrootcert`.
+            if let (Some(ca), Ok(mut u)) = (&self.storage.ca_file, url::Url::parse(&url)) {
+                if !u.query_pairs().any(|(k, _)| k == "sslrootcert") {
+                    u.query_pairs_mut()
+                        .append_pair("sslrootcert", &self.resolve(ca).to_string_lossy());
+                    url = u.to_string();
+                }
+            }
+            return Location::Postgres(url);
         }
         match self.database_path() {
             Some(p) => Location::SqliteFile(p),
@@ -1149,6 +1171,29 @@ category = "Monde"
         let e = Config::parse(&text, Path::new(".")).unwrap_err();
         assert!(e.contains("tagl1ne"), "{e}");
         assert!(e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn a_postgresql_url_with_tls_takes_the_ca_file_along_and_sqlite_refuses_one() {
+        let text = format!(
+            "{MINIMAL}\n[storage]\ndatabase = \"postgres://d@db:5432/news?sslmode=verify-full\"\nca_file = \"ca.pem\"\n"
+        );
+        let c = Config::parse(&text, Path::new("/etc/d")).unwrap();
+        assert_eq!(
+            c.database(),
+            crate::store::Location::Postgres(
+                "postgres://d@db:5432/news?sslmode=verify-full&sslrootcert=%2Fetc%2Fd%2Fca.pem"
+                    .into()
+            )
+        );
+        let text =
+            format!("{MINIMAL}\n[storage]\ndatabase = \"sqlite://x.db\"\nca_file = \"ca.pem\"\n");
+        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(e.contains("storage.ca_file") && e.contains("line"), "{e}");
+        let text =
+            format!("{MINIMAL}\n[storage]\ndatabase = \"postgres://d@db/news?sslmode=allow\"\n");
+        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(e.contains("sslmode=allow"), "{e}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::domain::{LinkKey, Locale, Subscriber, SubscriberEmail, SubscriberStat
 mod bounces;
 mod dump;
 mod issues;
+pub mod tls;
 
 /// Schema migrations, the same versions as SQLite's, applied in order and
 /// recorded in `schema_migrations`. Append only.
@@ -64,6 +65,8 @@ pub struct PgStore {
     /// Where it is, without the password (for messages).
     place: String,
     idle: Mutex<Vec<Conn>>,
+    /// TLS to the server, when the URL asks for it (see `tls.rs`).
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// Keys the hashes of suppressed addresses (`settings.suppression_key`).
     suppression_key: Vec<u8>,
 }
@@ -420,7 +423,8 @@ impl PgStore {
     }
 
     fn open_here(url: &str, lock_wait: Option<std::time::Duration>) -> StoreResult<PgStore> {
-        let mut config = postgres::Config::from_str(url).map_err(|e| {
+        let split = tls::split(url, &place_of(url))?;
+        let mut config = postgres::Config::from_str(&split.url).map_err(|e| {
             StoreError::Invalid(format!(
                 "storage.database {:?} is not a PostgreSQL URL such as \
                  postgres://digestif@localhost:5432/digestif: {e}",
@@ -439,6 +443,7 @@ impl PgStore {
             config,
             place: place_of(url),
             idle: Mutex::new(Vec::new()),
+            tls: split.tls,
             suppression_key: Vec::new(),
         };
         let mut conn = store.connect()?;
@@ -462,7 +467,11 @@ impl PgStore {
     }
 
     fn connect(&self) -> StoreResult<Conn> {
-        let client = self.config.connect(NoTls).map_err(|e| match db(e) {
+        let client = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        };
+        let client = client.map_err(|e| match db(e) {
             // No connection slot left on the server: busy, not broken.
             StoreError::Busy(m) => {
                 StoreError::Busy(format!("cannot connect to {}: {m}", self.place))
@@ -1295,6 +1304,39 @@ mod tests {
         );
         tx.rollback().unwrap();
         assert!(unsubscribe().unwrap());
+    }
+
+    /// Whether the store's connection is encrypted, as the server sees it.
+    fn encrypted(s: &PgStore) -> bool {
+        s.query(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()[0]
+            .get(0)
+    }
+
+    #[test]
+    fn sslmode_verify_full_connects_over_tls_checking_the_certificate_against_the_ca_file() {
+        let url = test_cluster::fresh_database();
+        let ca = test_cluster::cluster().ca_file.display().to_string();
+        let plain = PgStore::open(&url).unwrap();
+        assert!(!encrypted(&plain), "without sslmode, as before: in clear");
+        for mode in ["verify-full", "require"] {
+            let s = PgStore::open(&format!("{url}?sslmode={mode}&sslrootcert={ca}")).unwrap();
+            assert!(encrypted(&s), "{mode}");
+            s.upsert_subscriber(&active("tls@example.com")).unwrap();
+        }
+        // With a name the certificate does not carry, or without the CA file:
+        // refused, never in clear.
+        let other_name = url.replace("@127.0.0.1:", "@localhost:");
+        let url_ip = format!("{other_name}?sslmode=verify-full&sslrootcert={ca}");
+        let err = PgStore::open(&url_ip).unwrap_err().to_string();
+        assert!(err.contains("certificate"), "{err}");
+        let err = PgStore::open(&format!("{url}?sslmode=verify-full"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("certificate"), "{err}");
     }
 
     #[test]

@@ -43,6 +43,14 @@ impl Site {
         self.run(&["send", "--date", DATE, "--now", NOW])
     }
 
+    /// Adds r1..rn@example.com through the binary.
+    fn add_readers(&self, n: usize) {
+        for i in 1..=n {
+            let out = self.run(&["subscribers", "add", &format!("r{i}@example.com")]);
+            assert!(out.status.success(), "{}", show(&out));
+        }
+    }
+
     /// Another working folder on the same database (another machine): its
     /// config is this one's passed through `edit`, and it has no `digests/`.
     fn elsewhere(&self, edit: impl Fn(String) -> String) -> Site {
@@ -93,10 +101,7 @@ fn a_send_on_postgresql_reaches_each_subscriber_once_and_a_second_send_sends_not
     assert_eq!(stdout(&out).trim(), "database at schema version 5");
 
     let n = 12;
-    for i in 1..=n {
-        let out = site.run(&["subscribers", "add", &format!("r{i}@example.com")]);
-        assert!(out.status.success(), "{}", show(&out));
-    }
+    site.add_readers(n);
     // One subscriber per address whatever its case, on this backend too.
     let out = site.run(&["subscribers", "add", "R1@EXAMPLE.com"]);
     assert!(out.status.success(), "{}", show(&out));
@@ -173,10 +178,7 @@ fn an_install_moved_from_sqlite_by_store_copy_goes_on_on_postgresql() {
     // The install as it was: on a SQLite file next to the config.
     let cfg = std::fs::read_to_string(site.config()).unwrap();
     std::fs::write(site.config(), cfg.replace(&pg_url, "sqlite://digestif.db")).unwrap();
-    for i in 1..=4 {
-        let out = site.run(&["subscribers", "add", &format!("r{i}@example.com")]);
-        assert!(out.status.success(), "{}", show(&out));
-    }
+    site.add_readers(4);
     let out = site.run(&["unsubscribe", "r4@example.com"]);
     assert!(out.status.success(), "{}", show(&out));
 
@@ -289,10 +291,7 @@ fn a_one_click_unsubscribe_on_one_serve_instance_is_honoured_by_the_next_send() 
          <description>La suite.</description><pubDate>Sat, 28 Nov 2026 05:00:00 +0100</pubDate></item><item>",
     );
     std::fs::write(site.dir.path().join("feeds/monde.xml"), feed).unwrap();
-    for i in 1..=3 {
-        let out = site.run(&["subscribers", "add", &format!("r{i}@example.com")]);
-        assert!(out.status.success(), "{}", show(&out));
-    }
+    site.add_readers(3);
     let out = site.send();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(recipients(&server), everyone(3));
@@ -427,4 +426,47 @@ fn two_serve_instances_in_different_folders_show_the_same_archive() {
     .unwrap();
     let (_, page) = http(port_b, "GET", &format!("/archive/{DATE}"), "").unwrap();
     assert!(page.ends_with(&kept), "the page is the archived email");
+}
+
+/// `?sslmode=verify-full` and `[storage] ca_file`: every connection of every
+/// command is made over TLS, the server's certificate checked against the file
+/// (the server refuses this database in clear, so the send proves it).
+#[test]
+fn a_send_over_tls_checks_the_database_certificate_against_the_ca_file_of_the_config() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    let cluster = pg_cluster::cluster();
+    cluster.require_tls_for(site.url.rsplit('/').next().unwrap());
+    let out = site.run(&["migrate"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "in clear: refused\n{}",
+        show(&out)
+    );
+
+    std::fs::copy(&cluster.ca_file, site.dir.path().join("db-ca.pem")).unwrap();
+    let cfg = std::fs::read_to_string(site.config()).unwrap().replace(
+        &format!("database = \"{}\"", site.url),
+        &format!(
+            "database = \"{}?sslmode=verify-full\"\nca_file = \"db-ca.pem\"",
+            site.url
+        ),
+    );
+    std::fs::write(site.config(), cfg).unwrap();
+    site.add_readers(3);
+    let out = site.send();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(recipients(&server), everyone(3));
+
+    // Another CA: the certificate is refused, nothing is done in clear instead.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(site.dir.path().join("db-ca.pem"), other.cert.pem()).unwrap();
+    let out = site.run(&["subscribers", "list"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("certificate"),
+        "{}",
+        show(&out)
+    );
 }

@@ -16,6 +16,9 @@ pub struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
     pub port: u16,
+    /// The server's certificate (self-signed, for 127.0.0.1 only),
+    /// PEM: what a client trusts to connect over TLS.
+    pub ca_file: PathBuf,
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -92,6 +95,24 @@ fn start() -> Cluster {
             .unwrap();
         assert!(st.success(), "chown postgres {}", dir.display());
     }
+    // TLS is on: clients choose (sslmode) whether to use it.
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    if root {
+        let st = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&cert)
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(st.success(), "chown postgres the certificate");
+    }
     let data = dir.join("data");
     let out = pg_command(&bin, "initdb", root)
         .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
@@ -108,8 +129,11 @@ fn start() -> Cluster {
     let port = free_port();
     let opts = format!(
         "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off \
-         -c synchronous_commit=off -c full_page_writes=off -c max_connections=400",
-        dir.display()
+         -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 \
+         -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        dir.display(),
+        cert.display(),
+        key.display()
     );
     let out = pg_command(&bin, "pg_ctl", root)
         .args(["start", "-w", "-t", "60", "-D"])
@@ -146,7 +170,12 @@ fn start() -> Cluster {
         .status()
         .unwrap();
     assert!(watcher.success(), "cannot start the cluster's watcher");
-    Cluster { dir, bin, port }
+    Cluster {
+        dir,
+        bin,
+        port,
+        ca_file: cert,
+    }
 }
 
 /// The cluster of this test binary, started on first use.
@@ -158,6 +187,17 @@ impl Cluster {
     /// The URL of database `name` in this cluster.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// From now on the server refuses connections to database `name` that are
+    /// not over TLS (a `hostnossl … reject` line first in pg_hba.conf, reloaded).
+    pub fn require_tls_for(&self, name: &str) {
+        let hba = self.dir.join("data/pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(&hba, format!("hostnossl {name} all all reject\n{rules}")).unwrap();
+        let mut c = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+            .expect("connect to the test cluster");
+        c.batch_execute("SELECT pg_reload_conf()").unwrap();
     }
 
     /// A new empty database; its URL.
