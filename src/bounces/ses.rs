@@ -89,6 +89,16 @@ pub fn parse(message: &str) -> Result<Vec<ProviderEvent>, String> {
         .map(|h| h.value.clone())
         .collect();
     message_ids.extend(n.mail.common_headers.and_then(|c| c.message_id));
+    let bounce_or_complaint =
+        matches!(n.notification_type.as_deref(), Some("Bounce" | "Complaint"));
+    if message_ids.is_empty() && bounce_or_complaint {
+        return Err(
+            "the notification does not carry the message's original headers, so it \
+                    cannot be matched to what was sent: in SES, turn on \"Include original email \
+                    headers\" for this identity's Bounce and Complaint notifications"
+                .into(),
+        );
+    }
     message_ids.extend(n.mail.message_id.clone());
     message_ids.dedup();
     let ses_id = n.mail.message_id.unwrap_or_default();
@@ -234,8 +244,16 @@ mod tests {
         assert!(parse(r#"{"mail":{}}"#)
             .unwrap_err()
             .contains("notificationType"));
-        assert!(parse(r#"{"notificationType":"Bounce","mail":{}}"#)
+        assert!(parse(
+            r#"{"notificationType":"Bounce","mail":{"commonHeaders":{"messageId":"<a@b>"}}}"#
+        )
+        .unwrap_err()
+        .contains("bounce object"));
+        // Without the original headers nothing can be matched: the error says what to turn on.
+        let bare = r#"{"notificationType":"Bounce","mail":{"messageId":"0100-ses-own"},
+            "bounce":{"bounceType":"Permanent","bouncedRecipients":[{"emailAddress":"a@b.example"}]}}"#;
+        assert!(parse(bare)
             .unwrap_err()
-            .contains("bounce object"));
+            .contains("Include original email headers"));
     }
 }

@@ -1658,6 +1658,36 @@ fn ses_notifications_change_subscribers_only_when_sns_signed_them_with_the_pinne
     assert_eq!(sent.status("r3@example.com"), "r3@example.com\tactive");
     assert!(events_of(&sent, "r3@example.com")[0].contains("soft_bounce\t4.2.2"));
 
+    // Signed, but without the original headers: said, and nothing changes.
+    let mut bare: serde_json::Value = serde_json::from_str(&payload(
+        "ses-bounce-permanent.json",
+        &sent,
+        "r3@example.com",
+        205,
+    ))
+    .unwrap();
+    for h in ["headers", "commonHeaders"] {
+        bare["mail"].as_object_mut().unwrap().remove(h);
+    }
+    let (status, answer) = post(&sns_message(
+        &sns,
+        "Notification",
+        &bare.to_string(),
+        11,
+        "2",
+        TOPIC,
+    ));
+    assert_eq!(status, 200);
+    assert!(
+        answer.contains("Include original email headers"),
+        "{answer}"
+    );
+    assert!(
+        serve.log().contains("Include original email headers"),
+        "{}",
+        serve.log()
+    );
+
     // Signed, but about r1's message for r3: matches no one.
     let crossed = bounce
         .replace("<r1@example.com>", "<r3@example.com>")
