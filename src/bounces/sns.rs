@@ -260,6 +260,9 @@ impl Verifier {
         ) else {
             return Err(Refused::Unsigned);
         };
+        if !matches!(version, "1" | "2") {
+            return Err(Refused::UnknownSignatureVersion(version.to_string()));
+        }
         if !is_sns_cert_url(cert_url) {
             return Err(Refused::BadCertUrl(cert_url.to_string()));
         }
@@ -277,9 +280,6 @@ impl Verifier {
                 .verify(canonical.as_bytes(), &sig)
                 .is_ok(),
         };
-        if !matches!(version, "1" | "2") {
-            return Err(Refused::UnknownSignatureVersion(version.to_string()));
-        }
         if !self.keys.iter().any(verifies) {
             return Err(Refused::BadSignature);
         }

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Decision, EventKind, Outcome, Rules, StatusCode};
+use super::{EventKind, Outcome, Rules, StatusCode};
 use crate::domain::SubscriberEmail;
 use crate::store::{BounceRecorded, BounceStore, NewBounceEvent, StoreResult};
 
@@ -118,16 +118,6 @@ pub fn describe(outcomes: &[Outcome]) -> String {
     outcomes.iter().map(|o| format!("{o}\n")).collect()
 }
 
-/// Whether any outcome changed a subscriber (for tests and logs).
-pub fn changed_someone(outcomes: &[Outcome]) -> bool {
-    outcomes.iter().any(|o| {
-        matches!(
-            o,
-            Outcome::Recorded { decision, .. } if *decision != Decision::NoChange
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,7 +177,7 @@ mod tests {
             Outcome::Recorded {
                 subscriber_id: id,
                 kind: EventKind::HardBounce,
-                decision: Decision::Bounce(super::super::rules::REASON_HARD)
+                decision: super::super::Decision::Bounce(super::super::rules::REASON_HARD)
             }
         );
         let again = record(&s, &Rules::default(), Provider::Ses, &ev, now).unwrap();
