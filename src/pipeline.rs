@@ -72,15 +72,27 @@ pub fn assets(cfg: &Config) -> Result<Assets> {
     }
 }
 
-/// Builds the issue of `date` as of `now`. Archives nothing.
+/// Builds the issue of `date` as of `now`. Archives nothing. The stories
+/// already sent are those of the issues archived in `digests/`.
 pub async fn build(cfg: &Config, date: NaiveDate, now: DateTime<Utc>) -> Result<Built> {
+    build_seeing(cfg, None, date, now).await
+}
+
+/// Like [`build`], the stories of every issue frozen in `store` (built on any
+/// machine) counting as already sent too.
+pub async fn build_seeing(
+    cfg: &Config,
+    store: Option<&dyn Store>,
+    date: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<Built> {
     let n = &cfg.newsletter;
     let (window_start, window_end) =
         issue_window(date, n.send_time.0, n.timezone.0, n.window_hours);
     let archive_dir = cfg.archive_dir();
     let editor = EditorPicks::load(&archive::editor_file(&archive_dir, date))
         .map_err(|e| anyhow::anyhow!("editor file: {e}"))?;
-    let already_sent = archive::sent_history(&archive_dir, date)?;
+    let already_sent = sent_history(cfg, store, date)?;
 
     let (pool, sources) = ingest::ingest(cfg, now).await;
     let (pool, duplicates) = articles::dedupe(pool);
@@ -119,6 +131,37 @@ pub async fn build(cfg: &Config, date: NaiveDate, now: DateTime<Utc>) -> Result<
         candidates: selection.candidates,
         sources,
     })
+}
+
+/// Canonical URL → date of the earliest issue before `before` that carried it:
+/// the issues archived in `digests/` and those frozen in the database.
+fn sent_history(
+    cfg: &Config,
+    store: Option<&dyn Store>,
+    before: NaiveDate,
+) -> Result<std::collections::BTreeMap<String, NaiveDate>> {
+    let mut out = archive::sent_history(&cfg.archive_dir(), before)?;
+    let Some(issues) = store.and_then(|s| s.issues()) else {
+        return Ok(out);
+    };
+    let dates = issues
+        .frozen_dates()
+        .context("cannot read which issues the database keeps")?;
+    for date in dates.into_iter().filter(|d| *d < before) {
+        let Some(kept) = issues.frozen_issue(date)? else {
+            continue;
+        };
+        for url in kept
+            .digest()?
+            .stories
+            .iter()
+            .filter_map(|s| s.article.url.clone())
+        {
+            let first = out.entry(url).or_insert(date);
+            *first = (*first).min(date);
+        }
+    }
+    Ok(out)
 }
 
 /// Renders the public version of a digest (archive, preview, web).
@@ -166,7 +209,7 @@ pub async fn issue_for(
     let digest = match archived {
         Some(d) => d,
         None => {
-            let built = build(cfg, date, now).await?;
+            let built = build_seeing(cfg, store, date, now).await?;
             built.every_source_failed(date)?;
             match built.digest {
                 Some(d) => d,

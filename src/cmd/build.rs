@@ -58,7 +58,7 @@ pub fn build(config: Option<&Path>, args: &BuildArgs) -> CmdResult {
         Some(s) => already_sent(s.as_ref(), date)?,
         None => 0,
     };
-    let built = runtime()?.block_on(pipeline::build(&cfg, date, now))?;
+    let built = runtime()?.block_on(pipeline::build_seeing(&cfg, store.as_deref(), date, now))?;
     built.every_source_failed(date).map_err(Failure::job)?;
     report_sources(&built);
     let Some(digest) = built.digest.as_ref() else {

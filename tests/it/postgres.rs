@@ -43,6 +43,23 @@ impl Site {
         self.run(&["send", "--date", DATE, "--now", NOW])
     }
 
+    /// Rewrites the config through `edit`.
+    fn edit_config(&self, edit: impl Fn(String) -> String) {
+        let cfg = std::fs::read_to_string(self.config()).unwrap();
+        std::fs::write(self.config(), edit(cfg)).unwrap();
+    }
+
+    /// `send` of the next day's issue (2026-11-28) at 06:30 Paris time.
+    fn send_next_day(&self) -> Output {
+        self.run(&[
+            "send",
+            "--date",
+            "2026-11-28",
+            "--now",
+            "2026-11-28T06:30:00+01:00",
+        ])
+    }
+
     /// Adds r1..rn@example.com through the binary.
     fn add_readers(&self, n: usize) {
         for i in 1..=n {
@@ -60,6 +77,15 @@ impl Site {
             url: self.url.clone(),
         }
     }
+}
+
+/// The test feed with a story for the next day (2026-11-28) too.
+fn with_next_day() -> String {
+    support::site::FEED.replace(
+        "<item>",
+        "<item><title>Le lendemain</title><link>https://example.com/demain</link>\
+         <description>La suite.</description><pubDate>Sat, 28 Nov 2026 05:00:00 +0100</pubDate></item><item>",
+    )
 }
 
 /// The http link of a message's List-Unsubscribe header (RFC 8058 one-click).
@@ -157,10 +183,7 @@ fn a_database_migrated_by_a_newer_digestif_is_refused_with_a_clear_error() {
 fn a_storage_url_that_is_neither_sqlite_nor_postgres_names_the_key_and_its_line() {
     let server = SmtpServer::start(&[]);
     let site = Site::new(&server);
-    let cfg = std::fs::read_to_string(site.config())
-        .unwrap()
-        .replace(&site.url, "mysql://x@localhost/db");
-    std::fs::write(site.config(), cfg).unwrap();
+    site.edit_config(|cfg| cfg.replace(&site.url, "mysql://x@localhost/db"));
     let out = site.run(&["migrate"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -176,8 +199,7 @@ fn an_install_moved_from_sqlite_by_store_copy_goes_on_on_postgresql() {
     let site = Site::new(&server);
     let pg_url = site.url.clone();
     // The install as it was: on a SQLite file next to the config.
-    let cfg = std::fs::read_to_string(site.config()).unwrap();
-    std::fs::write(site.config(), cfg.replace(&pg_url, "sqlite://digestif.db")).unwrap();
+    site.edit_config(|cfg| cfg.replace(&pg_url, "sqlite://digestif.db"));
     site.add_readers(4);
     let out = site.run(&["unsubscribe", "r4@example.com"]);
     assert!(out.status.success(), "{}", show(&out));
@@ -200,8 +222,7 @@ fn an_install_moved_from_sqlite_by_store_copy_goes_on_on_postgresql() {
     );
 
     // The config now names PostgreSQL: the unsubscribed reader stays out.
-    let cfg = std::fs::read_to_string(site.config()).unwrap();
-    std::fs::write(site.config(), cfg.replace("sqlite://digestif.db", &pg_url)).unwrap();
+    site.edit_config(|cfg| cfg.replace("sqlite://digestif.db", &pg_url));
     let out = site.send();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(recipients(&server), everyone(3));
@@ -284,13 +305,7 @@ fn a_one_click_unsubscribe_on_one_serve_instance_is_honoured_by_the_next_send() 
         format!("{cfg}\n[schedule]\nenabled = false\n"),
     )
     .unwrap();
-    // A story for the next day too.
-    let feed = support::site::FEED.replace(
-        "<item>",
-        "<item><title>Le lendemain</title><link>https://example.com/demain</link>\
-         <description>La suite.</description><pubDate>Sat, 28 Nov 2026 05:00:00 +0100</pubDate></item><item>",
-    );
-    std::fs::write(site.dir.path().join("feeds/monde.xml"), feed).unwrap();
+    std::fs::write(site.dir.path().join("feeds/monde.xml"), with_next_day()).unwrap();
     site.add_readers(3);
     let out = site.send();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
@@ -315,13 +330,7 @@ fn a_one_click_unsubscribe_on_one_serve_instance_is_honoured_by_the_next_send() 
     assert_eq!(status, 200);
 
     // The next issue, sent by another process, goes to the two others only.
-    let out = site.run(&[
-        "send",
-        "--date",
-        "2026-11-28",
-        "--now",
-        "2026-11-28T06:30:00+01:00",
-    ]);
+    let out = site.send_next_day();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(server.count(), 5, "{}", show(&out));
     assert_eq!(
@@ -468,5 +477,41 @@ fn a_send_over_tls_checks_the_database_certificate_against_the_ca_file_of_the_co
         String::from_utf8_lossy(&out.stderr).contains("certificate"),
         "{}",
         show(&out)
+    );
+}
+
+/// Another machine, without the past issues in its folder, builds the next
+/// one: the stories they carried are known from the database and not sent again.
+#[test]
+fn a_machine_without_past_issues_in_its_folder_does_not_send_their_stories_again() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    // 48-hour windows: the next day's window holds this day's stories too.
+    site.edit_config(|cfg| cfg.replace("[newsletter]\n", "[newsletter]\nwindow_hours = 48\n"));
+    std::fs::write(site.dir.path().join("feeds/monde.xml"), with_next_day()).unwrap();
+    site.add_readers(1);
+    let out = site.send();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+
+    let other = site.elsewhere(|cfg| cfg);
+    std::fs::write(other.dir.path().join("feeds/monde.xml"), with_next_day()).unwrap();
+    let out = other.send_next_day();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let messages = server.messages();
+    assert_eq!(messages.len(), 2);
+    let text = |raw: &[u8]| {
+        mail_parser::MessageParser::default()
+            .parse(raw)
+            .unwrap()
+            .body_text(0)
+            .unwrap()
+            .to_string()
+    };
+    let (first, next) = (text(&messages[0].raw), text(&messages[1].raw));
+    assert!(first.contains("Budget 2027"), "{first}");
+    assert!(next.contains("Le lendemain"), "{next}");
+    assert!(
+        !next.contains("Budget 2027"),
+        "sent again the next day:\n{next}"
     );
 }
