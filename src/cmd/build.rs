@@ -124,17 +124,26 @@ pub fn preview(config: Option<&Path>, a: &PreviewArgs) -> CmdResult {
     let now = now_of(&a.when);
     let date = super::next_issue_of(&cfg, &a.when, now);
     let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
-    // An archived issue is shown as archived (fast, exactly what went out),
-    // unless the editor asks for a rebuild.
-    let archived = if a.rebuild {
-        None
-    } else {
-        archive::read_digest(&cfg.archive_dir(), date)?
+    // An issue frozen in the database (or archived) is shown as it is kept
+    // (fast, exactly what went out, whatever this folder holds), unless the
+    // editor asks for a rebuild. Nothing is written to the database.
+    let store = super::send::existing_store(&cfg)?;
+    let kept = match store.as_ref().and_then(|s| s.issues()) {
+        Some(issues) if !a.rebuild => issues
+            .frozen_issue(date)
+            .with_context(|| format!("cannot read the issue of {date} from the database"))?,
+        _ => None,
+    };
+    let archived = match &kept {
+        Some(k) => Some(k.digest()?),
+        None if a.rebuild => None,
+        None => archive::read_digest(&cfg.archive_dir(), date)?,
     };
     let digest = match archived {
         Some(d) => d,
         None => {
-            let built = runtime()?.block_on(pipeline::build(&cfg, date, now))?;
+            let built =
+                runtime()?.block_on(pipeline::build_seeing(&cfg, store.as_deref(), date, now))?;
             built.every_source_failed(date).map_err(Failure::job)?;
             report_sources(&built);
             match built.digest {
@@ -146,19 +155,26 @@ pub fn preview(config: Option<&Path>, a: &PreviewArgs) -> CmdResult {
             }
         }
     };
-    // The web version, or the email exactly as one subscriber gets it.
-    let render = || -> Result<crate::render::RenderedEmail, Failure> {
-        match &a.for_reader {
-            Some(who) => super::send::email_for(&cfg, &assets, &digest, who, now),
-            None => Ok(pipeline::render_public(&cfg, &assets, &digest)),
+    // The web version (as kept, when it is), or the email exactly as one
+    // subscriber gets it: (html, text).
+    let render = || -> Result<(String, String), Failure> {
+        match (&a.for_reader, &kept) {
+            (Some(who), _) => {
+                super::send::email_for(&cfg, &assets, &digest, who, now).map(|e| (e.html, e.text))
+            }
+            (None, Some(k)) => Ok((k.html.clone(), k.text.clone())),
+            (None, None) => {
+                let e = pipeline::render_public(&cfg, &assets, &digest);
+                Ok((e.html, e.text))
+            }
         }
     };
     let body = match a.format {
         PreviewFormat::Json => {
             serde_json::to_string_pretty(&digest).context("serialising the digest")? + "\n"
         }
-        PreviewFormat::Html => render()?.html,
-        PreviewFormat::Text => render()?.text,
+        PreviewFormat::Html => render()?.0,
+        PreviewFormat::Text => render()?.1,
     };
     let out_path = match (&a.out, a.open) {
         (Some(p), _) => Some(p.clone()),
@@ -168,7 +184,7 @@ pub fn preview(config: Option<&Path>, a: &PreviewArgs) -> CmdResult {
     match &out_path {
         Some(p) => {
             let bytes = if a.open && a.format != PreviewFormat::Html {
-                render()?.html
+                render()?.0
             } else {
                 body
             };

@@ -43,6 +43,11 @@ impl Site {
         self.run(&["send", "--date", DATE, "--now", NOW])
     }
 
+    /// A file of the issue of DATE in this folder's `digests/`.
+    fn archived(&self, file: &str) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("digests").join(DATE).join(file)).unwrap()
+    }
+
     /// Rewrites the config through `edit`.
     fn edit_config(&self, edit: impl Fn(String) -> String) {
         let cfg = std::fs::read_to_string(self.config()).unwrap();
@@ -367,6 +372,14 @@ fn a_sender_without_the_issue_in_its_folder_sends_the_frozen_issue_byte_for_byte
     });
     std::fs::remove_file(other.dir.path().join("feeds/monde.xml")).unwrap();
     assert!(!other.dir.path().join("digests").exists());
+    // The editor's preview there shows the issue as kept, without building it.
+    let out = other.run(&["preview", "--date", DATE, "--format", "html"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(out.stdout, site.archived("email.html"));
+    assert!(
+        !other.dir.path().join("digests").exists(),
+        "a preview writes nothing"
+    );
     let out = other.send();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(recipients(&server), everyone(2));
@@ -384,10 +397,8 @@ fn a_sender_without_the_issue_in_its_folder_sends_the_frozen_issue_byte_for_byte
     assert_ne!(by("r1@example.com").raw, by("r2@example.com").raw);
 
     // The other folder now holds the issue as kept, for its editors.
-    let issue =
-        |s: &Site, f: &str| std::fs::read(s.dir.path().join("digests").join(DATE).join(f)).unwrap();
     for f in ["digest.json", "email.html", "email.txt"] {
-        assert_eq!(issue(&other, f), issue(&site, f), "{f}");
+        assert_eq!(other.archived(f), site.archived(f), "{f}");
     }
 }
 
@@ -425,14 +436,7 @@ fn two_serve_instances_in_different_folders_show_the_same_archive() {
         assert_eq!(body(&page_b), body(&page_a), "{target}");
         assert!(body(&page_a).contains("Budget 2027"), "{target}: {page_a}");
     }
-    let kept = std::fs::read_to_string(
-        site.dir
-            .path()
-            .join("digests")
-            .join(DATE)
-            .join("email.html"),
-    )
-    .unwrap();
+    let kept = String::from_utf8(site.archived("email.html")).unwrap();
     let (_, page) = http(port_b, "GET", &format!("/archive/{DATE}"), "").unwrap();
     assert!(page.ends_with(&kept), "the page is the archived email");
 }
