@@ -351,6 +351,13 @@ fn upsert_in(
 
 /// Applies the migrations this database lacks; refuses one newer than this binary.
 fn migrate(client: &mut Client) -> StoreResult<()> {
+    migrate_with(client, MIGRATIONS)
+}
+
+/// Applies every migration of `migrations` the database has not applied yet,
+/// in order: also one numbered below the highest applied (two branches each
+/// adding one, merged in either order).
+fn migrate_with(client: &mut Client, migrations: &[(i32, &str, &str)]) -> StoreResult<()> {
     let mut tx = client.transaction().map_err(db)?;
     // Two processes starting on a new database at once apply each migration once.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -363,14 +370,14 @@ fn migrate(client: &mut Client) -> StoreResult<()> {
          )",
     )
     .map_err(db)?;
-    let current: i32 = tx
-        .query_one(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            &[],
-        )
+    let applied: std::collections::HashSet<i32> = tx
+        .query("SELECT version FROM schema_migrations", &[])
         .map_err(db)?
-        .get(0);
-    let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let current = applied.iter().copied().max().unwrap_or(0);
+    let latest = migrations.last().map(|m| m.0).unwrap_or(0);
     if current > latest {
         return Err(StoreError::Invalid(format!(
             "the database has schema version {current}, newer than this digestif knows \
@@ -378,7 +385,7 @@ fn migrate(client: &mut Client) -> StoreResult<()> {
         )));
     }
     let now = crate::clock::now();
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+    for (version, name, sql) in migrations.iter().filter(|m| !applied.contains(&m.0)) {
         tx.batch_execute(sql).map_err(|e| {
             StoreError::Db(format!(
                 "schema migration {version:04}_{name} failed: {}",
@@ -1352,6 +1359,34 @@ mod tests {
         let err = PgStore::open(&as_role).unwrap_err();
         assert!(matches!(err, StoreError::Busy(_)), "{err}");
         assert!(err.to_string().contains("53300"), "{err}");
+    }
+
+    #[test]
+    fn a_migration_numbered_below_the_highest_applied_is_still_applied() {
+        let url = test_cluster::fresh_database();
+        let mut c = Client::connect(&url, NoTls).unwrap();
+        let mut list = MIGRATIONS.to_vec();
+        list.push((90, "later", "CREATE TABLE t90 (x INTEGER)"));
+        migrate_with(&mut c, &list).unwrap();
+        list.insert(
+            list.len() - 1,
+            (80, "between", "CREATE TABLE t80 (x INTEGER)"),
+        );
+        migrate_with(&mut c, &list).unwrap();
+        migrate_with(&mut c, &list).unwrap();
+        let tables: i64 = c
+            .query_one(
+                "SELECT COUNT(*) FROM pg_tables WHERE tablename IN ('t80', 't90')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(tables, 2);
+        let applied: i64 = c
+            .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(applied, list.len() as i64);
     }
 
     #[test]

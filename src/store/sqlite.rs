@@ -287,6 +287,13 @@ fn suppress_in(
 }
 
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    migrate_with(conn, MIGRATIONS)
+}
+
+/// Applies every migration of `migrations` the database has not applied yet,
+/// in order: also one numbered below the highest applied (two branches each
+/// adding one, merged in either order).
+fn migrate_with(conn: &mut Connection, migrations: &[(i64, &str, &str)]) -> StoreResult<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    INTEGER PRIMARY KEY,
@@ -299,14 +306,12 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db)?;
-    let current: i64 = tx
-        .query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            [],
-            |r| r.get(0),
-        )
+    let applied: std::collections::HashSet<i64> = tx
+        .prepare("SELECT version FROM schema_migrations")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
         .map_err(db)?;
-    let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    let current = applied.iter().copied().max().unwrap_or(0);
+    let latest = migrations.last().map(|m| m.0).unwrap_or(0);
     if current > latest {
         return Err(StoreError::Invalid(format!(
             "the database has schema version {current}, newer than this digestif knows \
@@ -314,7 +319,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         )));
     }
     let now = ts(crate::clock::now());
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+    for (version, name, sql) in migrations.iter().filter(|m| !applied.contains(&m.0)) {
         tx.execute_batch(sql).map_err(|e| {
             StoreError::Db(format!("schema migration {version:04}_{name} failed: {e}"))
         })?;
@@ -1258,6 +1263,32 @@ mod tests {
     /// The newest schema version this binary knows.
     fn latest() -> i64 {
         MIGRATIONS.last().unwrap().0
+    }
+
+    #[test]
+    fn a_migration_numbered_below_the_highest_applied_is_still_applied() {
+        let mut c = Connection::open_in_memory().unwrap();
+        let mut list = MIGRATIONS.to_vec();
+        list.push((90, "later", "CREATE TABLE t90 (x INTEGER)"));
+        migrate_with(&mut c, &list).unwrap();
+        list.insert(
+            list.len() - 1,
+            (80, "between", "CREATE TABLE t80 (x INTEGER)"),
+        );
+        migrate_with(&mut c, &list).unwrap();
+        migrate_with(&mut c, &list).unwrap();
+        let tables: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('t80', 't90')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 2);
+        let applied: i64 = c
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(applied, list.len() as i64);
     }
 
     #[test]
