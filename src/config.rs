@@ -40,6 +40,11 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// The signing secret is missing or cannot be used: the message says what to set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SecretError(String);
+
 /// The whole validated configuration.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -1022,12 +1027,15 @@ impl Secret {
     /// The signing secret of `cfg`: `DIGESTIF_SECRET`, else the first line of
     /// `[secrets] file`; previous secrets from `DIGESTIF_SECRET_PREVIOUS` and the
     /// file's further lines. The error says what to set.
-    pub fn load(cfg: &Config) -> Result<Secret, String> {
+    pub fn load(cfg: &Config) -> Result<Secret, SecretError> {
         Secret::load_with(cfg, |name| std::env::var(name).ok())
     }
 
     /// [`Secret::load`] with the environment given as a function (tests).
-    pub fn load_with(cfg: &Config, var: impl Fn(&str) -> Option<String>) -> Result<Secret, String> {
+    pub fn load_with(
+        cfg: &Config,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Secret, SecretError> {
         let env = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         let from_file = match &cfg.secrets.file {
             Some(p) => Some(read_secret_file(&cfg.resolve(p))?),
@@ -1037,33 +1045,33 @@ impl Secret {
             (Some(cur), file) => (cur, file.map(|f| f.1).unwrap_or_default()),
             (None, Some((cur, prev))) => (cur, prev),
             (None, None) => {
-                return Err(format!(
+                return Err(SecretError(format!(
                     "{} is not set and [secrets] file is not given: the secret signs every \
                      unsubscribe and confirmation link. Set it to a long random string, e.g. \
                      `export {}=$(openssl rand -hex 32)`, or put one in a file readable only by \
                      digestif (chmod 600) named by [secrets] file; keep it the same between runs",
                     Self::ENV,
                     Self::ENV
-                ))
+                )))
             }
         };
         if current.trim().len() < SECRET_MIN_LEN {
-            return Err(format!(
+            return Err(SecretError(format!(
                 "the secret ({} or the first line of [secrets] file) is shorter than {SECRET_MIN_LEN} \
                  characters: use e.g. `openssl rand -hex 32`",
                 Self::ENV
-            ));
+            )));
         }
         if let Some(p) = env(Self::PREVIOUS_ENV) {
             previous.extend(split_secrets(&p));
         }
         if let Some(i) = previous.iter().position(|p| p.len() < SECRET_MIN_LEN) {
-            return Err(format!(
+            return Err(SecretError(format!(
                 "previous secret number {} ({} or [secrets] file) is shorter than \
                  {SECRET_MIN_LEN} characters",
                 i + 1,
                 Self::PREVIOUS_ENV
-            ));
+            )));
         }
         Ok(Secret::new(current.trim().as_bytes().to_vec())
             .with_previous(previous.into_iter().map(String::into_bytes)))
@@ -1090,30 +1098,30 @@ pub fn split_secrets(text: &str) -> Vec<String> {
 
 /// (current, previous) from a secret file: one secret per line, the first is current.
 /// Refused when group or others may read it.
-fn read_secret_file(path: &Path) -> Result<(String, Vec<String>), String> {
+fn read_secret_file(path: &Path) -> Result<(String, Vec<String>), SecretError> {
     let meta = std::fs::metadata(path).map_err(|e| {
-        format!(
+        SecretError(format!(
             "[secrets] file {}: {e}. Create it with `openssl rand -hex 32 > FILE && chmod 600 FILE`",
             path.display()
-        )
+        ))
     })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode();
         if mode & 0o077 != 0 {
-            return Err(format!(
+            return Err(SecretError(format!(
                 "[secrets] file {} can be read by other users (mode {:o}): run `chmod 600 {}`",
                 path.display(),
                 mode & 0o777,
                 path.display()
-            ));
+            )));
         }
     }
     #[cfg(not(unix))]
     let _ = meta;
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("[secrets] file {}: {e}", path.display()))?;
+        .map_err(|e| SecretError(format!("[secrets] file {}: {e}", path.display())))?;
     let mut lines = text
         .lines()
         .map(str::trim)
@@ -1121,7 +1129,7 @@ fn read_secret_file(path: &Path) -> Result<(String, Vec<String>), String> {
         .map(String::from);
     let current = lines
         .next()
-        .ok_or_else(|| format!("[secrets] file {} is empty", path.display()))?;
+        .ok_or_else(|| SecretError(format!("[secrets] file {} is empty", path.display())))?;
     Ok((current, lines.collect()))
 }
 
@@ -1266,13 +1274,13 @@ base_url = "https://news.example.com/digestif"
         // Finding 1: the file transport used to fall back on a secret from the source code.
         for smtp in ["", "[smtp]\ntransport = \"file\"\n"] {
             let c = Config::parse(&format!("{MINIMAL}{smtp}"), Path::new(".")).unwrap();
-            let e = Secret::load_with(&c, no_env).unwrap_err();
+            let e = Secret::load_with(&c, no_env).unwrap_err().to_string();
             assert!(e.contains("DIGESTIF_SECRET"), "{e}");
             assert!(e.contains("[secrets] file"), "{e}");
         }
         let c = Config::parse(MINIMAL, Path::new(".")).unwrap();
         let short = Secret::load_with(&c, |n| (n == Secret::ENV).then(|| "short".into()));
-        assert!(short.unwrap_err().contains("shorter than 16"));
+        assert!(short.unwrap_err().to_string().contains("shorter than 16"));
     }
 
     #[test]
@@ -1325,7 +1333,7 @@ base_url = "https://news.example.com/digestif"
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let text = format!("{MINIMAL}[secrets]\nfile = \"secret\"\n");
         let c = Config::parse(&text, dir.path()).unwrap();
-        let e = Secret::load_with(&c, no_env).unwrap_err();
+        let e = Secret::load_with(&c, no_env).unwrap_err().to_string();
         assert!(e.contains("chmod 600"), "{e}");
     }
 

@@ -1,8 +1,29 @@
 //! The editor's say on one issue: `digests/<date>/editor.toml` (intro, pin, exclude).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+/// Picks that cannot be read or a link that cannot be picked: the message names
+/// the file and line, or the link.
+#[derive(Debug, thiserror::Error)]
+pub enum EditorError {
+    #[error("cannot read {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// Not the TOML of an `editor.toml`: the problem names the line.
+    #[error("{problem}")]
+    Invalid { problem: String },
+    #[error("{}: {problem}", path.display())]
+    InFile { path: PathBuf, problem: String },
+    #[error(
+        "{0:?} is not a story link: give the article's full http(s) URL, \
+         as `digestif articles` lists it"
+    )]
+    NotAStoryLink(String),
+}
 
 /// What the editor asked for. URLs are compared after canonicalisation.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -20,17 +41,27 @@ pub struct EditorPicks {
 
 impl EditorPicks {
     /// Reads `path`; a missing file means no picks. Errors name the file and line.
-    pub fn load(path: &Path) -> Result<EditorPicks, String> {
+    pub fn load(path: &Path) -> Result<EditorPicks, EditorError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(EditorPicks::default()),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(error) => {
+                return Err(EditorError::Read {
+                    path: path.to_path_buf(),
+                    error,
+                })
+            }
         };
-        EditorPicks::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        EditorPicks::parse(&text).map_err(|e| EditorError::InFile {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        })
     }
 
-    pub fn parse(text: &str) -> Result<EditorPicks, String> {
-        toml::from_str(text).map_err(|e| crate::config::describe_toml_error(text, &e))
+    pub fn parse(text: &str) -> Result<EditorPicks, EditorError> {
+        toml::from_str(text).map_err(|e| EditorError::Invalid {
+            problem: crate::config::describe_toml_error(text, &e),
+        })
     }
 
     /// The file's text: what `load` reads back.
@@ -39,7 +70,7 @@ impl EditorPicks {
     }
 
     /// Pins `url` (appended after the pins already there); takes it out of the exclusions.
-    pub fn pin(&mut self, url: &str) -> Result<(), String> {
+    pub fn pin(&mut self, url: &str) -> Result<(), EditorError> {
         let url = checked(url)?;
         self.exclude.retain(|u| !same(u, &url));
         if !self.pin.iter().any(|u| same(u, &url)) {
@@ -49,7 +80,7 @@ impl EditorPicks {
     }
 
     /// Drops `url` from the issue; takes it out of the pins.
-    pub fn exclude(&mut self, url: &str) -> Result<(), String> {
+    pub fn exclude(&mut self, url: &str) -> Result<(), EditorError> {
         let url = checked(url)?;
         self.pin.retain(|u| !same(u, &url));
         if !self.exclude.iter().any(|u| same(u, &url)) {
@@ -59,7 +90,7 @@ impl EditorPicks {
     }
 
     /// Forgets `url` in the pins and the exclusions; whether it was in either.
-    pub fn forget(&mut self, url: &str) -> Result<bool, String> {
+    pub fn forget(&mut self, url: &str) -> Result<bool, EditorError> {
         let url = checked(url)?;
         let before = self.pin.len() + self.exclude.len();
         self.pin.retain(|u| !same(u, &url));
@@ -77,14 +108,11 @@ impl EditorPicks {
 }
 
 /// A story URL as the editor gave it, once checked: http(s), no control characters.
-fn checked(url: &str) -> Result<String, String> {
+fn checked(url: &str) -> Result<String, EditorError> {
     let url = url.trim();
     match crate::articles::canonical_url(url) {
         Some(_) => Ok(url.to_string()),
-        None => Err(format!(
-            "{url:?} is not a story link: give the article's full http(s) URL, \
-             as `digestif articles` lists it"
-        )),
+        None => Err(EditorError::NotAStoryLink(url.to_string())),
     }
 }
 

@@ -67,7 +67,7 @@ pub struct EverySourceFailed {
 /// The theme and words: from `newsletter.templates_dir` if set, else built in.
 pub fn assets(cfg: &Config) -> Result<Assets> {
     match &cfg.newsletter.templates_dir {
-        Some(dir) => Assets::load(&cfg.resolve(dir)).map_err(anyhow::Error::msg),
+        Some(dir) => Ok(Assets::load(&cfg.resolve(dir))?),
         None => Ok(Assets::builtin()),
     }
 }

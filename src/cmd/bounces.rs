@@ -20,42 +20,34 @@ use crate::cli::BouncesArgs;
 use crate::config::{Config, Secret};
 use crate::store::{BounceStore, Store};
 
-use super::{load_config, CmdResult, Failure};
-
-/// What a mail transport takes as "try again later".
-const EX_TEMPFAIL: i32 = 75;
+use super::exit::{usage, TryLater};
+use super::{load_config, CmdResult};
 
 pub fn bounces(config: Option<&Path>, args: &BouncesArgs) -> CmdResult {
     let cfg = load_config(config)?;
     let Some(return_path) = &cfg.bounces.return_path else {
-        return Err(Failure::usage(anyhow!(
+        return Err(usage(anyhow!(
             "[bounces] return_path is not set: returned mail is matched to subscribers by the \
              signed return path of each message sent. Set it (e.g. return_path = \
              \"bounces@news.example.com\"), send with it, and route that address's mail here"
         )));
     };
     let secret = super::send::secret_for(&cfg)?;
-    let store = crate::store::open(&cfg).map_err(|e| {
-        Failure::job(anyhow!(
-            "cannot open the database {:?}: {e}",
-            cfg.storage.database
-        ))
-    })?;
+    let store = crate::store::open(&cfg)
+        .map_err(|e| anyhow!("cannot open the database {:?}: {e}", cfg.storage.database))?;
     let now = args
         .now
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_else(crate::clock::now);
     if args.imap {
-        let summary = super::runtime()?
-            .block_on(poll_mailbox(&cfg, &*store, &secret, now))
-            .map_err(Failure::job)?;
+        let summary = super::runtime()?.block_on(poll_mailbox(&cfg, &*store, &secret, now))?;
         println!("{summary}");
-        return left_to_read(&summary, 1);
+        return left_to_read(&summary, false);
     }
     let items = match (&args.maildir, &args.mbox) {
-        (Some(dir), _) => mailbox::maildir(dir).map_err(Failure::usage)?,
-        (None, Some(file)) => mailbox::mbox(file).map_err(Failure::usage)?,
-        (None, None) => mailbox::stdin().map_err(Failure::job)?,
+        (Some(dir), _) => mailbox::maildir(dir).map_err(usage)?,
+        (None, Some(file)) => mailbox::mbox(file).map_err(usage)?,
+        (None, None) => mailbox::stdin()?,
     };
     let handler = Handler {
         return_path,
@@ -83,19 +75,19 @@ pub fn bounces(config: Option<&Path>, args: &BouncesArgs) -> CmdResult {
     }
     println!("{summary}");
     let stdin = args.maildir.is_none() && args.mbox.is_none();
-    left_to_read(&summary, if stdin { EX_TEMPFAIL } else { 1 })
+    left_to_read(&summary, stdin)
 }
 
-/// Exit `code` when messages could not be recorded.
-fn left_to_read(summary: &Summary, code: i32) -> CmdResult {
+/// An error when messages could not be recorded; from a pipe (standard input),
+/// one the mail server retries later (exit 75, EX_TEMPFAIL), as the message is
+/// not kept anywhere else.
+fn left_to_read(summary: &Summary, from_pipe: bool) -> CmdResult {
     if summary.failed > 0 {
-        return Err(Failure {
-            code,
-            error: anyhow!(
-                "{} message(s) could not be recorded; they are left to read again",
-                summary.failed
-            ),
-        });
+        let e = anyhow!(
+            "{} message(s) could not be recorded; they are left to read again",
+            summary.failed
+        );
+        return Err(if from_pipe { TryLater(e).into() } else { e });
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::pipeline::{self, Built};
 use crate::store::{Freeze, Store};
 
-use super::{date_of, load_config, now_of, runtime, CmdResult, Failure};
+use super::{date_of, load_config, now_of, runtime, CmdResult};
 
 fn report_sources(built: &Built) {
     for s in built.failed_sources() {
@@ -25,7 +25,7 @@ fn report_sources(built: &Built) {
 
 /// How many subscribers already got (or may have got) the issue of `date`: the
 /// ledger's `sent` and `sending` rows.
-fn already_sent(store: &dyn Store, date: chrono::NaiveDate) -> Result<u64, Failure> {
+fn already_sent(store: &dyn Store, date: chrono::NaiveDate) -> anyhow::Result<u64> {
     let c = store
         .ledger_counts(date)
         .with_context(|| format!("cannot read the ledger of {date}"))?;
@@ -51,7 +51,7 @@ pub fn build(config: Option<&Path>, args: &BuildArgs) -> CmdResult {
     let cfg = load_config(config)?;
     let now = now_of(a);
     let date = date_of(&cfg, a, now);
-    let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
+    let assets = pipeline::assets(&cfg)?;
     // No database file is created just to ask.
     let store = super::send::existing_store(&cfg)?;
     let sent = match &store {
@@ -59,7 +59,7 @@ pub fn build(config: Option<&Path>, args: &BuildArgs) -> CmdResult {
         None => 0,
     };
     let built = runtime()?.block_on(pipeline::build_seeing(&cfg, store.as_deref(), date, now))?;
-    built.every_source_failed(date).map_err(Failure::job)?;
+    built.every_source_failed(date)?;
     report_sources(&built);
     let Some(digest) = built.digest.as_ref() else {
         println!("Nothing new for {date}: no issue written.");
@@ -75,11 +75,11 @@ pub fn build(config: Option<&Path>, args: &BuildArgs) -> CmdResult {
             return Ok(());
         }
         if !args.force {
-            return Err(Failure::job(anyhow::anyhow!(
+            return Err(anyhow::anyhow!(
                 "the issue of {date} was already sent to {sent} subscriber(s) (see `digestif ledger --date {date}`), \
                  and building it now gives a different digest: the archive was left as it is, so that it shows \
                  what they received. Use `digestif build --date {date} --force` to overwrite it anyway."
-            )));
+            ));
         }
         eprintln!(
             "warning: the issue of {date} was already sent to {sent} subscriber(s); --force: overwriting its archive with a different digest"
@@ -123,7 +123,7 @@ pub fn preview(config: Option<&Path>, a: &PreviewArgs) -> CmdResult {
     let cfg = load_config(config)?;
     let now = now_of(&a.when);
     let date = super::next_issue_of(&cfg, &a.when, now);
-    let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
+    let assets = pipeline::assets(&cfg)?;
     // An issue frozen in the database (or archived) is shown as it is kept
     // (fast, exactly what went out, whatever this folder holds), unless the
     // editor asks for a rebuild. Nothing is written to the database.
@@ -144,20 +144,20 @@ pub fn preview(config: Option<&Path>, a: &PreviewArgs) -> CmdResult {
         None => {
             let built =
                 runtime()?.block_on(pipeline::build_seeing(&cfg, store.as_deref(), date, now))?;
-            built.every_source_failed(date).map_err(Failure::job)?;
+            built.every_source_failed(date)?;
             report_sources(&built);
             match built.digest {
                 Some(d) => d,
                 None => {
                     eprintln!("Nothing new for {date}: there would be no issue.");
-                    return Err(Failure::job(anyhow::anyhow!("no issue for {date}")));
+                    return Err(anyhow::anyhow!("no issue for {date}"));
                 }
             }
         }
     };
     // The web version (as kept, when it is), or the email exactly as one
     // subscriber gets it: (html, text).
-    let render = || -> Result<(String, String), Failure> {
+    let render = || -> anyhow::Result<(String, String)> {
         match (&a.for_reader, &kept) {
             (Some(who), _) => {
                 super::send::email_for(&cfg, &assets, &digest, who, now).map(|e| (e.html, e.text))
@@ -199,7 +199,7 @@ pub fn preview(config: Option<&Path>, a: &PreviewArgs) -> CmdResult {
     }
     if a.open {
         let p = out_path.expect("set above");
-        open_in_browser(&p).map_err(Failure::job)?;
+        open_in_browser(&p)?;
     }
     Ok(())
 }

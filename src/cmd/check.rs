@@ -9,7 +9,7 @@ use crate::deliver::transport;
 use crate::domain::SubscriberStatus;
 
 use super::send::{open_store, secret_for};
-use super::{load_config, runtime, CmdResult, Failure};
+use super::{load_config, runtime, CmdResult};
 
 /// One checked part: its name, and what was found or what is wrong.
 struct Line {
@@ -56,7 +56,7 @@ pub fn check(config: Option<&Path>) -> CmdResult {
                 0 => "set".to_string(),
                 n => format!("set; {n} previous secret(s) still accepted on links"),
             })
-            .map_err(|e| format!("{:#}", e.error)),
+            .map_err(|e| format!("{e:#}")),
     ));
     lines.push(line(
         "list id",
@@ -104,14 +104,14 @@ pub fn check(config: Option<&Path>) -> CmdResult {
         println!("everything a send needs works");
         Ok(())
     } else {
-        Err(Failure::job(anyhow::anyhow!(
+        Err(anyhow::anyhow!(
             "{failed} part(s) failed (the FAIL lines above say what to fix)"
-        )))
+        ))
     }
 }
 
 fn database(cfg: &Config) -> Result<String, String> {
-    let store = open_store(cfg).map_err(|e| format!("{:#}", e.error))?;
+    let store = open_store(cfg).map_err(|e| format!("{e:#}"))?;
     store.ping().map_err(|e| e.to_string())?;
     let counts = store.count_by_status().map_err(|e| e.to_string())?;
     let active = counts
@@ -143,15 +143,13 @@ fn webhooks(cfg: &Config) -> Option<Result<String, String>> {
 
 /// `[bounces] mailbox` takes a login and opens its folder; nothing is read.
 fn mailbox_check(cfg: &Config) -> anyhow::Result<String> {
-    let n = runtime()
-        .map_err(|f| f.error)?
-        .block_on(super::bounces::probe_mailbox(cfg))?;
+    let n = runtime()?.block_on(super::bounces::probe_mailbox(cfg))?;
     Ok(format!("logged in; {n} message(s) waiting"))
 }
 
 /// The last issue's hard-bounce and complaint rates are within `[bounces]`' limits.
 fn bounce_rates(cfg: &Config) -> Result<String, String> {
-    let store = open_store(cfg).map_err(|e| format!("{:#}", e.error))?;
+    let store = open_store(cfg).map_err(|e| format!("{e:#}"))?;
     match super::bounces::last_issue_rates(store.as_ref(), None).map_err(|e| format!("{e:#}"))? {
         None => Ok("no issue sent yet".into()),
         Some(rates) => {

@@ -14,7 +14,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate};
 use crate::archive::write_atomic;
 use crate::cli::{BuildArgs, DateArgs, DemoArgs, SendArgs, SubscribersCmd};
 
-use super::{CmdResult, Failure};
+use super::CmdResult;
 
 /// The date and "now" the example feeds were written for.
 pub const DEMO_DATE: &str = "2026-11-27";
@@ -91,7 +91,7 @@ fn write_secret(path: &Path) -> anyhow::Result<()> {
 
 pub fn demo(args: &DemoArgs) -> CmdResult {
     let dir = &args.out;
-    lay_out(dir).map_err(Failure::job)?;
+    lay_out(dir)?;
     let config = dir.join("digestif.toml");
     let when = DateArgs {
         date: Some(NaiveDate::parse_from_str(DEMO_DATE, "%Y-%m-%d").expect("valid")),

@@ -7,7 +7,8 @@ use crate::archive;
 use crate::cli::{DateArgs, EditorCmd};
 use crate::editor::EditorPicks;
 
-use super::{load_config, next_issue_of, now_of, CmdResult, Failure};
+use super::exit::usage;
+use super::{load_config, next_issue_of, now_of, CmdResult};
 
 pub fn run(config: Option<&Path>, cmd: EditorCmd) -> CmdResult {
     let cfg = load_config(config)?;
@@ -19,12 +20,11 @@ pub fn run(config: Option<&Path>, cmd: EditorCmd) -> CmdResult {
     let date = next_issue_of(&cfg, when, now_of(when));
     let path = archive::editor_file(&cfg.archive_dir(), date);
     let mut picks = EditorPicks::load(&path).map_err(|e| {
-        Failure::usage(anyhow::anyhow!(
+        usage(anyhow::anyhow!(
             "{e}\nFix the file (keys: intro, pin, exclude) or remove it to start again."
         ))
     })?;
     let before = picks.clone();
-    let usage = |e: String| Failure::usage(anyhow::anyhow!(e));
     match &cmd {
         EditorCmd::Show(_) => {}
         EditorCmd::Pin(a) => picks.pin(&a.url).map_err(usage)?,

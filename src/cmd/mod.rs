@@ -13,42 +13,15 @@ pub mod build;
 pub mod check;
 pub mod demo;
 pub mod editor;
+pub mod exit;
 pub mod send;
 pub mod serve;
 mod store;
 pub mod subscribers;
 
-/// A failed command: the error for people and the exit code (1 job failed, 2 usage or config).
-#[derive(Debug)]
-pub struct Failure {
-    pub code: i32,
-    pub error: anyhow::Error,
-}
-
-impl Failure {
-    /// Usage or configuration error: exit code 2.
-    pub fn usage(e: impl Into<anyhow::Error>) -> Failure {
-        Failure {
-            code: 2,
-            error: e.into(),
-        }
-    }
-    /// The job failed: exit code 1.
-    pub fn job(e: impl Into<anyhow::Error>) -> Failure {
-        Failure {
-            code: 1,
-            error: e.into(),
-        }
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Failure {
-        Failure::job(e)
-    }
-}
-
-pub type CmdResult = Result<(), Failure>;
+/// A command's outcome: its error is for people (`main` prints the whole chain)
+/// and its kind decides the exit code ([`exit::Exit`]).
+pub type CmdResult = anyhow::Result<()>;
 
 /// Logs go to stderr: text by default, JSON lines with `--log-format json`.
 /// `RUST_LOG` sets the level (default `info`).
@@ -66,9 +39,9 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// Loads the config named on the command line (or by the environment).
-pub fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     let p = config::locate(path);
-    Config::from_file(&p).map_err(Failure::usage)
+    Ok(Config::from_file(&p)?)
 }
 
 /// The `--now` of a command, else the wall clock.
@@ -101,11 +74,11 @@ fn next_issue(cfg: &Config, now: DateTime<Utc>) -> NaiveDate {
 }
 
 /// A multi-threaded runtime for the commands that do I/O.
-pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::job(anyhow::anyhow!("cannot start the async runtime: {e}")))
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
 }
 
 /// Runs a parsed command line.

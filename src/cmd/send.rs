@@ -10,34 +10,31 @@ use crate::config::{Config, Secret};
 use crate::deliver::message::MessageFactory;
 use crate::deliver::send::{DigestComposer, SendReport};
 use crate::domain::{Digest, SubscriberEmail, SubscriberStatus};
-use crate::pipeline::{self, Delivery, LeaseStep, Lint, SendError, Sender, Sent};
+use crate::pipeline::{self, Delivery, LeaseStep, Lint, Sender, Sent};
 use crate::render::Assets;
 use crate::store::Store;
 
-use super::{date_of, load_config, now_of, runtime, CmdResult, Failure};
+use super::exit::usage;
+use super::{date_of, load_config, now_of, runtime, CmdResult};
 
 /// The signing secret: `DIGESTIF_SECRET` or `[secrets] file`, with the previous
 /// ones still accepted. Whatever the transport: `.eml` files are mailed by
 /// someone too, and their links must not be forgeable.
-pub fn secret_for(cfg: &Config) -> Result<Secret, Failure> {
-    Secret::load(cfg).map_err(|e| Failure::usage(anyhow::anyhow!(e)))
+pub fn secret_for(cfg: &Config) -> anyhow::Result<Secret> {
+    Ok(Secret::load(cfg)?)
 }
 
 /// Opens the subscriber store of the config.
-pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, Failure> {
-    let store = crate::store::open(cfg).map_err(|e| {
-        Failure::job(anyhow::anyhow!(
-            "cannot open the database {:?}: {e}",
-            cfg.storage.database
-        ))
-    })?;
+pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let store = crate::store::open(cfg)
+        .map_err(|e| anyhow::anyhow!("cannot open the database {:?}: {e}", cfg.storage.database))?;
     Ok(store)
 }
 
 /// The database of the config if it exists already (a PostgreSQL database, or
 /// a SQLite file that is there): `None` rather than a new empty file, for the
 /// commands that only read the frozen issue.
-pub fn existing_store(cfg: &Config) -> Result<Option<Arc<dyn Store>>, Failure> {
+pub fn existing_store(cfg: &Config) -> anyhow::Result<Option<Arc<dyn Store>>> {
     match cfg.database() {
         crate::store::Location::SqliteFile(p) if !p.is_file() => Ok(None),
         crate::store::Location::SqliteMemory => Ok(None),
@@ -49,7 +46,7 @@ fn issue(
     cfg: &Config,
     assets: &Assets,
     args: &DateArgs,
-) -> Result<(Digest, chrono::DateTime<chrono::Utc>), Failure> {
+) -> anyhow::Result<(Digest, chrono::DateTime<chrono::Utc>)> {
     let now = now_of(args);
     let date = date_of(cfg, args, now);
     let store = existing_store(cfg)?;
@@ -66,23 +63,21 @@ fn issue(
     Ok((digest, now))
 }
 
-fn nothing_new(date: chrono::NaiveDate) -> Failure {
-    Failure::job(anyhow::anyhow!(
+fn nothing_new(date: chrono::NaiveDate) -> anyhow::Error {
+    anyhow::anyhow!(
         "nothing new for {date}: no issue to send (see `digestif articles --date {date}`)"
-    ))
+    )
 }
 
 /// Checks what the message needs from the config and the disk (sender, DKIM key)
 /// before any feed is fetched: a bad key stops the run at once, not at each message.
-pub fn check_message_config(cfg: &Config) -> Result<(), Failure> {
-    MessageFactory::from_config(cfg)
-        .map(drop)
-        .map_err(Failure::usage)
+pub fn check_message_config(cfg: &Config) -> anyhow::Result<()> {
+    MessageFactory::from_config(cfg).map(drop).map_err(usage)
 }
 
 pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
     if args.limit == Some(0) {
-        return Err(Failure::usage(anyhow::anyhow!(
+        return Err(usage(anyhow::anyhow!(
             "--limit 0 would send nothing: give at least 1 (or --dry-run to check the issue)"
         )));
     }
@@ -92,15 +87,14 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
         Err(_) if args.dry_run => Secret::random(),
         other => other?,
     };
-    let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
+    let assets = pipeline::assets(&cfg)?;
     let now = now_of(&args.when);
     let date = date_of(&cfg, &args.when, now);
     let (delivery, store) = match (&args.to, args.dry_run) {
         (_, true) => (Delivery::DryRun, existing_store(&cfg)?),
         (Some(to), false) => (
             Delivery::TestCopy(
-                SubscriberEmail::parse(to)
-                    .map_err(|e| Failure::usage(anyhow::anyhow!("--to: {e}")))?,
+                SubscriberEmail::parse(to).map_err(|e| usage(anyhow::anyhow!("--to: {e}")))?,
             ),
             existing_store(&cfg)?,
         ),
@@ -127,11 +121,7 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
         store,
     };
     let sent = crate::deliver::send::single_thread_runtime()?
-        .block_on(pipeline::send(sender, date, now, lint, delivery))
-        .map_err(|e| match e {
-            SendError::Setup(_) => Failure::usage(e),
-            _ => Failure::job(e),
-        })?;
+        .block_on(pipeline::send(sender, date, now, lint, delivery))?;
     match sent {
         Sent::NothingNew => Err(nothing_new(date)),
         Sent::DryRun { digest, bytes } => {
@@ -175,19 +165,19 @@ fn print_report(digest: &Digest, report: &SendReport, limit: Option<u64>) -> Cmd
     // The report is the last line of the output.
     println!("{}: {}", digest.date, report.summary());
     if let Some(why) = &report.stopped {
-        Err(Failure::job(anyhow::anyhow!(
+        Err(anyhow::anyhow!(
             "the run stopped: {why}; {} message(s) left pending: fix that, then run `digestif send --date {}` again",
             report.pending_left,
             digest.date
-        )))
+        ))
     } else if report.is_complete() || held_back_by_limit {
         Ok(())
     } else {
-        Err(Failure::job(anyhow::anyhow!(
+        Err(anyhow::anyhow!(
             "{} message(s) left pending: run `digestif send --date {}` again",
             report.pending_left,
             digest.date
-        )))
+        ))
     }
 }
 
@@ -199,15 +189,15 @@ pub fn email_for(
     digest: &Digest,
     email: &str,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<crate::render::RenderedEmail, Failure> {
+) -> anyhow::Result<crate::render::RenderedEmail> {
     let address =
-        SubscriberEmail::parse(email).map_err(|e| Failure::usage(anyhow::anyhow!("--for: {e}")))?;
+        SubscriberEmail::parse(email).map_err(|e| usage(anyhow::anyhow!("--for: {e}")))?;
     let store = open_store(cfg)?;
     let subscriber = store
         .subscriber_by_email(&address)
-        .map_err(|e| Failure::job(anyhow::anyhow!("cannot read the subscribers: {e}")))?
+        .map_err(|e| anyhow::anyhow!("cannot read the subscribers: {e}"))?
         .ok_or_else(|| {
-            Failure::usage(anyhow::anyhow!(
+            usage(anyhow::anyhow!(
                 "--for: {email} is not a subscriber (see `digestif subscribers list`)"
             ))
         })?;
@@ -215,15 +205,15 @@ pub fn email_for(
         eprintln!("note: no secret is set: the links carry a one-off signature that works nowhere");
         Secret::random()
     });
-    let composer = DigestComposer::new(cfg, digest, assets, secret, now).map_err(Failure::usage)?;
-    Ok(composer.render_for(&subscriber).map_err(Failure::job)?.0)
+    let composer = DigestComposer::new(cfg, digest, assets, secret, now).map_err(usage)?;
+    Ok(composer.render_for(&subscriber)?.0)
 }
 
 pub fn lint(config: Option<&Path>, args: &DateArgs) -> CmdResult {
     let cfg = load_config(config)?;
     check_message_config(&cfg)?;
     let secret = secret_for(&cfg).unwrap_or_else(|_| Secret::random());
-    let assets = pipeline::assets(&cfg).map_err(Failure::usage)?;
+    let assets = pipeline::assets(&cfg)?;
     let (digest, now) = issue(&cfg, &assets, args)?;
     let issues = pipeline::lint(&cfg, &assets, &digest, secret, now)?;
     if issues.is_empty() {
@@ -233,11 +223,11 @@ pub fn lint(config: Option<&Path>, args: &DateArgs) -> CmdResult {
     for i in &issues {
         println!("{i}");
     }
-    Err(Failure::job(anyhow::anyhow!(
+    Err(anyhow::anyhow!(
         "the message of {} breaks {} sending rule(s)",
         digest.date,
         issues.len()
-    )))
+    ))
 }
 
 pub fn ledger(config: Option<&Path>, args: &LedgerArgs) -> CmdResult {
@@ -287,17 +277,16 @@ pub fn ledger(config: Option<&Path>, args: &LedgerArgs) -> CmdResult {
 
 pub fn unsubscribe(config: Option<&Path>, args: &UnsubscribeArgs) -> CmdResult {
     let cfg = load_config(config)?;
-    let email =
-        SubscriberEmail::parse(&args.email).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    let email = SubscriberEmail::parse(&args.email).map_err(|e| usage(anyhow::anyhow!(e)))?;
     let store = open_store(&cfg)?;
     let sub = store
         .subscriber_by_email(&email)
         .context("cannot read subscribers")?;
     match sub {
         None => {
-            return Err(Failure::job(anyhow::anyhow!(
+            return Err(anyhow::anyhow!(
                 "{email} is not a subscriber (letter case does not count): nothing to do"
-            )));
+            ));
         }
         Some(s) if s.status == SubscriberStatus::Unsubscribed => {
             println!("{email} was already unsubscribed");

@@ -20,7 +20,8 @@ use crate::metrics::Metrics;
 use crate::schedule::{LivePipeline, Scheduler};
 use crate::store::Store;
 
-use super::{load_config, CmdResult, Failure};
+use super::exit::usage;
+use super::{load_config, CmdResult};
 
 /// How long a run in flight may take to finish after a stop signal.
 pub const DRAIN: Duration = Duration::from_secs(30);
@@ -29,7 +30,7 @@ pub fn serve(config: Option<&Path>, args: &ServeArgs) -> CmdResult {
     let cfg = load_config(config)?;
     let listen = args.listen.as_deref().unwrap_or(&cfg.server.listen);
     let listen: SocketAddr = listen.parse().map_err(|_| {
-        Failure::usage(anyhow::anyhow!(
+        usage(anyhow::anyhow!(
             "--listen {listen:?} must be an address and port such as 127.0.0.1:8080"
         ))
     })?;
@@ -38,8 +39,8 @@ pub fn serve(config: Option<&Path>, args: &ServeArgs) -> CmdResult {
     super::send::check_message_config(&cfg)?;
     // A webhook whose certificate or password is missing stops the service at
     // start, not at the relay's first report.
-    let hooks = http::webhooks::Webhooks::from_config(&cfg)
-        .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    let hooks =
+        http::webhooks::Webhooks::from_config(&cfg).map_err(|e| usage(anyhow::anyhow!(e)))?;
     if hooks.ses.is_some() {
         tracing::info!("SES notifications read at POST /webhooks/ses");
     }
@@ -80,19 +81,18 @@ fn mailer(cfg: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
 }
 
 async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult {
-    let store = open_store(&cfg).map_err(Failure::job)?;
+    let store = open_store(&cfg)?;
     if let Some(issues) = store.issues() {
         // The web archive is read from the database: issues archived before it
         // kept them are added once.
-        let assets = crate::pipeline::assets(&cfg).map_err(Failure::usage)?;
-        let added = crate::pipeline::freeze_archived(&cfg, &assets, issues, crate::clock::now())
-            .map_err(Failure::job)?;
+        let assets = crate::pipeline::assets(&cfg)?;
+        let added = crate::pipeline::freeze_archived(&cfg, &assets, issues, crate::clock::now())?;
         if added > 0 {
             tracing::info!(issues = added, "archived issues now kept in the database");
         }
     }
     let http_store = if cfg.database() != crate::store::Location::SqliteMemory {
-        open_http_store(&cfg).map_err(Failure::job)?
+        open_http_store(&cfg)?
     } else {
         // An in-memory database exists once: share it.
         store.clone()
@@ -105,15 +105,12 @@ async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult 
         secret.clone(),
         metrics.clone(),
         clock.clone(),
-        mailer(&cfg).map_err(Failure::job)?,
+        mailer(&cfg)?,
     );
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))
-        .map_err(Failure::job)?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Failure::job(anyhow::anyhow!(e)))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr().map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!(address = %local, "listening on http://{local}");
 
     if cfg.bounces.mailbox.is_some() {
@@ -126,7 +123,7 @@ async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult 
     let scheduler = Arc::new(Scheduler::new(
         cfg.clone(),
         store.clone(),
-        Arc::new(LivePipeline::new(cfg.clone(), store.clone(), secret).map_err(Failure::job)?),
+        Arc::new(LivePipeline::new(cfg.clone(), store.clone(), secret)?),
         metrics,
     ));
     let mut cron = if cfg.schedule.enabled {
@@ -136,13 +133,7 @@ async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult 
             holder = scheduler.holder(),
             "scheduler started"
         );
-        Some(
-            scheduler
-                .clone()
-                .start(clock.clone())
-                .await
-                .map_err(Failure::job)?,
-        )
+        Some(scheduler.clone().start(clock.clone()).await?)
     } else {
         tracing::info!("scheduler disabled ([schedule] enabled = false)");
         None
@@ -153,8 +144,7 @@ async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult 
     if let Some(addr) = &cfg.server.metrics_listen {
         let ml = tokio::net::TcpListener::bind(addr.as_str())
             .await
-            .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))
-            .map_err(Failure::job)?;
+            .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))?;
         tracing::info!(address = %addr, "metrics and health on http://{addr}");
         let app = http::metrics_router(state.clone());
         let mut rx = stop_rx.clone();
@@ -203,7 +193,7 @@ async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult 
         tracing::warn!("open HTTP connections did not close in 10s");
     }
     tracing::info!("stopped");
-    outcome.map_err(Failure::job)
+    outcome
 }
 
 /// Deletes sign-ups never confirmed within a week, every hour (a sign-up holds

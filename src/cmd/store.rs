@@ -6,17 +6,18 @@ use std::path::Path;
 use crate::cli::StoreCmd;
 use crate::store::Location;
 
-use super::{load_config, CmdResult, Failure};
+use super::exit::usage;
+use super::{load_config, CmdResult};
 
 pub fn migrate(config: Option<&Path>) -> CmdResult {
     let cfg = load_config(config)?;
     let store = crate::store::open(&cfg).map_err(|e| {
-        Failure::job(anyhow::anyhow!(
+        anyhow::anyhow!(
             "cannot migrate the database {:?}: {e}",
             cfg.storage.database
-        ))
+        )
     })?;
-    let version = store.schema_version().map_err(Failure::job)?;
+    let version = store.schema_version()?;
     println!("database at schema version {version}");
     Ok(())
 }
@@ -29,29 +30,28 @@ pub fn run(cmd: StoreCmd) -> CmdResult {
 
 fn copy(from: &str, to: &str) -> CmdResult {
     let parse = |flag: &str, s: &str| {
-        Location::parse(s).map_err(|e| Failure::usage(anyhow::anyhow!("--{flag}: {e}")))
+        Location::parse(s).map_err(|e| usage(anyhow::anyhow!("--{flag}: {e}")))
     };
     let (from, to) = (parse("from", from)?, parse("to", to)?);
     if from == to {
-        return Err(Failure::usage(anyhow::anyhow!(
+        return Err(usage(anyhow::anyhow!(
             "--from and --to name the same database ({from})"
         )));
     }
     if let Location::SqliteFile(p) = &from {
         if !p.is_file() {
-            return Err(Failure::usage(anyhow::anyhow!(
+            return Err(usage(anyhow::anyhow!(
                 "--from: there is no database file {}",
                 p.display()
             )));
         }
     }
     let open = |at: &Location| {
-        crate::store::open_at(at)
-            .map_err(|e| Failure::job(anyhow::anyhow!("cannot open the database {at}: {e}")))
+        crate::store::open_at(at).map_err(|e| anyhow::anyhow!("cannot open the database {at}: {e}"))
     };
     let (source, target) = (open(&from)?, open(&to)?);
     let dump = crate::store::copy::copy(&*source, &*target)
-        .map_err(|e| Failure::job(anyhow::anyhow!("cannot copy into {to}: {e}")))?;
+        .map_err(|e| anyhow::anyhow!("cannot copy into {to}: {e}"))?;
     let counts: Vec<String> = dump
         .counts()
         .iter()

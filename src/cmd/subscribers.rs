@@ -17,15 +17,12 @@ use std::sync::Arc;
 use crate::store::{Backend, NewSubscriber, Store, Upserted};
 use crate::subscribers::{self, CsvError};
 
-use super::{CmdResult, Failure};
+use super::exit::usage;
+use super::CmdResult;
 
 pub fn run(config: Option<&Path>, cmd: SubscribersCmd) -> CmdResult {
     let cfg = super::load_config(config)?;
-    let open = || {
-        crate::store::open(&cfg)
-            .context("cannot open the subscribers database")
-            .map_err(Failure::job)
-    };
+    let open = || crate::store::open(&cfg).context("cannot open the subscribers database");
     match cmd {
         SubscribersCmd::Import { file, dry_run } => import(&file, dry_run, open),
         SubscribersCmd::Export { file } => export(file.as_deref(), &*open()?),
@@ -50,21 +47,14 @@ pub fn run(config: Option<&Path>, cmd: SubscribersCmd) -> CmdResult {
     }
 }
 
-fn csv_failure(e: CsvError) -> Failure {
-    match e {
-        CsvError::Header(_) | CsvError::Read(_) => Failure::usage(e),
-        CsvError::Write(_) | CsvError::Store(_) => Failure::job(e),
-    }
-}
-
 fn import(
     file: &Path,
     dry_run: bool,
-    open: impl FnOnce() -> Result<Arc<dyn Backend>, Failure>,
+    open: impl FnOnce() -> anyhow::Result<Arc<dyn Backend>>,
 ) -> CmdResult {
     let input = std::fs::File::open(file)
         .with_context(|| format!("cannot read {}", file.display()))
-        .map_err(Failure::usage)?;
+        .map_err(usage)?;
     let store = if dry_run { None } else { Some(open()?) };
     let stderr = io::stderr();
     let mut err = stderr.lock();
@@ -75,21 +65,15 @@ fn import(
             let _ = writeln!(err, "{}: {e}", file.display());
         },
     )
-    .map_err(|e| {
-        let f = csv_failure(e);
-        Failure {
-            code: f.code,
-            error: f.error.context(file.display().to_string()),
-        }
-    })?;
+    .map_err(|e| anyhow::Error::new(e).context(file.display().to_string()))?;
     println!("{summary}");
     if summary.skipped > 0 {
-        return Err(Failure::job(anyhow!(
+        return Err(anyhow!(
             "{} of {} rows skipped: fix the lines listed above and import the file again \
              (rows already imported are not duplicated)",
             summary.skipped,
             summary.rows
-        )));
+        ));
     }
     Ok(())
 }
@@ -99,7 +83,7 @@ fn quiet_pipe(e: io::Error) -> CmdResult {
     if e.kind() == io::ErrorKind::BrokenPipe {
         Ok(())
     } else {
-        Err(Failure::job(anyhow!("cannot write the output: {e}")))
+        Err(anyhow!("cannot write the output: {e}"))
     }
 }
 
@@ -107,9 +91,8 @@ fn export(file: Option<&Path>, store: &dyn Backend) -> CmdResult {
     let result = match file {
         Some(path) => {
             let f = std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))
-                .map_err(Failure::job)?;
-            let n = subscribers::export(store, BufWriter::new(f)).map_err(csv_failure)?;
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            let n = subscribers::export(store, BufWriter::new(f))?;
             eprintln!("exported {n} subscribers to {}", path.display());
             Ok(())
         }
@@ -117,7 +100,7 @@ fn export(file: Option<&Path>, store: &dyn Backend) -> CmdResult {
     };
     match result {
         Err(CsvError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.map_err(csv_failure),
+        r => Ok(r?),
     }
 }
 
@@ -128,7 +111,7 @@ fn list(status: Option<&str>, store: &dyn Backend) -> CmdResult {
             "pending" => Ok(SubscriberStatus::Pending),
             "unsubscribed" => Ok(SubscriberStatus::Unsubscribed),
             "bounced" => Ok(SubscriberStatus::Bounced),
-            other => Err(Failure::usage(anyhow!(
+            other => Err(usage(anyhow!(
                 "unknown status {other:?}: use active, pending, unsubscribed or bounced"
             ))),
         })
@@ -136,9 +119,7 @@ fn list(status: Option<&str>, store: &dyn Backend) -> CmdResult {
     let mut out = BufWriter::new(io::stdout().lock());
     let mut after = 0;
     loop {
-        let page = store
-            .subscribers_page(status, after, 5_000)
-            .map_err(Failure::job)?;
+        let page = store.subscribers_page(status, after, 5_000)?;
         let Some(last) = page.last() else { break };
         after = last.id;
         for s in &page {
@@ -171,27 +152,26 @@ fn add(
     categories: Option<&str>,
     timezone: Option<&str>,
 ) -> CmdResult {
-    let email = SubscriberEmail::parse(email).map_err(|e| Failure::usage(anyhow!("email: {e}")))?;
+    let email = SubscriberEmail::parse(email).map_err(|e| usage(anyhow!("email: {e}")))?;
     let name = name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
     if name
         .as_deref()
         .is_some_and(|n| n.chars().any(char::is_control))
     {
-        return Err(Failure::usage(anyhow!(
+        return Err(usage(anyhow!(
             "--name: contains a control character (CR/LF?)"
         )));
     }
     let locale = locale
         .map(|l| {
-            Locale::from_str(l).map_err(|_| {
-                Failure::usage(anyhow!("--locale: unknown locale {l:?}: use fr or en"))
-            })
+            Locale::from_str(l)
+                .map_err(|_| usage(anyhow!("--locale: unknown locale {l:?}: use fr or en")))
         })
         .transpose()?;
     let timezone = timezone
         .map(|t| {
             chrono_tz::Tz::from_str(t).map_err(|_| {
-                Failure::usage(anyhow!(
+                usage(anyhow!(
                     "--timezone: unknown time zone {t:?}: use an IANA name such as Europe/Paris"
                 ))
             })
@@ -205,54 +185,50 @@ fn add(
         .map(String::from)
         .collect();
     if categories.iter().any(|c| c.chars().any(char::is_control)) {
-        return Err(Failure::usage(anyhow!(
+        return Err(usage(anyhow!(
             "--categories: contains a control character (CR/LF?)"
         )));
     }
-    let existing = store.subscriber_by_email(&email).map_err(Failure::job)?;
+    let existing = store.subscriber_by_email(&email)?;
     if existing.is_none() {
-        if let Some(sup) = store.suppression(&email).map_err(Failure::job)? {
+        if let Some(sup) = store.suppression(&email)? {
             if sup.reason.is_the_persons_choice() {
-                return Err(Failure::job(anyhow!(
+                return Err(anyhow!(
                     "{email} was {} on {} and stays out; they can sign up again through the \
                      form (double opt-in)",
                     sup.reason,
                     sup.at.format("%Y-%m-%d")
-                )));
+                ));
             }
             // Removed or bounced: the operator may take it back by hand.
-            store.lift_suppression(&email).map_err(Failure::job)?;
+            store.lift_suppression(&email)?;
         }
     }
     if let Some(s) = &existing {
         if s.status == SubscriberStatus::Unsubscribed {
             // Their choice stands: only they can come back, through the sign-up form.
-            return Err(Failure::job(anyhow!(
+            return Err(anyhow!(
                 "{email} unsubscribed earlier and stays unsubscribed; they can sign up again \
                  through the form (double opt-in)"
-            )));
+            ));
         }
     }
-    let outcome = store
-        .upsert_subscriber(&NewSubscriber {
-            email: email.clone(),
-            name,
-            locale,
-            categories,
-            timezone,
-            status: SubscriberStatus::Active,
-        })
-        .map_err(Failure::job)?;
+    let outcome = store.upsert_subscriber(&NewSubscriber {
+        email: email.clone(),
+        name,
+        locale,
+        categories,
+        timezone,
+        status: SubscriberStatus::Active,
+    })?;
     // A bounced or pending address re-added by hand is active again.
     if let Some(s) = existing.filter(|s| s.status != SubscriberStatus::Active) {
-        store
-            .set_status(
-                s.id,
-                SubscriberStatus::Active,
-                "re-added by hand",
-                crate::clock::now(),
-            )
-            .map_err(Failure::job)?;
+        store.set_status(
+            s.id,
+            SubscriberStatus::Active,
+            "re-added by hand",
+            crate::clock::now(),
+        )?;
         println!("{email}: active again (was {})", s.status);
         return Ok(());
     }
@@ -260,22 +236,18 @@ fn add(
         Upserted::Inserted => println!("{email}: added"),
         Upserted::Updated => println!("{email}: updated"),
         Upserted::Unchanged => println!("{email}: already subscribed, unchanged"),
-        Upserted::Suppressed => {
-            return Err(Failure::job(anyhow!(
-                "{email} was removed meanwhile; try again"
-            )))
-        }
+        Upserted::Suppressed => return Err(anyhow!("{email} was removed meanwhile; try again")),
     }
     Ok(())
 }
 
 fn show(store: &dyn Backend, email: &str) -> CmdResult {
-    let email = SubscriberEmail::parse(email).map_err(|e| Failure::usage(anyhow!("email: {e}")))?;
-    let Some(s) = store.subscriber_by_email(&email).map_err(Failure::job)? else {
-        return Err(Failure::job(anyhow!("{email} is not a subscriber")));
+    let email = SubscriberEmail::parse(email).map_err(|e| usage(anyhow!("email: {e}")))?;
+    let Some(s) = store.subscriber_by_email(&email)? else {
+        return Err(anyhow!("{email} is not a subscriber"));
     };
     println!("{}\t{}", s.email, s.status);
-    let events = store.bounce_events(s.id).map_err(Failure::job)?;
+    let events = store.bounce_events(s.id)?;
     if events.is_empty() {
         println!("no bounce or complaint");
     }
@@ -294,21 +266,21 @@ fn show(store: &dyn Backend, email: &str) -> CmdResult {
 }
 
 fn remove(store: &dyn Backend, email: &str) -> CmdResult {
-    let email = SubscriberEmail::parse(email).map_err(|e| Failure::usage(anyhow!("email: {e}")))?;
-    if store.remove_subscriber(&email).map_err(Failure::job)? {
+    let email = SubscriberEmail::parse(email).map_err(|e| usage(anyhow!("email: {e}")))?;
+    if store.remove_subscriber(&email)? {
         println!(
             "{email}: removed, with their delivery history; a keyed hash of the address is kept \
              so that no import adds it back"
         );
         Ok(())
     } else {
-        Err(Failure::job(anyhow!("{email} is not a subscriber")))
+        Err(anyhow!("{email} is not a subscriber"))
     }
 }
 
 fn forget(store: &dyn Backend, email: &str) -> CmdResult {
-    let email = SubscriberEmail::parse(email).map_err(|e| Failure::usage(anyhow!("email: {e}")))?;
-    let found = store.forget_subscriber(&email).map_err(Failure::job)?;
+    let email = SubscriberEmail::parse(email).map_err(|e| usage(anyhow!("email: {e}")))?;
+    let found = store.forget_subscriber(&email)?;
     println!(
         "{email}: {}; only a keyed hash of the address is kept, so that no import adds it back \
          (their own confirmed sign-up would)",

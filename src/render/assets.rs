@@ -112,7 +112,7 @@ impl Strings {
             .replace("{year}", &date.year().to_string())
     }
 
-    fn check(&self, file: &str) -> Result<(), String> {
+    fn check(&self, file: &str) -> Result<(), AssetsError> {
         let needs: [(&str, &str, &[&str]); 6] = [
             ("greeting_named", &self.greeting_named, &["{name}"]),
             ("digest_reading_time", &self.digest_reading_time, &["{n}"]),
@@ -124,27 +124,37 @@ impl Strings {
         for (key, value, placeholders) in needs {
             for p in placeholders {
                 if !value.contains(p) {
-                    return Err(format!(
-                        "{file}: key `{key}` = {value:?} must contain {p}; add it where the value goes"
+                    return Err(AssetsError::invalid(
+                        file,
+                        format!(
+                            "key `{key}` = {value:?} must contain {p}; add it where the value goes"
+                        ),
                     ));
                 }
             }
         }
         if self.greeting_named.matches("{name}").count() != 1 {
-            return Err(format!(
-                "{file}: key `greeting_named` must contain {{name}} exactly once"
+            return Err(AssetsError::invalid(
+                file,
+                "key `greeting_named` must contain {name} exactly once".to_string(),
             ));
         }
         if self.weekdays.len() != 7 {
-            return Err(format!(
-                "{file}: key `weekdays` has {} names; give 7, Monday first",
-                self.weekdays.len()
+            return Err(AssetsError::invalid(
+                file,
+                format!(
+                    "key `weekdays` has {} names; give 7, Monday first",
+                    self.weekdays.len()
+                ),
             ));
         }
         if self.months.len() != 12 {
-            return Err(format!(
-                "{file}: key `months` has {} names; give 12, January first",
-                self.months.len()
+            return Err(AssetsError::invalid(
+                file,
+                format!(
+                    "key `months` has {} names; give 12, January first",
+                    self.months.len()
+                ),
             ));
         }
         Ok(())
@@ -152,7 +162,7 @@ impl Strings {
 }
 
 impl Theme {
-    fn check(&self, file: &str) -> Result<(), String> {
+    fn check(&self, file: &str) -> Result<(), AssetsError> {
         for (scheme, c) in [("colors", &self.colors), ("dark", &self.dark)] {
             for (key, v) in [
                 ("background", &c.background),
@@ -164,8 +174,11 @@ impl Theme {
                 ("footer_background", &c.footer_background),
             ] {
                 if !is_hex_colour(v) {
-                    return Err(format!(
-                        "{file}: key `{scheme}.{key}` = {v:?} is not a colour; write it as #rrggbb"
+                    return Err(AssetsError::invalid(
+                        file,
+                        format!(
+                            "key `{scheme}.{key}` = {v:?} is not a colour; write it as #rrggbb"
+                        ),
                     ));
                 }
             }
@@ -173,21 +186,27 @@ impl Theme {
         for (key, v) in [("serif", &self.fonts.serif), ("sans", &self.fonts.sans)] {
             // Written into style="…" attributes: nothing that could end the declaration.
             if v.trim().is_empty() || v.contains(['"', ';', '<', '>', '{', '}', '\\', '\n', '\r']) {
-                return Err(format!(
-                    "{file}: key `fonts.{key}` = {v:?} is not a font stack; use names separated by commas"
+                return Err(AssetsError::invalid(
+                    file,
+                    format!(
+                    "key `fonts.{key}` = {v:?} is not a font stack; use names separated by commas"
+                ),
                 ));
             }
         }
         if let Some(url) = &self.logo.url {
             if !super::is_http_url(url) {
-                return Err(format!(
-                    "{file}: key `logo.url` = {url:?} is not an http(s) URL"
+                return Err(AssetsError::invalid(
+                    file,
+                    format!("key `logo.url` = {url:?} is not an http(s) URL"),
                 ));
             }
         }
         if self.logo.alt.trim().is_empty() {
-            return Err(format!(
-                "{file}: key `logo.alt` is empty; describe the logo (usually the newsletter's name)"
+            return Err(AssetsError::invalid(
+                file,
+                "key `logo.alt` is empty; describe the logo (usually the newsletter's name)"
+                    .to_string(),
             ));
         }
         Ok(())
@@ -199,6 +218,28 @@ fn is_hex_colour(v: &str) -> bool {
         return false;
     };
     matches!(hex.len(), 3 | 6) && hex.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// A templates file that cannot be used: the message names the file (and the key).
+#[derive(Debug, thiserror::Error)]
+pub enum AssetsError {
+    #[error("cannot read {}: {error}; copy it from the project's templates/ folder", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    /// Not TOML, an unknown or missing key, or a value that cannot be used.
+    #[error("{file}: {problem}")]
+    Invalid { file: String, problem: String },
+}
+
+impl AssetsError {
+    fn invalid(file: &str, problem: String) -> AssetsError {
+        AssetsError::Invalid {
+            file: file.to_string(),
+            problem,
+        }
+    }
 }
 
 /// Theme and strings of every locale.
@@ -220,15 +261,10 @@ impl Assets {
     }
 
     /// Reads `theme.toml`, `fr.toml`, `en.toml` from `dir`; errors name the file and key.
-    pub fn load(dir: &Path) -> Result<Assets, String> {
+    pub fn load(dir: &Path) -> Result<Assets, AssetsError> {
         let read = |name: &str| {
             let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|e| {
-                format!(
-                    "cannot read {}: {e}; copy it from the project's templates/ folder",
-                    path.display()
-                )
-            })
+            std::fs::read_to_string(&path).map_err(|error| AssetsError::Read { path, error })
         };
         let (theme, fr, en) = (read("theme.toml")?, read("fr.toml")?, read("en.toml")?);
         Assets::parse_named(
@@ -239,7 +275,7 @@ impl Assets {
     }
 
     /// Parses the three files' contents.
-    pub fn parse(theme: &str, fr: &str, en: &str) -> Result<Assets, String> {
+    pub fn parse(theme: &str, fr: &str, en: &str) -> Result<Assets, AssetsError> {
         Assets::parse_named(("theme.toml", theme), ("fr.toml", fr), ("en.toml", en))
     }
 
@@ -247,12 +283,14 @@ impl Assets {
         theme: (&str, &str),
         fr: (&str, &str),
         en: (&str, &str),
-    ) -> Result<Assets, String> {
-        let t: Theme = toml::from_str(theme.1).map_err(|e| format!("{}: {e}", theme.0))?;
+    ) -> Result<Assets, AssetsError> {
+        let t: Theme =
+            toml::from_str(theme.1).map_err(|e| AssetsError::invalid(theme.0, e.to_string()))?;
         t.check(theme.0)?;
         let mut locales = Vec::new();
         for (file, text) in [fr, en] {
-            let s: Strings = toml::from_str(text).map_err(|e| format!("{file}: {e}"))?;
+            let s: Strings =
+                toml::from_str(text).map_err(|e| AssetsError::invalid(file, e.to_string()))?;
             s.check(file)?;
             locales.push(s);
         }
@@ -296,7 +334,7 @@ mod tests {
     #[test]
     fn an_unknown_key_is_named_with_its_file() {
         let fr = format!("{FR}\ncolour = \"x\"\n");
-        let err = Assets::parse(THEME, &fr, EN).unwrap_err();
+        let err = Assets::parse(THEME, &fr, EN).unwrap_err().to_string();
         assert!(err.starts_with("fr.toml:"), "{err}");
         assert!(err.contains("colour"), "{err}");
     }
@@ -304,7 +342,7 @@ mod tests {
     #[test]
     fn a_missing_key_is_named_with_its_file() {
         let en = EN.replace("unsubscribe = \"Unsubscribe or manage preferences\"", "");
-        let err = Assets::parse(THEME, FR, &en).unwrap_err();
+        let err = Assets::parse(THEME, FR, &en).unwrap_err().to_string();
         assert!(err.starts_with("en.toml:"), "{err}");
         assert!(err.contains("unsubscribe"), "{err}");
     }
@@ -312,21 +350,21 @@ mod tests {
     #[test]
     fn a_colour_that_could_break_out_of_a_style_attribute_is_refused() {
         let theme = THEME.replace("accent = \"#c8102e\"", "accent = \"red;background:url(x)\"");
-        let err = Assets::parse(&theme, FR, EN).unwrap_err();
+        let err = Assets::parse(&theme, FR, EN).unwrap_err().to_string();
         assert!(err.contains("colors.accent"), "{err}");
     }
 
     #[test]
     fn a_placeholder_missing_from_a_string_is_refused() {
         let fr = FR.replace("Bonjour {name},", "Bonjour,");
-        let err = Assets::parse(THEME, &fr, EN).unwrap_err();
+        let err = Assets::parse(THEME, &fr, EN).unwrap_err().to_string();
         assert!(err.contains("greeting_named"), "{err}");
     }
 
     #[test]
     fn load_reads_a_folder_and_names_the_missing_file() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Assets::load(dir.path()).unwrap_err();
+        let err = Assets::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("theme.toml"), "{err}");
         std::fs::write(dir.path().join("theme.toml"), THEME).unwrap();
         std::fs::write(dir.path().join("fr.toml"), FR).unwrap();

@@ -7,7 +7,7 @@ mod assets;
 mod html;
 pub mod text;
 
-pub use assets::{Assets, Colors, Fonts, Footer, Logo, Strings, Theme};
+pub use assets::{Assets, AssetsError, Colors, Fonts, Footer, Logo, Strings, Theme};
 
 use crate::domain::{Digest, Locale, Story};
 

@@ -60,7 +60,7 @@ fn a_broken_templates_folder_names_the_file_and_the_key() {
         theme.replace("[footer]", "[footer]\npostcode = \"75002\""),
     )
     .unwrap();
-    let err = Assets::load(dir.path()).unwrap_err();
+    let err = Assets::load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("theme.toml"), "{err}");
     assert!(err.contains("postcode"), "{err}");
 }
