@@ -70,17 +70,22 @@ impl DigestComposer {
 
     /// Every variant as kept in the issue frozen in `store` (the issue must be
     /// frozen there): the one a sender kept first, on whatever machine, so that
-    /// every subscriber of a variant gets the same bytes. The variants of the
-    /// active subscribers are read (or rendered and kept) now, so that the send
-    /// loop does not wait on the database for them.
-    pub fn frozen_in(mut self, store: Arc<dyn Store>) -> Result<DigestComposer> {
-        let Some(issues) = store.issues() else {
+    /// every subscriber of a variant gets the same bytes. Each is read (or
+    /// rendered and kept) the first time it is needed.
+    pub fn frozen_in(mut self, store: Arc<dyn Store>) -> DigestComposer {
+        self.frozen = store.issues().is_some().then_some(store);
+        self
+    }
+
+    /// Reads (or renders and keeps) now the variants of every active
+    /// subscriber, so that the send loop does not wait on the database for them.
+    pub fn with_variants_in_use(self) -> Result<DigestComposer> {
+        let Some(issues) = self.frozen.as_ref().and_then(|s| s.issues()) else {
             return Ok(self);
         };
         let in_use = issues
             .variants_in_use()
             .context("cannot read which variants the subscribers read")?;
-        self.frozen = Some(store.clone());
         for (locale, follow) in in_use {
             self.variant(locale.unwrap_or(self.digest.locale), &follow)?;
         }

@@ -134,7 +134,8 @@ pub async fn send_issue(job: SendJob<'_>) -> Result<SendReport> {
     // The variants as frozen in the database: the same bytes from every sender.
     let composer = Arc::new(
         DigestComposer::new(job.cfg, job.digest, job.assets, job.secret, job.now)?
-            .frozen_in(job.store.clone())?,
+            .frozen_in(job.store.clone())
+            .with_variants_in_use()?,
     );
     let opts = SendOptions::from_config(job.cfg, job.limit);
     deliver_ledger(
