@@ -433,9 +433,11 @@ pub struct Bounces {
     /// The SNS topics whose notifications are read; others are refused.
     pub ses_topic_arns: Vec<String>,
     /// Postmark (`POST /webhooks/postmark`): the basic-auth user Postmark is given,
-    /// and the variable holding its password. Unset: the route answers 404.
+    /// and the variable holding its password, or a file (relative to the config,
+    /// mode 600) whose first line is the password. Unset: the route answers 404.
     pub postmark_user: Option<String>,
     pub postmark_password_env: Option<String>,
+    pub postmark_password_file: Option<PathBuf>,
 }
 
 impl Default for Bounces {
@@ -454,6 +456,7 @@ impl Default for Bounces {
             ses_topic_arns: Vec::new(),
             postmark_user: None,
             postmark_password_env: None,
+            postmark_password_file: None,
         }
     }
 }
@@ -779,12 +782,27 @@ impl Config {
                 line_of("ses_topic_arns")
             ));
         }
-        if b.postmark_user.is_some() != b.postmark_password_env.is_some() {
-            return Err(format!(
-                "bounces.postmark_user and bounces.postmark_password_env go together: Postmark \
-                 posts with basic auth, the user and the variable holding its password{}",
-                line_of("postmark_")
-            ));
+        match (
+            &b.postmark_user,
+            &b.postmark_password_env,
+            &b.postmark_password_file,
+        ) {
+            (Some(_), Some(_), Some(_)) => {
+                return Err(format!(
+                    "bounces.postmark_password_env and bounces.postmark_password_file: set one, \
+                     not both{}",
+                    line_of("bounces.postmark_password")
+                ))
+            }
+            (Some(_), None, None) | (None, Some(_), _) | (None, _, Some(_)) => {
+                return Err(format!(
+                    "bounces.postmark_user and bounces.postmark_password_env (the variable \
+                     holding its password) or bounces.postmark_password_file (a file holding \
+                     it) go together: Postmark posts with basic auth{}",
+                    line_of("bounces.postmark_")
+                ))
+            }
+            _ => {}
         }
         if b.soft_bounce_limit == 0 || b.soft_bounce_days == 0 {
             return Err(format!(
@@ -1099,38 +1117,49 @@ pub fn split_secrets(text: &str) -> Vec<String> {
 /// (current, previous) from a secret file: one secret per line, the first is current.
 /// Refused when group or others may read it.
 fn read_secret_file(path: &Path) -> Result<(String, Vec<String>), SecretError> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        SecretError(format!(
-            "[secrets] file {}: {e}. Create it with `openssl rand -hex 32 > FILE && chmod 600 FILE`",
-            path.display()
-        ))
-    })?;
+    let mut lines = read_private_lines(
+        path,
+        "[secrets] file",
+        "Create it with `openssl rand -hex 32 > FILE && chmod 600 FILE`",
+    )
+    .map_err(SecretError)?;
+    let current = lines.remove(0);
+    Ok((current, lines))
+}
+
+/// The non-empty lines (trimmed, `#` comments skipped; at least one) of a file
+/// holding secrets, named `key` in errors, which add `create` when the file cannot
+/// be opened. Refused when group or others may read it.
+pub fn read_private_lines(path: &Path, key: &str, create: &str) -> Result<Vec<String>, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("{key} {}: {e}. {create}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode();
         if mode & 0o077 != 0 {
-            return Err(SecretError(format!(
-                "[secrets] file {} can be read by other users (mode {:o}): run `chmod 600 {}`",
+            return Err(format!(
+                "{key} {} can be read by other users (mode {:o}): run `chmod 600 {}`",
                 path.display(),
                 mode & 0o777,
                 path.display()
-            )));
+            ));
         }
     }
     #[cfg(not(unix))]
     let _ = meta;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| SecretError(format!("[secrets] file {}: {e}", path.display())))?;
-    let mut lines = text
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("{key} {}: {e}", path.display()))?;
+    let lines: Vec<String> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from);
-    let current = lines
-        .next()
-        .ok_or_else(|| SecretError(format!("[secrets] file {} is empty", path.display())))?;
-    Ok((current, lines.collect()))
+        .map(String::from)
+        .collect();
+    if lines.is_empty() {
+        return Err(format!("{key} {} is empty", path.display()));
+    }
+    Ok(lines)
 }
 
 /// Whether `[storage] database` names a PostgreSQL database.

@@ -33,6 +33,27 @@ struct Record {
 /// `X-PM-Metadata-message-id` header), looked at before Postmark's own id.
 const METADATA_KEYS: [&str; 2] = ["message-id", "message_id"];
 
+/// Longest metadata value Postmark keeps (its documented limit).
+pub const MAX_METADATA_VALUE: usize = 80;
+
+/// Whether `message_id`, one of ours as the `X-PM-Metadata-message-id` header
+/// carries it, fits in Postmark's metadata. The error says what it breaks and
+/// what to change.
+pub fn check_metadata(message_id: &str) -> Result<(), String> {
+    let n = message_id.chars().count();
+    if n <= MAX_METADATA_VALUE {
+        return Ok(());
+    }
+    let domain = message_id.rsplit_once('@').map_or("", |(_, d)| d);
+    let room = MAX_METADATA_VALUE - (n - domain.chars().count());
+    Err(format!(
+        "Postmark: our Message-IDs, sent as X-PM-Metadata-message-id, are {n} characters long \
+         with the From domain {domain:?}, over the {MAX_METADATA_VALUE} Postmark keeps as \
+         metadata: its bounce and complaint reports could not be matched to what was sent. \
+         Send from a domain of at most {room} characters (sender.from)"
+    ))
+}
+
 /// What one of Postmark's bounce types means here. Types that are not about the
 /// address (auto-replies, subscription changes, challenges) are no report.
 fn kind_of(record_type: &str, bounce_type: &str) -> Option<EventKind> {
@@ -194,6 +215,23 @@ mod tests {
             .unwrap_err()
             .contains("Email"));
         assert!(parse(b"not json").is_err());
+    }
+
+    #[test]
+    fn a_message_id_over_postmarks_80_metadata_characters_is_named_with_the_room_left() {
+        // Ours are 32 hex digits, "@", then the From domain: 47 characters of domain fit.
+        let id = |domain_len: usize| {
+            format!("{}@{}.example", "a".repeat(32), "d".repeat(domain_len - 8))
+        };
+        assert_eq!(id(47).len(), 80);
+        assert_eq!(check_metadata(&id(47)), Ok(()));
+        assert_eq!(check_metadata("abc@news.example.com"), Ok(()));
+        let e = check_metadata(&id(48)).unwrap_err();
+        assert!(e.contains("are 81 characters long"), "{e}");
+        assert!(
+            e.contains("a domain of at most 47 characters (sender.from)"),
+            "{e}"
+        );
     }
 
     #[test]

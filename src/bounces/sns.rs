@@ -3,17 +3,26 @@
 //! SNS's canonical string) must verify against a signing certificate the operator
 //! pinned (`[bounces] ses_certificate`; the service never fetches one), the
 //! `SigningCertURL` must have the shape of SNS's own, and the topic must be one of
-//! `[bounces] ses_topic_arns` (every AWS account's topic is signed with the same key).
+//! `[bounces] ses_topic_arns` (every AWS account's topic is signed with the same key),
+//! and its `Timestamp` must be recent: a signed message replayed later is refused.
 
 use std::fmt;
 use std::path::Path;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::signature::Verifier as _;
 use rsa::RsaPublicKey;
 use serde::Deserialize;
+
+/// Oldest signed message read, by its `Timestamp` (when SNS published it): SNS's
+/// default delivery policy stops retrying within a minute; AWS's own message
+/// validators take an hour too. Older, it is a replay.
+pub const MAX_AGE: TimeDelta = TimeDelta::hours(1);
+
+/// How far a `Timestamp` may be ahead of our clock (clocks drift apart).
+pub const MAX_SKEW: TimeDelta = TimeDelta::minutes(5);
 
 /// What SNS posts (the fields it signs, and the signature).
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +61,10 @@ pub enum Refused {
     BadCertUrl(String),
     BadSignature,
     OtherTopic(String),
+    /// Signed longer than [`MAX_AGE`] ago: a replay, or a delivery retried that long.
+    Stale(String),
+    /// Signed more than [`MAX_SKEW`] ahead of our clock.
+    FromTheFuture(String),
 }
 
 impl fmt::Display for Refused {
@@ -71,6 +84,18 @@ impl fmt::Display for Refused {
                  signs with a newer certificate: add it to that file)",
             ),
             Refused::OtherTopic(t) => write!(f, "topic {t:?} is not in bounces.ses_topic_arns"),
+            Refused::Stale(t) => write!(
+                f,
+                "Timestamp {t} is more than {} hour(s) old: a replay (or an SNS delivery policy \
+                 retrying longer than that)",
+                MAX_AGE.num_hours()
+            ),
+            Refused::FromTheFuture(t) => write!(
+                f,
+                "Timestamp {t} is more than {} minutes ahead of this server's clock (is the \
+                 clock right?)",
+                MAX_SKEW.num_minutes()
+            ),
         }
     }
 }
@@ -82,6 +107,25 @@ impl Envelope {
             "SubscriptionConfirmation" => Some(Kind::SubscriptionConfirmation),
             "UnsubscribeConfirmation" => Some(Kind::UnsubscribeConfirmation),
             _ => None,
+        }
+    }
+
+    /// Whether `Timestamp` is within [`MAX_AGE`] before `now` and [`MAX_SKEW`] after.
+    pub fn fresh(&self, now: DateTime<Utc>) -> Result<(), Refused> {
+        let at = DateTime::parse_from_rfc3339(self.timestamp.trim())
+            .map_err(|e| {
+                Refused::NotSns(format!(
+                    "Timestamp {:?} is not an ISO 8601 time: {e}",
+                    self.timestamp
+                ))
+            })?
+            .with_timezone(&Utc);
+        if at < now - MAX_AGE {
+            Err(Refused::Stale(self.timestamp.clone()))
+        } else if at > now + MAX_SKEW {
+            Err(Refused::FromTheFuture(self.timestamp.clone()))
+        } else {
+            Ok(())
         }
     }
 
@@ -248,8 +292,9 @@ impl Verifier {
         })
     }
 
-    /// Reads a posted body; only a message SNS signed for one of our topics is returned.
-    pub fn verify(&self, body: &[u8]) -> Result<Envelope, Refused> {
+    /// Reads a body posted at `now`; only a message SNS signed for one of our topics
+    /// within [`MAX_AGE`] is returned.
+    pub fn verify(&self, body: &[u8], now: DateTime<Utc>) -> Result<Envelope, Refused> {
         use base64::Engine;
         let env: Envelope =
             serde_json::from_slice(body).map_err(|e| Refused::NotSns(e.to_string()))?;
@@ -286,6 +331,8 @@ impl Verifier {
         if !self.topics.iter().any(|t| t == &env.topic_arn) {
             return Err(Refused::OtherTopic(env.topic_arn.clone()));
         }
+        // After the signature: a refusal for its age is then about a message SNS sent.
+        env.fresh(now)?;
         Ok(env)
     }
 }
@@ -333,6 +380,38 @@ mod tests {
         ));
         assert!(!sub.contains("Subject"), "{sub}");
         assert!(envelope("Other", None).canonical().is_err());
+    }
+
+    #[test]
+    fn a_message_signed_over_an_hour_ago_or_ahead_of_the_clock_is_refused() {
+        // Regression: the Timestamp was signed but never compared with the clock,
+        // so a captured notification could be posted again at any later time.
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let env = envelope("Notification", None); // Timestamp 2012-05-02T00:54:06.655Z
+        for ok in [
+            "2012-05-02T00:54:06.655Z",
+            "2012-05-02T01:54:06.655Z",
+            "2012-05-02T00:49:07Z",
+        ] {
+            assert_eq!(env.fresh(at(ok)), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            env.fresh(at("2012-05-02T01:54:07Z")),
+            Err(Refused::Stale("2012-05-02T00:54:06.655Z".into()))
+        );
+        assert_eq!(
+            env.fresh(at("2012-05-02T00:49:06Z")),
+            Err(Refused::FromTheFuture("2012-05-02T00:54:06.655Z".into()))
+        );
+        let mut bad = env.clone();
+        bad.timestamp = "yesterday".into();
+        assert!(matches!(
+            bad.fresh(at("2012-05-02T00:54:06Z")),
+            Err(Refused::NotSns(e)) if e.contains("Timestamp \"yesterday\"")
+        ));
+        assert!(Refused::Stale(env.timestamp.clone())
+            .to_string()
+            .contains("more than 1 hour(s) old"));
     }
 
     #[test]

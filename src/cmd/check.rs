@@ -122,7 +122,8 @@ fn database(cfg: &Config) -> Result<String, String> {
 }
 
 /// The SES and Postmark webhooks `[bounces]` sets up: certificate read and valid,
-/// password set. `None` when neither is set.
+/// password set, our Message-IDs short enough for Postmark's metadata. `None` when
+/// neither is set.
 fn webhooks(cfg: &Config) -> Option<Result<String, String>> {
     let hooks = match crate::http::webhooks::Webhooks::from_config(cfg) {
         Ok(h) => h,
@@ -136,6 +137,14 @@ fn webhooks(cfg: &Config) -> Option<Result<String, String>> {
         }
     }
     if hooks.postmark.is_some() {
+        // A Message-ID too long for Postmark's metadata comes back from none of its
+        // reports: every bounce and complaint it posts would match nothing, so this
+        // fails rather than warns. Without a factory the `sender` line says why.
+        if let Ok(f) = MessageFactory::from_config(cfg) {
+            if let Err(e) = crate::bounces::postmark::check_metadata(&f.new_message_id()) {
+                return Some(Err(e));
+            }
+        }
         parts.push("Postmark: basic-auth password set".to_string());
     }
     (!parts.is_empty()).then(|| Ok(parts.join("; ")))

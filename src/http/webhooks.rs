@@ -33,8 +33,8 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Reads the pinned certificate and the Postmark password (from the environment,
-    /// through `var`). The error names the key to fix.
+    /// Reads the pinned certificate and the Postmark password (from its file, or from
+    /// the environment through `var`). The error names the key to fix.
     pub fn from_config_with(
         cfg: &Config,
         var: impl Fn(&str) -> Option<String>,
@@ -44,18 +44,33 @@ impl Webhooks {
             Some(p) => Some(Verifier::load(&cfg.resolve(p), b.ses_topic_arns.clone())?),
             None => None,
         };
-        let postmark = match (&b.postmark_user, &b.postmark_password_env) {
-            (Some(user), Some(env)) => {
-                let password = var(env).filter(|p| !p.trim().is_empty()).ok_or_else(|| {
-                    format!(
-                        "{env} is not set: it holds the password Postmark's webhook gives \
-                         (bounces.postmark_password_env)"
-                    )
-                })?;
-                Some(BasicAuth::new(user.clone(), password.trim().to_string()))
-            }
-            _ => None,
+        let password = match (&b.postmark_password_file, &b.postmark_password_env) {
+            (Some(file), _) => Some(
+                crate::config::read_private_lines(
+                    &cfg.resolve(file),
+                    "bounces.postmark_password_file",
+                    "Put the password Postmark's webhook gives on its first line, then `chmod 600` it",
+                )?
+                .remove(0),
+            ),
+            (None, Some(env)) => Some(
+                var(env)
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .ok_or_else(|| {
+                        format!(
+                            "{env} is not set: it holds the password Postmark's webhook gives \
+                             (bounces.postmark_password_env)"
+                        )
+                    })?,
+            ),
+            (None, None) => None,
         };
+        let postmark = b
+            .postmark_user
+            .clone()
+            .zip(password)
+            .map(|(user, password)| BasicAuth::new(user, password));
         Ok(Webhooks { ses, postmark })
     }
 
@@ -117,7 +132,7 @@ async fn ses_sns(State(s): State<AppState>, body: Bytes) -> Response {
     let Some(verifier) = &s.webhooks.ses else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
-    let env = match verifier.verify(&body) {
+    let env = match verifier.verify(&body, s.now()) {
         Ok(env) => env,
         Err(e) => {
             tracing::warn!("ses webhook: refused: {e}");
@@ -194,5 +209,63 @@ async fn apply(s: &AppState, provider: Provider, events: Vec<ProviderEvent>) -> 
             );
             text(StatusCode::SERVICE_UNAVAILABLE, "try again later\n")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn config(dir: &std::path::Path, bounces: &str) -> Config {
+        let text = format!(
+            "[newsletter]\nname = \"N\"\ntagline = \"T\"\nlocale = \"fr\"\ntimezone = \"Europe/Paris\"\nbase_url = \"https://news.example.com\"\n\n\
+             [[sources]]\nname = \"M\"\npath = \"m.xml\"\ncategory = \"M\"\n\n\
+             [bounces]\npostmark_user = \"postmark\"\n{bounces}\n"
+        );
+        Config::parse(&text, dir).unwrap()
+    }
+
+    fn accepts(hooks: &Webhooks, password: &str) -> bool {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("postmark:{password}"));
+        hooks
+            .postmark
+            .as_ref()
+            .unwrap()
+            .accepts(Some(&format!("Basic {b64}")))
+    }
+
+    #[test]
+    fn the_postmark_password_comes_from_a_private_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("postmark.secret");
+        std::fs::write(&file, "# Postmark webhook\n  from-the-file-123  \n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let from_file = config(dir.path(), "postmark_password_file = \"postmark.secret\"");
+        let hooks = Webhooks::from_config_with(&from_file, |_| None).unwrap();
+        assert!(accepts(&hooks, "from-the-file-123"));
+        assert!(!accepts(&hooks, "  from-the-file-123  "));
+
+        // A file others can read is refused, naming the key, the file and the fix.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Webhooks::from_config_with(&from_file, |_| None).unwrap_err();
+        assert!(
+            e.contains("bounces.postmark_password_file")
+                && e.contains("postmark.secret can be read by other users (mode 644)")
+                && e.contains("chmod 600"),
+            "{e}"
+        );
+        std::fs::remove_file(&file).unwrap();
+        let e = Webhooks::from_config_with(&from_file, |_| None).unwrap_err();
+        assert!(e.starts_with("bounces.postmark_password_file "), "{e}");
+
+        let from_env = config(dir.path(), "postmark_password_env = \"PM\"");
+        let hooks =
+            Webhooks::from_config_with(&from_env, |n| (n == "PM").then(|| "from-env-456".into()))
+                .unwrap();
+        assert!(accepts(&hooks, "from-env-456"));
+        let e = Webhooks::from_config_with(&from_env, |_| None).unwrap_err();
+        assert!(e.contains("PM is not set"), "{e}");
     }
 }

@@ -208,6 +208,17 @@ fn a_bad_bounces_key_is_refused_naming_the_key_and_its_line() {
             "bounces.postmark_password_env",
             3,
         ),
+        (
+            "postmark_password_file = \"postmark.secret\"",
+            "bounces.postmark_user",
+            3,
+        ),
+        (
+            "postmark_user = \"postmark\"\npostmark_password_env = \"PM\"\n\
+             postmark_password_file = \"postmark.secret\"",
+            "set one, not both",
+            4,
+        ),
     ] {
         let text = format!("{head}\n[bounces]\n{keys}\n");
         let e = digestif::config::Config::parse(&text, Path::new(".")).unwrap_err();
@@ -1487,7 +1498,7 @@ impl Signer {
 const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:digestif-bounces";
 const CERT_URL: &str = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-7ff5318490ec183fbaddaa2a969abfda.pem";
 
-/// An SNS message as SNS posts it: its fields, the canonical string it signs
+/// An SNS message as SNS posts it now: its fields, the canonical string it signs
 /// (written out here after AWS's documentation, independently of the code), and
 /// the signature by `signer`.
 fn sns_message(
@@ -1498,8 +1509,29 @@ fn sns_message(
     version: &str,
     topic: &str,
 ) -> serde_json::Value {
+    sns_message_at(
+        signer,
+        kind,
+        message,
+        id,
+        version,
+        topic,
+        digestif::clock::now(),
+    )
+}
+
+/// [`sns_message`] published by SNS at `at`.
+fn sns_message_at(
+    signer: &Signer,
+    kind: &str,
+    message: &str,
+    id: u32,
+    version: &str,
+    topic: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> serde_json::Value {
     let message_id = format!("7a1f2b3c-0000-4000-8000-{id:012}");
-    let timestamp = "2026-11-27T07:03:39.101Z";
+    let timestamp = &at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
     let token = "2336412f37fb687f5d51e6e2425c464de1f2d3b4a0e8b3a9f8d1c4e5a7b2c1d0";
     let subscribe = format!("https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={topic}&Token={token}");
     let canonical = if kind == "Notification" {
@@ -1599,16 +1631,36 @@ fn ses_notifications_change_subscribers_only_when_sns_signed_them_with_the_pinne
         "2",
         "arn:aws:sns:eu-west-1:999999999999:theirs",
     );
+    // Signed by SNS, but two hours ago (a replay) or an hour ahead of the clock.
+    let now = digestif::clock::now();
+    let hour = chrono::TimeDelta::hours(1);
+    let replayed = sns_message_at(
+        &sns,
+        "Notification",
+        &bounce,
+        12,
+        "2",
+        TOPIC,
+        now - hour * 2,
+    );
+    let ahead = sns_message_at(&sns, "Notification", &bounce, 13, "2", TOPIC, now + hour);
     for (what, v) in [
         ("other certificate", &forged),
         ("tampered", &tampered),
         ("unsigned", &unsigned),
         ("certificate address", &elsewhere),
         ("other topic", &other_topic),
+        ("two hours old", &replayed),
+        ("an hour ahead", &ahead),
     ] {
         let (status, answer) = post(v);
         assert_eq!(status, 403, "{what}: {answer}");
     }
+    assert!(
+        serve.log().contains("is more than 1 hour(s) old: a replay"),
+        "{}",
+        serve.log()
+    );
     for who in ["r1@example.com", "r2@example.com"] {
         assert_eq!(sent.status(who), format!("{who}\tactive"));
         assert!(events_of(&sent, who).is_empty());
@@ -1616,7 +1668,7 @@ fn ses_notifications_change_subscribers_only_when_sns_signed_them_with_the_pinne
     assert!(
         serve
             .get("/metrics")
-            .contains("digestif_webhook_refused_total{provider=\"ses\"} 5\n"),
+            .contains("digestif_webhook_refused_total{provider=\"ses\"} 7\n"),
         "{}",
         serve.get("/metrics")
     );
