@@ -390,6 +390,9 @@ pub struct Schedule {
     pub tick_seconds: u64,
     /// A failed or incomplete pass is retried no sooner than this many seconds after it ended.
     pub retry_seconds: u64,
+    /// A sender not heard from for this many seconds is gone: the other senders
+    /// of the issue take over its rows (at least 3; it beats every third of that).
+    pub heartbeat_seconds: u64,
 }
 
 impl Default for Schedule {
@@ -400,6 +403,7 @@ impl Default for Schedule {
             lease_seconds: 300,
             tick_seconds: 10,
             retry_seconds: 60,
+            heartbeat_seconds: 30,
         }
     }
 }

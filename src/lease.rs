@@ -1,13 +1,57 @@
-//! Leases: one process at a time sends the issue of a date (`digestif send`, or
-//! a send pass of `digestif serve`, on this machine or another sharing the
-//! database). [`IssueLease`] holds `issue:<date>` while a send runs, renews it
-//! from its own thread, and releases it when dropped.
+//! Leases and heartbeats. A lease makes one process at a time build and send
+//! the issue of a date (`digestif send`, or a send pass of `digestif serve`, on
+//! this machine or another sharing the database): [`IssueLease`] holds
+//! `issue:<date>` while a send runs, renews it from its own thread, and
+//! releases it when dropped. Where several processes share the sending of one
+//! issue (PostgreSQL), each beats a [`Heartbeat`] while it sends, so that the
+//! others know when it is gone and take over its rows.
 
 use std::sync::{Arc, Condvar, Mutex};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
-use crate::store::{Store, StoreResult};
+use crate::store::{Holder, SenderSeen, Store, StoreResult};
+
+/// A thread that calls `beat` every `every` until dropped.
+struct Ticker {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(every: std::time::Duration, mut beat: impl FnMut() + Send + 'static) -> Ticker {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (lock, cv) = &*flag;
+            let mut stopped = lock.lock().expect("ticker lock");
+            // The flag is checked before each wait: a stop that came before
+            // this thread first waited is not missed.
+            while !*stopped {
+                let (guard, waited) = cv.wait_timeout(stopped, every).expect("ticker lock");
+                stopped = guard;
+                if *stopped || !waited.timed_out() {
+                    continue;
+                }
+                beat();
+            }
+        });
+        Ticker {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        *self.stop.0.lock().expect("ticker lock") = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 /// `issue:<date>` held while a send runs: taken by [`IssueLease::take`],
 /// renewed every third of its length from its own thread (so a killed process
@@ -17,8 +61,7 @@ pub struct IssueLease {
     store: Arc<dyn Store>,
     name: String,
     holder: String,
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    renew: Option<std::thread::JoinHandle<()>>,
+    renew: Option<Ticker>,
 }
 
 impl IssueLease {
@@ -36,28 +79,15 @@ impl IssueLease {
         if !take_lease(store.as_ref(), &name, &holder, now, now + len)? {
             return Ok(None);
         }
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let renew = {
-            let (store, name, holder, stop) =
-                (store.clone(), name.clone(), holder.clone(), stop.clone());
+            let (store, name, holder) = (store.clone(), name.clone(), holder.clone());
             let every =
                 (len.to_std().unwrap_or_default() / 3).max(std::time::Duration::from_millis(100));
             let started = std::time::Instant::now();
-            std::thread::spawn(move || {
-                let (lock, cv) = &*stop;
-                let mut stopped = lock.lock().expect("lease lock");
-                // The flag is checked before each wait: a stop that came before
-                // this thread first waited is not missed.
-                while !*stopped {
-                    let (guard, waited) = cv.wait_timeout(stopped, every).expect("lease lock");
-                    stopped = guard;
-                    if *stopped || !waited.timed_out() {
-                        continue;
-                    }
-                    let at = now + Duration::from_std(started.elapsed()).unwrap_or_default();
-                    if !matches!(store.try_lease(&name, &holder, at, at + len), Ok(true)) {
-                        tracing::error!(lease = %name, "could not renew the send lease");
-                    }
+            Ticker::start(every, move || {
+                let at = now + Duration::from_std(started.elapsed()).unwrap_or_default();
+                if !matches!(store.try_lease(&name, &holder, at, at + len), Ok(true)) {
+                    tracing::error!(lease = %name, "could not renew the send lease");
                 }
             })
         };
@@ -65,7 +95,6 @@ impl IssueLease {
             store,
             name,
             holder,
-            stop,
             renew: Some(renew),
         }))
     }
@@ -78,15 +107,43 @@ impl IssueLease {
 
 impl Drop for IssueLease {
     fn drop(&mut self) {
-        *self.stop.0.lock().expect("lease lock") = true;
-        self.stop.1.notify_all();
-        if let Some(t) = self.renew.take() {
-            let _ = t.join();
-        }
+        drop(self.renew.take());
         if self.store.release_lease(&self.name, &self.holder).is_err() {
             tracing::warn!("could not release the send lease; it expires on its own");
         }
     }
+}
+
+/// A sender's heartbeat while it sends the issue of a date: recorded at once,
+/// then every third of `timeout` from its own thread, until dropped. A sender
+/// whose heartbeat is older than `timeout` is gone ([`sender_is_gone`]).
+pub struct Heartbeat {
+    _ticker: Ticker,
+}
+
+impl Heartbeat {
+    pub fn start(
+        store: Arc<dyn Store>,
+        date: NaiveDate,
+        holder: Holder,
+        timeout: Duration,
+    ) -> StoreResult<Heartbeat> {
+        store.sender_seen(date, &holder, crate::clock::now())?;
+        let every =
+            (timeout.to_std().unwrap_or_default() / 3).max(std::time::Duration::from_millis(100));
+        let ticker = Ticker::start(every, move || {
+            if let Err(e) = store.sender_seen(date, &holder, crate::clock::now()) {
+                tracing::error!(%holder, error = %e, "could not record this sender's heartbeat");
+            }
+        });
+        Ok(Heartbeat { _ticker: ticker })
+    }
+}
+
+/// Whether the sender `seen` is gone as of `now`: not heard from for `timeout`,
+/// or a process of this machine that no longer runs.
+pub fn sender_is_gone(seen: &SenderSeen, now: DateTime<Utc>, timeout: Duration) -> bool {
+    now - seen.last_seen > timeout || holder_is_gone(seen.holder.as_str())
 }
 
 /// A name for this process in leases: what it is, the host, the pid, a random tag.

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::config::{Config, Secret};
 use crate::domain::{Digest, Subscriber};
 use crate::render::Assets;
-use crate::store::{Delivery, DeliveryOutcome, Store};
+use crate::store::{Delivery, DeliveryOutcome, Holder, Store};
 
 pub use super::compose::{header_fields, Compose, DigestComposer};
 use super::rate::{backoff, RateLimiter};
@@ -89,6 +89,11 @@ pub struct SendOptions {
     pub limit: Option<u64>,
     /// Show a progress bar (on a terminal) instead of periodic log lines.
     pub progress_bar: bool,
+    /// This process as a sender: the rows it claims and marks carry this name.
+    pub holder: Holder,
+    /// Another sender not heard from for this long is gone: its rows are
+    /// taken over (`[schedule] heartbeat_seconds`).
+    pub heartbeat_timeout: Duration,
 }
 
 impl SendOptions {
@@ -101,6 +106,8 @@ impl SendOptions {
             max_consecutive_failures: cfg.smtp.max_consecutive_failures.max(1),
             limit,
             progress_bar: std::io::stderr().is_terminal(),
+            holder: Holder::new(crate::lease::lease_holder("sender")),
+            heartbeat_timeout: Duration::from_secs(cfg.schedule.heartbeat_seconds.max(3)),
         }
     }
 }
@@ -331,71 +338,153 @@ fn stop_reason(
     None
 }
 
-/// Where the rows handed to workers come from: rows a dead run left in
-/// `sending` first, then pending rows read ahead in id order (unchanged in the
-/// ledger until a worker's mark), up to `--limit`.
+/// What the feed has for a worker.
+enum Next {
+    Job(Job),
+    /// Nothing free now, but other senders still hold rows of the issue: ask
+    /// again at [`Feed::look_again`] (one of them may be gone by then).
+    Later,
+    /// Nothing is left to send (or `--limit` is reached).
+    Done,
+}
+
+/// How often a sender with nothing left to claim looks whether the others are
+/// done or gone.
+const LOOK_AROUND: Duration = Duration::from_secs(1);
+
+/// Where the rows handed to workers come from: rows taken over from senders
+/// that are gone (in `sending` already) first, then pending rows claimed for
+/// this sender in batches (still pending in the ledger until a worker's mark),
+/// up to `--limit`. Once nothing is free, it waits for the other senders of
+/// the issue, taking over the rows of any that is gone.
 struct Feed {
     store: Arc<dyn Store>,
     date: NaiveDate,
-    /// Taken over from a run that died: in `sending` already.
+    holder: Holder,
+    heartbeat_timeout: Duration,
+    /// Taken over from a sender that is gone: in `sending` already.
     in_doubt: VecDeque<Delivery>,
+    /// Addresses taken over in doubt.
+    taken_over: Vec<String>,
     ahead: VecDeque<Delivery>,
-    /// The id the rows were read up to.
-    after: i64,
     read_ahead: usize,
-    /// A read returned fewer rows than asked: nothing left to read.
+    /// A claim returned fewer rows than asked: nothing free is left.
     exhausted: bool,
+    /// When to look at the other senders again.
+    look_again: Option<Instant>,
+    /// Nothing free, nothing held elsewhere: the issue is done.
+    finished: bool,
     given_out: u64,
     limit: Option<u64>,
     store_calls: u64,
 }
 
 impl Feed {
-    /// The next new row to hand out, reading ahead when needed; None when
-    /// nothing is left (or `--limit` is reached).
-    async fn next(&mut self) -> Result<Option<Job>> {
-        if self.limit.is_some_and(|l| self.given_out >= l) {
-            return Ok(None);
+    /// The next row to hand out, claiming ahead when needed.
+    async fn next(&mut self) -> Result<Next> {
+        if self.limit.is_some_and(|l| self.given_out >= l) || self.finished {
+            return Ok(Next::Done);
         }
-        if let Some(d) = self.in_doubt.pop_front() {
-            self.given_out += 1;
-            return Ok(Some(Job {
-                delivery: d,
-                marked: true,
-                attempts: 0,
-            }));
-        }
-        if self.ahead.is_empty() && !self.exhausted {
-            let (s, date, after, n) = (self.store.clone(), self.date, self.after, self.read_ahead);
-            let rows = blocking(move || s.ledger_next(date, after, n))
-                .await
-                .context("cannot read the next rows of the ledger")?;
-            self.store_calls += 1;
-            self.exhausted = rows.len() < self.read_ahead;
-            if let Some(last) = rows.last() {
-                self.after = last.subscriber.id;
+        loop {
+            if let Some(d) = self.in_doubt.pop_front() {
+                self.given_out += 1;
+                return Ok(Next::Job(Job {
+                    delivery: d,
+                    marked: true,
+                    attempts: 0,
+                }));
             }
-            self.ahead.extend(rows);
-        }
-        Ok(self.ahead.pop_front().map(|d| {
-            self.given_out += 1;
-            Job {
-                delivery: d,
-                marked: false,
-                attempts: 0,
+            if self.ahead.is_empty() && !self.exhausted {
+                let (s, date, holder, n) = (
+                    self.store.clone(),
+                    self.date,
+                    self.holder.clone(),
+                    self.read_ahead,
+                );
+                let rows = blocking(move || s.ledger_claim_for(date, &holder, n))
+                    .await
+                    .context("cannot claim the next rows of the ledger")?;
+                self.store_calls += 1;
+                self.exhausted = rows.len() < self.read_ahead;
+                self.ahead.extend(rows);
             }
-        }))
+            if let Some(d) = self.ahead.pop_front() {
+                self.given_out += 1;
+                return Ok(Next::Job(Job {
+                    delivery: d,
+                    marked: false,
+                    attempts: 0,
+                }));
+            }
+            if self.look_again.is_some_and(|at| Instant::now() < at) {
+                return Ok(Next::Later);
+            }
+            let found = self.take_over().await?;
+            if found.released > 0 {
+                self.exhausted = false;
+            }
+            if !self.in_doubt.is_empty() || found.released > 0 {
+                continue;
+            }
+            if found.held_elsewhere == 0 {
+                self.finished = true;
+                return Ok(Next::Done);
+            }
+            self.look_again = Some(Instant::now() + LOOK_AROUND);
+            return Ok(Next::Later);
+        }
+    }
+
+    /// Takes over the rows of the senders that are gone: their rows in
+    /// `sending` are resent from here (in doubt), their pending rows are free
+    /// again.
+    async fn take_over(&mut self) -> Result<crate::store::TakeOver> {
+        let (s, date, holder) = (self.store.clone(), self.date, self.holder.clone());
+        let timeout = chrono::Duration::from_std(self.heartbeat_timeout).unwrap_or_default();
+        let found = blocking(move || {
+            let now = crate::clock::now();
+            let gone: Vec<Holder> = s
+                .senders(date)?
+                .into_iter()
+                .filter(|seen| {
+                    seen.holder != holder && crate::lease::sender_is_gone(seen, now, timeout)
+                })
+                .map(|seen| seen.holder)
+                .collect();
+            for g in &gone {
+                tracing::warn!(%date, sender = %g, "a sender of this issue is gone: taking over its rows");
+            }
+            s.ledger_take_over(date, &holder, &gone, now)
+        })
+        .await
+        .context("cannot take over the rows of senders that are gone")?;
+        self.store_calls += 1;
+        if !found.in_doubt.is_empty() {
+            let addresses: Vec<String> = found
+                .in_doubt
+                .iter()
+                .map(|d| d.subscriber.email.to_string())
+                .collect();
+            tracing::warn!(count = addresses.len(), addresses = ?addresses,
+                "in doubt: in flight when their sender stopped; resending once");
+            self.taken_over.extend(addresses);
+            self.in_doubt.extend(found.in_doubt.iter().cloned());
+        }
+        Ok(found)
     }
 
     /// A row was refused at its mark (unsubscribed, taken by another sender, or
-    /// the service is stopping): what was read ahead may be stale too. It is
-    /// read again from the same place rather than staged for nothing.
-    fn forget_read_ahead(&mut self) {
-        if let Some(first) = self.ahead.front() {
-            self.after = first.subscriber.id - 1;
-        }
+    /// the service is stopping): what was claimed ahead may be stale too. It
+    /// is released and claimed again rather than staged for nothing.
+    async fn forget_read_ahead(&mut self) -> Result<()> {
         self.ahead.clear();
         self.exhausted = false;
+        let (s, date, holder) = (self.store.clone(), self.date, self.holder.clone());
+        blocking(move || s.ledger_release(date, &holder))
+            .await
+            .context("cannot release the rows claimed ahead")?;
+        self.store_calls += 1;
+        Ok(())
     }
 }
 
@@ -471,37 +560,37 @@ pub async fn deliver_ledger(
         skipped: before.sent + before.failed,
         ..SendReport::default()
     };
-    tracing::info!(%date, enqueued, pending = before.pending, in_doubt = before.sending,
-        transport = %transport.describe(), "sending");
+    let holder = opts.holder.clone();
+    tracing::info!(%date, enqueued, pending = before.pending, sending = before.sending,
+        %holder, transport = %transport.describe(), "sending");
+    // Beats while this sender works: the other senders of the issue take over
+    // its rows only once it stops beating.
+    let heartbeat = {
+        let (s, h) = (store.clone(), holder.clone());
+        let timeout = chrono::Duration::from_std(opts.heartbeat_timeout).unwrap_or_default();
+        blocking(move || crate::lease::Heartbeat::start(s, date, h, timeout))
+            .await
+            .context("cannot record this sender's heartbeat")?
+    };
 
     let mut feed = Feed {
         store: store.clone(),
         date,
+        holder: holder.clone(),
+        heartbeat_timeout: opts.heartbeat_timeout,
         in_doubt: VecDeque::new(),
+        taken_over: Vec::new(),
         ahead: VecDeque::new(),
-        after: i64::MIN,
         read_ahead: (pool * 8).clamp(64, 1024),
         exhausted: false,
+        look_again: None,
+        finished: false,
         given_out: 0,
         limit: opts.limit,
         store_calls: 0,
     };
-    // Rows left in `sending` by a run that died: handed out first.
-    if before.sending > 0 {
-        let s = store.clone();
-        let n = before.sending as usize;
-        let rows = blocking(move || s.ledger_claim(date, n, true)).await?;
-        for d in rows {
-            if d.in_doubt {
-                report.in_doubt.push(d.subscriber.email.to_string());
-            }
-            feed.in_doubt.push_back(d);
-        }
-        if !report.in_doubt.is_empty() {
-            tracing::warn!(count = report.in_doubt.len(), addresses = ?report.in_doubt,
-                "in doubt: in flight when the previous run stopped; resending once");
-        }
-    }
+    // Rows left in `sending` by a sender that is gone: handed out first.
+    feed.take_over().await?;
     let total = (before.pending + before.sending).min(opts.limit.unwrap_or(u64::MAX));
     let mut progress = Progress::new(total, opts.progress_bar);
 
@@ -579,9 +668,23 @@ pub async fn deliver_ledger(
             } else if let Some(job) = t.retries.take_due(Instant::now()) {
                 Some(job)
             } else {
-                let job = feed.next().await?;
-                t.out += usize::from(job.is_some());
-                job
+                match feed.next().await? {
+                    Next::Job(job) => {
+                        t.out += 1;
+                        Some(job)
+                    }
+                    Next::Later => {
+                        // Other senders still hold rows: wait for them (or
+                        // their takeover), holding nothing.
+                        if holding {
+                            let _ = reply.send(Work::Idle);
+                        } else {
+                            parked.push(reply);
+                        }
+                        continue;
+                    }
+                    Next::Done => None,
+                }
             };
             match job {
                 Some(job) => {
@@ -625,17 +728,18 @@ pub async fn deliver_ledger(
                 .filter_map(|d| d.outcome.clone().map(|o| (d.id, o)))
                 .collect();
             let ids: Vec<i64> = t.marks.iter().map(|(id, _)| *id).collect();
-            let s = store.clone();
+            let (s, h) = (store.clone(), holder.clone());
             let when = at();
             feed.store_calls += 1;
             let commit_started = Instant::now();
-            let marked = blocking(move || s.ledger_record_and_mark(date, &outcomes, &ids, when))
-                .await
-                .context("cannot record outcomes and mark rows in the ledger")?;
+            let marked =
+                blocking(move || s.ledger_record_and_mark(date, &h, &outcomes, &ids, when))
+                    .await
+                    .context("cannot record outcomes and mark rows in the ledger")?;
             last_commit = Instant::now();
             last_commit_took = last_commit - commit_started;
             if marked.iter().any(|ok| !ok) {
-                feed.forget_read_ahead();
+                feed.forget_read_ahead().await?;
             }
             for ((_, reply), ok) in t.marks.drain(..).zip(marked) {
                 let _ = reply.send(ok);
@@ -649,11 +753,15 @@ pub async fn deliver_ledger(
             break;
         }
         // Wait for news: an event, the gather deadline, or the next retry.
-        let until = [first_mark.map(|since| since + GATHER), t.retries.next_due()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let until = [
+            first_mark.map(|since| since + GATHER),
+            t.retries.next_due(),
+            feed.look_again.filter(|_| !parked.is_empty()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             ev = tokio::time::timeout_at(until, events_rx.recv()) => {
                 if let Ok(Some(ev)) = ev {
@@ -689,6 +797,17 @@ pub async fn deliver_ledger(
         let when = at();
         blocking(move || s.ledger_record(date, &outcomes, when)).await?;
     }
+    // What this sender claimed and did not send is free for the others (or the
+    // next run); then it stops beating and says so.
+    drop(heartbeat);
+    let (s, h) = (store.clone(), holder.clone());
+    blocking(move || {
+        s.ledger_release(date, &h)?;
+        s.sender_left(&h)
+    })
+    .await
+    .context("cannot release this sender's rows")?;
+    report.in_doubt = feed.taken_over;
 
     let s = store.clone();
     let after = blocking(move || s.ledger_counts(date)).await?;
@@ -829,6 +948,8 @@ mod tests {
             max_consecutive_failures: 20,
             limit,
             progress_bar: false,
+            holder: Holder::new("send-here"),
+            heartbeat_timeout: Duration::from_secs(30),
         }
     }
 
@@ -944,16 +1065,27 @@ mod tests {
             if self.is_pending(id) {
                 self.pending_at_stage.fetch_add(1, Ordering::SeqCst);
             }
+            let first_time = !self.staged.lock().unwrap().contains(&id);
             self.staged.lock().unwrap().push(id);
             if let Some((n, flag)) = &self.raise {
                 if self.staged.lock().unwrap().len() >= *n {
                     flag.store(true, Ordering::SeqCst);
                 }
             }
-            if self.steal == Some(id) {
+            if self.steal == Some(id) && first_time {
+                // As when this sender was thought gone: its claims are freed
+                // and another one marks the row, then falls silent (its last
+                // heartbeat a second short of the 30 s timeout).
+                let here = Holder::new("send-here");
+                self.store.ledger_release(self.date, &here).unwrap();
+                let other = Holder::new("send-other");
+                let now = crate::clock::now();
+                self.store
+                    .sender_seen(self.date, &other, now - chrono::Duration::seconds(29))
+                    .unwrap();
                 let took = self
                     .store
-                    .ledger_record_and_mark(self.date, &[], &[id], crate::clock::now())
+                    .ledger_record_and_mark(self.date, &other, &[], &[id], now)
                     .unwrap();
                 assert_eq!(took, vec![true]);
             }
@@ -1046,6 +1178,8 @@ mod tests {
         assert_eq!(store.ledger_counts(date).unwrap().sent, 40);
     }
 
+    /// The row goes back to this sender only once the other one is gone, and
+    /// then in doubt.
     #[test]
     fn a_row_taken_by_another_sender_meanwhile_is_dropped_before_its_end() {
         let (_dir, store) = store_with((0..10).map(|i| format!("r{i}@example.com")));
@@ -1056,15 +1190,23 @@ mod tests {
             .id;
         let t = staging(&store, date, Some(victim));
         let report = send_staged(&store, date, &t, 2);
-        assert!(t.staged.lock().unwrap().contains(&victim));
-        assert!(
-            !t.finished.lock().unwrap().contains(&victim),
-            "the other sender's row was delivered here too"
+        let times = |list: &Mutex<Vec<i64>>| {
+            list.lock()
+                .unwrap()
+                .iter()
+                .filter(|id| **id == victim)
+                .count()
+        };
+        assert_eq!(times(&t.staged), 2, "staged, dropped, then taken over");
+        assert_eq!(
+            times(&t.finished),
+            1,
+            "the other sender's row was delivered here while it held it"
         );
-        assert_eq!(report.sent, 9, "{report:?}");
-        // Still the other sender's: in `sending`, not recorded by this run.
+        assert_eq!(report.sent, 10, "{report:?}");
+        assert_eq!(report.in_doubt, vec![format!("r3@example.com")]);
         let counts = store.ledger_counts(date).unwrap();
-        assert_eq!((counts.sent, counts.sending, counts.pending), (9, 1, 0));
+        assert_eq!((counts.sent, counts.sending, counts.pending), (10, 0, 0));
     }
 
     /// The service stops while a pass runs (its store gate refuses every mark from

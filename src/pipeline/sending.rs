@@ -173,11 +173,18 @@ pub async fn send(
             lease,
         } => {
             let transport = transport::from_config(cfg).map_err(SendError::Setup)?;
-            // One sender per issue across processes. Rows in flight in another
-            // process must not look "in doubt" here.
+            // On SQLite one process at a time sends an issue. On PostgreSQL any
+            // number share it: a process that finds the lease held joins the
+            // send (each claims its own rows, see `deliver::send`).
             let _lease = match lease {
                 LeaseStep::HeldByCaller => None,
-                LeaseStep::Take => Some(take_issue_lease(cfg, store.clone(), date)?),
+                LeaseStep::Take => match take_issue_lease(cfg, store.clone(), date) {
+                    Err(SendError::Busy(_)) if cfg.database().shares_sending() => {
+                        tracing::info!(%date, "the issue is being sent by another process: joining it");
+                        None
+                    }
+                    taken => Some(taken?),
+                },
             };
             let report = deliver::send_issue(SendJob {
                 cfg,

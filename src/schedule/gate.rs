@@ -10,8 +10,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use super::DueFilter;
 use crate::domain::{Locale, Subscriber, SubscriberEmail, SubscriberStatus};
 use crate::store::{
-    Delivery, DeliveryOutcome, LedgerCounts, NewSubscriber, PendingSignup, RunRecord, Store,
-    StoreResult, Upserted,
+    Delivery, DeliveryOutcome, Holder, LedgerCounts, NewSubscriber, PendingSignup, RunRecord,
+    SenderSeen, Store, StoreResult, TakeOver, Upserted,
 };
 
 pub struct ZoneGate {
@@ -123,6 +123,7 @@ impl Store for ZoneGate {
     fn ledger_record_and_mark(
         &self,
         date: NaiveDate,
+        holder: &Holder,
         outcomes: &[(i64, DeliveryOutcome)],
         marks: &[i64],
         at: DateTime<Utc>,
@@ -133,7 +134,45 @@ impl Store for ZoneGate {
             }
             return Ok(vec![false; marks.len()]);
         }
-        self.inner.ledger_record_and_mark(date, outcomes, marks, at)
+        self.inner
+            .ledger_record_and_mark(date, holder, outcomes, marks, at)
+    }
+    fn sender_seen(&self, date: NaiveDate, holder: &Holder, now: DateTime<Utc>) -> StoreResult<()> {
+        self.inner.sender_seen(date, holder, now)
+    }
+    fn senders(&self, date: NaiveDate) -> StoreResult<Vec<SenderSeen>> {
+        self.inner.senders(date)
+    }
+    /// Once stopping, no row is claimed.
+    fn ledger_claim_for(
+        &self,
+        date: NaiveDate,
+        holder: &Holder,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
+        self.inner.ledger_claim_for(date, holder, limit)
+    }
+    /// Once stopping, nothing is taken over and nobody else is waited for.
+    fn ledger_take_over(
+        &self,
+        date: NaiveDate,
+        holder: &Holder,
+        gone: &[Holder],
+        now: DateTime<Utc>,
+    ) -> StoreResult<TakeOver> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Ok(TakeOver::default());
+        }
+        self.inner.ledger_take_over(date, holder, gone, now)
+    }
+    fn ledger_release(&self, date: NaiveDate, holder: &Holder) -> StoreResult<()> {
+        self.inner.ledger_release(date, holder)
+    }
+    fn sender_left(&self, holder: &Holder) -> StoreResult<()> {
+        self.inner.sender_left(holder)
     }
     fn ledger_counts(&self, date: NaiveDate) -> StoreResult<LedgerCounts> {
         self.inner.ledger_counts(date)
@@ -269,11 +308,13 @@ mod tests {
         };
         assert_eq!(gate.ledger_enqueue(date, None).unwrap(), 4);
         // Running: the merged hop claims like the inner store.
-        let first = gate.ledger_next(date, i64::MIN, 2).unwrap();
+        let me = Holder::new("serve-here");
+        let first = gate.ledger_claim_for(date, &me, 2).unwrap();
         assert_eq!(first.len(), 2);
         let ids: Vec<i64> = first.iter().map(|d| d.subscriber.id).collect();
         assert_eq!(
-            gate.ledger_record_and_mark(date, &[], &ids, now).unwrap(),
+            gate.ledger_record_and_mark(date, &me, &[], &ids, now)
+                .unwrap(),
             vec![true, true]
         );
 
@@ -294,12 +335,21 @@ mod tests {
         ];
         let third = store.ledger_next(date, ids[1], 1).unwrap()[0].subscriber.id;
         let moved = gate
-            .ledger_record_and_mark(date, &outcomes, &[third], now)
+            .ledger_record_and_mark(date, &me, &outcomes, &[third], now)
             .unwrap();
         assert_eq!(moved, vec![false], "stopping: no row marked");
         assert!(
             gate.ledger_next(date, i64::MIN, 10).unwrap().is_empty(),
             "stopping: nothing read ahead"
+        );
+        assert!(
+            gate.ledger_claim_for(date, &me, 10).unwrap().is_empty(),
+            "stopping: nothing claimed"
+        );
+        assert_eq!(
+            gate.ledger_take_over(date, &me, &[], now).unwrap(),
+            TakeOver::default(),
+            "stopping: nobody else waited for"
         );
         assert_eq!(
             store.ledger_counts(date).unwrap(),

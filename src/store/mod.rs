@@ -90,6 +90,14 @@ impl Location {
     }
 }
 
+impl Location {
+    /// Whether several processes may send one issue together (PostgreSQL); on
+    /// SQLite one process at a time sends it.
+    pub fn shares_sending(&self) -> bool {
+        matches!(self, Location::Postgres(_))
+    }
+}
+
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -245,6 +253,46 @@ pub enum DeliveryOutcome {
     },
 }
 
+/// One sending process, as the ledger rows it holds and its heartbeat name it
+/// (random per process: two processes never share one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Holder(String);
+
+impl Holder {
+    pub fn new(name: impl Into<String>) -> Holder {
+        Holder(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A sender of an issue and its last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderSeen {
+    pub holder: Holder,
+    pub last_seen: DateTime<Utc>,
+}
+
+/// What [`Store::ledger_take_over`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TakeOver {
+    /// Rows the gone senders left in `sending`, now the caller's (still in
+    /// `sending`, `in_doubt`): resend them once.
+    pub in_doubt: Vec<Delivery>,
+    /// Pending rows of the gone senders, free to claim again.
+    pub released: u64,
+    /// Rows other (live) senders still hold, pending or sending: not finished yet.
+    pub held_elsewhere: u64,
+}
+
 /// Counts by state for one issue date.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LedgerCounts {
@@ -379,16 +427,54 @@ pub trait Store: Send + Sync {
     /// [`Store::ledger_record_and_mark`] just before its message ends.
     fn ledger_next(&self, date: NaiveDate, after: i64, limit: usize) -> StoreResult<Vec<Delivery>>;
     /// In one transaction: records `outcomes` (as [`Store::ledger_record`]), then
-    /// moves each row of `marks` from pending to sending. Per mark, whether it
-    /// moved: not if the row is no longer pending (another sender took it) or its
-    /// subscriber is no longer active (then the row is dropped).
+    /// moves each row of `marks` from pending to sending, held by `holder`. Per
+    /// mark, whether it moved: not if the row is no longer pending, or another
+    /// sender holds it, or its subscriber is no longer active (then the row is
+    /// dropped).
     fn ledger_record_and_mark(
         &self,
         date: NaiveDate,
+        holder: &Holder,
         outcomes: &[(i64, DeliveryOutcome)],
         marks: &[i64],
         at: DateTime<Utc>,
     ) -> StoreResult<Vec<bool>>;
+
+    // ---- several senders on one issue (the ledger rows they hold, their heartbeats)
+    /// `holder` sends the issue of `date` and is alive at `now` (its heartbeat).
+    fn sender_seen(&self, date: NaiveDate, holder: &Holder, now: DateTime<Utc>) -> StoreResult<()>;
+    /// The senders of `date` and when each was last heard from.
+    fn senders(&self, date: NaiveDate) -> StoreResult<Vec<SenderSeen>>;
+    /// Claims for `holder` up to `limit` pending rows of `date` that no sender
+    /// holds, in subscriber order, skipping rows another sender is claiming at
+    /// the same moment (`FOR UPDATE SKIP LOCKED`). They stay pending: each goes
+    /// to `sending` only at its mark ([`Store::ledger_record_and_mark`]). Rows of
+    /// subscribers no longer active are dropped on the way. Fewer than `limit`:
+    /// no free row is left.
+    fn ledger_claim_for(
+        &self,
+        date: NaiveDate,
+        holder: &Holder,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>>;
+    /// In one transaction: the rows of senders that are gone (those named in
+    /// `gone`, and any holder without a heartbeat row) are taken over. Their
+    /// `sending` rows (and `sending` rows nobody holds) become `holder`'s and are
+    /// returned in doubt; their pending rows are released. The heartbeats of
+    /// `gone` are deleted.
+    fn ledger_take_over(
+        &self,
+        date: NaiveDate,
+        holder: &Holder,
+        gone: &[Holder],
+        now: DateTime<Utc>,
+    ) -> StoreResult<TakeOver>;
+    /// Releases the pending rows `holder` claimed (for any sender to claim
+    /// again); its rows in `sending` stay its own.
+    fn ledger_release(&self, date: NaiveDate, holder: &Holder) -> StoreResult<()>;
+    /// `holder` stops sending: its heartbeat is deleted (rows it left in
+    /// `sending` are then taken over by the next sender, in doubt).
+    fn sender_left(&self, holder: &Holder) -> StoreResult<()>;
     fn ledger_counts(&self, date: NaiveDate) -> StoreResult<LedgerCounts>;
     /// (address, last error) of failed rows.
     fn ledger_failures(&self, date: NaiveDate) -> StoreResult<Vec<(String, String)>>;

@@ -17,8 +17,9 @@ use postgres::{Client, GenericClient, NoTls, Row, Statement};
 
 use super::sqlite::{address_hash, join_categories, merged_status, split_categories};
 use super::{
-    Delivery, DeliveryOutcome, DeliveryState, LedgerCounts, NewSubscriber, PendingSignup,
-    RunRecord, RunStatus, Store, StoreError, StoreResult, Suppression, SuppressionReason, Upserted,
+    Delivery, DeliveryOutcome, DeliveryState, Holder, LedgerCounts, NewSubscriber, PendingSignup,
+    RunRecord, RunStatus, SenderSeen, Store, StoreError, StoreResult, Suppression,
+    SuppressionReason, TakeOver, Upserted,
 };
 use crate::domain::{LinkKey, Locale, Subscriber, SubscriberEmail, SubscriberStatus};
 
@@ -41,6 +42,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "bounce_events",
         include_str!("migrations/pg/0003_bounce_events.sql"),
     ),
+    (4, "senders", include_str!("migrations/pg/0004_senders.sql")),
     (5, "issues", include_str!("migrations/pg/0005_issues.sql")),
 ];
 
@@ -347,6 +349,32 @@ fn upsert_in(
         "{} was added and removed by another process meanwhile: try again",
         new.email
     )))
+}
+
+/// Rows of `(attempts, subscriber…)` as deliveries of `date`, appended to `out`
+/// when the subscriber is active; the ids of the others (to drop from the issue).
+fn deliveries_of(
+    rows: &[Row],
+    date: NaiveDate,
+    in_doubt: bool,
+    out: &mut Vec<Delivery>,
+) -> StoreResult<Vec<i64>> {
+    let mut gone = Vec::new();
+    for r in rows {
+        let attempts: i32 = r.try_get(0).map_err(db)?;
+        let subscriber = subscriber_from_row(r, 1)?;
+        if subscriber.status == SubscriberStatus::Active {
+            out.push(Delivery {
+                date,
+                subscriber,
+                attempts: attempts as u32,
+                in_doubt,
+            });
+        } else {
+            gone.push(subscriber.id);
+        }
+    }
+    Ok(gone)
 }
 
 /// Applies the migrations this database lacks; refuses one newer than this binary.
@@ -1051,6 +1079,7 @@ impl Store for PgStore {
     fn ledger_record_and_mark(
         &self,
         date: NaiveDate,
+        holder: &Holder,
         outcomes: &[(i64, DeliveryOutcome)],
         marks: &[i64],
         at: DateTime<Utc>,
@@ -1058,11 +1087,14 @@ impl Store for PgStore {
         off_runtime(|| {
             let mut c = self.conn()?;
             let mark = c
-                .st("UPDATE deliveries d SET state = 'sending', updated_at = $3
+                .st(
+                    "UPDATE deliveries d SET state = 'sending', holder = $4, updated_at = $3
                      WHERE d.issue_date = $1 AND d.subscriber_id = ANY($2) AND d.state = 'pending'
+                       AND (d.holder IS NULL OR d.holder = $4)
                        AND EXISTS (SELECT 1 FROM subscribers s
                                    WHERE s.id = d.subscriber_id AND s.status = 'active')
-                     RETURNING d.subscriber_id")
+                     RETURNING d.subscriber_id",
+                )
                 .map_err(db)?;
             let drop = c
                 .st("DELETE FROM deliveries d
@@ -1078,7 +1110,7 @@ impl Store for PgStore {
                 return Ok(Vec::new());
             }
             let mut moved: std::collections::HashSet<i64> = tx
-                .query(&mark, &[&date, &marks, &at])
+                .query(&mark, &[&date, &marks, &at, &holder.as_str()])
                 .map_err(db)?
                 .iter()
                 .map(|r| r.get(0))
@@ -1088,6 +1120,166 @@ impl Store for PgStore {
             tx.commit().map_err(db)?;
             // A row marked twice in one call moved once.
             Ok(marks.iter().map(|id| moved.remove(id)).collect())
+        })
+    }
+
+    fn sender_seen(&self, date: NaiveDate, holder: &Holder, now: DateTime<Utc>) -> StoreResult<()> {
+        off_runtime(|| {
+            self.execute(
+                "INSERT INTO senders (holder, issue_date, started_at, last_seen)
+                 VALUES ($1, $2, $3, $3)
+                 ON CONFLICT (holder) DO UPDATE
+                 SET issue_date = EXCLUDED.issue_date, last_seen = EXCLUDED.last_seen",
+                &[&holder.as_str(), &date, &now],
+            )
+            .map(drop)
+        })
+    }
+
+    fn senders(&self, date: NaiveDate) -> StoreResult<Vec<SenderSeen>> {
+        off_runtime(|| {
+            Ok(self
+                .query(
+                    "SELECT holder, last_seen FROM senders WHERE issue_date = $1
+                     ORDER BY started_at, holder",
+                    &[&date],
+                )?
+                .iter()
+                .map(|r| SenderSeen {
+                    holder: Holder::new(r.get::<_, String>(0)),
+                    last_seen: r.get(1),
+                })
+                .collect())
+        })
+    }
+
+    fn ledger_claim_for(
+        &self,
+        date: NaiveDate,
+        holder: &Holder,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        off_runtime(|| {
+            let mut c = self.conn()?;
+            let claim = c
+                .st(&format!(
+                    "WITH picked AS (
+                         SELECT subscriber_id FROM deliveries
+                         WHERE issue_date = $1 AND state = 'pending' AND holder IS NULL
+                         ORDER BY subscriber_id LIMIT $3
+                         FOR UPDATE SKIP LOCKED),
+                     claimed AS (
+                         UPDATE deliveries d SET holder = $2 FROM picked p
+                         WHERE d.issue_date = $1 AND d.subscriber_id = p.subscriber_id
+                         RETURNING d.subscriber_id, d.attempts)
+                     SELECT c.attempts, {SUB_COLS}
+                     FROM claimed c JOIN subscribers s ON s.id = c.subscriber_id
+                     ORDER BY s.id"
+                ))
+                .map_err(db)?;
+            let mut out = Vec::with_capacity(limit.min(10_000));
+            while out.len() < limit {
+                let want = (limit - out.len()) as i64;
+                let rows = c
+                    .client
+                    .query(&claim, &[&date, &holder.as_str(), &want])
+                    .map_err(db)?;
+                let gone = deliveries_of(&rows, date, false, &mut out)?;
+                if !gone.is_empty() {
+                    c.client
+                        .execute(
+                            "DELETE FROM deliveries
+                             WHERE issue_date = $1 AND subscriber_id = ANY($2) AND state = 'pending'",
+                            &[&date, &gone],
+                        )
+                        .map_err(db)?;
+                }
+                if (rows.len() as i64) < want {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn ledger_take_over(
+        &self,
+        date: NaiveDate,
+        holder: &Holder,
+        gone: &[Holder],
+        now: DateTime<Utc>,
+    ) -> StoreResult<TakeOver> {
+        let gone: Vec<&str> = gone.iter().map(Holder::as_str).collect();
+        off_runtime(|| {
+            let mut c = self.conn()?;
+            let mut tx = c.client.transaction().map_err(db)?;
+            tx.execute("DELETE FROM senders WHERE holder = ANY($1)", &[&gone])
+                .map_err(db)?;
+            let rows = tx
+                .query(
+                    &format!(
+                        "WITH taken AS (
+                             UPDATE deliveries d SET holder = $2, updated_at = $3
+                             WHERE d.issue_date = $1 AND d.state = 'sending'
+                               AND d.holder IS DISTINCT FROM $2
+                               AND (d.holder IS NULL OR NOT EXISTS (
+                                    SELECT 1 FROM senders h WHERE h.holder = d.holder))
+                             RETURNING d.subscriber_id, d.attempts)
+                         SELECT t.attempts, {SUB_COLS}
+                         FROM taken t JOIN subscribers s ON s.id = t.subscriber_id
+                         ORDER BY s.id"
+                    ),
+                    &[&date, &holder.as_str(), &now],
+                )
+                .map_err(db)?;
+            let mut found = TakeOver::default();
+            let dropped = deliveries_of(&rows, date, true, &mut found.in_doubt)?;
+            if !dropped.is_empty() {
+                tx.execute(
+                    "DELETE FROM deliveries WHERE issue_date = $1 AND subscriber_id = ANY($2)",
+                    &[&date, &dropped],
+                )
+                .map_err(db)?;
+            }
+            found.released = tx
+                .execute(
+                    "UPDATE deliveries d SET holder = NULL
+                     WHERE d.issue_date = $1 AND d.state = 'pending'
+                       AND d.holder IS NOT NULL AND d.holder <> $2
+                       AND NOT EXISTS (SELECT 1 FROM senders h WHERE h.holder = d.holder)",
+                    &[&date, &holder.as_str()],
+                )
+                .map_err(db)?;
+            let held: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM deliveries
+                     WHERE issue_date = $1 AND state IN ('pending', 'sending')
+                       AND holder IS NOT NULL AND holder <> $2",
+                    &[&date, &holder.as_str()],
+                )
+                .map_err(db)?
+                .get(0);
+            found.held_elsewhere = held as u64;
+            tx.commit().map_err(db)?;
+            Ok(found)
+        })
+    }
+
+    fn ledger_release(&self, date: NaiveDate, holder: &Holder) -> StoreResult<()> {
+        off_runtime(|| {
+            self.execute(
+                "UPDATE deliveries SET holder = NULL
+                 WHERE issue_date = $1 AND state = 'pending' AND holder = $2",
+                &[&date, &holder.as_str()],
+            )
+            .map(drop)
+        })
+    }
+
+    fn sender_left(&self, holder: &Holder) -> StoreResult<()> {
+        off_runtime(|| {
+            self.execute("DELETE FROM senders WHERE holder = $1", &[&holder.as_str()])
+                .map(drop)
         })
     }
 

@@ -16,8 +16,9 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    Delivery, DeliveryOutcome, DeliveryState, LedgerCounts, NewSubscriber, PendingSignup,
-    RunRecord, RunStatus, Store, StoreError, StoreResult, Suppression, SuppressionReason, Upserted,
+    Delivery, DeliveryOutcome, DeliveryState, Holder, LedgerCounts, NewSubscriber, PendingSignup,
+    RunRecord, RunStatus, SenderSeen, Store, StoreError, StoreResult, Suppression,
+    SuppressionReason, TakeOver, Upserted,
 };
 use crate::config::Config;
 use crate::domain::{LinkKey, Locale, Subscriber, SubscriberEmail, SubscriberStatus};
@@ -32,6 +33,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "bounce_events",
         include_str!("migrations/0003_bounce_events.sql"),
     ),
+    (4, "senders", include_str!("migrations/0004_senders.sql")),
     (5, "issues", include_str!("migrations/0005_issues.sql")),
 ];
 
@@ -1013,6 +1015,7 @@ impl Store for SqliteStore {
     fn ledger_record_and_mark(
         &self,
         date: NaiveDate,
+        holder: &Holder,
         outcomes: &[(i64, DeliveryOutcome)],
         marks: &[i64],
         at: DateTime<Utc>,
@@ -1028,12 +1031,13 @@ impl Store for SqliteStore {
         for id in marks {
             let moved = tx
                 .prepare_cached(
-                    "UPDATE deliveries SET state = 'sending', updated_at = ?3
+                    "UPDATE deliveries SET state = 'sending', holder = ?4, updated_at = ?3
                      WHERE issue_date = ?1 AND subscriber_id = ?2 AND state = 'pending'
+                       AND (holder IS NULL OR holder = ?4)
                        AND EXISTS (SELECT 1 FROM subscribers WHERE id = ?2 AND status = 'active')",
                 )
                 .map_err(db)?
-                .execute(params![d, id, now])
+                .execute(params![d, id, now, holder.as_str()])
                 .map_err(db)?;
             if moved == 0 {
                 // Unsubscribed (or bounced) since it was read: out of this issue.
@@ -1050,6 +1054,206 @@ impl Store for SqliteStore {
         }
         tx.commit().map_err(db)?;
         Ok(out)
+    }
+
+    fn sender_seen(&self, date: NaiveDate, holder: &Holder, now: DateTime<Utc>) -> StoreResult<()> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO senders (holder, issue_date, started_at, last_seen)
+                 VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (holder) DO UPDATE
+                 SET issue_date = excluded.issue_date, last_seen = excluded.last_seen",
+            )
+            .map_err(db)?
+            .execute(params![holder.as_str(), day(date), ts(now)])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn senders(&self, date: NaiveDate) -> StoreResult<Vec<SenderSeen>> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT holder, last_seen FROM senders WHERE issue_date = ?1
+                 ORDER BY started_at, holder",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([day(date)], |r| {
+                Ok(SenderSeen {
+                    holder: Holder::new(r.get::<_, String>(0)?),
+                    last_seen: parse_time(&r.get::<_, String>(1)?, 1)?,
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db)
+    }
+
+    fn ledger_claim_for(
+        &self,
+        date: NaiveDate,
+        holder: &Holder,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let d = day(date);
+        let mut out = Vec::with_capacity(limit.min(10_000));
+        while out.len() < limit {
+            let want = (limit - out.len()) as i64;
+            let rows = tx
+                .prepare_cached(&format!(
+                    "SELECT d.attempts, {SUB_COLS}
+                     FROM deliveries d INDEXED BY deliveries_by_state
+                     JOIN subscribers s ON s.id = d.subscriber_id
+                     WHERE d.issue_date = ?1 AND d.state = 'pending' AND d.holder IS NULL
+                     ORDER BY d.subscriber_id LIMIT ?2"
+                ))
+                .map_err(db)?
+                .query_map(params![d, want], |r| {
+                    Ok((r.get::<_, u32>(0)?, subscriber_from_row(r, 1)?))
+                })
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            let got = rows.len() as i64;
+            for (attempts, subscriber) in rows {
+                if subscriber.status == SubscriberStatus::Active {
+                    tx.prepare_cached(
+                        "UPDATE deliveries SET holder = ?3
+                         WHERE issue_date = ?1 AND subscriber_id = ?2",
+                    )
+                    .map_err(db)?
+                    .execute(params![d, subscriber.id, holder.as_str()])
+                    .map_err(db)?;
+                    out.push(Delivery {
+                        date,
+                        subscriber,
+                        attempts,
+                        in_doubt: false,
+                    });
+                } else {
+                    tx.prepare_cached(
+                        "DELETE FROM deliveries WHERE issue_date = ?1 AND subscriber_id = ?2",
+                    )
+                    .map_err(db)?
+                    .execute(params![d, subscriber.id])
+                    .map_err(db)?;
+                }
+            }
+            if got < want {
+                break;
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(out)
+    }
+
+    fn ledger_take_over(
+        &self,
+        date: NaiveDate,
+        holder: &Holder,
+        gone: &[Holder],
+        now: DateTime<Utc>,
+    ) -> StoreResult<TakeOver> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let d = day(date);
+        let me = holder.as_str();
+        for g in gone {
+            tx.prepare_cached("DELETE FROM senders WHERE holder = ?1")
+                .map_err(db)?
+                .execute([g.as_str()])
+                .map_err(db)?;
+        }
+        let orphaned = "(d.holder IS NULL OR NOT EXISTS (
+                            SELECT 1 FROM senders h WHERE h.holder = d.holder))";
+        let rows = tx
+            .prepare_cached(&format!(
+                "SELECT d.attempts, {SUB_COLS}
+                 FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id
+                 WHERE d.issue_date = ?1 AND d.state = 'sending' AND d.holder IS NOT ?2
+                   AND {orphaned}
+                 ORDER BY d.subscriber_id"
+            ))
+            .map_err(db)?
+            .query_map(params![d, me], |r| {
+                Ok((r.get::<_, u32>(0)?, subscriber_from_row(r, 1)?))
+            })
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        let mut found = TakeOver::default();
+        for (attempts, subscriber) in rows {
+            if subscriber.status == SubscriberStatus::Active {
+                tx.prepare_cached(
+                    "UPDATE deliveries SET holder = ?3, updated_at = ?4
+                     WHERE issue_date = ?1 AND subscriber_id = ?2",
+                )
+                .map_err(db)?
+                .execute(params![d, subscriber.id, me, ts(now)])
+                .map_err(db)?;
+                found.in_doubt.push(Delivery {
+                    date,
+                    subscriber,
+                    attempts,
+                    in_doubt: true,
+                });
+            } else {
+                tx.prepare_cached(
+                    "DELETE FROM deliveries WHERE issue_date = ?1 AND subscriber_id = ?2",
+                )
+                .map_err(db)?
+                .execute(params![d, subscriber.id])
+                .map_err(db)?;
+            }
+        }
+        found.released = tx
+            .prepare_cached(&format!(
+                "UPDATE deliveries AS d SET holder = NULL
+                 WHERE d.issue_date = ?1 AND d.state = 'pending'
+                   AND d.holder IS NOT NULL AND d.holder <> ?2 AND {orphaned}"
+            ))
+            .map_err(db)?
+            .execute(params![d, me])
+            .map_err(db)? as u64;
+        let held: i64 = tx
+            .prepare_cached(
+                "SELECT COUNT(*) FROM deliveries
+                 WHERE issue_date = ?1 AND state IN ('pending', 'sending')
+                   AND holder IS NOT NULL AND holder <> ?2",
+            )
+            .map_err(db)?
+            .query_row(params![d, me], |r| r.get(0))
+            .map_err(db)?;
+        found.held_elsewhere = held as u64;
+        tx.commit().map_err(db)?;
+        Ok(found)
+    }
+
+    fn ledger_release(&self, date: NaiveDate, holder: &Holder) -> StoreResult<()> {
+        self.conn()
+            .prepare_cached(
+                "UPDATE deliveries SET holder = NULL
+                 WHERE issue_date = ?1 AND state = 'pending' AND holder = ?2",
+            )
+            .map_err(db)?
+            .execute(params![day(date), holder.as_str()])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn sender_left(&self, holder: &Holder) -> StoreResult<()> {
+        self.conn()
+            .prepare_cached("DELETE FROM senders WHERE holder = ?1")
+            .map_err(db)?
+            .execute([holder.as_str()])
+            .map_err(db)?;
+        Ok(())
     }
 
     fn ledger_counts(&self, date: NaiveDate) -> StoreResult<LedgerCounts> {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
 use super::{
-    Backend, DeliveryOutcome, LedgerCounts, NewSubscriber, PendingSignup, RunRecord, RunStatus,
-    SuppressionReason, Upserted,
+    Backend, DeliveryOutcome, Holder, LedgerCounts, NewSubscriber, PendingSignup, RunRecord,
+    RunStatus, SuppressionReason, TakeOver, Upserted,
 };
 use crate::domain::{Locale, Subscriber, SubscriberEmail, SubscriberStatus};
 
@@ -44,6 +44,10 @@ macro_rules! store_suite {
             rows_in_flight_when_a_process_died_come_back_once_as_in_doubt,
             a_subscriber_who_unsubscribes_mid_send_is_dropped_from_the_ledger,
             two_connections_claiming_at_once_never_get_the_same_row,
+            senders_claim_apart_and_mark_only_the_rows_they_hold,
+            senders_claiming_at_once_never_get_the_same_row,
+            the_rows_of_a_sender_gone_silent_are_taken_over_in_doubt_or_freed,
+            rows_a_sender_left_in_sending_go_to_the_next_sender_in_doubt,
             a_lease_is_exclusive_until_it_expires,
             a_signup_waits_apart_until_it_is_taken_once,
             the_last_run_is_the_latest_finished,
@@ -95,6 +99,24 @@ pub(crate) fn date() -> NaiveDate {
 
 pub(crate) fn at(h: u32, m: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 2, h, m, 0).unwrap()
+}
+
+/// The sender of the tests that need only one.
+fn me() -> Holder {
+    Holder::new("send-here")
+}
+
+fn ids_of(rows: &[super::Delivery]) -> Vec<i64> {
+    rows.iter().map(|d| d.subscriber.id).collect()
+}
+
+fn sent(id: i64) -> (i64, DeliveryOutcome) {
+    (
+        id,
+        DeliveryOutcome::Sent {
+            message_id: format!("{id}@x"),
+        },
+    )
 }
 
 fn sub_of(s: &Arc<dyn Backend>, addr: &str) -> Subscriber {
@@ -466,7 +488,7 @@ pub(crate) fn reading_ahead_changes_nothing_and_marks_move_only_pending_rows_of_
     s.set_status(ids[2], SubscriberStatus::Unsubscribed, "test", at(7, 0))
         .unwrap();
     let moved = s
-        .ledger_record_and_mark(date(), &[], &[ids[0], ids[1], ids[2]], at(7, 0))
+        .ledger_record_and_mark(date(), &me(), &[], &[ids[0], ids[1], ids[2]], at(7, 0))
         .unwrap();
     assert_eq!(moved, vec![true, true, false]);
     assert_eq!(
@@ -480,7 +502,7 @@ pub(crate) fn reading_ahead_changes_nothing_and_marks_move_only_pending_rows_of_
     );
     // Marked already (another sender took it): refused, left as it is.
     assert_eq!(
-        s.ledger_record_and_mark(date(), &[], &[ids[0]], at(7, 1))
+        s.ledger_record_and_mark(date(), &me(), &[], &[ids[0]], at(7, 1))
             .unwrap(),
         vec![false]
     );
@@ -488,6 +510,7 @@ pub(crate) fn reading_ahead_changes_nothing_and_marks_move_only_pending_rows_of_
     let moved = s
         .ledger_record_and_mark(
             date(),
+            &me(),
             &[
                 (
                     ids[0],
@@ -696,6 +719,165 @@ pub(crate) fn two_connections_claiming_at_once_never_get_the_same_row(db: &dyn D
     assert_eq!(all.len(), 600);
     assert_eq!(unique.len(), 600);
     assert_eq!(seed.ledger_counts(date()).unwrap().sending, 600);
+}
+
+pub(crate) fn senders_claim_apart_and_mark_only_the_rows_they_hold(db: &dyn Db) {
+    let a = enqueued(db, 10);
+    let b = db.open();
+    let (ha, hb) = (Holder::new("send-a"), Holder::new("send-b"));
+    let got_a = ids_of(&a.ledger_claim_for(date(), &ha, 4).unwrap());
+    let got_b = ids_of(&b.ledger_claim_for(date(), &hb, 4).unwrap());
+    assert_eq!(got_a.len(), 4);
+    assert_eq!(got_b.len(), 4);
+    assert!(
+        got_a.iter().all(|id| !got_b.contains(id)),
+        "{got_a:?} {got_b:?}"
+    );
+    assert!(got_a.windows(2).all(|w| w[0] < w[1]), "in subscriber order");
+    // Claimed rows stay pending until their mark.
+    assert_eq!(a.ledger_counts(date()).unwrap().pending, 10);
+    // B cannot mark A's rows; A can.
+    assert_eq!(
+        b.ledger_record_and_mark(date(), &hb, &[], &got_a[..1], at(7, 0))
+            .unwrap(),
+        vec![false]
+    );
+    assert_eq!(
+        a.ledger_record_and_mark(date(), &ha, &[], &got_a[..2], at(7, 0))
+            .unwrap(),
+        vec![true, true]
+    );
+    assert_eq!(
+        db.text(&format!(
+            "SELECT holder FROM deliveries WHERE subscriber_id = {}",
+            got_a[0]
+        ))
+        .as_deref(),
+        Some("send-a")
+    );
+    // Two rows are left free: fewer than asked is the end.
+    assert_eq!(b.ledger_claim_for(date(), &hb, 10).unwrap().len(), 2);
+    assert!(a.ledger_claim_for(date(), &ha, 10).unwrap().is_empty());
+    // A releases what it claimed and did not mark: B may take it, not A's sending rows.
+    a.ledger_release(date(), &ha).unwrap();
+    let freed = ids_of(&b.ledger_claim_for(date(), &hb, 10).unwrap());
+    assert_eq!(freed, got_a[2..].to_vec());
+    assert_eq!(a.ledger_counts(date()).unwrap().sending, 2);
+}
+
+pub(crate) fn senders_claiming_at_once_never_get_the_same_row(db: &dyn Db) {
+    let seed = enqueued(db, 600);
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let s = db.open();
+            std::thread::spawn(move || {
+                let me = Holder::new(format!("send-{i}"));
+                let mut got = vec![];
+                loop {
+                    let c = ids_of(&s.ledger_claim_for(date(), &me, 7).unwrap());
+                    if c.is_empty() {
+                        return got;
+                    }
+                    // Each marks what it claimed, as a send does.
+                    let moved = s
+                        .ledger_record_and_mark(date(), &me, &[], &c, at(7, 0))
+                        .unwrap();
+                    assert!(moved.iter().all(|m| *m));
+                    got.extend(c);
+                }
+            })
+        })
+        .collect();
+    let mut all = vec![];
+    for h in handles {
+        all.extend(h.join().unwrap());
+    }
+    let unique: HashSet<_> = all.iter().copied().collect();
+    assert_eq!((all.len(), unique.len()), (600, 600));
+    assert_eq!(seed.ledger_counts(date()).unwrap().sending, 600);
+}
+
+pub(crate) fn the_rows_of_a_sender_gone_silent_are_taken_over_in_doubt_or_freed(db: &dyn Db) {
+    let a = enqueued(db, 6);
+    let b = db.open();
+    let (ha, hb) = (Holder::new("send-a"), Holder::new("send-b"));
+    a.sender_seen(date(), &ha, at(7, 0)).unwrap();
+    b.sender_seen(date(), &hb, at(7, 0)).unwrap();
+    b.sender_seen(date(), &hb, at(7, 1)).unwrap();
+    let seen = b.senders(date()).unwrap();
+    assert_eq!(
+        seen.iter()
+            .map(|x| (x.holder.as_str(), x.last_seen))
+            .collect::<Vec<_>>(),
+        vec![("send-a", at(7, 0)), ("send-b", at(7, 1))]
+    );
+    let claimed = ids_of(&a.ledger_claim_for(date(), &ha, 3).unwrap());
+    a.ledger_record_and_mark(date(), &ha, &[], &claimed[..2], at(7, 0))
+        .unwrap();
+    // A still beats: nothing is taken from it.
+    let nothing = b.ledger_take_over(date(), &hb, &[], at(7, 1)).unwrap();
+    assert_eq!(
+        nothing,
+        TakeOver {
+            in_doubt: vec![],
+            released: 0,
+            held_elsewhere: 3
+        }
+    );
+    // A is gone: its two rows in flight are B's, in doubt; its claimed row is free.
+    let found = b
+        .ledger_take_over(date(), &hb, std::slice::from_ref(&ha), at(7, 2))
+        .unwrap();
+    assert_eq!(ids_of(&found.in_doubt), claimed[..2].to_vec());
+    assert!(found.in_doubt.iter().all(|d| d.in_doubt));
+    assert_eq!((found.released, found.held_elsewhere), (1, 0));
+    let left: Vec<Holder> = b
+        .senders(date())
+        .unwrap()
+        .into_iter()
+        .map(|x| x.holder)
+        .collect();
+    assert_eq!(
+        left,
+        vec![hb.clone()],
+        "the gone sender's heartbeat is deleted"
+    );
+    // Taken once: another look finds nothing more.
+    assert!(b
+        .ledger_take_over(date(), &hb, &[], at(7, 3))
+        .unwrap()
+        .in_doubt
+        .is_empty());
+    // B records the rows it resent; A's late mark of its freed row is refused
+    // once B holds it.
+    let rest = ids_of(&b.ledger_claim_for(date(), &hb, 10).unwrap());
+    assert_eq!(rest.len(), 4, "the freed row and the three never claimed");
+    assert!(rest.contains(&claimed[2]));
+    assert_eq!(
+        a.ledger_record_and_mark(date(), &ha, &[], &claimed[2..], at(7, 3))
+            .unwrap(),
+        vec![false]
+    );
+    b.ledger_record(date(), &[sent(claimed[0]), sent(claimed[1])], at(7, 4))
+        .unwrap();
+    assert_eq!(b.ledger_counts(date()).unwrap().sent, 2);
+}
+
+pub(crate) fn rows_a_sender_left_in_sending_go_to_the_next_sender_in_doubt(db: &dyn Db) {
+    let a = enqueued(db, 3);
+    let (ha, hb) = (Holder::new("send-a"), Holder::new("send-b"));
+    a.sender_seen(date(), &ha, at(7, 0)).unwrap();
+    let claimed = ids_of(&a.ledger_claim_for(date(), &ha, 3).unwrap());
+    a.ledger_record_and_mark(date(), &ha, &[], &claimed[..1], at(7, 0))
+        .unwrap();
+    a.ledger_release(date(), &ha).unwrap();
+    a.sender_left(&ha).unwrap();
+    assert!(a.senders(date()).unwrap().is_empty());
+    let b = db.open();
+    let found = b.ledger_take_over(date(), &hb, &[], at(7, 1)).unwrap();
+    assert_eq!(ids_of(&found.in_doubt), claimed[..1].to_vec());
+    assert_eq!(found.held_elsewhere, 0);
+    assert_eq!(b.ledger_claim_for(date(), &hb, 10).unwrap().len(), 2);
 }
 
 pub(crate) fn a_lease_is_exclusive_until_it_expires(db: &dyn Db) {

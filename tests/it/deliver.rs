@@ -375,6 +375,8 @@ mod send_loop {
     struct MemLedger {
         subs: BTreeMap<i64, Subscriber>,
         rows: BTreeMap<i64, (DeliveryState, u32, Option<String>)>,
+        /// The sender holding each claimed or marked row.
+        held: BTreeMap<i64, String>,
     }
 
     #[derive(Default, Clone)]
@@ -574,23 +576,112 @@ mod send_loop {
         fn ledger_record_and_mark(
             &self,
             date: NaiveDate,
+            holder: &Holder,
             outcomes: &[(i64, DeliveryOutcome)],
             marks: &[i64],
             at: DateTime<Utc>,
         ) -> StoreResult<Vec<bool>> {
             self.ledger_record(date, outcomes, at)?;
             let mut l = self.0.lock().unwrap();
+            let l = &mut *l;
             Ok(marks
                 .iter()
                 .map(|id| {
                     let row = l.rows.get_mut(id).unwrap();
-                    let moved = row.0 == DeliveryState::Pending;
+                    let mine = l.held.get(id).is_none_or(|h| h == holder.as_str());
+                    let moved = row.0 == DeliveryState::Pending && mine;
                     if moved {
                         row.0 = DeliveryState::Sending;
+                        l.held.insert(*id, holder.to_string());
                     }
                     moved
                 })
                 .collect())
+        }
+        fn sender_seen(&self, _: NaiveDate, _: &Holder, _: DateTime<Utc>) -> StoreResult<()> {
+            Ok(())
+        }
+        fn senders(&self, _: NaiveDate) -> StoreResult<Vec<SenderSeen>> {
+            Ok(Vec::new())
+        }
+        fn ledger_claim_for(
+            &self,
+            date: NaiveDate,
+            holder: &Holder,
+            limit: usize,
+        ) -> StoreResult<Vec<Delivery>> {
+            let mut l = self.0.lock().unwrap();
+            let l = &mut *l;
+            let free: Vec<i64> = l
+                .rows
+                .iter()
+                .filter(|(id, r)| {
+                    r.0 == DeliveryState::Pending
+                        && !l.held.contains_key(id)
+                        && l.subs[id].status == SubscriberStatus::Active
+                })
+                .map(|(id, _)| *id)
+                .take(limit)
+                .collect();
+            Ok(free
+                .into_iter()
+                .map(|id| {
+                    l.held.insert(id, holder.to_string());
+                    Delivery {
+                        date,
+                        subscriber: l.subs[&id].clone(),
+                        attempts: l.rows[&id].1,
+                        in_doubt: false,
+                    }
+                })
+                .collect())
+        }
+        /// One sender in this process: any row in `sending` not its own is a
+        /// dead run's.
+        fn ledger_take_over(
+            &self,
+            date: NaiveDate,
+            holder: &Holder,
+            _: &[Holder],
+            _: DateTime<Utc>,
+        ) -> StoreResult<TakeOver> {
+            let mut l = self.0.lock().unwrap();
+            let l = &mut *l;
+            let orphans: Vec<i64> = l
+                .rows
+                .iter()
+                .filter(|(id, r)| {
+                    r.0 == DeliveryState::Sending
+                        && l.held.get(*id).is_none_or(|h| h != holder.as_str())
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            let in_doubt = orphans
+                .into_iter()
+                .map(|id| {
+                    l.held.insert(id, holder.to_string());
+                    Delivery {
+                        date,
+                        subscriber: l.subs[&id].clone(),
+                        attempts: l.rows[&id].1,
+                        in_doubt: true,
+                    }
+                })
+                .collect();
+            Ok(TakeOver {
+                in_doubt,
+                ..TakeOver::default()
+            })
+        }
+        fn ledger_release(&self, _: NaiveDate, _: &Holder) -> StoreResult<()> {
+            let mut l = self.0.lock().unwrap();
+            let l = &mut *l;
+            l.held
+                .retain(|id, _| l.rows[id].0 != DeliveryState::Pending);
+            Ok(())
+        }
+        fn sender_left(&self, _: &Holder) -> StoreResult<()> {
+            Ok(())
         }
         fn ledger_counts(&self, _: NaiveDate) -> StoreResult<LedgerCounts> {
             let l = self.0.lock().unwrap();
@@ -657,6 +748,8 @@ mod send_loop {
             max_consecutive_failures: 20,
             limit: None,
             progress_bar: false,
+            holder: Holder::new("send-here"),
+            heartbeat_timeout: std::time::Duration::from_secs(30),
         }
     }
 

@@ -19,11 +19,16 @@ struct Site {
 impl Site {
     /// A config on a new PostgreSQL database, sending to `server`.
     fn new(server: &SmtpServer) -> Site {
+        Site::with(server, 2, "")
+    }
+
+    /// The same with `pool` connections per sender and `more` config.
+    fn with(server: &SmtpServer, pool: usize, more: &str) -> Site {
         let url = pg_cluster::fresh_database();
         let cfg = format!(
-            "{}\n[storage]\ndatabase = \"{url}\"\n\n{}",
+            "{}\n[storage]\ndatabase = \"{url}\"\n\n{}\n{more}",
             support::site::sending_head(),
-            smtp_table(server, 2)
+            smtp_table(server, pool)
         );
         Site {
             dir: site_dir(&cfg),
@@ -165,6 +170,119 @@ fn a_send_on_postgresql_reaches_each_subscriber_once_and_a_second_send_sends_not
     let out = site.run(&["ledger", "--date", DATE]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(stdout(&out).contains(&n.to_string()), "{}", show(&out));
+}
+
+/// Three `digestif send` processes on one database, as on three machines (each
+/// its own host name, so only the heartbeat tells that one is gone), send one
+/// issue to 20,000 subscribers through a real SMTP server. One is killed with
+/// SIGKILL mid-send: the two others finish its share; the only readers who got
+/// two copies are the ones they report in doubt, at most its `pool_size`.
+#[test]
+fn three_senders_share_one_issue_and_a_killed_ones_share_is_finished_by_the_others() {
+    const N: usize = 20_000;
+    const POOL: usize = 4;
+    let server = SmtpServer::start(&["--pipelining"]);
+    let site = Site::with(&server, POOL, "[schedule]\nheartbeat_seconds = 3\n");
+    let csv = site.dir.path().join("subscribers.csv");
+    let rows: String = (1..=N).map(|i| format!("r{i}@example.com\n")).collect();
+    std::fs::write(&csv, format!("email\n{rows}")).unwrap();
+    let out = site.run(&["subscribers", "import", csv.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    let out = site.run(&["build", "--date", DATE, "--now", NOW]);
+    assert!(out.status.success(), "{}", show(&out));
+
+    let sender = |host: &str| {
+        digestif_cmd(&site.config(), &["send", "--date", DATE, "--now", NOW])
+            .env("HOSTNAME", host)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = sender("machine-a");
+    let mut b = sender("machine-b");
+    let c = sender("machine-c");
+    server.wait_for(N / 8, std::time::Duration::from_secs(300));
+    b.kill().unwrap();
+    let b = b.wait_with_output().unwrap();
+    assert_eq!(b.status.code(), None, "killed mid-send: {}", show(&b));
+    let (a, c) = (a.wait_with_output().unwrap(), c.wait_with_output().unwrap());
+    assert_eq!(a.status.code(), Some(0), "{}", show(&a));
+    assert_eq!(c.status.code(), Some(0), "{}", show(&c));
+
+    // Everyone at least once; two copies only for readers reported in doubt.
+    let got = recipients(&server);
+    let mut copies = std::collections::BTreeMap::<String, usize>::new();
+    for r in &got {
+        *copies.entry(r.clone()).or_default() += 1;
+    }
+    assert_eq!(
+        copies.keys().cloned().collect::<Vec<_>>(),
+        everyone(N),
+        "every subscriber reached"
+    );
+    let twice: Vec<&String> = copies
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|x| x.0)
+        .collect();
+    assert!(copies.values().all(|n| *n <= 2), "three copies somewhere");
+    let in_doubt: Vec<String> = [&a, &c]
+        .iter()
+        .flat_map(|o| {
+            stdout(o)
+                .lines()
+                .filter_map(|l| l.strip_prefix("in doubt (may have received two copies): "))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(in_doubt.len() <= POOL, "{in_doubt:?}");
+    for r in &twice {
+        assert!(
+            in_doubt.contains(r),
+            "{r} got two copies, not reported in doubt"
+        );
+    }
+    assert_eq!(got.len(), N + twice.len());
+
+    // Each process sent under its own name, the killed one too; nothing is left.
+    let mut db = postgres::Client::connect(&site.url, postgres::NoTls).unwrap();
+    let by_holder: Vec<(String, i64)> = db
+        .query(
+            "SELECT holder, COUNT(*) FROM deliveries
+             WHERE issue_date = $1::text::date AND state = 'sent' GROUP BY holder",
+            &[&DATE],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(by_holder.len(), 3, "{by_holder:?}");
+    for host in ["machine-a", "machine-b", "machine-c"] {
+        assert!(
+            by_holder.iter().any(|(h, n)| h.contains(host) && *n > 0),
+            "{host} sent nothing: {by_holder:?}"
+        );
+    }
+    assert_eq!(by_holder.iter().map(|x| x.1).sum::<i64>(), N as i64);
+    let left: i64 = db
+        .query_one(
+            "SELECT COUNT(*) FROM deliveries
+             WHERE issue_date = $1::text::date AND state <> 'sent'",
+            &[&DATE],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    let senders: i64 = db
+        .query_one("SELECT COUNT(*) FROM senders", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        senders, 0,
+        "the survivors left; the killed one was taken over"
+    );
 }
 
 #[test]
