@@ -163,6 +163,7 @@ bench_stop() {
 bench_cleanup() {
     local pid
     for pid in "${BENCH_PIDS[@]}"; do bench_stop "$pid"; done
+    if [ -n "${BENCH_PG_STOP:-}" ]; then eval "$BENCH_PG_STOP" >/dev/null 2>&1 || true; fi
     if [ -n "${BENCH_TMP:-}" ] && [ -d "$BENCH_TMP" ] && [ -z "${BENCH_KEEP:-}" ]; then
         rm -rf "$BENCH_TMP"
     fi
@@ -186,4 +187,44 @@ bench_machine() {
     printf 'nproc=%s cpu="%s" kernel=%s load="%s"\n' "$(nproc)" \
         "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" \
         "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+# bench_start_postgres: a throwaway PostgreSQL cluster in a folder of its own (Debian's
+# postgresql, installed when absent; initdb and the server as the postgres user
+# when run as root) on a free loopback port, durability as SQLite's WAL with
+# synchronous = NORMAL (fsync on, synchronous_commit off: a killed server loses
+# nothing committed, a power cut may lose the last commits). Sets PG_PORT;
+# stopped by bench_cleanup.
+bench_start_postgres() {
+    local dir bin pre=()
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    if [ -z "$bin" ]; then
+        [ "$(id -u)" = 0 ] || { bench_log "install postgresql (apt-get install postgresql)"; return 1; }
+        bench_log "installing postgresql from Debian"
+        export DEBIAN_FRONTEND=noninteractive
+        timeout 300 apt-get update -qq >/dev/null
+        timeout 600 apt-get install -y -qq postgresql >/dev/null
+        bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    fi
+    # Not under the bench's private folder: the server runs as another user.
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/digestif-bench-pg.XXXXXX")
+    BENCH_PG_STOP="rm -rf '$dir'"
+    if [ "$(id -u)" = 0 ]; then
+        chown postgres:postgres "$dir"
+        pre=(runuser -u postgres --)
+    fi
+    "${pre[@]}" "$bin/initdb" -A trust -U postgres -E UTF8 --locale=C -D "$dir/data" >"$dir/initdb.log" 2>&1 ||
+        { bench_log "initdb failed: $(tail -n 5 "$dir/initdb.log")"; return 1; }
+    PG_PORT=$(bench_free_port)
+    "${pre[@]}" "$bin/pg_ctl" start -w -t 60 -D "$dir/data" -l "$dir/log" \
+        -o "-k $dir -p $PG_PORT -c listen_addresses=127.0.0.1 -c synchronous_commit=off -c max_connections=200 -c shared_buffers=256MB" \
+        >/dev/null 2>&1 || { bench_log "pg_ctl start failed: $(tail -n 5 "$dir/log")"; return 1; }
+    BENCH_PG_STOP="${pre[*]} '$bin/pg_ctl' stop -m fast -D '$dir/data'; rm -rf '$dir'"
+}
+
+# bench_psql SQL: runs SQL on the bench cluster's postgres database.
+bench_psql() {
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    "$bin/psql" -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c "$1" >/dev/null
 }

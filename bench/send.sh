@@ -7,6 +7,7 @@
 #   bench/send.sh [--smoke] [--subscribers N] [--connections "1 4 16"]
 #                 [--tls none|starttls|tls] [--relay stunnel|native] [--rtt-ms MS]
 #                 [--rate R [--seconds S]] [--source-count M] [--keep]
+#                 [--database sqlite|postgres|both] [--senders N]
 #
 #   --smoke           2,000 subscribers, 1 and 4 connections; checks that it works
 #                     (send exits 0, the report and the sink count every message);
@@ -30,6 +31,13 @@
 #                     subscribers (S = --seconds, default 30), one pool size.
 #   --source-count M  messages for smtp-source (default: N, at most 200000).
 #   --keep            keep the temporary folder (config, database, logs).
+#   --database D      sqlite (default), postgres (a throwaway cluster started here,
+#                     one fresh database per send, copied from the imported one), or
+#                     both: each connection count on SQLite then on PostgreSQL, and
+#                     the ratio postgres/sqlite of digestif's rates.
+#   --senders N       on PostgreSQL, N `digestif send` processes at once on the same
+#                     database and issue (default 1): the rate is the aggregate (all
+#                     messages / wall time until the last exits), RSS the largest.
 #
 # Prints, per connection count: TLS mode, RTT, message size, messages, digestif's rate,
 # smtp-source's rate, their ratio, the one-round-trip limit and digestif's share of it,
@@ -50,6 +58,8 @@ source_count=""
 tls=none
 relay=stunnel
 rtt=0
+database=sqlite
+senders=1
 while [ $# -gt 0 ]; do
     case "$1" in
     --smoke) smoke=1; subscribers=2000; connections="1 4" ;;
@@ -62,7 +72,9 @@ while [ $# -gt 0 ]; do
     --rtt-ms) rtt=$2; shift ;;
     --relay) relay=$2; shift ;;
     --keep) BENCH_KEEP=1 ;;
-    -h | --help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --database) database=$2; shift ;;
+    --senders) senders=$2; shift ;;
+    -h | --help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) bench_log "unknown argument $1 (see --help)"; exit 2 ;;
     esac
     shift
@@ -70,6 +82,14 @@ done
 case "$tls" in none | starttls | tls) ;; *) bench_log "--tls $tls: want none, starttls or tls"; exit 2 ;; esac
 case "$relay" in stunnel | native) ;; *) bench_log "--relay $relay: want stunnel or native"; exit 2 ;; esac
 [ "$relay" = native ] && [ "$tls" = starttls ] && { bench_log "--relay native speaks implicit TLS only (--tls none or tls)"; exit 2; }
+case "$database" in sqlite | postgres | both) ;; *) bench_log "--database $database: want sqlite, postgres or both"; exit 2 ;; esac
+case "$senders" in '' | *[!0-9]* | 0) bench_log "--senders $senders: want a whole number from 1"; exit 2 ;; esac
+if [ "$senders" != 1 ] && [ "$database" = sqlite ]; then
+    bench_log "--senders $senders needs --database postgres (on SQLite one process sends an issue)"
+    exit 2
+fi
+databases=$database
+[ "$database" = both ] && databases="sqlite postgres"
 case "$rtt" in '' | *[!0-9.]*) bench_log "--rtt-ms $rtt: want a number of milliseconds"; exit 2 ;; esac
 if [ -n "$rate" ]; then
     subscribers=$(awk -v r="$rate" -v s="$seconds" 'BEGIN { printf "%d", r * s }')
@@ -93,13 +113,15 @@ BENCH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/digestif-bench.XXXXXX")
 CERTS=$BENCH_TMP/certs
 bench_make_cert "$CERTS"
 
-# write_config DIR TRANSPORT PORT POOL RATE [TLS]: the example config with absolute
-# feed paths and the [smtp] section replaced (TLS: trusting the bench's private CA).
+# write_config DIR TRANSPORT PORT POOL RATE [TLS [DATABASE]]: the example config with
+# absolute feed paths and the [smtp] section replaced (TLS: trusting the bench's
+# private CA); DATABASE (a postgres:// URL) in place of the SQLite file.
 write_config() {
-    local dir=$1 transport=$2 port=$3 pool=$4 rps=$5 mode=${6:-none}
+    local dir=$1 transport=$2 port=$3 pool=$4 rps=$5 mode=${6:-none} url=${7:-sqlite://digestif.db}
     mkdir -p "$dir"
     awk -v repo="$REPO" -v transport="$transport" -v port="$port" -v pool="$pool" -v rps="$rps" \
-        -v tls="$mode" -v ca="$CERTS/ca.pem" '
+        -v tls="$mode" -v ca="$CERTS/ca.pem" -v url="$url" '
+        /^database = / { print "database = \"" url "\""; next }
         /^\[/ { skip = 0 }
         /^\[smtp\]/ {
             skip = 1
@@ -223,27 +245,78 @@ eml=$(find "$base/outbox" -type f | head -n 1)
 size=$(wc -c <"$eml")
 bench_log "one message: $size bytes"
 
+# The PostgreSQL base: the same issue built there (its frozen copy lives in the
+# database), then the same subscribers imported; each send gets a copy of it.
+if [ "$databases" != sqlite ]; then
+    bench_log "starting a PostgreSQL cluster"
+    bench_start_postgres
+    bench_psql "CREATE DATABASE base"
+    base_pg=$BENCH_TMP/base-pg
+    write_config "$base_pg" file 25 1 0 none "postgres://postgres@127.0.0.1:$PG_PORT/base"
+    timed "$BENCH_TMP/build-pg.log" 120 "$BIN" --config "$base_pg/digestif.toml" build --date "$DATE" --now "$NOW"
+    [ "$T_RC" = 0 ] || fail "digestif build on PostgreSQL exited $T_RC: $(tail -n 20 "$BENCH_TMP/build-pg.log")"
+fi
+
 bench_log "generating and importing $subscribers subscribers"
 timeout 300 bench/gen-subscribers.sh "$subscribers" >"$BENCH_TMP/subscribers.csv"
-timed "$BENCH_TMP/import.log" $((60 + subscribers / 5000)) "$BIN" "${cfg[@]}" subscribers import "$BENCH_TMP/subscribers.csv"
-[ "$T_RC" = 0 ] || fail "import exited $T_RC: $(tail -n 20 "$BENCH_TMP/import.log")"
-import_s=$T_WALL
-import_rss=$T_RSS_MB
+imports=()
+for db in $databases; do
+    dir=$base
+    [ "$db" = postgres ] && dir=$base_pg
+    timed "$BENCH_TMP/import-$db.log" $((60 + subscribers / 5000)) \
+        "$BIN" --config "$dir/digestif.toml" subscribers import "$BENCH_TMP/subscribers.csv"
+    [ "$T_RC" = 0 ] || fail "import into $db exited $T_RC: $(tail -n 20 "$BENCH_TMP/import-$db.log")"
+    imports+=("$(printf 'import of %s subscribers into %s: %ss, peak RSS %s MB' \
+        "$subscribers" "$db" "$T_WALL" "$T_RSS_MB")")
+done
 rm -f "$BENCH_TMP/subscribers.csv"
 
 bench_machine
-printf 'build of the issue: %ss; import of %s subscribers: %ss, peak RSS %s MB\n' \
-    "$build_s" "$subscribers" "$import_s" "$import_rss"
+printf 'build of the issue: %ss\n' "$build_s"
+printf '%s\n' "${imports[@]}"
 if [ -n "$rate" ]; then
-    printf '%-6s %-9s %-7s %-8s %-9s %-11s %-9s %-10s %-9s\n' conns tls "rtt ms" "size B" messages \
+    printf '%-9s %-3s %-6s %-9s %-7s %-8s %-9s %-11s %-9s %-10s %-9s\n' db snd conns tls "rtt ms" "size B" messages \
         "target/s" "ours/s" deviation "RSS MB"
 else
-    printf '%-6s %-9s %-7s %-8s %-9s %-9s %-14s %-7s %-10s %-9s %-9s %-8s\n' conns tls "rtt ms" "size B" \
+    printf '%-9s %-3s %-6s %-9s %-7s %-8s %-9s %-9s %-14s %-7s %-10s %-9s %-9s %-8s\n' db snd conns tls "rtt ms" "size B" \
         messages "ours/s" "smtp-source/s" ratio "1-RTT/s" "of 1-RTT" "RSS MB" "send s"
 fi
 
 status=0
 ratios=()
+db_rates=()
+
+# run_senders DIR N TIMEOUT [send args]: N `digestif send` processes at once on
+# DIR's config; sets T_WALL (until the last exits), T_RSS_MB (the largest), T_RC
+# (the first non-zero exit) and sent (messages, all processes together).
+run_senders() {
+    local run=$1 n=$2 limit=$3 i s e rc pids=()
+    shift 3
+    if [ "$n" = 1 ]; then
+        timed "$run/send.log" "$limit" \
+            "$BIN" --config "$run/digestif.toml" --log-format json send --date "$DATE" --now "$NOW" "$@"
+        sent=$(grep -o 'sent [0-9]*, retried' "$run/send.log" | head -n 1 | cut -d' ' -f2 | tr -d , || true)
+        return
+    fi
+    s=$(bench_now)
+    for i in $(seq 1 "$n"); do
+        /usr/bin/time -v -o "$run/send$i.log.time" timeout "$limit" \
+            "$BIN" --config "$run/digestif.toml" --log-format json send --date "$DATE" --now "$NOW" "$@" \
+            >"$run/send$i.log" 2>&1 &
+        pids+=("$!")
+    done
+    T_RC=0
+    for i in "${pids[@]}"; do
+        rc=0
+        wait "$i" || rc=$?
+        [ "$T_RC" != 0 ] || T_RC=$rc
+    done
+    e=$(bench_now)
+    T_WALL=$(awk -v s="$s" -v e="$e" 'BEGIN { printf "%.2f", e - s }')
+    T_RSS_MB=$(cat "$run"/send*.log.time | awk -F': ' '/Maximum resident set size/ { if ($2 > m) m = $2 } END { printf "%.0f", m / 1024 }')
+    sent=$(cat "$run"/send*.log | grep -o 'sent [0-9]*, retried' | cut -d' ' -f2 | tr -d , | awk '{ n += $1 } END { print n + 0 }')
+    cat "$run"/send*.log >"$run/send.log"
+}
 # measure NAME CONNS TLS RTT [LIMIT]: one send of the imported database (a fresh
 # copy) through a fresh relay, then smtp-source through the same relay; prints a row.
 # With LIMIT, `send --limit LIMIT` (a short run over a slow path).
@@ -258,15 +331,21 @@ measure() {
         limit_args=(--limit "$limit")
     fi
     start_relay "$run" "$mode" "$ms" "${sink_flags[@]}"
-    write_config "$run" smtp "$SEND_PORT" "$c" "${rate:-0}" "$mode"
     # Same issue (archive), fresh copy of the imported database: each run sends to all.
-    cp -a "$base/digests" "$run/"
-    cp "$base"/digestif.db* "$run/"
+    local pg_db=run_${name//[^a-zA-Z0-9]/_} nsend=1
+    if [ "$db" = postgres ]; then
+        nsend=$senders
+        bench_psql "CREATE DATABASE $pg_db TEMPLATE base"
+        write_config "$run" smtp "$SEND_PORT" "$c" "${rate:-0}" "$mode" \
+            "postgres://postgres@127.0.0.1:$PG_PORT/$pg_db"
+        cp -a "$base_pg/digests" "$run/"
+    else
+        write_config "$run" smtp "$SEND_PORT" "$c" "${rate:-0}" "$mode"
+        cp -a "$base/digests" "$run/"
+        cp "$base"/digestif.db* "$run/"
+    fi
 
-    timed "$run/send.log" $((120 + want / 20)) \
-        "$BIN" --config "$run/digestif.toml" --log-format json send --date "$DATE" --now "$NOW" \
-        "${limit_args[@]}"
-    sent=$(grep -o 'sent [0-9]*, retried' "$run/send.log" | head -n 1 | cut -d' ' -f2 | tr -d , || true)
+    run_senders "$run" "$nsend" $((120 + want / 20)) "${limit_args[@]}"
     ours=$(bench_rate "${sent:-0}" 0 "$T_WALL")
     if [ "$T_RC" != 0 ] || [ "${sent:-0}" != "$want" ]; then
         bench_log "send with $c connection(s), tls $mode, rtt $ms ms exited $T_RC, sent ${sent:-?} of $want:"
@@ -289,24 +368,40 @@ measure() {
     one_rtt=$(limit_of "$c" "$ms")
     share=$(awk -v o="$ours" -v l="$one_rtt" 'BEGIN { if (l == "-") printf "-"; else printf "%.2f", o / l }')
     if [ -n "$rate" ]; then
-        printf '%-6s %-9s %-7s %-8s %-9s %-11s %-9s %-10s %-9s\n' "$c" "$label" "$ms" "$size" "${sent:-0}" \
+        printf '%-9s %-3s %-6s %-9s %-7s %-8s %-9s %-11s %-9s %-10s %-9s\n' "$db" "$nsend" "$c" "$label" "$ms" "$size" "${sent:-0}" \
             "$rate" "$ours" \
             "$(awk -v o="$ours" -v r="$rate" 'BEGIN { printf "%+.1f%%", (o - r) * 100 / r }')" "$T_RSS_MB"
     else
         theirs=$(bench_smtp_source "$c" "$count" "$size" "$SOURCE_PORT" -d)
-        [ -n "$limit" ] || ratios+=("$c $(awk -v o="$ours" -v t="$theirs" 'BEGIN { printf "%.3f", o / t }')")
-        printf '%-6s %-9s %-7s %-8s %-9s %-9s %-14s %-7s %-10s %-9s %-9s %-8s\n' "$c" "$label" "$ms" "$size" \
+        [ -n "$limit" ] || ratios+=("$c${db_key:+-$db} $(awk -v o="$ours" -v t="$theirs" 'BEGIN { printf "%.3f", o / t }')")
+        printf '%-9s %-3s %-6s %-9s %-7s %-8s %-9s %-9s %-14s %-7s %-10s %-9s %-9s %-8s\n' "$db" "$nsend" "$c" "$label" "$ms" "$size" \
             "${sent:-0}" "$ours" "$theirs" \
             "$(awk -v o="$ours" -v t="$theirs" 'BEGIN { printf "%.2f", o / t }')" "$one_rtt" "$share" \
             "$T_RSS_MB" "$T_WALL"
     fi
+    [ -n "$limit" ] || db_rates+=("$c $db $ours")
     stop_relay
     rm -f "$run"/digestif.db*
+    if [ "$db" = postgres ]; then bench_psql "DROP DATABASE $pg_db"; fi
 }
 
+db_key=""
+[ "$database" = both ] && db_key=1 # each database's ratios apart
 for c in $connections; do
-    measure "c$c-$tls-$rtt" "$c" "$tls" "$rtt"
+    for db in $databases; do
+        measure "$db-c$c-$tls-$rtt" "$c" "$tls" "$rtt"
+    done
 done
+if [ "$database" = both ]; then
+    printf '%s\n' "${db_rates[@]}" | awk '
+        { rate[$1, $2] = $3; if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
+        END {
+            for (i = 1; i <= n; i++) {
+                c = order[i]; s = rate[c, "sqlite"]; p = rate[c, "postgres"]
+                if (s > 0) printf "postgres/sqlite with %s connection(s): %.2f (%s vs %s msg/s)\n", c, p / s, p, s
+            }
+        }'
+fi
 if [ -n "$smoke" ]; then
     # TLS and latency: a short run each way, so that these paths cannot rot.
     measure smoke-starttls 4 starttls 20 200
