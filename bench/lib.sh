@@ -59,19 +59,28 @@ bench_start_sink() {
 # a free loopback port (implicit TLS with a certificate). Sets SINK_PID and SINK_PORT;
 # OUTFILE gets its port, then `mesg=N` every second, like smtp-sink -c.
 bench_start_native_sink() {
-    local bin=$1 out=$2 i
+    local bin=$1 out=$2
     shift 2
     : >"$out"
     "$bin" --listen 127.0.0.1:0 "$@" >"$out" 2>&1 &
     SINK_PID=$!
     BENCH_PIDS+=("$SINK_PID")
-    SINK_PORT=""
+    SINK_PORT=$(bench_printed_port "$out" "the native sink")
+}
+
+# bench_printed_port LOG NAME: the port a tool of ours printed as the first line of
+# LOG (it listens on port 0); waits up to 5 s, fails naming NAME and showing LOG.
+bench_printed_port() {
+    local log=$1 name=$2 port i
     for i in $(seq 1 50); do
-        SINK_PORT=$(head -n 1 "$out" | tr -dc 0-9)
-        [ -n "$SINK_PORT" ] && return 0
+        port=$(head -n 1 "$log" | tr -dc 0-9)
+        if [ -n "$port" ]; then
+            echo "$port"
+            return 0
+        fi
         sleep 0.1
     done
-    bench_log "the native sink did not start: $(cat "$out")"
+    bench_log "$name did not start: $(cat "$log")"
     return 1
 }
 
@@ -130,20 +139,13 @@ bench_start_stunnel() {
 # on a free loopback port, forwarding to TO_PORT with RTT_MS / 2 each way.
 # Sets PROXY_PID and PROXY_PORT.
 bench_start_proxy() {
-    local bin=$1 log=$2 to=$3 rtt=$4 i
+    local bin=$1 log=$2 to=$3 rtt=$4
     : >"$log" # exists before the background start opens it
     "$bin" --listen 127.0.0.1:0 --to "127.0.0.1:$to" \
         --delay-ms "$(awk -v r="$rtt" 'BEGIN { print r / 2 }')" >"$log" 2>&1 &
     PROXY_PID=$!
     BENCH_PIDS+=("$PROXY_PID")
-    PROXY_PORT=""
-    for i in $(seq 1 50); do
-        PROXY_PORT=$(head -n 1 "$log" | tr -dc 0-9)
-        [ -n "$PROXY_PORT" ] && return 0
-        sleep 0.1
-    done
-    bench_log "the latency proxy did not start: $(cat "$log")"
-    return 1
+    PROXY_PORT=$(bench_printed_port "$log" "the latency proxy")
 }
 
 # bench_sink_messages OUTFILE: messages the sink has counted so far (its last "mesg=N").
