@@ -13,6 +13,10 @@ use url::Url;
 
 use crate::domain::Locale;
 
+mod spans;
+use spans::KeySpans;
+pub use spans::Position;
+
 /// Where the config was looked for, in order: `--config`, `$DIGESTIF_CONFIG`, `./digestif.toml`.
 pub fn locate(cli: Option<&Path>) -> PathBuf {
     if let Some(p) = cli {
@@ -36,8 +40,80 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid config {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("invalid config {path}: {problem}")]
+    Invalid {
+        path: PathBuf,
+        problem: ConfigProblem,
+    },
+}
+
+/// What is wrong with a config text, and where: the key path (`smtp.pool_size`,
+/// `sources[1].weight`) and its line and column, from the TOML parser's spans.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigProblem {
+    /// The parser or the types refused it: not TOML, an unknown key, a value of
+    /// the wrong type, an unknown time zone, a bad URL.
+    #[error(
+        "{}{message}{}",
+        at.map(|a| format!("line {}: ", a.line)).unwrap_or_default(),
+        snippet.as_ref().map(|s| format!(" (at `{s}`)")).unwrap_or_default()
+    )]
+    Syntax {
+        /// The key whose value holds the error, when the error is inside one.
+        key: Option<String>,
+        message: String,
+        at: Option<Position>,
+        /// The line as written, trimmed.
+        snippet: Option<String>,
+    },
+    /// The values parse but break a rule (a range, keys that go together).
+    #[error("{message}{}", at.map(|a| format!(" (line {})", a.line)).unwrap_or_default())]
+    Value {
+        key: String,
+        message: String,
+        /// Where `key` is written, or its table when it is missing.
+        at: Option<Position>,
+    },
+}
+
+impl ConfigProblem {
+    /// The key path the problem concerns, when known.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigProblem::Syntax { key, .. } => key.as_deref(),
+            ConfigProblem::Value { key, .. } => Some(key),
+        }
+    }
+
+    /// Where in the text, when known.
+    pub fn at(&self) -> Option<Position> {
+        match self {
+            ConfigProblem::Syntax { at, .. } | ConfigProblem::Value { at, .. } => *at,
+        }
+    }
+
+    /// The parser's error, placed in `text`.
+    pub fn syntax(text: &str, e: &toml::de::Error) -> ConfigProblem {
+        let message = e.message().trim().to_string();
+        match e.span() {
+            Some(span) => {
+                let at = Position::of(text, span.start);
+                let snippet = text.lines().nth(at.line - 1).unwrap_or("").trim();
+                ConfigProblem::Syntax {
+                    key: KeySpans::of(text).key_at(span.start).map(str::to_string),
+                    message,
+                    at: Some(at),
+                    snippet: Some(snippet.to_string()),
+                }
+            }
+            None => ConfigProblem::Syntax {
+                key: None,
+                message,
+                at: None,
+                snippet: None,
+            },
+        }
+    }
 }
 
 /// The signing secret is missing or cannot be used: the message says what to set.
@@ -393,6 +469,9 @@ pub struct Schedule {
     /// A sender not heard from for this many seconds is gone: the other senders
     /// of the issue take over its rows (at least 3; it beats every third of that).
     pub heartbeat_seconds: u64,
+    /// A sender that joined another's send waits at most this many seconds for
+    /// the issue that other process builds.
+    pub build_wait_seconds: u64,
 }
 
 impl Default for Schedule {
@@ -404,6 +483,7 @@ impl Default for Schedule {
             tick_seconds: 10,
             retry_seconds: 60,
             heartbeat_seconds: 30,
+            build_wait_seconds: 300,
         }
     }
 }
@@ -585,22 +665,27 @@ impl Config {
                 }
             })
             .unwrap_or_else(|| PathBuf::from("."));
-        Config::parse(&text, &base).map_err(|message| ConfigError::Invalid {
+        Config::parse(&text, &base).map_err(|problem| ConfigError::Invalid {
             path: path.to_path_buf(),
-            message,
+            problem,
         })
     }
 
     /// Parses and validates config text. The error names the key and its line.
-    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, String> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigProblem> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigProblem::syntax(text, &e))?;
         cfg.base_dir = base_dir.to_path_buf();
         cfg.validate(text)?;
         Ok(cfg)
     }
 
-    fn validate(&self, text: &str) -> Result<(), String> {
-        let line_of = |path: &str| line_of_key(text, path);
+    fn validate(&self, text: &str) -> Result<(), ConfigProblem> {
+        let spans = KeySpans::of(text);
+        let bad = |key: &str, message: String| ConfigProblem::Value {
+            key: key.to_string(),
+            message,
+            at: spans.span(key).map(|s| Position::of(text, s.start)),
+        };
         let n = &self.newsletter;
         if let Some(id) = &n.list_id {
             let ok = !id.is_empty()
@@ -610,71 +695,75 @@ impl Config {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
             if !ok {
-                return Err(format!(
-                    "newsletter.list_id {id:?} must look like a domain name, e.g. \"essentiel.news.example.com\" (letters, digits, '-', '.', '_'){}",
-                    line_of("newsletter.list_id")
-                ));
+                return Err(bad("newsletter.list_id", format!(
+                    "newsletter.list_id {id:?} must look like a domain name, e.g. \"essentiel.news.example.com\" (letters, digits, '-', '.', '_')")));
             }
         }
         if n.name.trim().is_empty() {
-            return Err(format!(
-                "newsletter.name must not be empty{}",
-                line_of("newsletter.name")
+            return Err(bad(
+                "newsletter.name",
+                "newsletter.name must not be empty".to_string(),
             ));
         }
         if n.words_per_minute == 0 {
-            return Err(format!(
-                "newsletter.words_per_minute must be at least 1{}",
-                line_of("newsletter.words_per_minute")
+            return Err(bad(
+                "newsletter.words_per_minute",
+                "newsletter.words_per_minute must be at least 1".to_string(),
             ));
         }
         if n.reading_budget_minutes == 0 {
-            return Err(format!(
-                "newsletter.reading_budget_minutes must be at least 1{}",
-                line_of("newsletter.reading_budget_minutes")
+            return Err(bad(
+                "newsletter.reading_budget_minutes",
+                "newsletter.reading_budget_minutes must be at least 1".to_string(),
             ));
         }
         if n.max_articles == 0 {
-            return Err(format!(
-                "newsletter.max_articles must be at least 1{}",
-                line_of("newsletter.max_articles")
+            return Err(bad(
+                "newsletter.max_articles",
+                "newsletter.max_articles must be at least 1".to_string(),
             ));
         }
         if n.window_hours == 0 {
-            return Err(format!(
-                "newsletter.window_hours must be at least 1{}",
-                line_of("newsletter.window_hours")
+            return Err(bad(
+                "newsletter.window_hours",
+                "newsletter.window_hours must be at least 1".to_string(),
             ));
         }
         for (i, s) in self.sources.iter().enumerate() {
             let at = format!("sources[{i}] ({:?})", s.name);
+            let key = format!("sources[{i}]");
             match (&s.url, &s.path) {
                 (Some(_), Some(_)) => {
-                    return Err(format!("{at}: give either url or path, not both"));
+                    return Err(bad(
+                        &format!("{key}.path"),
+                        format!("{at}: give either url or path, not both"),
+                    ));
                 }
                 (None, None) => {
-                    return Err(format!("{at}: needs a url or a path"));
+                    return Err(bad(&key, format!("{at}: needs a url or a path")));
                 }
                 _ => {}
             }
             if !(s.weight.is_finite() && s.weight >= 0.0) {
-                return Err(format!(
-                    "{at}: weight must be a number ≥ 0, got {}",
-                    s.weight
+                return Err(bad(
+                    &format!("{key}.weight"),
+                    format!("{at}: weight must be a number ≥ 0, got {}", s.weight),
                 ));
             }
         }
         if !(1..=100).contains(&self.smtp.pool_size) {
-            return Err(format!(
-                "smtp.pool_size must be between 1 and 100, got {}{}",
-                self.smtp.pool_size,
-                line_of("smtp.pool_size")
+            return Err(bad(
+                "smtp.pool_size",
+                format!(
+                    "smtp.pool_size must be between 1 and 100, got {}",
+                    self.smtp.pool_size
+                ),
             ));
         }
         if self.smtp.max_consecutive_failures == 0 {
-            return Err(format!(
-                "smtp.max_consecutive_failures must be at least 1{}",
-                line_of("smtp.max_consecutive_failures")
+            return Err(bad(
+                "smtp.max_consecutive_failures",
+                "smtp.max_consecutive_failures must be at least 1".to_string(),
             ));
         }
         if let Some(name) = &self.smtp.helo_name {
@@ -683,108 +772,109 @@ impl Config {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b))
             {
-                return Err(format!(
-                    "smtp.helo_name must be a domain name or an address literal like [192.0.2.1], got {name:?}{}",
-                    line_of("smtp.helo_name")
-                ));
+                return Err(bad("smtp.helo_name", format!(
+                    "smtp.helo_name must be a domain name or an address literal like [192.0.2.1], got {name:?}")));
             }
         }
         if !(self.smtp.rate_per_second.is_finite() && self.smtp.rate_per_second >= 0.0) {
-            return Err(format!(
-                "smtp.rate_per_second must be ≥ 0 (0 = no limit){}",
-                line_of("smtp.rate_per_second")
+            return Err(bad(
+                "smtp.rate_per_second",
+                "smtp.rate_per_second must be ≥ 0 (0 = no limit)".to_string(),
             ));
         }
         if self.smtp.transport == TransportKind::Smtp && self.smtp.host.trim().is_empty() {
-            return Err(format!(
-                "smtp.host must not be empty{}",
-                line_of("smtp.host")
-            ));
+            return Err(bad("smtp.host", "smtp.host must not be empty".to_string()));
         }
         self.sender
             .from
             .parse::<lettre::message::Mailbox>()
             .map_err(|e| {
-                format!(
-                    "sender.from {:?} is not a valid mailbox ({e}); write it as \"Name <address@domain>\"{}",
-                    self.sender.from,
-                    line_of("sender.from")
-                )
+                bad("sender.from", format!(
+                    "sender.from {:?} is not a valid mailbox ({e}); write it as \"Name <address@domain>\"",
+                    self.sender.from))
             })?;
         if let Some(r) = &self.sender.reply_to {
             r.parse::<lettre::message::Mailbox>().map_err(|e| {
-                format!(
-                    "sender.reply_to {r:?} is not a valid mailbox ({e}){}",
-                    line_of("sender.reply_to")
+                bad(
+                    "sender.reply_to",
+                    format!("sender.reply_to {r:?} is not a valid mailbox ({e})"),
                 )
             })?;
         }
         let db = &self.storage.database;
         if let Some(file) = db.strip_prefix("sqlite:") {
             if file.trim_start_matches("//").is_empty() {
-                return Err(format!(
-                    "storage.database needs a file: sqlite://digestif.db{}",
-                    line_of("storage.database")
+                return Err(bad(
+                    "storage.database",
+                    "storage.database needs a file: sqlite://digestif.db".to_string(),
                 ));
             }
         } else if is_postgres_url(db) {
             let parsed = crate::store::pg::tls::rewrite(db)
                 .and_then(|(url, _)| url.parse::<postgres::Config>().map_err(|e| e.to_string()));
             if let Err(e) = parsed {
-                return Err(format!(
-                    "storage.database is not a valid PostgreSQL URL ({e}); write \
-                     postgres://user[:password]@host[:port]/database{}",
-                    line_of("storage.database")
+                return Err(bad(
+                    "storage.database",
+                    format!(
+                        "storage.database is not a valid PostgreSQL URL ({e}); write \
+                     postgres://user[:password]@host[:port]/database"
+                    ),
                 ));
             }
         } else {
-            return Err(format!(
-                "storage.database {db:?}: write sqlite://PATH or \
-                 postgres://user@host:port/database{}",
-                line_of("storage.database")
+            return Err(bad(
+                "storage.database",
+                format!(
+                    "storage.database {db:?}: write sqlite://PATH or \
+                 postgres://user@host:port/database"
+                ),
             ));
         }
         if self.storage.ca_file.is_some() && !is_postgres_url(db) {
-            return Err(format!(
+            return Err(bad(
+                "storage.ca_file",
                 "storage.ca_file is for a PostgreSQL database (storage.database = \
-                 \"postgres://…?sslmode=verify-full\"); remove it for SQLite{}",
-                line_of("storage.ca_file")
+                 \"postgres://…?sslmode=verify-full\"); remove it for SQLite"
+                    .to_string(),
             ));
         }
         let b = &self.bounces;
         if b.poll_minutes == 0 {
-            return Err(format!(
-                "bounces.poll_minutes must be at least 1{}",
-                line_of("poll_minutes")
+            return Err(bad(
+                "bounces.poll_minutes",
+                "bounces.poll_minutes must be at least 1".to_string(),
             ));
         }
         if b.mailbox.is_some() && b.return_path.is_none() {
-            return Err(format!(
+            return Err(bad(
+                "bounces.mailbox",
                 "bounces.mailbox needs bounces.return_path: returned mail is matched to \
-                 subscribers by the signed return path of each message{}",
-                line_of("mailbox")
+                 subscribers by the signed return path of each message"
+                    .to_string(),
             ));
         }
         if b.mailbox.is_some() && b.mailbox_password_env.is_none() {
-            return Err(format!(
+            return Err(bad(
+                "bounces.mailbox",
                 "bounces.mailbox needs bounces.mailbox_password_env, the variable that holds \
-                 its password{}",
-                line_of("mailbox")
+                 its password"
+                    .to_string(),
             ));
         }
         if b.ses_certificate.is_some() && b.ses_topic_arns.is_empty() {
-            return Err(format!(
+            return Err(bad(
+                "bounces.ses_certificate",
                 "bounces.ses_certificate needs bounces.ses_topic_arns, the SNS topic(s) your SES \
                  notifications are published to (any AWS account's topic is signed with the same \
-                 certificate){}",
-                line_of("ses_certificate")
+                 certificate)"
+                    .to_string(),
             ));
         }
-        if let Some(arn) = b.ses_topic_arns.iter().find(|a| !a.starts_with("arn:aws")) {
-            return Err(format!(
-                "bounces.ses_topic_arns: {arn:?} is not a topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME){}",
-                line_of("ses_topic_arns")
-            ));
+        if let Some((i, arn)) =
+            (b.ses_topic_arns.iter().enumerate()).find(|(_, a)| !a.starts_with("arn:aws"))
+        {
+            return Err(bad(&format!("bounces.ses_topic_arns[{i}]"), format!(
+                "bounces.ses_topic_arns: {arn:?} is not a topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")));
         }
         match (
             &b.postmark_user,
@@ -792,26 +882,41 @@ impl Config {
             &b.postmark_password_file,
         ) {
             (Some(_), Some(_), Some(_)) => {
-                return Err(format!(
+                return Err(bad(
+                    "bounces.postmark_password_env",
                     "bounces.postmark_password_env and bounces.postmark_password_file: set one, \
-                     not both{}",
-                    line_of("bounces.postmark_password")
+                     not both"
+                        .to_string(),
                 ))
             }
             (Some(_), None, None) | (None, Some(_), _) | (None, _, Some(_)) => {
-                return Err(format!(
+                let given = if b.postmark_user.is_some() {
+                    "bounces.postmark_user"
+                } else if b.postmark_password_env.is_some() {
+                    "bounces.postmark_password_env"
+                } else {
+                    "bounces.postmark_password_file"
+                };
+                return Err(bad(
+                    given,
                     "bounces.postmark_user and bounces.postmark_password_env (the variable \
                      holding its password) or bounces.postmark_password_file (a file holding \
-                     it) go together: Postmark posts with basic auth{}",
-                    line_of("bounces.postmark_")
-                ))
+                     it) go together: Postmark posts with basic auth"
+                        .to_string(),
+                ));
             }
             _ => {}
         }
         if b.soft_bounce_limit == 0 || b.soft_bounce_days == 0 {
-            return Err(format!(
-                "bounces.soft_bounce_limit and bounces.soft_bounce_days must be at least 1{}",
-                line_of("bounces.soft_bounce")
+            let key = if b.soft_bounce_limit == 0 {
+                "bounces.soft_bounce_limit"
+            } else {
+                "bounces.soft_bounce_days"
+            };
+            return Err(bad(
+                key,
+                "bounces.soft_bounce_limit and bounces.soft_bounce_days must be at least 1"
+                    .to_string(),
             ));
         }
         for (key, v) in [
@@ -819,43 +924,45 @@ impl Config {
             ("max_complaint_percent", b.max_complaint_percent),
         ] {
             if !(v.is_finite() && (0.0..=100.0).contains(&v)) {
-                return Err(format!(
-                    "bounces.{key} must be a percentage between 0 and 100, got {v}{}",
-                    line_of(&format!("bounces.{key}"))
+                return Err(bad(
+                    &format!("bounces.{key}"),
+                    format!("bounces.{key} must be a percentage between 0 and 100, got {v}"),
                 ));
             }
         }
         if !(1..=59).contains(&self.schedule.tick_seconds) {
-            return Err(format!(
-                "schedule.tick_seconds must be between 1 and 59, got {}{}",
-                self.schedule.tick_seconds,
-                line_of("schedule.tick_seconds")
+            return Err(bad(
+                "schedule.tick_seconds",
+                format!(
+                    "schedule.tick_seconds must be between 1 and 59, got {}",
+                    self.schedule.tick_seconds
+                ),
             ));
         }
         self.server
             .listen
             .parse::<std::net::SocketAddr>()
             .map_err(|_| {
-                format!(
-                    "server.listen {:?} must be an address and port such as \"127.0.0.1:8080\"{}",
-                    self.server.listen,
-                    line_of("server.listen")
+                bad(
+                    "server.listen",
+                    format!(
+                        "server.listen {:?} must be an address and port such as \"127.0.0.1:8080\"",
+                        self.server.listen
+                    ),
                 )
             })?;
-        for p in &self.server.trusted_proxies {
+        for (i, p) in self.server.trusted_proxies.iter().enumerate() {
             crate::http::limit::Cidr::parse(p).map_err(|e| {
-                format!(
-                    "server.trusted_proxies: {e}{}",
-                    line_of("server.trusted_proxies")
+                bad(
+                    &format!("server.trusted_proxies[{i}]"),
+                    format!("server.trusted_proxies: {e}"),
                 )
             })?;
         }
         if let Some(m) = &self.server.metrics_listen {
             m.parse::<std::net::SocketAddr>().map_err(|_| {
-                format!(
-                    "server.metrics_listen {m:?} must be an address and port such as \"127.0.0.1:9090\"{}",
-                    line_of("server.metrics_listen")
-                )
+                bad("server.metrics_listen", format!(
+                    "server.metrics_listen {m:?} must be an address and port such as \"127.0.0.1:9090\""))
             })?;
         }
         for (key, v) in [
@@ -864,9 +971,9 @@ impl Config {
             ("max_connections", self.server.max_connections as u64),
         ] {
             if v == 0 {
-                return Err(format!(
-                    "server.{key} must be at least 1{}",
-                    line_of(&format!("server.{key}"))
+                return Err(bad(
+                    &format!("server.{key}"),
+                    format!("server.{key} must be at least 1"),
                 ));
             }
         }
@@ -950,41 +1057,9 @@ impl Config {
     }
 }
 
-/// " (line N)" for the key `section.key` (a prefix of the key will do) of the
-/// config `text`: the first line starting with the key inside `[section]` (or
-/// `[[section]]`), so that a key present in several tables is found in the
-/// right one. Anywhere in the file when there is no such table; "" when not found.
-fn line_of_key(text: &str, path: &str) -> String {
-    let (section, key) = path.split_once('.').unwrap_or(("", path));
-    let lines: Vec<&str> = text.lines().collect();
-    let is_header = |l: &str| {
-        let l = l.trim();
-        l == format!("[{section}]") || l == format!("[[{section}]]")
-    };
-    let in_section = lines.iter().position(|l| is_header(l)).and_then(|start| {
-        lines[start + 1..]
-            .iter()
-            .take_while(|l| !l.trim_start().starts_with('['))
-            .position(|l| l.trim_start().starts_with(key))
-            .map(|i| start + 1 + i)
-    });
-    in_section
-        .or_else(|| lines.iter().position(|l| l.trim_start().starts_with(key)))
-        .map(|i| format!(" (line {})", i + 1))
-        .unwrap_or_default()
-}
-
 /// Turns a toml error into one line naming the key and the line.
 pub(crate) fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.message().trim().to_string();
-    match e.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
-            format!("line {line}: {msg} (at `{snippet}`)")
-        }
-        None => msg,
-    }
+    ConfigProblem::syntax(text, e).to_string()
 }
 
 /// The secret that signs unsubscribe, preferences and confirmation links, with
@@ -1209,7 +1284,9 @@ category = "Monde"
     #[test]
     fn unknown_key_is_named_with_its_line() {
         let text = MINIMAL.replace("tagline", "tagl1ne");
-        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        let e = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tagl1ne"), "{e}");
         assert!(e.contains("line 4"), "{e}");
     }
@@ -1229,18 +1306,24 @@ category = "Monde"
         );
         let text =
             format!("{MINIMAL}\n[storage]\ndatabase = \"sqlite://x.db\"\nca_file = \"ca.pem\"\n");
-        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        let e = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("storage.ca_file") && e.contains("line"), "{e}");
         let text =
             format!("{MINIMAL}\n[storage]\ndatabase = \"postgres://d@db/news?sslmode=allow\"\n");
-        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        let e = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sslmode=allow"), "{e}");
     }
 
     #[test]
     fn unknown_time_zone_is_refused() {
         let text = MINIMAL.replace("Europe/Paris", "Europe/Atlantis");
-        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        let e = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Europe/Atlantis"), "{e}");
         assert!(e.contains("line 6"), "{e}");
     }
@@ -1248,7 +1331,9 @@ category = "Monde"
     #[test]
     fn non_http_base_url_is_refused() {
         let text = MINIMAL.replace("https://news.example.com/digestif", "javascript:alert(1)");
-        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        let e = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("only http and https"), "{e}");
     }
 
@@ -1258,7 +1343,9 @@ category = "Monde"
             "[[sources]]",
             "[ranking]\nmax_per_category = \"three\"\n[[sources]]",
         );
-        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        let e = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line"), "{e}");
         assert!(e.contains("string") || e.contains("integer"), "{e}");
     }
@@ -1277,9 +1364,72 @@ locale = "fr"
 timezone = "Europe/Paris"
 base_url = "https://news.example.com/digestif"
 "#;
-        let e = Config::parse(text, Path::new(".")).unwrap_err();
+        let e = Config::parse(text, Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("newsletter.name must not be empty"), "{e}");
         assert!(e.contains("line 7"), "{e}");
+    }
+
+    #[test]
+    fn a_key_present_in_two_tables_is_reported_on_the_line_of_the_bad_one() {
+        // `timeout_s` is a key of [fetch] and of [smtp]; the bad one comes second.
+        let text = format!(
+            "{MINIMAL}[fetch]\ntimeout_s = 20\n[smtp]\nca_file = \"relay.pem\"\ntimeout_s = \"soon\"\n"
+        );
+        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert_eq!(e.key(), Some("smtp.timeout_s"), "{e}");
+        assert_eq!(e.at().map(|a| a.line), Some(17), "{e}");
+        assert!(e.to_string().starts_with("line 17: "), "{e}");
+        // `ca_file` is a key of [smtp] and of [storage]; a comment after the
+        // [storage] header must not send us to the first `ca_file` of the file.
+        let text = format!(
+            "{MINIMAL}[smtp]\nca_file = \"relay.pem\"\n\n[storage] # the subscribers\n\
+             database = \"sqlite://x.db\"\nca_file = \"ca.pem\"\n"
+        );
+        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert_eq!(e.key(), Some("storage.ca_file"), "{e}");
+        assert_eq!(
+            e.at(),
+            Some(Position {
+                line: 18,
+                column: 11
+            }),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with("(line 18)"), "{e}");
+    }
+
+    #[test]
+    fn a_key_is_not_mistaken_for_a_longer_one_that_begins_like_it() {
+        // `mailbox_password_env` begins like `mailbox` and comes first.
+        let text = format!(
+            "{MINIMAL}[bounces]\nmailbox_password_env = \"MAILBOX_PASSWORD\"\n\
+             mailbox = \"imaps://bounces@mail.example.com/INBOX\"\n"
+        );
+        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("needs bounces.return_path"), "{e}");
+        assert_eq!(e.key(), Some("bounces.mailbox"), "{e}");
+        assert_eq!(e.at().map(|a| a.line), Some(15), "{e}");
+    }
+
+    #[test]
+    fn a_missing_key_is_reported_at_its_table_and_a_bad_source_at_its_own_entry() {
+        let text = format!(
+            "{MINIMAL}[[sources]]\nname = \"Sport\"\nurl = \"https://s.example.com/feed\"\nweight = -2.0\n"
+        );
+        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert_eq!(e.key(), Some("sources[1].weight"), "{e}");
+        assert_eq!(e.at().map(|a| a.line), Some(16), "{e}");
+        assert!(
+            e.to_string()
+                .contains("sources[1] (\"Sport\"): weight must be"),
+            "{e}"
+        );
+        let text = format!("{MINIMAL}[bounces]\npoll_minutes = 5\nmailbox = \"imaps://b@m.example.com/\"\nreturn_path = \"b@news.example.com\"\n");
+        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        assert!(
+            e.to_string().contains("bounces.mailbox_password_env"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1290,7 +1440,9 @@ base_url = "https://news.example.com/digestif"
             (10, 60)
         );
         let text = format!("{MINIMAL}\n[schedule]\ntick_seconds = 0\n");
-        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        let e = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("schedule.tick_seconds must be between 1 and 59"),
             "{e}"
@@ -1382,7 +1534,7 @@ base_url = "https://news.example.com/digestif"
         let c = Config::parse(&renamed, Path::new(".")).unwrap();
         assert_eq!(c.list_id(), "l-essentiel.news.example.com");
         let bad = MINIMAL.replace("locale = \"fr\"", "locale = \"fr\"\nlist_id = \"a b\"");
-        let e = Config::parse(&bad, Path::new(".")).unwrap_err();
+        let e = Config::parse(&bad, Path::new(".")).unwrap_err().to_string();
         assert!(
             e.contains("newsletter.list_id") && e.contains("line 6"),
             "{e}"
@@ -1392,7 +1544,9 @@ base_url = "https://news.example.com/digestif"
     #[test]
     fn source_needs_exactly_one_location() {
         let text = MINIMAL.replace("path = \"feeds/monde.xml\"", "");
-        let e = Config::parse(&text, Path::new(".")).unwrap_err();
+        let e = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs a url or a path"), "{e}");
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
-use crate::store::{Holder, SenderSeen, Store, StoreResult};
+use crate::store::{Holder, Leases, Ledger, SenderSeen, StoreResult};
 
 /// A thread that calls `beat` every `every` until dropped.
 struct Ticker {
@@ -58,7 +58,7 @@ impl Drop for Ticker {
 /// loses it after that), released when dropped. The `digestif send` command and
 /// the service's send passes hold the same guard.
 pub struct IssueLease {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Leases>,
     name: String,
     holder: String,
     renew: Option<Ticker>,
@@ -69,7 +69,7 @@ impl IssueLease {
     /// another live process holds it. Renewals follow `now` (an injected clock
     /// in tests) plus the time elapsed since.
     pub fn take(
-        store: Arc<dyn Store>,
+        store: Arc<dyn Leases>,
         date: NaiveDate,
         holder: String,
         now: DateTime<Utc>,
@@ -123,7 +123,7 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     pub fn start(
-        store: Arc<dyn Store>,
+        store: Arc<dyn Ledger>,
         date: NaiveDate,
         holder: Holder,
         timeout: Duration,
@@ -156,12 +156,12 @@ pub fn lease_holder(kind: &str) -> String {
     )
 }
 
-/// Takes the lease `name` for `holder` until `until`, as [`Store::try_lease`];
+/// Takes the lease `name` for `holder` until `until`, as [`Leases::try_lease`];
 /// when another holder has it, and that holder is a process of this machine
 /// that is gone (killed, crashed), takes it over at once instead of waiting for
 /// it to expire: a restart resumes the issue right away.
 pub fn take_lease(
-    store: &dyn Store,
+    store: &dyn Leases,
     name: &str,
     holder: &str,
     now: DateTime<Utc>,
@@ -221,6 +221,7 @@ const UNKNOWN_HOST: &str = "host";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
     use chrono::TimeZone;
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Metrics {
     runs_partial: AtomicU64,
     runs_failed: AtomicU64,
     runs_skipped: AtomicU64,
+    /// Runs that joined the send of another process (PostgreSQL).
+    runs_joined: AtomicU64,
     build_failures: AtomicU64,
     last_run_ts: AtomicI64,
     last_run_ms: AtomicI64,
@@ -74,6 +76,11 @@ impl Metrics {
             (r.finished_at - r.started_at).num_milliseconds(),
             Ordering::Relaxed,
         );
+    }
+
+    /// A run joined the send of another process that held the issue's lease.
+    pub fn run_joined(&self) {
+        self.runs_joined.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn signup(&self) {
@@ -171,6 +178,13 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "digestif_runs_total{{status=\"{status}\"}} {}", g(a));
         }
+        let _ = writeln!(
+            out,
+            "# HELP digestif_runs_joined_total Scheduled runs that joined the send of another process.\n\
+             # TYPE digestif_runs_joined_total counter\n\
+             digestif_runs_joined_total {}",
+            g(&self.runs_joined)
+        );
         // The last run may come from another process on the same database: prefer the store's.
         let (ts, ms) = match last {
             Some(r) => (

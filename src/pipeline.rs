@@ -1,5 +1,5 @@
 //! The single wiring point: build (ingest → dedupe → select → digest), archive,
-//! and send ([`send`]: issue → lint → lease → deliver). The CLI and the
+//! and send ([`send`]: lease → issue → lint → deliver). The CLI and the
 //! scheduler both call these functions.
 
 use std::path::PathBuf;
@@ -19,7 +19,10 @@ use crate::store::{Freeze, FrozenIssue, IssueStore, Store};
 
 mod sending;
 
-pub use sending::{lease_length, lint, send, Delivery, LeaseStep, Lint, SendError, Sender, Sent};
+pub use sending::{
+    lease_length, lint, send, take_or_join, Delivery, LeaseStep, Lint, SendError, SendLease,
+    Sender, Sent,
+};
 
 /// What a build produced.
 #[derive(Debug, Clone)]

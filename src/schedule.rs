@@ -2,8 +2,10 @@
 //!
 //! Two halves. [`Plan`] is pure: given the config, "now" and what is already done,
 //! it says what to do ([`Decision`]) and which subscribers are due ([`DueFilter`]).
-//! [`Scheduler::run_once`] does it: lease `issue:<date>` in the store, build (or
-//! read) the frozen issue, run one send pass, record the run, release the lease.
+//! [`Scheduler::run_once`] does it: lease `issue:<date>` in the store (or, on
+//! PostgreSQL, join the send of the process that holds it, as `digestif send`
+//! does: [`pipeline::take_or_join`]), build (or read) the frozen issue, run one
+//! send pass, record the run, release the lease.
 //! The cron job ([`Scheduler::start`]) only calls `run_once(clock.now())`.
 //!
 //! Per-subscriber time zones: the content of a date is frozen once, at the
@@ -25,13 +27,12 @@ use futures::future::BoxFuture;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::deliver::gate::{Gate, ZoneFilter};
 use crate::domain::{local_instant, today_in, Subscriber, SubscriberStatus};
-use crate::lease::{lease_holder, IssueLease};
+use crate::lease::lease_holder;
 use crate::metrics::Metrics;
-use crate::pipeline::{self, SendError, Sent};
+use crate::pipeline::{self, SendError, SendLease, Sent};
 use crate::store::{FailedStep, PartialReason, RunRecord, RunStatus, Store};
-
-pub mod gate;
 
 /// What the scheduler should do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +171,20 @@ impl DueFilter {
         (zones, self.plan.send_instant(self.date) <= self.now)
     }
 
+    /// What the send loop of this pass may take: the subscribers due now
+    /// (a zone filter when the plan follows zones), nothing new once `stop` is set.
+    pub fn gate(&self, stop: Arc<std::sync::atomic::AtomicBool>) -> Gate {
+        let zones = (!self.plan.zones.is_empty()).then(|| {
+            let (zones, with_unzoned) = self.due_zones();
+            ZoneFilter {
+                date: self.date,
+                zones,
+                with_unzoned,
+            }
+        });
+        Gate { zones, stop }
+    }
+
     /// The next instant a zone becomes due for this date, if any is still to come.
     pub fn next_zone_due(&self) -> Option<DateTime<Utc>> {
         self.plan
@@ -214,12 +229,18 @@ pub trait IssuePipeline: Send + Sync {
     /// (archived, or built and archived), its check, the ledger-driven send.
     /// An error is a failed run, retried within catch-up.
     fn pass<'a>(&'a self, due: &'a DueFilter) -> BoxFuture<'a, Result<Pass, SendError>>;
+    /// The same pass, joining the send of another process that holds the
+    /// issue's lease (PostgreSQL: several processes send one issue, each
+    /// claiming its own rows).
+    fn join<'a>(&'a self, due: &'a DueFilter) -> BoxFuture<'a, Result<Pass, SendError>> {
+        self.pass(due)
+    }
     /// The service is stopping: a pass in flight finishes its messages and takes no new ones.
     fn stop(&self) {}
 }
 
 /// The production pipeline: [`pipeline::send`] (the same as `digestif send`),
-/// whose store is seen through a [`gate::ZoneGate`].
+/// its send loop gated by the pass's [`DueFilter::gate`].
 pub struct LivePipeline {
     cfg: Arc<Config>,
     store: Arc<dyn Store>,
@@ -253,11 +274,22 @@ impl IssuePipeline for LivePipeline {
     }
 
     fn pass<'a>(&'a self, due: &'a DueFilter) -> BoxFuture<'a, Result<Pass, SendError>> {
-        let store: Arc<dyn Store> = Arc::new(gate::ZoneGate {
-            inner: self.store.clone(),
-            due: due.clone(),
-            stop: self.stop.clone(),
-        });
+        self.send_pass(due, pipeline::LeaseStep::HeldByCaller)
+    }
+
+    fn join<'a>(&'a self, due: &'a DueFilter) -> BoxFuture<'a, Result<Pass, SendError>> {
+        self.send_pass(due, pipeline::LeaseStep::JoinedByCaller)
+    }
+}
+
+impl LivePipeline {
+    fn send_pass<'a>(
+        &'a self,
+        due: &'a DueFilter,
+        lease: pipeline::LeaseStep,
+    ) -> BoxFuture<'a, Result<Pass, SendError>> {
+        let store = self.store.clone();
+        let gate = due.gate(self.stop.clone());
         let (cfg, assets, secret) = (self.cfg.clone(), self.assets.clone(), self.secret.clone());
         let (date, now) = (due.date, due.now);
         Box::pin(async move {
@@ -274,7 +306,8 @@ impl IssuePipeline for LivePipeline {
                 let delivery = pipeline::Delivery::Ledger {
                     store,
                     limit: None,
-                    lease: pipeline::LeaseStep::HeldByCaller,
+                    lease,
+                    gate,
                 };
                 crate::deliver::send::single_thread_runtime()
                     .map_err(SendError::Deliver)?
@@ -434,17 +467,29 @@ impl Scheduler {
                 }
             }
         }
-        let (store, holder) = (self.store.clone(), self.holder.clone());
-        let len = pipeline::lease_length(&self.cfg);
-        // Held until the run is recorded: no other process starts the date meanwhile.
-        let lease =
-            tokio::task::spawn_blocking(move || IssueLease::take(store, date, holder, now, len))
-                .await
-                .context("store task panicked")??;
-        let Some(lease) = lease else {
-            return Ok(RunOutcome::Busy(date));
+        let (cfg, store, holder) = (self.cfg.clone(), self.store.clone(), self.holder.clone());
+        // Held until the run is recorded: no other process starts the date
+        // meanwhile. Found held on PostgreSQL, the pass joins that send, as
+        // `digestif send` does.
+        let taken = tokio::task::spawn_blocking(move || {
+            pipeline::take_or_join(&cfg, store, date, holder, now)
+        })
+        .await
+        .context("store task panicked")?;
+        let lease = match taken {
+            Ok(lease) => lease,
+            Err(SendError::Busy(_)) => return Ok(RunOutcome::Busy(date)),
+            Err(e) => return Err(e.into()),
         };
-        let result = self.run_leased(&plan, date, now, skip).await;
+        let joined = match &lease {
+            SendLease::Held(_) => None,
+            // A date to skip is left to the process that holds it.
+            SendLease::Joined { .. } if skip.is_some() => return Ok(RunOutcome::Busy(date)),
+            SendLease::Joined { holder } => Some(holder.clone()),
+        };
+        let result = self
+            .run_leased(&plan, date, now, skip, joined.as_deref())
+            .await;
         let record = match result {
             Ok(Some(record)) => {
                 let (store, to_store) = (self.store.clone(), record.clone());
@@ -483,6 +528,7 @@ impl Scheduler {
         date: NaiveDate,
         now: DateTime<Utc>,
         skip: Option<String>,
+        joined: Option<&str>,
     ) -> Result<Option<RunRecord>> {
         // Another process may have finished the date while we waited for the lease.
         if self.last_done().await?.is_some_and(|d| d >= date) {
@@ -499,13 +545,34 @@ impl Scheduler {
                 why,
             )));
         }
-        Ok(Some(self.send_pass(plan, date, now).await))
+        let mut record = self.send_pass(plan, date, now, joined).await;
+        if let Some(holder) = joined {
+            self.metrics.run_joined();
+            let joined = format!("joined the send of {holder}");
+            record.message = match record.message.as_str() {
+                "" => joined,
+                why => format!("{joined}; {why}"),
+            };
+        }
+        Ok(Some(record))
     }
 
-    async fn send_pass(&self, plan: &Plan, date: NaiveDate, now: DateTime<Utc>) -> RunRecord {
+    /// One send pass over the subscribers due; `joined`: the holder of the
+    /// issue's lease whose send this pass joins (PostgreSQL).
+    async fn send_pass(
+        &self,
+        plan: &Plan,
+        date: NaiveDate,
+        now: DateTime<Utc>,
+        joined: Option<&str>,
+    ) -> RunRecord {
         let started = std::time::Instant::now();
         let due = plan.due_filter(date, now);
-        let report = match self.pipeline.pass(&due).await {
+        let pass = match joined {
+            None => self.pipeline.pass(&due).await,
+            Some(_) => self.pipeline.join(&due).await,
+        };
+        let report = match pass {
             Ok(Pass::Sent(report)) => report,
             Ok(Pass::NothingNew) => {
                 return self.record(

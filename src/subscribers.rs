@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::str::FromStr;
 
 use crate::domain::{Locale, SubscriberEmail, SubscriberStatus};
-use crate::store::{NewSubscriber, Store, StoreError, Upserted};
+use crate::store::{NewSubscriber, StoreError, Subscribers, Upserted};
 
 /// The columns a subscribers CSV may have; only `email` is required.
 pub const COLUMNS: [&str; 6] = [
@@ -426,7 +426,7 @@ fn key_hash(e: &SubscriberEmail) -> u64 {
 /// handed to `on_error` (one call per problem) and skipped; the rest is imported.
 pub fn import(
     input: impl Read,
-    store: Option<&dyn Store>,
+    store: Option<&dyn Subscribers>,
     on_error: &mut dyn FnMut(&RowError),
 ) -> Result<ImportSummary, CsvError> {
     import_in_batches(input, store, on_error, BATCH)
@@ -434,7 +434,7 @@ pub fn import(
 
 fn import_in_batches(
     input: impl Read,
-    store: Option<&dyn Store>,
+    store: Option<&dyn Subscribers>,
     on_error: &mut dyn FnMut(&RowError),
     batch_size: usize,
 ) -> Result<ImportSummary, CsvError> {
@@ -592,7 +592,7 @@ fn check_rows(
 
 /// Writes every subscriber as CSV (header first), page by page, cells that a
 /// spreadsheet would evaluate prefixed with `'`. Returns how many were written.
-pub fn export(store: &dyn Store, output: impl Write) -> Result<u64, CsvError> {
+pub fn export(store: &dyn Subscribers, output: impl Write) -> Result<u64, CsvError> {
     let mut w = csv::Writer::from_writer(output);
     let werr = |e: csv::Error| CsvError::Write(e.into());
     w.write_record(COLUMNS).map_err(werr)?;
@@ -627,7 +627,7 @@ mod tests {
     use crate::store::SqliteStore;
 
     /// Runs an import, returning the summary and every error as a line of text.
-    fn run(csv: &str, store: Option<&dyn Store>) -> (ImportSummary, Vec<String>) {
+    fn run(csv: &str, store: Option<&dyn Subscribers>) -> (ImportSummary, Vec<String>) {
         let mut errors = vec![];
         let summary = import_in_batches(
             csv.as_bytes(),
@@ -639,7 +639,7 @@ mod tests {
         (summary, errors)
     }
 
-    fn export_string(store: &dyn Store) -> String {
+    fn export_string(store: &dyn Subscribers) -> String {
         let mut out = vec![];
         export(store, &mut out).unwrap();
         String::from_utf8(out).unwrap()

@@ -122,7 +122,7 @@ pub fn describe(outcomes: &[Outcome]) -> String {
 mod tests {
     use super::*;
     use crate::domain::SubscriberStatus;
-    use crate::store::{DeliveryOutcome, NewSubscriber, SqliteStore, Store};
+    use crate::store::{DeliveryOutcome, Ledger, NewSubscriber, SqliteStore, Subscribers};
     use chrono::{NaiveDate, TimeZone};
 
     fn sent_store() -> (SqliteStore, i64, NaiveDate) {

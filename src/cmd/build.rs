@@ -159,8 +159,12 @@ pub fn preview(config: Option<&Path>, a: &PreviewArgs) -> CmdResult {
     // subscriber gets it: (html, text).
     let render = || -> anyhow::Result<(String, String)> {
         match (&a.for_reader, &kept) {
-            (Some(who), _) => {
-                super::send::email_for(&cfg, &assets, &digest, who, now).map(|e| (e.html, e.text))
+            // The reader's variant as kept with the frozen issue: what they got
+            // (or will get), whatever this machine's templates say now.
+            (Some(who), kept) => {
+                let kept_in = kept.as_ref().and(store.clone());
+                super::send::email_for(&cfg, &assets, &digest, who, now, kept_in)
+                    .map(|e| (e.html, e.text))
             }
             (None, Some(k)) => Ok((k.html.clone(), k.text.clone())),
             (None, None) => {

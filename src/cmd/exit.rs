@@ -93,7 +93,11 @@ mod tests {
         assert_eq!(Exit::of(&bad_flag).code(), 2);
         let config: anyhow::Result<()> = Err(ConfigError::Invalid {
             path: "digestif.toml".into(),
-            message: "newsletter.name must not be empty (line 2)".into(),
+            problem: crate::config::ConfigProblem::Value {
+                key: "newsletter.name".into(),
+                message: "newsletter.name must not be empty".into(),
+                at: Some(crate::config::Position { line: 2, column: 8 }),
+            },
         }
         .into());
         assert_eq!(Exit::of(&config).code(), 2);

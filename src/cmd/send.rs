@@ -105,6 +105,7 @@ pub fn send(config: Option<&Path>, args: &SendArgs) -> CmdResult {
                 store: store.clone(),
                 limit: args.limit,
                 lease: LeaseStep::Take,
+                gate: Default::default(),
             };
             (delivery, Some(store))
         }
@@ -182,13 +183,17 @@ fn print_report(digest: &Digest, report: &SendReport, limit: Option<u64>) -> Cmd
 }
 
 /// The message body `subscriber` gets for `digest`, as `send` would build it.
-/// Without DIGESTIF_SECRET the links are signed with a placeholder secret.
+/// With `kept_in` (the database the issue is frozen in) their variant is the
+/// one kept there, the bytes every sender sends, once a sender kept it (until
+/// then it is rendered here, and said so); nothing is written. Without
+/// DIGESTIF_SECRET the links are signed with a placeholder secret.
 pub fn email_for(
     cfg: &Config,
     assets: &Assets,
     digest: &Digest,
     email: &str,
     now: chrono::DateTime<chrono::Utc>,
+    kept_in: Option<Arc<dyn Store>>,
 ) -> anyhow::Result<crate::render::RenderedEmail> {
     let address =
         SubscriberEmail::parse(email).map_err(|e| usage(anyhow::anyhow!("--for: {e}")))?;
@@ -205,7 +210,24 @@ pub fn email_for(
         eprintln!("note: no secret is set: the links carry a one-off signature that works nowhere");
         Secret::random()
     });
-    let composer = DigestComposer::new(cfg, digest, assets, secret, now).map_err(usage)?;
+    let mut composer = DigestComposer::new(cfg, digest, assets, secret, now).map_err(usage)?;
+    if let Some(kept_in) = kept_in {
+        if let Some(issues) = kept_in.issues() {
+            let locale = subscriber.locale.unwrap_or(digest.locale);
+            let key = crate::store::issues::variant_key(locale, &subscriber.categories);
+            let kept = issues
+                .frozen_variant(digest.date, &key)
+                .context("cannot read the kept variants")?;
+            if kept.is_none() {
+                eprintln!(
+                    "note: no sender kept the variant {key:?} of the issue of {} yet: \
+                     rendered here, as this machine would send it",
+                    digest.date
+                );
+            }
+        }
+        composer = composer.as_kept_in(kept_in);
+    }
     Ok(composer.render_for(&subscriber)?.0)
 }
 
@@ -266,6 +288,9 @@ pub fn ledger(config: Option<&Path>, args: &LedgerArgs) -> CmdResult {
     {
         println!("being sent by {holder}");
     }
+    for line in sender_lines(store.as_ref(), date, crate::clock::now())? {
+        println!("{line}");
+    }
     for (a, e) in store
         .ledger_failures(date)
         .context("cannot read the ledger")?
@@ -273,6 +298,52 @@ pub fn ledger(config: Option<&Path>, args: &LedgerArgs) -> CmdResult {
         println!("failed: {a}: {e}");
     }
     Ok(())
+}
+
+/// One line per sender of the issue of `date`, as of `now`: the rows it holds
+/// (claimed, in flight) and those it sent or failed, and its last heartbeat
+/// (none once it finished, or was taken over).
+fn sender_lines(
+    store: &dyn Store,
+    date: chrono::NaiveDate,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Vec<String>> {
+    let rows = store
+        .ledger_by_sender(date)
+        .context("cannot read the ledger by sender")?;
+    let seen = store
+        .senders(date)
+        .context("cannot read the senders' heartbeats")?;
+    let mut names: Vec<&crate::store::Holder> = rows.iter().map(|r| &r.holder).collect();
+    names.extend(seen.iter().map(|s| &s.holder));
+    names.sort_by_key(|h| h.as_str());
+    names.dedup();
+    Ok(names
+        .into_iter()
+        .map(|holder| {
+            let c = rows
+                .iter()
+                .find(|r| &r.holder == holder)
+                .map(|r| r.rows.clone())
+                .unwrap_or_default();
+            let heartbeat = match seen.iter().find(|s| &s.holder == holder) {
+                Some(s) => format!(
+                    "last heartbeat {} ({} s ago)",
+                    s.last_seen.format("%Y-%m-%d %H:%M:%S UTC"),
+                    (now - s.last_seen).num_seconds().max(0)
+                ),
+                None => "no heartbeat (finished, or gone and taken over)".into(),
+            };
+            format!(
+                "sender {holder}: holds {} ({} claimed, {} sending), sent {}, failed {}, {heartbeat}",
+                c.pending + c.sending,
+                c.pending,
+                c.sending,
+                c.sent,
+                c.failed
+            )
+        })
+        .collect())
 }
 
 pub fn unsubscribe(config: Option<&Path>, args: &UnsubscribeArgs) -> CmdResult {

@@ -14,7 +14,7 @@ use crate::cli::SubscribersCmd;
 use crate::domain::{Locale, SubscriberEmail, SubscriberStatus};
 use std::sync::Arc;
 
-use crate::store::{Backend, NewSubscriber, Store, Upserted};
+use crate::store::{Backend, NewSubscriber, Subscribers, Upserted};
 use crate::subscribers::{self, CsvError};
 
 use super::exit::usage;
@@ -60,7 +60,7 @@ fn import(
     let mut err = stderr.lock();
     let summary = subscribers::import(
         io::BufReader::with_capacity(1 << 16, input),
-        store.as_deref().map(|s| s as &dyn Store),
+        store.as_deref().map(|s| s as &dyn Subscribers),
         &mut |e| {
             let _ = writeln!(err, "{}: {e}", file.display());
         },

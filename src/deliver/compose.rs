@@ -44,6 +44,8 @@ pub struct DigestComposer {
     return_path: Option<ReturnPath>,
     /// Where the issue is frozen: each variant is the one kept there.
     frozen: Option<Arc<dyn Store>>,
+    /// A variant not kept yet is rendered here and not kept (a preview).
+    read_only: bool,
 }
 
 impl DigestComposer {
@@ -65,6 +67,7 @@ impl DigestComposer {
             variants: Mutex::new(HashMap::new()),
             return_path: cfg.bounces.return_path.clone(),
             frozen: None,
+            read_only: false,
         })
     }
 
@@ -75,6 +78,15 @@ impl DigestComposer {
     pub fn frozen_in(mut self, store: Arc<dyn Store>) -> DigestComposer {
         self.frozen = store.issues().is_some().then_some(store);
         self
+    }
+
+    /// Like [`DigestComposer::frozen_in`], writing nothing: a variant kept
+    /// there is the one used, one not kept yet is rendered here (a preview).
+    pub fn as_kept_in(self, store: Arc<dyn Store>) -> DigestComposer {
+        DigestComposer {
+            read_only: true,
+            ..self.frozen_in(store)
+        }
     }
 
     /// Reads (or renders and keeps) now the variants of every active
@@ -107,14 +119,24 @@ impl DigestComposer {
         if let Some(issues) = self.frozen.as_ref().and_then(|s| s.issues()) {
             let date = self.digest.date;
             let name = variant_key(locale, follow);
-            let kept = issues
-                .freeze_variant(date, &name, &template.to_json())
-                .with_context(|| {
-                    format!("cannot keep the variant {name:?} of the issue of {date}")
+            let kept = if self.read_only {
+                issues.frozen_variant(date, &name).with_context(|| {
+                    format!("cannot read the variant {name:?} of the issue of {date}")
+                })?
+            } else {
+                Some(
+                    issues
+                        .freeze_variant(date, &name, &template.to_json())
+                        .with_context(|| {
+                            format!("cannot keep the variant {name:?} of the issue of {date}")
+                        })?,
+                )
+            };
+            if let Some(kept) = kept {
+                template = EmailTemplate::from_json(&kept).map_err(|e| {
+                    anyhow::anyhow!("the kept variant {name:?} of the issue of {date}: {e}")
                 })?;
-            template = EmailTemplate::from_json(&kept).map_err(|e| {
-                anyhow::anyhow!("the kept variant {name:?} of the issue of {date}: {e}")
-            })?;
+            }
         }
         let encoded = (!self.factory.signs()).then(|| PreEncoded::new(&template));
         let t = Arc::new(Variant { template, encoded });

@@ -3,6 +3,7 @@
 
 pub mod compose;
 pub mod dkim;
+pub mod gate;
 pub mod lint;
 pub mod message;
 mod mime;

@@ -18,7 +18,9 @@ use tokio::time::Instant;
 use crate::config::{Config, Secret};
 use crate::domain::{Digest, Subscriber};
 use crate::render::Assets;
-use crate::store::{Delivery, DeliveryOutcome, Holder, Store};
+use crate::store::{Delivery, DeliveryOutcome, Holder, Ledger, Store};
+
+use super::gate::Gate;
 
 pub use super::compose::{header_fields, Compose, DigestComposer};
 use super::rate::{backoff, RateLimiter};
@@ -94,6 +96,8 @@ pub struct SendOptions {
     /// Another sender not heard from for this long is gone: its rows are
     /// taken over (`[schedule] heartbeat_seconds`).
     pub heartbeat_timeout: Duration,
+    /// Which rows this run may take (the service's zones and stop flag).
+    pub gate: Gate,
 }
 
 impl SendOptions {
@@ -108,6 +112,7 @@ impl SendOptions {
             progress_bar: std::io::stderr().is_terminal(),
             holder: Holder::new(crate::lease::lease_holder("sender")),
             heartbeat_timeout: Duration::from_secs(cfg.schedule.heartbeat_seconds.max(3)),
+            gate: Gate::default(),
         }
     }
 }
@@ -122,6 +127,7 @@ pub struct SendJob<'a> {
     pub now: DateTime<Utc>,
     pub limit: Option<u64>,
     pub secret: Secret,
+    pub gate: Gate,
 }
 
 /// The runtime a send runs on: one thread drives every connection and the
@@ -144,7 +150,10 @@ pub async fn send_issue(job: SendJob<'_>) -> Result<SendReport> {
             .frozen_in(job.store.clone())
             .with_variants_in_use()?,
     );
-    let opts = SendOptions::from_config(job.cfg, job.limit);
+    let opts = SendOptions {
+        gate: job.gate,
+        ..SendOptions::from_config(job.cfg, job.limit)
+    };
     deliver_ledger(
         job.store,
         job.digest.date,
@@ -358,7 +367,8 @@ const LOOK_AROUND: Duration = Duration::from_secs(1);
 /// up to `--limit`. Once nothing is free, it waits for the other senders of
 /// the issue, taking over the rows of any that is gone.
 struct Feed {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Ledger>,
+    gate: Gate,
     date: NaiveDate,
     holder: Holder,
     heartbeat_timeout: Duration,
@@ -395,13 +405,14 @@ impl Feed {
                 }));
             }
             if self.ahead.is_empty() && !self.exhausted {
-                let (s, date, holder, n) = (
+                let (s, gate, date, holder, n) = (
                     self.store.clone(),
+                    self.gate.clone(),
                     self.date,
                     self.holder.clone(),
                     self.read_ahead,
                 );
-                let rows = blocking(move || s.ledger_claim_for(date, &holder, n))
+                let rows = blocking(move || gate.claim_for(&*s, date, &holder, n))
                     .await
                     .context("cannot claim the next rows of the ledger")?;
                 self.store_calls += 1;
@@ -439,7 +450,12 @@ impl Feed {
     /// `sending` are resent from here (in doubt), their pending rows are free
     /// again.
     async fn take_over(&mut self) -> Result<crate::store::TakeOver> {
-        let (s, date, holder) = (self.store.clone(), self.date, self.holder.clone());
+        let (s, gate, date, holder) = (
+            self.store.clone(),
+            self.gate.clone(),
+            self.date,
+            self.holder.clone(),
+        );
         let timeout = chrono::Duration::from_std(self.heartbeat_timeout).unwrap_or_default();
         let found = blocking(move || {
             let now = crate::clock::now();
@@ -454,7 +470,7 @@ impl Feed {
             for g in &gone {
                 tracing::warn!(%date, sender = %g, "a sender of this issue is gone: taking over its rows");
             }
-            s.ledger_take_over(date, &holder, &gone, now)
+            gate.take_over(&*s, date, &holder, &gone, now)
         })
         .await
         .context("cannot take over the rows of senders that are gone")?;
@@ -540,113 +556,195 @@ impl Progress {
 /// The loop: enqueue, then hand rows to `pool_size` workers (one connection
 /// each), marking and recording in batched ledger transactions.
 pub async fn deliver_ledger(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Ledger>,
     date: NaiveDate,
     composer: Arc<dyn Compose>,
     transport: Arc<dyn Transport>,
     opts: &SendOptions,
     now: DateTime<Utc>,
 ) -> Result<SendReport> {
-    let started = Instant::now();
-    let at = move || now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
-    let pool = opts.pool_size.max(1);
+    SendLoop::start(store, date, composer, transport, opts, now)
+        .await?
+        .run()
+        .await
+}
 
-    let s = store.clone();
-    let enqueued = blocking(move || s.ledger_enqueue(date, None)).await?;
-    let s = store.clone();
-    let before = blocking(move || s.ledger_counts(date)).await?;
-    let mut report = SendReport {
-        date: Some(date),
-        skipped: before.sent + before.failed,
-        ..SendReport::default()
-    };
-    let holder = opts.holder.clone();
-    tracing::info!(%date, enqueued, pending = before.pending, sending = before.sending,
-        %holder, transport = %transport.describe(), "sending");
-    // Beats while this sender works: the other senders of the issue take over
-    // its rows only once it stops beating.
-    let heartbeat = {
-        let (s, h) = (store.clone(), holder.clone());
-        let timeout = chrono::Duration::from_std(opts.heartbeat_timeout).unwrap_or_default();
-        blocking(move || crate::lease::Heartbeat::start(s, date, h, timeout))
-            .await
-            .context("cannot record this sender's heartbeat")?
-    };
+/// One run of the send loop: the task that owns the ledger while sending.
+///
+/// Rows are read ahead in id order without being changed and handed to
+/// workers; a worker stages its message (the server reads it), asks this task
+/// to mark the row `sending`, and ends the message only after that, with the
+/// next message's envelope. Each store call records every outcome reported so
+/// far and marks every row asked for, in one transaction. A worker reports a
+/// message's outcome before it asks for its next row's mark, so after every
+/// store call at most one row per worker is in `sending`: rows in doubt after a
+/// crash never exceed `pool_size`.
+///
+/// The steps, in the order [`SendLoop::run`] takes them: [`start`](Self::start)
+/// (enqueue, heartbeat, take over), then round after round
+/// [`gather`](Self::gather) the workers' news, [`hand_out`](Self::hand_out)
+/// rows, [`commit`](Self::commit) to the ledger when [`commit_due`](Self::commit_due),
+/// else [`wait_for_news`](Self::wait_for_news); and [`finish`](Self::finish).
+struct SendLoop<'a> {
+    store: Arc<dyn Ledger>,
+    date: NaiveDate,
+    holder: Holder,
+    opts: &'a SendOptions,
+    /// The run's "now" and when it started: outcomes are stamped `now` plus
+    /// the time elapsed since.
+    now: DateTime<Utc>,
+    started: Instant,
+    /// Already sent or failed when the run began.
+    skipped: u64,
+    heartbeat: crate::lease::Heartbeat,
+    feed: Feed,
+    tally: Tally,
+    progress: Progress,
+    events: mpsc::UnboundedReceiver<Event>,
+    workers: tokio::task::JoinSet<()>,
+    /// Workers with nothing to do for now: answered when a row comes back for
+    /// a retry, or told to stop once every other worker is done.
+    parked: Vec<oneshot::Sender<Work>>,
+    /// Since when the oldest mark not yet committed has waited.
+    first_mark: Option<Instant>,
+    last_commit: Instant,
+    last_commit_took: Duration,
+}
 
-    let mut feed = Feed {
-        store: store.clone(),
-        date,
-        holder: holder.clone(),
-        heartbeat_timeout: opts.heartbeat_timeout,
-        in_doubt: VecDeque::new(),
-        taken_over: Vec::new(),
-        ahead: VecDeque::new(),
-        read_ahead: (pool * 8).clamp(64, 1024),
-        exhausted: false,
-        look_again: None,
-        finished: false,
-        given_out: 0,
-        limit: opts.limit,
-        store_calls: 0,
-    };
-    // Rows left in `sending` by a sender that is gone: handed out first.
-    feed.take_over().await?;
-    let total = (before.pending + before.sending).min(opts.limit.unwrap_or(u64::MAX));
-    let mut progress = Progress::new(total, opts.progress_bar);
+impl<'a> SendLoop<'a> {
+    /// Enqueues the issue's subscribers, starts this sender's heartbeat, takes
+    /// over the rows of senders that are gone and starts `pool_size` workers.
+    async fn start(
+        store: Arc<dyn Ledger>,
+        date: NaiveDate,
+        composer: Arc<dyn Compose>,
+        transport: Arc<dyn Transport>,
+        opts: &'a SendOptions,
+        now: DateTime<Utc>,
+    ) -> Result<SendLoop<'a>> {
+        let started = Instant::now();
+        let pool = opts.pool_size.max(1);
 
-    let shared = Arc::new(Shared {
-        composer,
-        transport,
-        rate: RateLimiter::new(opts.rate_per_second),
-        max_attempts: opts.max_attempts,
-    });
-    // This task owns the ledger while sending. Rows are read ahead in id order
-    // without being changed and handed to workers; a worker stages its message
-    // (the server reads it), asks this task to mark the row `sending`, and ends
-    // the message only after that, with the next message's envelope. Each store
-    // call records every outcome reported so far and marks every row asked for,
-    // in one transaction. A worker reports a message's outcome before it asks
-    // for its next row's mark, so after every store call at most one row per
-    // worker is in `sending`: rows in doubt after a crash never exceed `pool`.
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..pool {
-        let worker = Worker {
-            shared: shared.clone(),
-            events: events_tx.clone(),
-            conn: None,
-            held: None,
-            delivered_here: 0,
+        let (s, gate) = (store.clone(), opts.gate.clone());
+        let enqueued = blocking(move || gate.enqueue(&*s, date)).await?;
+        let s = store.clone();
+        let before = blocking(move || s.ledger_counts(date)).await?;
+        let holder = opts.holder.clone();
+        tracing::info!(%date, enqueued, pending = before.pending, sending = before.sending,
+            %holder, transport = %transport.describe(), "sending");
+        // Beats while this sender works: the other senders of the issue take
+        // over its rows only once it stops beating.
+        let heartbeat = {
+            let (s, h) = (store.clone(), holder.clone());
+            let timeout = chrono::Duration::from_std(opts.heartbeat_timeout).unwrap_or_default();
+            blocking(move || crate::lease::Heartbeat::start(s, date, h, timeout))
+                .await
+                .context("cannot record this sender's heartbeat")?
         };
-        tasks.spawn(worker.run());
-    }
-    drop(events_tx);
 
-    let mut t = Tally {
-        alive: pool,
-        retries: Retries {
-            base: opts.retry_base,
-            waiting: Vec::new(),
-        },
-        ..Tally::default()
-    };
-    // Workers with nothing to do for now: answered when a row comes back for a
-    // retry, or told to stop once every other worker is done.
-    let mut parked: Vec<oneshot::Sender<Work>> = Vec::new();
-    let mut first_mark: Option<Instant> = None;
-    let mut last_commit = Instant::now();
-    let mut last_commit_took = GATHER;
-    loop {
-        while let Ok(ev) = events_rx.try_recv() {
+        let mut feed = Feed {
+            store: store.clone(),
+            gate: opts.gate.clone(),
+            date,
+            holder: holder.clone(),
+            heartbeat_timeout: opts.heartbeat_timeout,
+            in_doubt: VecDeque::new(),
+            taken_over: Vec::new(),
+            ahead: VecDeque::new(),
+            read_ahead: (pool * 8).clamp(64, 1024),
+            exhausted: false,
+            look_again: None,
+            finished: false,
+            given_out: 0,
+            limit: opts.limit,
+            store_calls: 0,
+        };
+        // Rows left in `sending` by a sender that is gone: handed out first.
+        feed.take_over().await?;
+        let total = (before.pending + before.sending).min(opts.limit.unwrap_or(u64::MAX));
+        let progress = Progress::new(total, opts.progress_bar);
+
+        let shared = Arc::new(Shared {
+            composer,
+            transport,
+            rate: RateLimiter::new(opts.rate_per_second),
+            max_attempts: opts.max_attempts,
+        });
+        let (events_tx, events) = mpsc::unbounded_channel::<Event>();
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..pool {
+            let worker = Worker {
+                shared: shared.clone(),
+                events: events_tx.clone(),
+                conn: None,
+                held: None,
+                delivered_here: 0,
+            };
+            workers.spawn(worker.run());
+        }
+        drop(events_tx);
+
+        Ok(SendLoop {
+            store,
+            date,
+            holder,
+            opts,
+            now,
+            started,
+            skipped: before.sent + before.failed,
+            heartbeat,
+            feed,
+            tally: Tally {
+                alive: pool,
+                retries: Retries {
+                    base: opts.retry_base,
+                    waiting: Vec::new(),
+                },
+                ..Tally::default()
+            },
+            progress,
+            events,
+            workers,
+            parked: Vec::new(),
+            first_mark: None,
+            last_commit: Instant::now(),
+            last_commit_took: GATHER,
+        })
+    }
+
+    /// Round after round until every worker has stopped and everything they
+    /// reported is recorded.
+    async fn run(mut self) -> Result<SendReport> {
+        loop {
+            self.gather();
+            self.hand_out().await?;
+            if self.commit_due() {
+                self.commit().await?;
+                continue;
+            }
+            if self.is_over() {
+                break;
+            }
+            self.wait_for_news().await;
+        }
+        self.finish().await
+    }
+
+    /// Takes in what the workers reported since the last round (without
+    /// waiting), counts the workers that ended, and decides whether the run
+    /// stops early.
+    fn gather(&mut self) {
+        let t = &mut self.tally;
+        while let Ok(ev) = self.events.try_recv() {
             t.take(ev);
         }
-        while let Some(r) = tasks.try_join_next() {
+        while let Some(r) = self.workers.try_join_next() {
             if lost_task(r) {
                 t.alive -= 1;
             }
         }
         if t.stopped.is_none() {
-            t.stopped = stop_reason(t.consecutive_failed, t.consecutive_gave_up, opts);
+            t.stopped = stop_reason(t.consecutive_failed, t.consecutive_gave_up, self.opts);
             if let Some(why) = &t.stopped {
                 tracing::error!("{why}");
             }
@@ -656,10 +754,15 @@ pub async fn deliver_ledger(
             t.out -= t.retries.waiting.len();
             t.retries.waiting.clear();
         }
+    }
 
-        // Answer every worker that asked for a row (parked ones again).
+    /// Answers every worker that asked for a row (parked ones again): a row
+    /// due for a retry, else the feed's next row; idle, parked or stopped when
+    /// there is none.
+    async fn hand_out(&mut self) -> Result<()> {
+        let t = &mut self.tally;
         let mut asking: Vec<(bool, oneshot::Sender<Work>)> =
-            parked.drain(..).map(|r| (false, r)).collect();
+            self.parked.drain(..).map(|r| (false, r)).collect();
         asking.append(&mut t.wants);
         for (holding, reply) in asking {
             // A row back for a retry is counted in `t.out` already.
@@ -668,7 +771,7 @@ pub async fn deliver_ledger(
             } else if let Some(job) = t.retries.take_due(Instant::now()) {
                 Some(job)
             } else {
-                match feed.next().await? {
+                match self.feed.next().await? {
                     Next::Job(job) => {
                         t.out += 1;
                         Some(job)
@@ -679,7 +782,7 @@ pub async fn deliver_ledger(
                         if holding {
                             let _ = reply.send(Work::Idle);
                         } else {
-                            parked.push(reply);
+                            self.parked.push(reply);
                         }
                         continue;
                     }
@@ -693,134 +796,176 @@ pub async fn deliver_ledger(
                 None if holding => {
                     let _ = reply.send(Work::Idle);
                 }
-                // Others are still busy (their rows may come back for a retry):
-                // wait.
-                None if t.stopped.is_none() && t.out > 0 => parked.push(reply),
+                // Others are still busy (their rows may come back for a
+                // retry): wait.
+                None if t.stopped.is_none() && t.out > 0 => self.parked.push(reply),
                 None => {
                     let _ = reply.send(Work::Stop);
                 }
             }
         }
+        Ok(())
+    }
 
+    /// Whether to go to the store now: once half the workers wait for a mark
+    /// (the servers are still reading their messages), at once if every
+    /// worker waits, after `GATHER` at the latest, and without waiting for
+    /// company when commits are rare (the connections wait on the network, not
+    /// on the store); outcomes alone when nothing else is coming.
+    fn commit_due(&mut self) -> bool {
+        let t = &self.tally;
         if t.marks.is_empty() {
-            first_mark = None;
-        } else if first_mark.is_none() {
-            first_mark = Some(Instant::now());
+            self.first_mark = None;
+        } else if self.first_mark.is_none() {
+            self.first_mark = Some(Instant::now());
         }
-        // When to go to the store: once half the workers wait for a mark (the
-        // servers are still reading their messages), at once if every worker
-        // waits, after GATHER at the latest; outcomes alone when nothing else
-        // is coming.
-        // When commits are rare (the connections wait on the network, not on
-        // the store), a mark is not kept waiting for company.
-        let waiting = t.marks.len() + parked.len();
-        let commit = first_mark.is_some_and(|since| {
+        let waiting = t.marks.len() + self.parked.len();
+        self.first_mark.is_some_and(|since| {
             t.marks.len() >= t.alive.div_ceil(2)
                 || waiting >= t.alive
                 || since.elapsed() >= GATHER
-                || last_commit.elapsed() >= last_commit_took * STORE_IDLE_RATIO
+                || self.last_commit.elapsed() >= self.last_commit_took * STORE_IDLE_RATIO
         }) || t.finished.len() >= 256
-            || (!t.finished.is_empty() && (waiting >= t.alive || t.alive == 0));
-        if commit {
-            let outcomes: Vec<(i64, DeliveryOutcome)> = t
-                .finished
-                .iter()
-                .filter_map(|d| d.outcome.clone().map(|o| (d.id, o)))
-                .collect();
-            let ids: Vec<i64> = t.marks.iter().map(|(id, _)| *id).collect();
-            let (s, h) = (store.clone(), holder.clone());
-            let when = at();
-            feed.store_calls += 1;
-            let commit_started = Instant::now();
-            let marked =
-                blocking(move || s.ledger_record_and_mark(date, &h, &outcomes, &ids, when))
-                    .await
-                    .context("cannot record outcomes and mark rows in the ledger")?;
-            last_commit = Instant::now();
-            last_commit_took = last_commit - commit_started;
-            if marked.iter().any(|ok| !ok) {
-                feed.forget_read_ahead().await?;
-            }
-            for ((_, reply), ok) in t.marks.drain(..).zip(marked) {
-                let _ = reply.send(ok);
-            }
-            count_outcomes(&mut t.totals, &t.finished);
-            progress.recorded(t.finished.len(), &t.totals);
-            t.finished.clear();
-            continue;
+            || (!t.finished.is_empty() && (waiting >= t.alive || t.alive == 0))
+    }
+
+    /// One ledger transaction: records every outcome reported so far and marks
+    /// every row asked for, then answers the workers waiting for their mark.
+    async fn commit(&mut self) -> Result<()> {
+        let t = &mut self.tally;
+        let outcomes: Vec<(i64, DeliveryOutcome)> = t
+            .finished
+            .iter()
+            .filter_map(|d| d.outcome.clone().map(|o| (d.id, o)))
+            .collect();
+        let ids: Vec<i64> = t.marks.iter().map(|(id, _)| *id).collect();
+        let (s, h, date) = (self.store.clone(), self.holder.clone(), self.date);
+        let gate = self.opts.gate.clone();
+        let when = self.at();
+        self.feed.store_calls += 1;
+        let commit_started = Instant::now();
+        let marked = blocking(move || gate.record_and_mark(&*s, date, &h, &outcomes, &ids, when))
+            .await
+            .context("cannot record outcomes and mark rows in the ledger")?;
+        self.last_commit = Instant::now();
+        self.last_commit_took = self.last_commit - commit_started;
+        if marked.iter().any(|ok| !ok) {
+            self.feed.forget_read_ahead().await?;
         }
-        if t.alive == 0 && t.finished.is_empty() && t.marks.is_empty() {
-            break;
+        let t = &mut self.tally;
+        for ((_, reply), ok) in t.marks.drain(..).zip(marked) {
+            let _ = reply.send(ok);
         }
-        // Wait for news: an event, the gather deadline, or the next retry.
+        count_outcomes(&mut t.totals, &t.finished);
+        self.progress.recorded(t.finished.len(), &t.totals);
+        t.finished.clear();
+        Ok(())
+    }
+
+    /// Every worker has stopped and all they reported is recorded.
+    fn is_over(&self) -> bool {
+        let t = &self.tally;
+        t.alive == 0 && t.finished.is_empty() && t.marks.is_empty()
+    }
+
+    /// Waits for news: an event, a worker that ended, the gather deadline, the
+    /// next retry, or the time to look at the other senders again.
+    async fn wait_for_news(&mut self) {
         let until = [
-            first_mark.map(|since| since + GATHER),
-            t.retries.next_due(),
-            feed.look_again.filter(|_| !parked.is_empty()),
+            self.first_mark.map(|since| since + GATHER),
+            self.tally.retries.next_due(),
+            self.feed.look_again.filter(|_| !self.parked.is_empty()),
         ]
         .into_iter()
         .flatten()
         .min()
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
-            ev = tokio::time::timeout_at(until, events_rx.recv()) => {
+            ev = tokio::time::timeout_at(until, self.events.recv()) => {
                 if let Ok(Some(ev)) = ev {
-                    t.take(ev);
+                    self.tally.take(ev);
                 }
             }
-            Some(r) = tasks.join_next() => {
+            Some(r) = self.workers.join_next() => {
                 if lost_task(r) {
-                    t.alive -= 1;
+                    self.tally.alive -= 1;
                 }
             }
         }
     }
-    if let Some(b) = progress.bar {
-        b.finish_and_clear();
-    }
 
-    // Rows taken over from a dead run but not handed out (--limit) go back to pending.
-    if !feed.in_doubt.is_empty() {
-        let outcomes: Vec<(i64, DeliveryOutcome)> = feed
-            .in_doubt
-            .iter()
-            .map(|d| {
-                (
-                    d.subscriber.id,
-                    DeliveryOutcome::Retry {
-                        error: "not sent in this run (--limit)".into(),
-                    },
-                )
-            })
-            .collect();
+    /// Gives back what this sender holds and did not send, stops its
+    /// heartbeat and says what the run did.
+    async fn finish(self) -> Result<SendReport> {
+        let at = self.at();
+        let SendLoop {
+            store,
+            date,
+            holder,
+            started,
+            skipped,
+            heartbeat,
+            feed,
+            tally,
+            progress,
+            ..
+        } = self;
+        if let Some(b) = progress.bar {
+            b.finish_and_clear();
+        }
+        // Rows taken over from a dead run but not handed out (--limit) go back
+        // to pending.
+        if !feed.in_doubt.is_empty() {
+            let outcomes: Vec<(i64, DeliveryOutcome)> = feed
+                .in_doubt
+                .iter()
+                .map(|d| {
+                    (
+                        d.subscriber.id,
+                        DeliveryOutcome::Retry {
+                            error: "not sent in this run (--limit)".into(),
+                        },
+                    )
+                })
+                .collect();
+            let s = store.clone();
+            blocking(move || s.ledger_record(date, &outcomes, at)).await?;
+        }
+        // What this sender claimed and did not send is free for the others (or
+        // the next run); then it stops beating and says so.
+        drop(heartbeat);
+        let (s, h) = (store.clone(), holder.clone());
+        blocking(move || {
+            s.ledger_release(date, &h)?;
+            s.sender_left(&h)
+        })
+        .await
+        .context("cannot release this sender's rows")?;
+
         let s = store.clone();
-        let when = at();
-        blocking(move || s.ledger_record(date, &outcomes, when)).await?;
+        let after = blocking(move || s.ledger_counts(date)).await?;
+        let report = SendReport {
+            date: Some(date),
+            sent: tally.totals.sent,
+            retried: tally.totals.retried,
+            failed: tally.totals.failed,
+            bounced: tally.totals.bounced,
+            skipped,
+            in_doubt: feed.taken_over,
+            pending_left: after.pending + after.sending,
+            failures: tally.totals.failures,
+            stopped: tally.stopped,
+        };
+        tracing::info!(%date, elapsed = ?started.elapsed(), store_calls = feed.store_calls,
+            "{}", report.summary());
+        Ok(report)
     }
-    // What this sender claimed and did not send is free for the others (or the
-    // next run); then it stops beating and says so.
-    drop(heartbeat);
-    let (s, h) = (store.clone(), holder.clone());
-    blocking(move || {
-        s.ledger_release(date, &h)?;
-        s.sender_left(&h)
-    })
-    .await
-    .context("cannot release this sender's rows")?;
-    report.in_doubt = feed.taken_over;
 
-    let s = store.clone();
-    let after = blocking(move || s.ledger_counts(date)).await?;
-    report.sent = t.totals.sent;
-    report.retried = t.totals.retried;
-    report.failed = t.totals.failed;
-    report.bounced = t.totals.bounced;
-    report.failures = t.totals.failures;
-    report.pending_left = after.pending + after.sending;
-    report.stopped = t.stopped;
-    tracing::info!(%date, elapsed = ?started.elapsed(), store_calls = feed.store_calls,
-        "{}", report.summary());
-    Ok(report)
+    /// The time to stamp on the ledger: the run's "now" plus the time elapsed
+    /// since it started.
+    fn at(&self) -> DateTime<Utc> {
+        self.now + chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -829,7 +974,7 @@ mod tests {
     use crate::deliver::message::Outgoing;
     use crate::deliver::transport::{Connection, SendError, Staged};
     use crate::domain::{SubscriberEmail, SubscriberStatus};
-    use crate::store::{NewSubscriber, SqliteStore};
+    use crate::store::{NewSubscriber, SqliteStore, Subscribers};
     use futures::future::BoxFuture;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Mutex;
@@ -950,6 +1095,7 @@ mod tests {
             progress_bar: false,
             holder: Holder::new("send-here"),
             heartbeat_timeout: Duration::from_secs(30),
+            gate: Gate::default(),
         }
     }
 
@@ -1209,12 +1355,12 @@ mod tests {
         assert_eq!((counts.sent, counts.sending, counts.pending), (10, 0, 0));
     }
 
-    /// The service stops while a pass runs (its store gate refuses every mark from
+    /// The service stops while a pass runs (its gate refuses every mark from
     /// then on): the loop reads again, gets nothing, and stages no more messages
     /// than were already under way.
     #[test]
     fn once_the_gate_stops_nothing_more_is_staged() {
-        use crate::schedule::{gate::ZoneGate, Plan};
+        use crate::schedule::Plan;
         use std::sync::atomic::AtomicBool;
         let (_dir, store) = store_with((0..40).map(|i| format!("r{i}@example.com")));
         let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
@@ -1225,11 +1371,9 @@ mod tests {
             catch_up: chrono::Duration::hours(3),
             zones: vec![],
         };
-        let gate: Arc<dyn Store> = Arc::new(ZoneGate {
-            inner: store.clone(),
-            due: plan.due_filter(date, crate::clock::now()),
-            stop: stop.clone(),
-        });
+        let gate = plan
+            .due_filter(date, crate::clock::now())
+            .gate(stop.clone());
         let t = Staging {
             raise: Some((5, stop.clone())),
             ..staging(&store, date, None)
@@ -1237,11 +1381,14 @@ mod tests {
         let report = single_thread_runtime()
             .unwrap()
             .block_on(deliver_ledger(
-                gate,
+                store.clone(),
                 date,
                 Arc::new(Plain),
                 Arc::new(Cloning(t.clone())),
-                &options(2, None),
+                &SendOptions {
+                    gate,
+                    ..options(2, None)
+                },
                 crate::clock::now(),
             ))
             .unwrap();

@@ -1,7 +1,8 @@
 //! The I/O edge of ingestion: reading a feed from a file or over HTTP(S) with a
 //! timeout, a size cap, bounded redirects, a clear User-Agent and conditional GET.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{
@@ -37,8 +38,55 @@ impl Fetched {
     }
 }
 
+/// Why a feed could not be read. The message names the file, the HTTP status
+/// or the `[fetch]` key to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("cannot open {}: {error}", path.display())]
+    Open {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("cannot read {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(
+        "the feed is larger than fetch.max_bytes ({max_bytes} bytes); \
+         raise fetch.max_bytes if this feed is legitimate"
+    )]
+    TooBig { max_bytes: u64 },
+    #[error(
+        "the server answered 304 Not Modified to a request that was not \
+         conditional; delete the fetch cache file and retry"
+    )]
+    NotModifiedUnasked,
+    #[error("HTTP {status}{}", if status.is_server_error() {
+        " (the server failed; it may work next time)"
+    } else {
+        ""
+    })]
+    Status { status: StatusCode },
+    #[error("no complete answer within {timeout_s} s (fetch.timeout_s)")]
+    Timeout { timeout_s: u64 },
+    #[error("too many redirects (more than fetch.max_redirects = {max_redirects})")]
+    TooManyRedirects { max_redirects: usize },
+    #[error("cannot connect: {cause}")]
+    Connect { cause: String },
+    #[error("{cause}")]
+    Transport { cause: String },
+}
+
+/// The HTTP client could not be built; every URL source of the run reports it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot set up the HTTP client: {0}")]
+pub struct ClientError(Arc<reqwest::Error>);
+
 /// The HTTP client for a run: timeout, redirects and User-Agent from `[fetch]`.
-pub fn client(f: &Fetch) -> Result<reqwest::Client, String> {
+pub fn client(f: &Fetch) -> Result<reqwest::Client, ClientError> {
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, HeaderValue::from_static(ACCEPT_FEEDS));
     reqwest::Client::builder()
@@ -48,30 +96,29 @@ pub fn client(f: &Fetch) -> Result<reqwest::Client, String> {
         .connect_timeout(Duration::from_secs(f.timeout_s.clamp(1, 10)))
         .redirect(reqwest::redirect::Policy::limited(f.max_redirects))
         .build()
-        .map_err(|e| format!("cannot set up the HTTP client: {e}"))
+        .map_err(|e| ClientError(Arc::new(e)))
 }
 
 /// Reads a feed file, refusing one larger than `max_bytes`.
-pub async fn read_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+pub async fn read_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, FetchError> {
     let file = tokio::fs::File::open(path)
         .await
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        .map_err(|error| FetchError::Open {
+            path: path.to_path_buf(),
+            error,
+        })?;
     let mut bytes = Vec::new();
     file.take(max_bytes.saturating_add(1))
         .read_to_end(&mut bytes)
         .await
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(|error| FetchError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
     if bytes.len() as u64 > max_bytes {
-        return Err(too_big(max_bytes));
+        return Err(FetchError::TooBig { max_bytes });
     }
     Ok(bytes)
-}
-
-fn too_big(max_bytes: u64) -> String {
-    format!(
-        "the feed is larger than fetch.max_bytes ({max_bytes} bytes); \
-         raise fetch.max_bytes if this feed is legitimate"
-    )
 }
 
 /// GETs `url`, conditionally when `cached` has validators, streaming the body
@@ -81,7 +128,7 @@ pub async fn fetch_url(
     url: &str,
     cached: Option<&CachedFeed>,
     f: &Fetch,
-) -> Result<Fetched, String> {
+) -> Result<Fetched, FetchError> {
     let mut req = client.get(url);
     if let Some(c) = cached {
         if let Some(etag) = &c.etag {
@@ -96,25 +143,16 @@ pub async fn fetch_url(
     if status == StatusCode::NOT_MODIFIED {
         return match cached.and_then(CachedFeed::body_bytes) {
             Some(bytes) => Ok(Fetched::NotModified { bytes }),
-            None => Err(
-                "the server answered 304 Not Modified to a request that was not \
-                 conditional; delete the fetch cache file and retry"
-                    .to_string(),
-            ),
+            None => Err(FetchError::NotModifiedUnasked),
         };
     }
     if !status.is_success() {
-        return Err(format!(
-            "HTTP {status}{}",
-            if status.is_server_error() {
-                " (the server failed; it may work next time)"
-            } else {
-                ""
-            }
-        ));
+        return Err(FetchError::Status { status });
     }
     if resp.content_length().is_some_and(|n| n > f.max_bytes) {
-        return Err(too_big(f.max_bytes));
+        return Err(FetchError::TooBig {
+            max_bytes: f.max_bytes,
+        });
     }
     let header = |name| {
         resp.headers()
@@ -127,7 +165,9 @@ pub async fn fetch_url(
     let mut bytes: Vec<u8> = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e, f))? {
         if (bytes.len() + chunk.len()) as u64 > f.max_bytes {
-            return Err(too_big(f.max_bytes));
+            return Err(FetchError::TooBig {
+                max_bytes: f.max_bytes,
+            });
         }
         bytes.extend_from_slice(&chunk);
     }
@@ -137,21 +177,19 @@ pub async fn fetch_url(
 }
 
 /// A transport error in words, with the config key to look at.
-fn describe(e: &reqwest::Error, f: &Fetch) -> String {
+fn describe(e: &reqwest::Error, f: &Fetch) -> FetchError {
     if e.is_timeout() {
-        format!(
-            "no complete answer within {} s (fetch.timeout_s)",
-            f.timeout_s
-        )
+        FetchError::Timeout {
+            timeout_s: f.timeout_s,
+        }
     } else if e.is_redirect() {
-        format!(
-            "too many redirects (more than fetch.max_redirects = {})",
-            f.max_redirects
-        )
+        FetchError::TooManyRedirects {
+            max_redirects: f.max_redirects,
+        }
     } else if e.is_connect() {
-        format!("cannot connect: {}", chain(e))
+        FetchError::Connect { cause: chain(e) }
     } else {
-        chain(e)
+        FetchError::Transport { cause: chain(e) }
     }
 }
 
@@ -269,7 +307,11 @@ mod tests {
         let e = fetch_url(&c, &format!("{base}/loop"), None, &f)
             .await
             .unwrap_err();
-        assert!(e.contains("too many redirects"), "{e}");
+        assert!(matches!(
+            e,
+            FetchError::TooManyRedirects { max_redirects: 3 }
+        ));
+        assert!(e.to_string().contains("too many redirects"), "{e}");
     }
 
     #[tokio::test]
@@ -280,11 +322,15 @@ mod tests {
         let e = fetch_url(&c, &format!("{base}/huge"), None, &f)
             .await
             .unwrap_err();
-        assert!(e.contains("fetch.max_bytes"), "{e}");
+        assert!(e.to_string().contains("fetch.max_bytes"), "{e}");
         let e = fetch_url(&c, &format!("{base}/gone"), None, &f)
             .await
             .unwrap_err();
-        assert!(e.contains("404"), "{e}");
+        assert!(
+            matches!(e, FetchError::Status { status } if status == StatusCode::NOT_FOUND),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("404"), "{e}");
     }
 
     #[tokio::test]
@@ -297,7 +343,8 @@ mod tests {
         let e = fetch_url(&c, &format!("http://{addr}/feed"), None, &f)
             .await
             .unwrap_err();
-        assert!(e.contains("cannot connect"), "{e}");
+        assert!(matches!(e, FetchError::Connect { .. }), "{e:?}");
+        assert!(e.to_string().contains("cannot connect"), "{e}");
     }
 
     #[tokio::test]
@@ -306,11 +353,13 @@ mod tests {
         let p = dir.path().join("big.xml");
         std::fs::write(&p, vec![b'x'; 2000]).unwrap();
         let e = read_file(&p, 1000).await.unwrap_err();
-        assert!(e.contains("fetch.max_bytes"), "{e}");
+        assert!(matches!(e, FetchError::TooBig { max_bytes: 1000 }), "{e:?}");
+        assert!(e.to_string().contains("fetch.max_bytes"), "{e}");
         assert_eq!(read_file(&p, 2000).await.unwrap().len(), 2000);
         let e = read_file(&dir.path().join("missing.xml"), 1000)
             .await
             .unwrap_err();
-        assert!(e.contains("missing.xml"), "{e}");
+        assert!(matches!(&e, FetchError::Open { path, .. } if path.ends_with("missing.xml")));
+        assert!(e.to_string().contains("missing.xml"), "{e}");
     }
 }

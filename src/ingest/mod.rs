@@ -18,9 +18,19 @@ use crate::config::{Config, Source, SourceLocation};
 use crate::domain::Article;
 
 pub use cache::{Cache, CachedFeed};
-pub use fetch::{fetch_url, read_file, Fetched};
+pub use fetch::{fetch_url, read_file, FetchError, Fetched};
 pub use normalise::{normalise, SourceInfo, SUMMARY_MAX_CHARS, TITLE_MAX_CHARS};
-pub use parse::{parse_feed, RawItem};
+pub use parse::{parse_feed, FeedError, RawItem};
+
+/// Why one source gave no articles: it could not be read, or what it gave is
+/// not a feed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+}
 
 /// How one source fared in a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,7 +54,7 @@ pub async fn ingest(cfg: &Config, now: DateTime<Utc>) -> (Vec<Article>, Vec<Sour
     let before = cache.clone();
     let client = fetch::client(&cfg.fetch);
 
-    let fetched: Vec<Result<Fetched, String>> = futures::stream::iter(cfg.sources.iter())
+    let fetched: Vec<Result<Fetched, FetchError>> = futures::stream::iter(cfg.sources.iter())
         .map(|s| {
             let cached = match s.location(&cfg.base_dir) {
                 SourceLocation::Url(u) => cache.feeds.get(u.as_str()).cloned(),
@@ -57,7 +67,7 @@ pub async fn ingest(cfg: &Config, now: DateTime<Utc>) -> (Vec<Article>, Vec<Sour
                         .await
                         .map(|bytes| Fetched::Body { bytes, cache: None }),
                     SourceLocation::Url(u) => {
-                        let client = client.map_err(Clone::clone)?;
+                        let client = client.map_err(|e| FetchError::from(e.clone()))?;
                         fetch_url(client, u.as_str(), cached.as_ref(), &cfg.fetch).await
                     }
                 }
@@ -78,7 +88,7 @@ pub async fn ingest(cfg: &Config, now: DateTime<Utc>) -> (Vec<Article>, Vec<Sour
             }
             SourceLocation::Path(p) => p.display().to_string(),
         };
-        let outcome = result.and_then(|f| {
+        let outcome = result.map_err(SourceError::from).and_then(|f| {
             let items = parse_feed(f.bytes())?;
             if let (SourceLocation::Url(u), Fetched::Body { cache: c, .. }) =
                 (source.location(&cfg.base_dir), &f)

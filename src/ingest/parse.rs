@@ -19,9 +19,34 @@ pub struct RawItem {
     pub categories: Vec<String>,
 }
 
+/// Why a feed document could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// The bytes do not follow the encoding the document declares (or UTF-8).
+    #[error(
+        "the feed is {} but byte {offset} (line {line}) is not valid UTF-8; \
+         the publisher must fix the encoding or declare the one it uses \
+         (e.g. <?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>)",
+        match declared {
+            Some(d) => format!("declared as {d}"),
+            None => "assumed UTF-8 (no encoding declared)".to_string(),
+        }
+    )]
+    Encoding {
+        declared: Option<String>,
+        offset: usize,
+        line: usize,
+    },
+    /// Broken XML or JSON, or a format that is none of the three.
+    #[error("not a readable RSS, Atom or JSON feed: {error}")]
+    Unreadable {
+        error: feed_rs::parser::ParseFeedError,
+    },
+}
+
 /// Parses a feed document. Fails with a sentence naming the problem: a declared
 /// encoding the bytes do not follow, broken XML or JSON, or an unknown format.
-pub fn parse_feed(bytes: &[u8]) -> Result<Vec<RawItem>, String> {
+pub fn parse_feed(bytes: &[u8]) -> Result<Vec<RawItem>, FeedError> {
     // A UTF-8 byte order mark (common from Windows tools and some CMSs) is not
     // part of the document: JSON parsers refuse it.
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
@@ -31,7 +56,7 @@ pub fn parse_feed(bytes: &[u8]) -> Result<Vec<RawItem>, String> {
         .id_generator(|_, _, _| String::new())
         .build()
         .parse(bytes)
-        .map_err(|e| format!("not a readable RSS, Atom or JSON feed: {e}"))?;
+        .map_err(|error| FeedError::Unreadable { error })?;
     Ok(feed.entries.into_iter().map(item_of).collect())
 }
 
@@ -63,7 +88,7 @@ fn item_of(e: feed_rs::model::Entry) -> RawItem {
 /// JSON must always be. Other declared encodings (ISO-8859-1, windows-1252, …)
 /// are decoded by the XML reader. A feed that lies about its encoding is refused
 /// rather than shown to readers as mojibake.
-fn check_encoding(bytes: &[u8]) -> Result<(), String> {
+fn check_encoding(bytes: &[u8]) -> Result<(), FeedError> {
     let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     if body.starts_with(b"\xFF\xFE") || body.starts_with(b"\xFE\xFF") {
         return Ok(()); // UTF-16 with a byte order mark: the XML reader decodes it.
@@ -81,15 +106,11 @@ fn check_encoding(bytes: &[u8]) -> Result<(), String> {
         Err(e) => {
             let offset = e.valid_up_to() + (bytes.len() - body.len());
             let line = bytes[..offset].iter().filter(|b| **b == b'\n').count() + 1;
-            Err(format!(
-                "the feed is {} but byte {offset} (line {line}) is not valid UTF-8; \
-                 the publisher must fix the encoding or declare the one it uses \
-                 (e.g. <?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>)",
-                match declared {
-                    Some(d) => format!("declared as {d}"),
-                    None => "assumed UTF-8 (no encoding declared)".to_string(),
-                }
-            ))
+            Err(FeedError::Encoding {
+                declared,
+                offset,
+                line,
+            })
         }
     }
 }
@@ -233,7 +254,8 @@ mod tests {
     #[test]
     fn broken_xml_is_an_error_not_a_panic() {
         let e = parse_feed(b"<rss version=\"2.0\"><channel><item><title>x</titl").unwrap_err();
-        assert!(e.contains("not a readable"), "{e}");
+        assert!(matches!(e, FeedError::Unreadable { .. }), "{e:?}");
+        assert!(e.to_string().contains("not a readable"), "{e}");
         assert!(parse_feed(b"").is_err());
         assert!(parse_feed(b"{\"version\": 3").is_err());
         assert!(parse_feed(b"hello world").is_err());
@@ -245,8 +267,12 @@ mod tests {
         doc.push(0xE9); // é in Latin-1
         doc.extend_from_slice(b"</title></item></channel></rss>");
         let e = parse_feed(&doc).unwrap_err();
-        assert!(e.contains("declared as UTF-8"), "{e}");
-        assert!(e.contains("line 2"), "{e}");
+        assert!(
+            matches!(&e, FeedError::Encoding { declared: Some(d), line: 2, .. } if d == "UTF-8"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("declared as UTF-8"), "{e}");
+        assert!(e.to_string().contains("line 2"), "{e}");
     }
 
     #[test]

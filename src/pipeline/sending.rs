@@ -1,6 +1,8 @@
 //! One send of an issue, the same for `digestif send` and the service's send
-//! passes: the issue (archived, or built now and archived) → the pre-send check
-//! (lint) → the issue's lease → delivery through the ledger.
+//! passes: the issue's lease (taken, or the send of its holder joined) → the
+//! issue (frozen, archived, or built now under the lease and frozen; having
+//! joined, the one the holder stores) → the pre-send check (lint) → delivery
+//! through the ledger.
 
 use std::sync::Arc;
 
@@ -8,6 +10,7 @@ use anyhow::Context;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use crate::config::{Config, Secret};
+use crate::deliver::gate::Gate;
 use crate::deliver::lint::LintIssue;
 use crate::deliver::message::MessageFactory;
 use crate::deliver::send::{self as deliver, Compose, DigestComposer, SendJob, SendReport};
@@ -32,12 +35,13 @@ pub struct Sender<'a> {
 /// What a send does with the issue once it is checked.
 pub enum Delivery {
     /// Every active subscriber of `store` not yet served, through the ledger
-    /// (at most `limit` messages). The service hands in its store filtered to
-    /// the subscribers due now.
+    /// (at most `limit` messages), as far as `gate` lets it (the service's
+    /// passes: the subscribers due now, nothing new once stopping).
     Ledger {
         store: Arc<dyn Store>,
         limit: Option<u64>,
         lease: LeaseStep,
+        gate: Gate,
     },
     /// Render and check, send nothing.
     DryRun,
@@ -47,10 +51,53 @@ pub enum Delivery {
 
 /// Who takes the issue's lease for a ledger send.
 pub enum LeaseStep {
-    /// The send takes it (as `digestif send`), after the check, and releases it at the end.
+    /// The send takes it or joins the send of its holder ([`take_or_join`], as
+    /// `digestif send`), after the check, and releases it at the end.
     Take,
     /// The caller took it already (the service, before deciding to send) and holds it throughout.
     HeldByCaller,
+    /// The caller found it held and joined that send ([`take_or_join`]: the
+    /// service on PostgreSQL).
+    JoinedByCaller,
+}
+
+/// How a process takes part in the send of an issue ([`take_or_join`]).
+pub enum SendLease {
+    /// It holds the issue's lease (renewed until dropped).
+    Held(IssueLease),
+    /// Another process holds it (`holder`) and the database lets several
+    /// processes send one issue (PostgreSQL): this one sends alongside it, each
+    /// claiming its own rows of the ledger.
+    Joined { holder: String },
+}
+
+/// Takes the lease of the issue of `date` for `holder`; where another process
+/// holds it, joins that send when the database shares sending (PostgreSQL),
+/// else [`SendError::Busy`] (SQLite: one sender at a time). `digestif send`
+/// and the service's send passes decide here, the same way.
+pub fn take_or_join(
+    cfg: &Config,
+    store: Arc<dyn Store>,
+    date: NaiveDate,
+    holder: String,
+    now: DateTime<Utc>,
+) -> Result<SendLease, SendError> {
+    let taken = IssueLease::take(store.clone(), date, holder, now, lease_length(cfg))
+        .context("cannot take the send lease")
+        .map_err(SendError::Deliver)?;
+    if let Some(lease) = taken {
+        return Ok(SendLease::Held(lease));
+    }
+    if !cfg.database().shares_sending() {
+        return Err(SendError::Busy(date));
+    }
+    let holder = store
+        .lease_holder(&crate::lease::issue_lease(date))
+        .context("cannot read who holds the send lease")
+        .map_err(SendError::Deliver)?
+        .unwrap_or_else(|| "a process that just finished".into());
+    tracing::info!(%date, lease_holder = %holder, "the issue is being sent by another process: joining it");
+    Ok(SendLease::Joined { holder })
 }
 
 /// Whether a broken sending rule stops the send.
@@ -106,8 +153,10 @@ pub enum SendError {
     Deliver(anyhow::Error),
 }
 
-/// Sends the issue of `date` as of `now`: built (or read from the archive),
-/// checked against the sending rules, then delivered as `delivery` says.
+/// Sends the issue of `date` as of `now`: built (or read from the database or
+/// the archive), checked against the sending rules, then delivered as
+/// `delivery` says. A ledger send builds under the issue's lease, taken first;
+/// one that joined another's send waits for the issue that one stores.
 pub async fn send(
     sender: Sender<'_>,
     date: NaiveDate,
@@ -123,10 +172,45 @@ pub async fn send(
     } = sender;
     // A bad sender or DKIM key stops the send before any feed is fetched.
     MessageFactory::from_config(cfg).map_err(SendError::Setup)?;
-    let Some(digest) = super::issue_for(cfg, assets, issues.as_deref(), date, now)
-        .await
-        .map_err(SendError::Build)?
-    else {
+    // A ledger send takes the issue's lease first: the issue is built,
+    // archived and frozen under it, by one process. On SQLite one process at a
+    // time sends an issue; on PostgreSQL any number share it: a process that
+    // finds the lease held joins the send (each claims its own rows, see
+    // `deliver::send`) and sends the issue its holder stores.
+    let turn = match &delivery {
+        Delivery::Ledger {
+            store,
+            lease: LeaseStep::Take,
+            ..
+        } => match take_or_join(
+            cfg,
+            store.clone(),
+            date,
+            lease_holder("send"),
+            crate::clock::now(),
+        )? {
+            SendLease::Held(lease) => Turn::Builder(Some(lease)),
+            SendLease::Joined { .. } => Turn::Joined("send"),
+        },
+        Delivery::Ledger {
+            lease: LeaseStep::JoinedByCaller,
+            ..
+        } => Turn::Joined("serve"),
+        _ => Turn::Builder(None),
+    };
+    let (digest, _lease) = match (turn, &delivery) {
+        (Turn::Joined(kind), Delivery::Ledger { store, .. }) => {
+            issue_of_the_builder(cfg, assets, store.clone(), date, now, kind).await?
+        }
+        (Turn::Builder(lease), _) => (
+            super::issue_for(cfg, assets, issues.as_deref(), date, now)
+                .await
+                .map_err(SendError::Build)?,
+            lease,
+        ),
+        (Turn::Joined(_), _) => unreachable!("only a ledger send joins"),
+    };
+    let Some(digest) = digest else {
         return Ok(Sent::NothingNew);
     };
     let mut composer =
@@ -168,24 +252,9 @@ pub async fn send(
             Ok(Sent::TestCopy { digest, message_id })
         }
         Delivery::Ledger {
-            store,
-            limit,
-            lease,
+            store, limit, gate, ..
         } => {
             let transport = transport::from_config(cfg).map_err(SendError::Setup)?;
-            // On SQLite one process at a time sends an issue. On PostgreSQL any
-            // number share it: a process that finds the lease held joins the
-            // send (each claims its own rows, see `deliver::send`).
-            let _lease = match lease {
-                LeaseStep::HeldByCaller => None,
-                LeaseStep::Take => match take_issue_lease(cfg, store.clone(), date) {
-                    Err(SendError::Busy(_)) if cfg.database().shares_sending() => {
-                        tracing::info!(%date, "the issue is being sent by another process: joining it");
-                        None
-                    }
-                    taken => Some(taken?),
-                },
-            };
             let report = deliver::send_issue(SendJob {
                 cfg,
                 store,
@@ -195,6 +264,7 @@ pub async fn send(
                 now,
                 limit,
                 secret,
+                gate,
             })
             .await
             .map_err(SendError::Deliver)?;
@@ -203,26 +273,87 @@ pub async fn send(
     }
 }
 
+/// Where a send stands to the issue's lease.
+enum Turn {
+    /// It (or its caller) holds the lease, or needs none (a dry run, a test
+    /// copy): it builds the issue if it is not kept yet.
+    Builder(Option<IssueLease>),
+    /// It joined the send of the lease's holder (a `send` or a `serve`): the
+    /// issue is that one's to build.
+    Joined(&'static str),
+}
+
+/// The issue of `date` for a send that joined another's: the one its holder
+/// stores, waited for (looking every second, at most `[schedule]
+/// build_wait_seconds`). Should the lease come free first (the holder found
+/// nothing new, its build failed, or it is gone), this process takes it and
+/// builds the issue itself, holding the lease (returned) while it sends.
+async fn issue_of_the_builder(
+    cfg: &Config,
+    assets: &Assets,
+    store: Arc<dyn Store>,
+    date: NaiveDate,
+    now: DateTime<Utc>,
+    kind: &str,
+) -> Result<(Option<Digest>, Option<IssueLease>), SendError> {
+    let Some(issues) = store.issues() else {
+        // Nothing to wait for where no issue is kept: built here.
+        let digest = super::issue_for(cfg, assets, Some(store.as_ref()), date, now)
+            .await
+            .map_err(SendError::Build)?;
+        return Ok((digest, None));
+    };
+    let wait = std::time::Duration::from_secs(cfg.schedule.build_wait_seconds);
+    let started = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        let kept = issues
+            .frozen_issue(date)
+            .with_context(|| format!("cannot read the issue of {date} from the database"))
+            .map_err(SendError::Build)?;
+        if let Some(kept) = kept {
+            let digest = super::archive_frozen(cfg, &kept).map_err(SendError::Build)?;
+            return Ok((Some(digest), None));
+        }
+        let taken = IssueLease::take(
+            store.clone(),
+            date,
+            lease_holder(kind),
+            crate::clock::now(),
+            lease_length(cfg),
+        )
+        .context("cannot take the send lease")
+        .map_err(SendError::Deliver)?;
+        if let Some(lease) = taken {
+            let digest = super::issue_for(cfg, assets, Some(store.as_ref()), date, now)
+                .await
+                .map_err(SendError::Build)?;
+            return Ok((digest, Some(lease)));
+        }
+        let builder = store
+            .lease_holder(&crate::lease::issue_lease(date))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if started.elapsed() >= wait {
+            return Err(SendError::Build(anyhow::anyhow!(
+                "the issue of {date} is being built by {builder}, and it was not stored within \
+                 {} s ([schedule] build_wait_seconds): nothing sent here; run the send again",
+                wait.as_secs()
+            )));
+        }
+        if !said {
+            tracing::info!(%date, %builder, wait_seconds = wait.as_secs(),
+                "waiting for the issue being built by the process that holds its lease");
+            said = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 /// How long the issue's lease lasts without renewal (`[schedule] lease_seconds`, at least 5 s).
 pub fn lease_length(cfg: &Config) -> Duration {
     Duration::seconds(cfg.schedule.lease_seconds.max(5) as i64)
-}
-
-fn take_issue_lease(
-    cfg: &Config,
-    store: Arc<dyn Store>,
-    date: NaiveDate,
-) -> Result<IssueLease, SendError> {
-    IssueLease::take(
-        store,
-        date,
-        lease_holder("send"),
-        crate::clock::now(),
-        lease_length(cfg),
-    )
-    .context("cannot take the send lease")
-    .map_err(SendError::Deliver)?
-    .ok_or(SendError::Busy(date))
 }
 
 /// The message of `digest` for a sample subscriber, checked against the sending rules.

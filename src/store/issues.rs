@@ -71,6 +71,8 @@ pub trait IssueStore: Send + Sync {
     /// Keeps `template` as the variant `key` of the issue of `date` unless one
     /// is kept already; returns the one kept. The issue must be frozen.
     fn freeze_variant(&self, date: NaiveDate, key: &str, template: &str) -> StoreResult<String>;
+    /// The variant `key` of the issue of `date` as kept, if one is; writes nothing.
+    fn frozen_variant(&self, date: NaiveDate, key: &str) -> StoreResult<Option<String>>;
     /// The (language, followed sections) of the active subscribers, each once:
     /// the variants a send of the issue renders.
     fn variants_in_use(&self) -> StoreResult<Vec<(Option<Locale>, Vec<String>)>>;

@@ -1,7 +1,10 @@
 //! Subscribers, unsubscribes, sign-ups, the delivery ledger and send leases.
-//! One interface ([`Store`]) with two backends, SQLite (`sqlite.rs`, one file)
-//! and PostgreSQL (`pg.rs`, one database for several machines); all SQL lives
-//! in the backend modules, nowhere else. [`open`] picks one from the config.
+//! One interface split by the code that uses it ([`Subscribers`], [`Signups`],
+//! [`Ledger`], [`LedgerHistory`], [`Leases`], [`Runs`], [`IssueStore`],
+//! [`BounceStore`]; [`Store`] is all of them) with two backends, SQLite
+//! (`sqlite/`, one file per part) and PostgreSQL (`pg.rs`, one database for
+//! several machines); all SQL lives in the backend modules, nowhere else.
+//! [`open`] picks one from the config.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -42,8 +45,8 @@ fn unsupported(what: &str) -> StoreError {
     StoreError::Invalid(format!("this storage backend cannot {what}"))
 }
 
-/// Both interfaces of one database, as [`open`] gives them.
-pub trait Backend: Store + BounceStore + copy::Copyable {
+/// One database as [`open`] gives it: the [`Store`], plus copying it whole.
+pub trait Backend: Store + copy::Copyable {
     /// The schema version applied to the database.
     fn schema_version(&self) -> StoreResult<i64>;
 }
@@ -281,7 +284,16 @@ pub struct SenderSeen {
     pub last_seen: DateTime<Utc>,
 }
 
-/// What [`Store::ledger_take_over`] found.
+/// The ledger rows of one issue a sender holds or sent ([`Ledger::ledger_by_sender`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderRows {
+    pub holder: Holder,
+    /// `pending`: claimed, not yet marked; `sending`: in flight; `sent`,
+    /// `failed`: done by this sender.
+    pub rows: LedgerCounts,
+}
+
+/// What [`Ledger::ledger_take_over`] found.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TakeOver {
     /// Rows the gone senders left in `sending`, now the caller's (still in
@@ -309,11 +321,54 @@ pub struct PendingSignup {
     pub requested_at: DateTime<Utc>,
 }
 
-/// The storage interface. Sync on purpose: async callers use `spawn_blocking`.
-/// Implementations must be safe to share between threads and processes
-/// (two `serve` processes on one database).
-pub trait Store: Send + Sync {
-    // ---- subscribers
+/// The whole storage interface: every part below, as both backends implement
+/// them and as the commands and the service hold them (`Arc<dyn Store>`).
+/// Code that needs one part takes only that part (the send loop a [`Ledger`],
+/// the issue lease [`Leases`]), so a test double implements only what its test
+/// uses. Sync on purpose: async callers use `spawn_blocking`. Implementations
+/// must be safe to share between threads and processes (two `serve` processes
+/// on one database).
+pub trait Store:
+    Subscribers + Signups + Ledger + LedgerHistory + Leases + Runs + IssueStore + BounceStore
+{
+}
+
+impl<T> Store for T where
+    T: Subscribers
+        + Signups
+        + Ledger
+        + LedgerHistory
+        + Leases
+        + Runs
+        + IssueStore
+        + BounceStore
+        + ?Sized
+{
+}
+
+/// `issues()` and `bounces()` for the code written when a store could lack
+/// them: every [`Store`] keeps both now.
+macro_rules! parts_of {
+    ($t:ty) => {
+        impl<'a> $t {
+            /// The bounces and complaints kept by this store.
+            pub fn bounces(&self) -> Option<&dyn BounceStore> {
+                Some(self)
+            }
+
+            /// The frozen issues kept by this store.
+            pub fn issues(&self) -> Option<&dyn IssueStore> {
+                Some(self)
+            }
+        }
+    };
+}
+parts_of!(dyn Store + 'a);
+parts_of!(dyn Backend + 'a);
+
+/// The subscribers: imports, the CLI, sign-up confirmations and the
+/// unsubscribe and preference pages.
+pub trait Subscribers: Send + Sync {
     /// Inserts or updates by address (letter case does not count). An address whose
     /// status is `unsubscribed` stays unsubscribed whatever `new.status` says; a
     /// suppressed address is not inserted ([`Upserted::Suppressed`]).
@@ -379,8 +434,10 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> StoreResult<Vec<Subscriber>>;
     fn count_by_status(&self) -> StoreResult<Vec<(SubscriberStatus, u64)>>;
+}
 
-    // ---- sign-ups (double opt-in)
+/// Sign-ups waiting for their confirmation (double opt-in): the subscribe pages.
+pub trait Signups: Send + Sync {
     /// Stores or refreshes a pending sign-up; does not touch an existing subscriber.
     fn put_signup(&self, signup: &PendingSignup) -> StoreResult<()>;
     fn take_signup(&self, email: &SubscriberEmail) -> StoreResult<Option<PendingSignup>>;
@@ -400,8 +457,12 @@ pub trait Store: Send + Sync {
         let _ = before;
         Err(unsupported("purge sign-ups"))
     }
+}
 
-    // ---- ledger
+/// The delivery ledger as the send loop uses it: one row per (issue date,
+/// subscriber), the senders of an issue (their heartbeats, the rows each
+/// holds), claims, marks, outcomes and takeovers.
+pub trait Ledger: Send + Sync {
     /// Adds a `pending` row for every active subscriber not yet in the ledger for `date`
     /// (optionally only those whose id ≤ `max_id`). Returns how many were added.
     fn ledger_enqueue(&self, date: NaiveDate, max_id: Option<i64>) -> StoreResult<u64>;
@@ -424,9 +485,9 @@ pub trait Store: Send + Sync {
     /// `after`, in id order, without changing them (rows of subscribers no longer
     /// active are dropped from the ledger on the way). Fewer than `limit`: there
     /// are no more. The send loop reads ahead with this, then marks each row with
-    /// [`Store::ledger_record_and_mark`] just before its message ends.
+    /// [`Ledger::ledger_record_and_mark`] just before its message ends.
     fn ledger_next(&self, date: NaiveDate, after: i64, limit: usize) -> StoreResult<Vec<Delivery>>;
-    /// In one transaction: records `outcomes` (as [`Store::ledger_record`]), then
+    /// In one transaction: records `outcomes` (as [`Ledger::ledger_record`]), then
     /// moves each row of `marks` from pending to sending, held by `holder`. Per
     /// mark, whether it moved: not if the row is no longer pending, or another
     /// sender holds it, or its subscriber is no longer active (then the row is
@@ -440,15 +501,20 @@ pub trait Store: Send + Sync {
         at: DateTime<Utc>,
     ) -> StoreResult<Vec<bool>>;
 
-    // ---- several senders on one issue (the ledger rows they hold, their heartbeats)
+    // several senders on one issue (the ledger rows they hold, their heartbeats)
     /// `holder` sends the issue of `date` and is alive at `now` (its heartbeat).
     fn sender_seen(&self, date: NaiveDate, holder: &Holder, now: DateTime<Utc>) -> StoreResult<()>;
     /// The senders of `date` and when each was last heard from.
     fn senders(&self, date: NaiveDate) -> StoreResult<Vec<SenderSeen>>;
+    /// The rows of `date` by the sender that holds or sent them, by holder name.
+    fn ledger_by_sender(&self, date: NaiveDate) -> StoreResult<Vec<SenderRows>> {
+        let _ = date;
+        Err(unsupported("count the ledger by sender"))
+    }
     /// Claims for `holder` up to `limit` pending rows of `date` that no sender
     /// holds, in subscriber order, skipping rows another sender is claiming at
     /// the same moment (`FOR UPDATE SKIP LOCKED`). They stay pending: each goes
-    /// to `sending` only at its mark ([`Store::ledger_record_and_mark`]). Rows of
+    /// to `sending` only at its mark ([`Ledger::ledger_record_and_mark`]). Rows of
     /// subscribers no longer active are dropped on the way. Fewer than `limit`:
     /// no free row is left.
     fn ledger_claim_for(
@@ -476,11 +542,7 @@ pub trait Store: Send + Sync {
     /// `sending` are then taken over by the next sender, in doubt).
     fn sender_left(&self, holder: &Holder) -> StoreResult<()>;
     fn ledger_counts(&self, date: NaiveDate) -> StoreResult<LedgerCounts>;
-    /// (address, last error) of failed rows.
-    fn ledger_failures(&self, date: NaiveDate) -> StoreResult<Vec<(String, String)>>;
-    /// Dates present in the ledger, newest first.
-    fn ledger_dates(&self) -> StoreResult<Vec<NaiveDate>>;
-    /// Like [`Store::ledger_enqueue`], for the active subscribers whose own time zone
+    /// Like [`Ledger::ledger_enqueue`], for the active subscribers whose own time zone
     /// (IANA name) is in `zones`, and those without one when `with_unzoned`: the
     /// scheduler's send passes that follow the sun.
     fn ledger_enqueue_in_zones(
@@ -494,8 +556,18 @@ pub trait Store: Send + Sync {
             "this storage backend cannot enqueue by time zone".into(),
         ))
     }
+}
 
-    // ---- leases: one worker per issue date across processes
+/// What the ledger kept of past sends, for `digestif ledger` and the reports.
+pub trait LedgerHistory: Send + Sync {
+    /// (address, last error) of failed rows.
+    fn ledger_failures(&self, date: NaiveDate) -> StoreResult<Vec<(String, String)>>;
+    /// Dates present in the ledger, newest first.
+    fn ledger_dates(&self) -> StoreResult<Vec<NaiveDate>>;
+}
+
+/// Leases: one worker per issue date across processes.
+pub trait Leases: Send + Sync {
     /// Takes or renews the lease `name` for `holder` until `until`; false if another holder has it.
     fn try_lease(
         &self,
@@ -507,22 +579,14 @@ pub trait Store: Send + Sync {
     fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
     /// Who holds the lease `name` now (expired or not), if anyone.
     fn lease_holder(&self, name: &str) -> StoreResult<Option<String>>;
+}
 
-    // ---- runs (for health and metrics)
+/// The scheduler's runs, for health and metrics.
+pub trait Runs: Send + Sync {
     fn record_run(&self, run: &RunRecord) -> StoreResult<()>;
     fn last_run(&self) -> StoreResult<Option<RunRecord>>;
     /// Whether the store answers (health check).
     fn ping(&self) -> StoreResult<()>;
-
-    /// The bounces and complaints kept by this backend, if it keeps them.
-    fn bounces(&self) -> Option<&dyn BounceStore> {
-        None
-    }
-
-    /// The frozen issues kept by this backend, if it keeps them.
-    fn issues(&self) -> Option<&dyn IssueStore> {
-        None
-    }
 }
 
 /// A finished (or failed) scheduled or manual run.
@@ -584,8 +648,7 @@ pub struct BounceCounts {
     pub complaints: u64,
 }
 
-/// Bounces and complaints: kept apart from [`Store`], which the send loop and
-/// the service use without them.
+/// Bounces and complaints: the bounce readers, the webhooks and the reports.
 pub trait BounceStore: Send + Sync {
     /// In one transaction: nothing if `event.report_key` is already kept; else keeps
     /// the event, counts the subscriber's soft bounces within `rules`' window (this

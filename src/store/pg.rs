@@ -15,11 +15,11 @@ use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, GenericClient, NoTls, Row, Statement};
 
-use super::sqlite::{address_hash, join_categories, merged_status, split_categories};
+use super::sqlite::{address_hash, join_categories, split_categories};
 use super::{
-    Delivery, DeliveryOutcome, DeliveryState, Holder, LedgerCounts, NewSubscriber, PendingSignup,
-    RunRecord, RunStatus, SenderSeen, Store, StoreError, StoreResult, Suppression,
-    SuppressionReason, TakeOver, Upserted,
+    Delivery, DeliveryOutcome, DeliveryState, Holder, Leases, Ledger, LedgerCounts, LedgerHistory,
+    NewSubscriber, PendingSignup, RunRecord, RunStatus, Runs, SenderRows, SenderSeen, Signups,
+    StoreError, StoreResult, Subscribers, Suppression, SuppressionReason, TakeOver, Upserted,
 };
 use crate::domain::{LinkKey, Locale, Subscriber, SubscriberEmail, SubscriberStatus};
 
@@ -27,6 +27,7 @@ mod bounces;
 mod dump;
 mod issues;
 pub mod tls;
+pub(crate) mod upsert;
 
 /// Schema migrations, the same versions as SQLite's, applied in order and
 /// recorded in `schema_migrations`. Append only.
@@ -46,10 +47,62 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, "issues", include_str!("migrations/pg/0005_issues.sql")),
 ];
 
-/// One outcome recorded: a row already sent or failed is never moved back.
-const RECORD: &str = "UPDATE deliveries SET state = $3, attempts = attempts + 1,
-       last_error = $4, message_id = COALESCE($5, message_id), updated_at = $6
-     WHERE issue_date = $1 AND subscriber_id = $2 AND state IN ('pending', 'sending')";
+// The ledger statements of the send find their rows by key: the issue and the
+// subscriber ids, given as an array (`= ANY($2)`). A row's state is checked in
+// `(…) IS TRUE`, which is not an index condition: otherwise, with the
+// statistics of a ledger just enqueued (none, or "few pending rows"), the plan
+// kept for the prepared statement walked every pending row of the issue through
+// `deliveries_by_state` for each batch (2 ms a call at 20 000 rows, growing
+// with the list), where the primary key finds each row at once.
+
+/// A batch of outcomes recorded in one statement: ids, states, errors and
+/// Message-IDs as parallel arrays. A row already sent or failed is never moved
+/// back. The ids must be distinct (one row updated once per statement).
+const RECORD: &str = "UPDATE deliveries d SET state = o.state, attempts = d.attempts + 1,
+       last_error = o.error, message_id = COALESCE(o.message_id, d.message_id), updated_at = $6
+     FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[]) AS o(id, state, error, message_id)
+     WHERE d.issue_date = $1 AND d.subscriber_id = ANY($2) AND d.subscriber_id = o.id
+       AND (d.state IN ('pending', 'sending')) IS TRUE";
+
+/// Moves rows `$2` from pending to sending for holder `$4` (see [`RECORD`] for
+/// `IS TRUE`); the ids of those moved.
+const MARK: &str = "UPDATE deliveries d SET state = 'sending', holder = $4, updated_at = $3
+     WHERE d.issue_date = $1 AND d.subscriber_id = ANY($2) AND (d.state = 'pending') IS TRUE
+       AND (d.holder IS NULL OR d.holder = $4)
+       AND EXISTS (SELECT 1 FROM subscribers s WHERE s.id = d.subscriber_id AND s.status = 'active')
+     RETURNING d.subscriber_id";
+
+/// Drops rows `$2` still pending whose subscriber is no longer active.
+const DROP_GONE: &str = "DELETE FROM deliveries d
+     WHERE d.issue_date = $1 AND d.subscriber_id = ANY($2) AND (d.state = 'pending') IS TRUE
+       AND NOT EXISTS (SELECT 1 FROM subscribers s
+                       WHERE s.id = d.subscriber_id AND s.status = 'active')";
+
+/// [`RECORD`], [`MARK`] and [`DROP_GONE`] in one statement, one round trip and
+/// atomic without BEGIN and COMMIT. The three parts see the same snapshot and
+/// must touch distinct rows: the recorded ids are not among the marks (marked
+/// rows have an active subscriber, dropped ones do not).
+const RECORD_AND_MARK: &str = "WITH recorded AS (
+         UPDATE deliveries d SET state = o.state, attempts = d.attempts + 1,
+           last_error = o.error, message_id = COALESCE(o.message_id, d.message_id),
+           updated_at = $6
+         FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[])
+           AS o(id, state, error, message_id)
+         WHERE d.issue_date = $1 AND d.subscriber_id = ANY($2) AND d.subscriber_id = o.id
+           AND (d.state IN ('pending', 'sending')) IS TRUE),
+     marked AS (
+         UPDATE deliveries d SET state = 'sending', holder = $8, updated_at = $6
+         WHERE d.issue_date = $1 AND d.subscriber_id = ANY($7) AND (d.state = 'pending') IS TRUE
+           AND (d.holder IS NULL OR d.holder = $8)
+           AND EXISTS (SELECT 1 FROM subscribers s
+                       WHERE s.id = d.subscriber_id AND s.status = 'active')
+         RETURNING d.subscriber_id),
+     dropped AS (
+         DELETE FROM deliveries d
+         WHERE d.issue_date = $1 AND d.subscriber_id = ANY($7) AND (d.state = 'pending') IS TRUE
+           AND NOT EXISTS (SELECT 1 FROM subscribers s
+                           WHERE s.id = d.subscriber_id AND s.status = 'active'))
+     SELECT subscriber_id FROM marked";
 
 /// Any number: the advisory lock under which one process at a time migrates.
 const MIGRATION_LOCK: i64 = 0x6469_6765_7374;
@@ -71,6 +124,11 @@ pub struct PgStore {
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// Keys the hashes of suppressed addresses (`settings.suppression_key`).
     suppression_key: Vec<u8>,
+    /// Per issue and holder, the highest subscriber id claimed so far: the
+    /// next claim starts its index scan there instead of walking again over
+    /// the entries of every row already sent (dead until vacuumed), which
+    /// made each claim slower as the send went on.
+    claim_cursor: Mutex<HashMap<(NaiveDate, String), i64>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -248,109 +306,6 @@ fn suppression_in(
     .transpose()
 }
 
-/// One upsert inside the caller's transaction (see [`Store::upsert_subscriber`]).
-fn upsert_in(
-    tx: &mut postgres::Transaction<'_>,
-    new: &NewSubscriber,
-    now: DateTime<Utc>,
-    suppression_key: &[u8],
-) -> StoreResult<Upserted> {
-    let key = new.email.key();
-    let new_locale = new.locale.map(|l| l.code().to_string());
-    let new_tz = new.timezone.map(|t| t.name().to_string());
-    // Twice at most: an insert that loses a race with another process's insert
-    // of the same address updates that row instead.
-    for _ in 0..2 {
-        let old = tx
-            .query_opt(
-                "SELECT id, name, locale, categories, timezone, status
-                 FROM subscribers WHERE email_key = $1 FOR UPDATE",
-                &[&key],
-            )
-            .map_err(db)?;
-        let Some(old) = old else {
-            if suppression_in(tx, suppression_key, &new.email)?.is_some() {
-                return Ok(Upserted::Suppressed);
-            }
-            let unsubscribed_at = (new.status == SubscriberStatus::Unsubscribed).then_some(now);
-            let n = tx
-                .execute(
-                    "INSERT INTO subscribers
-                       (email, email_key, link_key, name, locale, categories, timezone, status,
-                        status_reason, created_at, updated_at, unsubscribed_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'added', $9, $9, $10)
-                     ON CONFLICT (email_key) DO NOTHING",
-                    &[
-                        &new.email.as_str(),
-                        &key,
-                        &LinkKey::random().to_string(),
-                        &new.name,
-                        &new_locale,
-                        &join_categories(&new.categories),
-                        &new_tz,
-                        &new.status.as_str(),
-                        &now,
-                        &unsubscribed_at,
-                    ],
-                )
-                .map_err(db)?;
-            if n == 1 {
-                return Ok(Upserted::Inserted);
-            }
-            continue;
-        };
-        let id: i64 = old.get(0);
-        let name: Option<String> = old.get(1);
-        let locale: Option<String> = old.get(2);
-        let categories: String = old.get(3);
-        let timezone: Option<String> = old.get(4);
-        let old_status = SubscriberStatus::from_str(old.get(5)).map_err(|e| bad("status", e))?;
-        // Absent fields keep what is stored: an import adds information, it does not erase it.
-        let m_name = new.name.clone().or(name.clone());
-        let m_locale = new_locale.clone().or(locale.clone());
-        let m_categories = if new.categories.is_empty() {
-            categories.clone()
-        } else {
-            join_categories(&new.categories)
-        };
-        let m_tz = new_tz.clone().or(timezone.clone());
-        let m_status = merged_status(old_status, new.status);
-        if m_name == name
-            && m_locale == locale
-            && m_categories == categories
-            && m_tz == timezone
-            && m_status == old_status
-        {
-            return Ok(Upserted::Unchanged);
-        }
-        let status_changed = m_status != old_status;
-        tx.execute(
-            "UPDATE subscribers SET name = $2, locale = $3, categories = $4, timezone = $5,
-               status = $6, updated_at = $7,
-               status_reason = CASE WHEN $8 THEN 'updated' ELSE status_reason END,
-               unsubscribed_at = CASE WHEN $8 AND $6 = 'unsubscribed' THEN $7
-                                      ELSE unsubscribed_at END
-             WHERE id = $1",
-            &[
-                &id,
-                &m_name,
-                &m_locale,
-                &m_categories,
-                &m_tz,
-                &m_status.as_str(),
-                &now,
-                &status_changed,
-            ],
-        )
-        .map_err(db)?;
-        return Ok(Upserted::Updated);
-    }
-    Err(StoreError::Db(format!(
-        "{} was added and removed by another process meanwhile: try again",
-        new.email
-    )))
-}
-
 /// Rows of `(attempts, subscriber…)` as deliveries of `date`, appended to `out`
 /// when the subscriber is active; the ids of the others (to drop from the issue).
 fn deliveries_of(
@@ -429,6 +384,54 @@ fn migrate_with(client: &mut Client, migrations: &[(i32, &str, &str)]) -> StoreR
     tx.commit().map_err(db)
 }
 
+/// A batch of outcomes as the parallel arrays [`RECORD`] takes.
+struct OutcomeArrays<'a> {
+    ids: Vec<i64>,
+    states: Vec<&'static str>,
+    errors: Vec<Option<&'a str>>,
+    message_ids: Vec<Option<&'a str>>,
+}
+
+impl<'a> OutcomeArrays<'a> {
+    fn of(outcomes: &[&'a (i64, DeliveryOutcome)]) -> OutcomeArrays<'a> {
+        let mut a = OutcomeArrays {
+            ids: Vec::with_capacity(outcomes.len()),
+            states: Vec::with_capacity(outcomes.len()),
+            errors: Vec::with_capacity(outcomes.len()),
+            message_ids: Vec::with_capacity(outcomes.len()),
+        };
+        for (id, outcome) in outcomes {
+            let (state, error, message_id) = match outcome {
+                DeliveryOutcome::Sent { message_id } => ("sent", None, Some(message_id.as_str())),
+                DeliveryOutcome::Retry { error } => ("pending", Some(error.as_str()), None),
+                DeliveryOutcome::Failed { error, .. } => ("failed", Some(error.as_str()), None),
+            };
+            a.ids.push(*id);
+            a.states.push(state);
+            a.errors.push(error);
+            a.message_ids.push(message_id);
+        }
+        a
+    }
+}
+
+/// `outcomes` in rounds of distinct rows, to record one round after the other:
+/// the n-th outcome of each row in the n-th round, so that each row's outcomes
+/// apply in their order (one statement updates a row once). Usually one round.
+fn rounds_of(outcomes: &[(i64, DeliveryOutcome)]) -> Vec<Vec<&(i64, DeliveryOutcome)>> {
+    let mut rounds: Vec<Vec<&(i64, DeliveryOutcome)>> = Vec::new();
+    let mut seen: HashMap<i64, usize> = HashMap::with_capacity(outcomes.len());
+    for o in outcomes {
+        let n = seen.entry(o.0).or_insert(0);
+        if rounds.len() <= *n {
+            rounds.push(Vec::new());
+        }
+        rounds[*n].push(o);
+        *n += 1;
+    }
+    rounds
+}
+
 /// `url` without its password, to name the database in messages.
 pub(super) fn place_of(url: &str) -> String {
     match url::Url::parse(url) {
@@ -480,6 +483,7 @@ impl PgStore {
             idle: Mutex::new(Vec::new()),
             tls: split.tls,
             suppression_key: Vec::new(),
+            claim_cursor: Mutex::new(HashMap::new()),
         };
         let mut conn = store.connect()?;
         migrate(&mut conn.client)
@@ -532,6 +536,12 @@ impl PgStore {
             store: self,
             conn: Some(conn),
         })
+    }
+
+    /// Where the last claim of `key` (issue, holder) ended.
+    fn claimed_up_to(&self, key: &(NaiveDate, String)) -> i64 {
+        let cursors = self.claim_cursor.lock().unwrap_or_else(|p| p.into_inner());
+        cursors.get(key).copied().unwrap_or(i64::MIN)
     }
 
     /// The schema version applied to this database.
@@ -610,9 +620,10 @@ impl PgStore {
         Ok(status.is_some() || signups > 0)
     }
 
-    /// Records `outcomes` inside the transaction `tx` (a row already sent or
-    /// failed is never moved back).
-    /// `set` is [`RECORD`] prepared on the transaction's connection.
+    /// Records `outcomes` inside the transaction `tx`, in their order (a row
+    /// already sent or failed is never moved back). `set` is [`RECORD`]
+    /// prepared on the transaction's connection: one statement for the batch,
+    /// or one per outcome of the same row when a row has several.
     fn record_in(
         tx: &mut postgres::Transaction<'_>,
         set: &Statement,
@@ -620,30 +631,27 @@ impl PgStore {
         outcomes: &[(i64, DeliveryOutcome)],
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let mut bounced = Vec::new();
+        for round in rounds_of(outcomes) {
+            let a = OutcomeArrays::of(&round);
+            tx.execute(
+                set,
+                &[&date, &a.ids, &a.states, &a.errors, &a.message_ids, &at],
+            )
+            .map_err(db)?;
+        }
         for (id, outcome) in outcomes {
-            let (state, error, message_id) = match outcome {
-                DeliveryOutcome::Sent { message_id } => ("sent", None, Some(message_id.as_str())),
-                DeliveryOutcome::Retry { error } => ("pending", Some(error.as_str()), None),
-                DeliveryOutcome::Failed { error, .. } => ("failed", Some(error.as_str()), None),
-            };
-            tx.execute(set, &[&date, id, &state, &error, &message_id, &at])
-                .map_err(db)?;
             if let DeliveryOutcome::Failed {
                 error,
                 hard_bounce: true,
             } = outcome
             {
-                bounced.push((*id, error.as_str()));
+                tx.execute(
+                    "UPDATE subscribers SET status = 'bounced', status_reason = $2, updated_at = $3
+                     WHERE id = $1 AND status <> 'unsubscribed'",
+                    &[id, &error.as_str(), &at],
+                )
+                .map_err(db)?;
             }
-        }
-        for (id, error) in bounced {
-            tx.execute(
-                "UPDATE subscribers SET status = 'bounced', status_reason = $2, updated_at = $3
-                 WHERE id = $1 AND status <> 'unsubscribed'",
-                &[&id, &error, &at],
-            )
-            .map_err(db)?;
         }
         Ok(())
     }
@@ -716,7 +724,7 @@ impl PgStore {
     }
 }
 
-impl Store for PgStore {
+impl Subscribers for PgStore {
     fn upsert_subscriber(&self, new: &NewSubscriber) -> StoreResult<Upserted> {
         off_runtime(|| {
             let mut outs = self.upsert_many(std::slice::from_ref(new))?;
@@ -727,14 +735,22 @@ impl Store for PgStore {
     fn upsert_many(&self, rows: &[NewSubscriber]) -> StoreResult<Vec<Upserted>> {
         off_runtime(|| {
             let mut c = self.conn()?;
+            let st = upsert::Statements::prepare(&mut c).map_err(db)?;
             let mut tx = c.client.transaction().map_err(db)?;
+            tx.batch_execute(upsert::PLANS).map_err(db)?;
             let now = crate::clock::now();
             let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                out.push(
-                    upsert_in(&mut tx, row, now, &self.suppression_key)
-                        .map_err(|e| StoreError::Db(format!("upserting {}: {e}", row.email)))?,
-                );
+            for chunk in rows.chunks(upsert::CHUNK) {
+                let outs = upsert::upsert_chunk(&mut tx, &st, chunk, now, &self.suppression_key)
+                    .map_err(|e| match e {
+                        StoreError::Db(m) => StoreError::Db(format!(
+                            "upserting {} subscribers from {}: {m}",
+                            chunk.len(),
+                            chunk[0].email
+                        )),
+                        other => other,
+                    })?;
+                out.extend(outs);
             }
             tx.commit().map_err(db)?;
             Ok(out)
@@ -882,7 +898,9 @@ impl Store for PgStore {
             .collect()
         })
     }
+}
 
+impl Signups for PgStore {
     fn put_signup(&self, signup: &PendingSignup) -> StoreResult<()> {
         off_runtime(|| {
             let s = &signup.subscriber;
@@ -961,7 +979,9 @@ impl Store for PgStore {
     fn purge_signups(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         off_runtime(|| self.execute("DELETE FROM signups WHERE requested_at < $1", &[&before]))
     }
+}
 
+impl Ledger for PgStore {
     fn ledger_enqueue(&self, date: NaiveDate, max_id: Option<i64>) -> StoreResult<u64> {
         off_runtime(|| {
             self.execute(
@@ -1086,38 +1106,65 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<bool>> {
         off_runtime(|| {
             let mut c = self.conn()?;
-            let mark = c
-                .st(
-                    "UPDATE deliveries d SET state = 'sending', holder = $4, updated_at = $3
-                     WHERE d.issue_date = $1 AND d.subscriber_id = ANY($2) AND d.state = 'pending'
-                       AND (d.holder IS NULL OR d.holder = $4)
-                       AND EXISTS (SELECT 1 FROM subscribers s
-                                   WHERE s.id = d.subscriber_id AND s.status = 'active')
-                     RETURNING d.subscriber_id",
+            let rounds = rounds_of(outcomes);
+            let bounce = outcomes.iter().any(|(_, o)| {
+                matches!(
+                    o,
+                    DeliveryOutcome::Failed {
+                        hard_bounce: true,
+                        ..
+                    }
                 )
-                .map_err(db)?;
-            let drop = c
-                .st("DELETE FROM deliveries d
-                     WHERE d.issue_date = $1 AND d.subscriber_id = ANY($2) AND d.state = 'pending'
-                       AND NOT EXISTS (SELECT 1 FROM subscribers s
-                                       WHERE s.id = d.subscriber_id AND s.status = 'active')")
-                .map_err(db)?;
-            let set = c.st(RECORD).map_err(db)?;
-            let mut tx = c.client.transaction().map_err(db)?;
-            Self::record_in(&mut tx, &set, date, outcomes, at)?;
-            if marks.is_empty() {
-                tx.commit().map_err(db)?;
-                return Ok(Vec::new());
-            }
-            let mut moved: std::collections::HashSet<i64> = tx
-                .query(&mark, &[&date, &marks, &at, &holder.as_str()])
-                .map_err(db)?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            // Unsubscribed (or bounced) since it was read: out of this issue.
-            tx.execute(&drop, &[&date, &marks]).map_err(db)?;
-            tx.commit().map_err(db)?;
+            });
+            let recorded: std::collections::HashSet<i64> =
+                outcomes.iter().map(|(id, _)| *id).collect();
+            let mut moved: std::collections::HashSet<i64> =
+                if rounds.len() <= 1 && !bounce && !marks.iter().any(|id| recorded.contains(id)) {
+                    // The usual call: distinct rows, one statement.
+                    let both = c.st(RECORD_AND_MARK).map_err(db)?;
+                    let a = OutcomeArrays::of(rounds.first().map(Vec::as_slice).unwrap_or(&[]));
+                    c.client
+                        .query(
+                            &both,
+                            &[
+                                &date,
+                                &a.ids,
+                                &a.states,
+                                &a.errors,
+                                &a.message_ids,
+                                &at,
+                                &marks,
+                                &holder.as_str(),
+                            ],
+                        )
+                        .map_err(db)?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect()
+                } else {
+                    // A row with several outcomes, one also marked again (a retry),
+                    // or a hard bounce: statement after statement, in order.
+                    let set = c.st(RECORD).map_err(db)?;
+                    let mark = c.st(MARK).map_err(db)?;
+                    let drop = c.st(DROP_GONE).map_err(db)?;
+                    let mut tx = c.client.transaction().map_err(db)?;
+                    Self::record_in(&mut tx, &set, date, outcomes, at)?;
+                    let moved: std::collections::HashSet<i64> = if marks.is_empty() {
+                        Default::default()
+                    } else {
+                        tx.query(&mark, &[&date, &marks, &at, &holder.as_str()])
+                            .map_err(db)?
+                            .iter()
+                            .map(|r| r.get(0))
+                            .collect()
+                    };
+                    if marks.iter().any(|id| !moved.contains(id)) {
+                        // Unsubscribed (or bounced) since it was read: out of this issue.
+                        tx.execute(&drop, &[&date, &marks]).map_err(db)?;
+                    }
+                    tx.commit().map_err(db)?;
+                    moved
+                };
             // A row marked twice in one call moved once.
             Ok(marks.iter().map(|id| moved.remove(id)).collect())
         })
@@ -1153,6 +1200,35 @@ impl Store for PgStore {
         })
     }
 
+    fn ledger_by_sender(&self, date: NaiveDate) -> StoreResult<Vec<SenderRows>> {
+        off_runtime(|| {
+            Ok(self
+                .query(
+                    "SELECT holder, COUNT(*) FILTER (WHERE state = 'pending'),
+                            COUNT(*) FILTER (WHERE state = 'sending'),
+                            COUNT(*) FILTER (WHERE state = 'sent'),
+                            COUNT(*) FILTER (WHERE state = 'failed')
+                     FROM deliveries WHERE issue_date = $1 AND holder IS NOT NULL
+                     GROUP BY holder ORDER BY holder",
+                    &[&date],
+                )?
+                .iter()
+                .map(|r| {
+                    let n = |i| r.get::<_, i64>(i) as u64;
+                    SenderRows {
+                        holder: Holder::new(r.get::<_, String>(0)),
+                        rows: LedgerCounts {
+                            pending: n(1),
+                            sending: n(2),
+                            sent: n(3),
+                            failed: n(4),
+                        },
+                    }
+                })
+                .collect())
+        })
+    }
+
     fn ledger_claim_for(
         &self,
         date: NaiveDate,
@@ -1166,6 +1242,7 @@ impl Store for PgStore {
                     "WITH picked AS (
                          SELECT subscriber_id FROM deliveries
                          WHERE issue_date = $1 AND state = 'pending' AND holder IS NULL
+                           AND subscriber_id > $4
                          ORDER BY subscriber_id LIMIT $3
                          FOR UPDATE SKIP LOCKED),
                      claimed AS (
@@ -1177,13 +1254,19 @@ impl Store for PgStore {
                      ORDER BY s.id"
                 ))
                 .map_err(db)?;
+            let key = (date, holder.as_str().to_string());
+            let mut after = self.claimed_up_to(&key);
+            let mut from_start = after == i64::MIN;
             let mut out = Vec::with_capacity(limit.min(10_000));
             while out.len() < limit {
                 let want = (limit - out.len()) as i64;
                 let rows = c
                     .client
-                    .query(&claim, &[&date, &holder.as_str(), &want])
+                    .query(&claim, &[&date, &holder.as_str(), &want, &after])
                     .map_err(db)?;
+                if let Some(last) = rows.last() {
+                    after = after.max(last.try_get(1).map_err(db)?);
+                }
                 let gone = deliveries_of(&rows, date, false, &mut out)?;
                 if !gone.is_empty() {
                     c.client
@@ -1195,9 +1278,21 @@ impl Store for PgStore {
                         .map_err(db)?;
                 }
                 if (rows.len() as i64) < want {
-                    break;
+                    if from_start {
+                        break;
+                    }
+                    // Rows below the cursor freed meanwhile (released by a
+                    // sender, taken over): looked for once from the start.
+                    after = i64::MIN;
+                    from_start = true;
                 }
             }
+            self.claim_cursor
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, after);
+            // In subscriber order also when rows below the cursor came last.
+            out.sort_by_key(|d| d.subscriber.id);
             Ok(out)
         })
     }
@@ -1266,6 +1361,11 @@ impl Store for PgStore {
     }
 
     fn ledger_release(&self, date: NaiveDate, holder: &Holder) -> StoreResult<()> {
+        // The released rows are claimed again from the first.
+        self.claim_cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(date, holder.as_str().to_string()));
         off_runtime(|| {
             self.execute(
                 "UPDATE deliveries SET holder = NULL
@@ -1303,7 +1403,9 @@ impl Store for PgStore {
             Ok(c)
         })
     }
+}
 
+impl LedgerHistory for PgStore {
     fn ledger_failures(&self, date: NaiveDate) -> StoreResult<Vec<(String, String)>> {
         off_runtime(|| {
             Ok(self
@@ -1331,7 +1433,9 @@ impl Store for PgStore {
                 .collect())
         })
     }
+}
 
+impl Leases for PgStore {
     fn try_lease(
         &self,
         name: &str,
@@ -1370,7 +1474,9 @@ impl Store for PgStore {
                 .map(|r| r.get(0)))
         })
     }
+}
 
+impl Runs for PgStore {
     fn record_run(&self, run: &RunRecord) -> StoreResult<()> {
         off_runtime(|| {
             self.execute(
@@ -1424,14 +1530,6 @@ impl Store for PgStore {
             self.query("SELECT 1", &[])?;
             Ok(())
         })
-    }
-
-    fn bounces(&self) -> Option<&dyn super::BounceStore> {
-        Some(self)
-    }
-
-    fn issues(&self) -> Option<&dyn super::IssueStore> {
-        Some(self)
     }
 }
 
@@ -1503,6 +1601,61 @@ mod tests {
         );
         tx.rollback().unwrap();
         assert!(unsubscribe().unwrap());
+    }
+
+    /// The generic plan of each ledger statement of the send (what a prepared
+    /// statement runs after its first executions), on a ledger just enqueued.
+    fn generic_plans(statements: &[(&str, &str)]) -> Vec<(String, String)> {
+        let url = test_cluster::fresh_database();
+        let s = PgStore::open(&url).unwrap();
+        let mut c = Client::connect(&url, NoTls).unwrap();
+        // A list of a real size: on a few pages any plan is cheap, and the
+        // planner takes the issue's rows through deliveries_by_state.
+        c.batch_execute(
+            "INSERT INTO subscribers (email, email_key, link_key, status, created_at, updated_at)
+             SELECT 'r' || i || '@example.com', 'r' || i || '@example.com', 'k' || i, 'active',
+                    now(), now()
+             FROM generate_series(1, 20000) AS i",
+        )
+        .unwrap();
+        let date = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+        s.ledger_enqueue(date, None).unwrap();
+        c.batch_execute("SET plan_cache_mode = force_generic_plan")
+            .unwrap();
+        statements
+            .iter()
+            .map(|(sql, args)| {
+                c.batch_execute(&format!("PREPARE p AS {sql}")).unwrap();
+                let plan = c
+                    .query(&format!("EXPLAIN EXECUTE p({args})"), &[])
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                c.batch_execute("DEALLOCATE p").unwrap();
+                (sql.lines().next().unwrap_or_default().to_string(), plan)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_ledger_statements_find_their_rows_by_key_whatever_the_statistics_say() {
+        let (date, ids, at) = ("'2026-03-02'", "'{1,2,3}'", "now()");
+        let record_args = format!(
+            "{date}, {ids}, '{{sent,sent,failed}}', '{{NULL,NULL,550}}', '{{a,b,NULL}}', {at}"
+        );
+        let plans = generic_plans(&[
+            (RECORD, &record_args),
+            (MARK, &format!("{date}, {ids}, {at}, 'h'")),
+            (DROP_GONE, &format!("{date}, {ids}")),
+            (RECORD_AND_MARK, &format!("{record_args}, '{{4,5}}', 'h'")),
+        ]);
+        for (statement, plan) in plans {
+            // Through deliveries_by_state, a statement walks every pending row
+            // of the issue for each batch.
+            assert!(!plan.contains("deliveries_by_state"), "{statement}\n{plan}");
+        }
     }
 
     /// Whether the store's connection is encrypted, as the server sees it.

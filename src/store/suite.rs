@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
 use super::{
     Backend, DeliveryOutcome, Holder, LedgerCounts, NewSubscriber, PendingSignup, RunRecord,
-    RunStatus, SuppressionReason, TakeOver, Upserted,
+    RunStatus, SenderRows, SuppressionReason, TakeOver, Upserted,
 };
 use crate::domain::{Locale, Subscriber, SubscriberEmail, SubscriberStatus};
 
@@ -39,6 +39,7 @@ macro_rules! store_suite {
             claim_then_record_moves_rows_through_every_state,
             reading_ahead_changes_nothing_and_marks_move_only_pending_rows_of_active_subscribers,
             reading_ahead_drops_rows_of_subscribers_gone_meanwhile_and_still_fills_the_batch,
+            outcomes_of_one_row_in_one_call_apply_in_order_and_a_retried_row_is_marked_again,
             preferences_replace_language_and_sections_and_leave_the_status_alone,
             a_hard_bounce_marks_the_subscriber_bounced_and_out_of_the_next_issue,
             rows_in_flight_when_a_process_died_come_back_once_as_in_doubt,
@@ -59,6 +60,10 @@ macro_rules! store_suite {
             the_first_variant_kept_is_the_one_every_sender_gets,
             frozen_dates_come_newest_first,
             the_variants_in_use_are_each_language_and_sections_of_active_readers_once);
+        $crate::store_suite!(@cases $fresh;
+            a_batch_giving_one_address_many_times_does_what_one_row_at_a_time_does,
+            a_batch_mixing_new_stored_and_suppressed_addresses_gives_each_row_its_outcome,
+            a_batch_larger_than_a_chunk_gives_outcomes_in_input_order_and_ids_in_first_seen_order);
     };
     (@cases $fresh:path; $($name:ident),* $(,)?) => {
         $(
@@ -73,6 +78,8 @@ macro_rules! store_suite {
 
 mod issues;
 pub(crate) use issues::*;
+mod upserts;
+pub(crate) use upserts::*;
 
 pub(crate) fn email(s: &str) -> SubscriberEmail {
     SubscriberEmail::parse(s).unwrap()
@@ -468,6 +475,57 @@ pub(crate) fn claim_then_record_moves_rows_through_every_state(db: &dyn Db) {
     );
 }
 
+/// A row can have several outcomes in one store call (a retry, then its
+/// delivery), and a row whose retry is recorded can be marked again in the same
+/// call: each applies in its order.
+pub(crate) fn outcomes_of_one_row_in_one_call_apply_in_order_and_a_retried_row_is_marked_again(
+    db: &dyn Db,
+) {
+    let s = enqueued(db, 3);
+    let ids = ids_of(&s.ledger_next(date(), i64::MIN, 3).unwrap());
+    assert_eq!(
+        s.ledger_record_and_mark(date(), &me(), &[], &ids, at(7, 0))
+            .unwrap(),
+        vec![true; 3]
+    );
+    let retry = |id: i64| {
+        (
+            id,
+            DeliveryOutcome::Retry {
+                error: "421 later".into(),
+            },
+        )
+    };
+    let moved = s
+        .ledger_record_and_mark(
+            date(),
+            &me(),
+            &[retry(ids[0]), sent(ids[0]), retry(ids[1]), sent(ids[2])],
+            &[ids[1]],
+            at(7, 1),
+        )
+        .unwrap();
+    assert_eq!(
+        moved,
+        vec![true],
+        "retried, then marked for its next attempt"
+    );
+    let row = |id: i64| {
+        db.text(&format!(
+            "SELECT state || ' ' || attempts || ' ' || COALESCE(message_id, '-') \
+             FROM deliveries WHERE subscriber_id = {id}"
+        ))
+        .unwrap()
+    };
+    assert_eq!(row(ids[0]), format!("sent 2 {}@x", ids[0]));
+    assert_eq!(row(ids[1]), "sending 1 -");
+    assert_eq!(row(ids[2]), format!("sent 1 {}@x", ids[2]));
+    // Recorded alone, in order too.
+    s.ledger_record(date(), &[retry(ids[1]), sent(ids[1])], at(7, 2))
+        .unwrap();
+    assert_eq!(row(ids[1]), format!("sent 3 {}@x", ids[1]));
+}
+
 pub(crate) fn reading_ahead_changes_nothing_and_marks_move_only_pending_rows_of_active_subscribers(
     db: &dyn Db,
 ) {
@@ -763,6 +821,28 @@ pub(crate) fn senders_claim_apart_and_mark_only_the_rows_they_hold(db: &dyn Db) 
     let freed = ids_of(&b.ledger_claim_for(date(), &hb, 10).unwrap());
     assert_eq!(freed, got_a[2..].to_vec());
     assert_eq!(a.ledger_counts(date()).unwrap().sending, 2);
+    // Who holds and sent what, by sender (`digestif ledger`).
+    a.ledger_record(date(), &[sent(got_a[0])], at(7, 1))
+        .unwrap();
+    let rows = |pending, sending, sent| LedgerCounts {
+        pending,
+        sending,
+        sent,
+        failed: 0,
+    };
+    assert_eq!(
+        b.ledger_by_sender(date()).unwrap(),
+        vec![
+            SenderRows {
+                holder: ha,
+                rows: rows(0, 1, 1)
+            },
+            SenderRows {
+                holder: hb,
+                rows: rows(8, 0, 0)
+            },
+        ]
+    );
 }
 
 pub(crate) fn senders_claiming_at_once_never_get_the_same_row(db: &dyn Db) {

@@ -189,11 +189,15 @@ fn a_bad_bounces_key_is_refused_naming_the_key_and_its_line() {
     let head = support::site::sending_head();
     let lines = head.lines().count();
     let text = format!("{head}\n[bounces]\nreturn_path = \"bounces+x@news.example.com\"\n");
-    let e = digestif::config::Config::parse(&text, Path::new(".")).unwrap_err();
+    let e = digestif::config::Config::parse(&text, Path::new("."))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("bounces.return_path"), "{e}");
     assert!(e.contains(&format!("line {}", lines + 3)), "{e}");
     let text = format!("{head}\n[bounces]\nmax_complaint_percent = 120\n");
-    let e = digestif::config::Config::parse(&text, Path::new(".")).unwrap_err();
+    let e = digestif::config::Config::parse(&text, Path::new("."))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("bounces.max_complaint_percent"), "{e}");
     // The webhooks' keys go together.
     for (keys, named, line) in [
@@ -221,7 +225,9 @@ fn a_bad_bounces_key_is_refused_naming_the_key_and_its_line() {
         ),
     ] {
         let text = format!("{head}\n[bounces]\n{keys}\n");
-        let e = digestif::config::Config::parse(&text, Path::new(".")).unwrap_err();
+        let e = digestif::config::Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(named), "{keys}: {e}");
         assert!(e.contains(&format!("line {}", lines + line)), "{keys}: {e}");
     }

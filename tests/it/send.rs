@@ -249,7 +249,7 @@ fn a_second_send_of_the_same_issue_while_one_runs_does_nothing_and_says_so() {
 
 #[test]
 fn a_send_waits_for_nobody_when_serve_holds_the_issue_and_leaves_the_ledger_alone() {
-    use digestif::store::{SqliteStore, Store};
+    use digestif::store::{Leases, Ledger, SqliteStore};
     let server = SmtpServer::start(&[]);
     let site = Site::new(&server, "", 3);
     let store = SqliteStore::open(&site.dir.path().join("digestif.db")).unwrap();

@@ -18,7 +18,7 @@ use digestif::deliver::token;
 use digestif::domain::{SubscriberEmail, SubscriberStatus};
 use digestif::pipeline::SendError;
 use digestif::schedule::{DueFilter, IssuePipeline, Pass, PassReport, RunOutcome, Scheduler};
-use digestif::store::{FailedStep, NewSubscriber, PartialReason, RunStatus, Store};
+use digestif::store::{FailedStep, Ledger, NewSubscriber, PartialReason, RunStatus, Runs, Store};
 use futures::future::BoxFuture;
 use support::site::subscriber;
 use support::SmtpServer;

@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use digestif::domain::{SubscriberEmail, SubscriberStatus};
-use digestif::store::{SqliteStore, Store};
+use digestif::store::{SqliteStore, Subscribers};
 use mail_parser::MessageParser;
 use support::cert::Cert;
 use support::site::{digestif_cmd, everyone, sending_head, show, site_dir, subscriber, DATE, NOW};

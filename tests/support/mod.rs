@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub mod app;
 pub mod browser;
 pub mod cert;
+pub mod feed_server;
 pub mod pg_cluster;
 pub mod site;
 
@@ -47,7 +48,19 @@ fn script(name: &str) -> PathBuf {
 
 /// Installs the Python `packages` with pip unless `import` already succeeds
 /// (as `scripts/test.sh` does); `tests` names the tests that need them.
+/// Each `import` is checked once per test run: a Python start costs a few
+/// tenths of a second, and most tests start a server.
 pub fn ensure_python(import: &str, packages: &[&str], tests: &str) {
+    static READY: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut ready = READY.lock().unwrap_or_else(|e| e.into_inner());
+    if ready.iter().any(|i| i == import) {
+        return;
+    }
+    install_python(import, packages, tests);
+    ready.push(import.to_string());
+}
+
+fn install_python(import: &str, packages: &[&str], tests: &str) {
     let ok = Command::new("python3")
         .args(["-c", import])
         .stderr(Stdio::null())

@@ -119,6 +119,18 @@ impl IssueStore for PgStore {
         })
     }
 
+    fn frozen_variant(&self, date: NaiveDate, key: &str) -> StoreResult<Option<String>> {
+        off_runtime(|| {
+            Ok(self
+                .query(
+                    "SELECT template FROM issue_variants WHERE issue_date = $1 AND variant = $2",
+                    &[&date, &key],
+                )?
+                .first()
+                .map(|r| r.get(0)))
+        })
+    }
+
     fn variants_in_use(&self) -> StoreResult<Vec<(Option<Locale>, Vec<String>)>> {
         off_runtime(|| {
             self.query(

@@ -186,7 +186,7 @@ mod tests {
     use chrono::{Duration, TimeZone, Utc};
 
     use super::*;
-    use crate::store::{NewSubscriber, Store};
+    use crate::store::{NewSubscriber, Subscribers};
 
     fn store_with(n: usize) -> (SqliteStore, Vec<i64>) {
         let s = SqliteStore::open_in_memory().unwrap();

@@ -100,6 +100,17 @@ impl IssueStore for SqliteStore {
         Ok(kept)
     }
 
+    fn frozen_variant(&self, date: NaiveDate, key: &str) -> StoreResult<Option<String>> {
+        self.reader()
+            .prepare_cached(
+                "SELECT template FROM issue_variants WHERE issue_date = ?1 AND variant = ?2",
+            )
+            .map_err(db)?
+            .query_row(params![day(date), key], |r| r.get(0))
+            .optional()
+            .map_err(db)
+    }
+
     fn variants_in_use(&self) -> StoreResult<Vec<(Option<Locale>, Vec<String>)>> {
         let conn = self.reader();
         let mut st = conn

@@ -92,9 +92,15 @@ pub(crate) fn the_first_variant_kept_is_the_one_every_sender_gets(db: &dyn Db) {
         .unwrap();
     let va = a.issues().unwrap();
     let vb = b.issues().unwrap();
+    assert_eq!(vb.frozen_variant(date(), "fr:").unwrap(), None);
     assert_eq!(
         va.freeze_variant(date(), "fr:", "from a").unwrap(),
         "from a"
+    );
+    // Read as kept, without writing (a preview).
+    assert_eq!(
+        vb.frozen_variant(date(), "fr:").unwrap().as_deref(),
+        Some("from a")
     );
     assert_eq!(
         vb.freeze_variant(date(), "fr:", "from b").unwrap(),

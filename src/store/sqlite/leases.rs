@@ -1,0 +1,50 @@
+//! Leases on SQLite: one holder per name until it expires.
+
+use super::*;
+
+impl Leases for SqliteStore {
+    fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        // Compare-and-set in one statement: take it if free, expired or already ours.
+        let n = self
+            .conn()
+            .prepare_cached(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?4)
+                 ON CONFLICT (name) DO UPDATE SET
+                   holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE leases.holder = excluded.holder OR leases.expires_at <= ?3",
+            )
+            .map_err(db)?
+            .execute(params![
+                name,
+                holder,
+                now.timestamp_millis(),
+                until.timestamp_millis()
+            ])
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        self.conn()
+            .prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")
+            .map_err(db)?
+            .execute(params![name, holder])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn lease_holder(&self, name: &str) -> StoreResult<Option<String>> {
+        self.reader()
+            .prepare_cached("SELECT holder FROM leases WHERE name = ?1")
+            .map_err(db)?
+            .query_row([name], |r| r.get(0))
+            .optional()
+            .map_err(db)
+    }
+}
