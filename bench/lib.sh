@@ -184,6 +184,22 @@ bench_smtp_source() {
     bench_rate "$count" "$s" "$e"
 }
 
+# timed LOG TIMEOUT CMD...: runs CMD under /usr/bin/time -v with a timeout; sets
+# T_WALL (seconds), T_RSS_MB and T_RC. Output goes to LOG, time's report to LOG.time.
+timed() {
+    local log=$1 limit=$2
+    shift 2
+    local s e
+    s=$(bench_now)
+    set +e
+    /usr/bin/time -v -o "$log.time" timeout "$limit" "$@" >"$log" 2>&1
+    T_RC=$?
+    set -e
+    e=$(bench_now)
+    T_WALL=$(awk -v s="$s" -v e="$e" 'BEGIN { printf "%.2f", e - s }')
+    T_RSS_MB=$(awk -F': ' '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$log.time" 2>/dev/null || echo "?")
+}
+
 # Machine facts, one line.
 bench_machine() {
     printf 'nproc=%s cpu="%s" kernel=%s load="%s"\n' "$(nproc)" \
@@ -222,6 +238,17 @@ bench_start_postgres() {
         -o "-k $dir -p $PG_PORT -c listen_addresses=127.0.0.1 -c synchronous_commit=off -c max_connections=200 -c shared_buffers=256MB" \
         >/dev/null 2>&1 || { bench_log "pg_ctl start failed: $(tail -n 5 "$dir/log")"; return 1; }
     BENCH_PG_STOP="${pre[*]} '$bin/pg_ctl' stop -m fast -D '$dir/data'; rm -rf '$dir'"
+    BENCH_PG_DATA=$dir/data
+}
+
+# bench_pg_cpu: CPU seconds (user + system) the bench cluster's processes have used
+# so far: the postmaster, its live children and those it has reaped.
+bench_pg_cpu() {
+    local pm
+    pm=$(head -n 1 "$BENCH_PG_DATA/postmaster.pid")
+    { echo "$pm"; ps -o pid= --ppid "$pm"; } | while read -r p; do
+        awk '{ print $14 + $15 + $16 + $17 }' "/proc/$p/stat" 2>/dev/null || true
+    done | awk -v hz="$(getconf CLK_TCK)" '{ s += $1 } END { printf "%.2f", s / hz }'
 }
 
 # bench_psql SQL: runs SQL on the bench cluster's postgres database.

@@ -144,22 +144,6 @@ write_config() {
     ' "$REPO/digestif.example.toml" >"$dir/digestif.toml"
 }
 
-# timed LOG TIMEOUT CMD...: runs CMD under /usr/bin/time -v with a timeout; sets
-# T_WALL (seconds), T_RSS_MB and T_RC. Output goes to LOG, time's report to LOG.time.
-timed() {
-    local log=$1 limit=$2
-    shift 2
-    local s e
-    s=$(bench_now)
-    set +e
-    /usr/bin/time -v -o "$log.time" timeout "$limit" "$@" >"$log" 2>&1
-    T_RC=$?
-    set -e
-    e=$(bench_now)
-    T_WALL=$(awk -v s="$s" -v e="$e" 'BEGIN { printf "%.2f", e - s }')
-    T_RSS_MB=$(awk -F': ' '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$log.time" 2>/dev/null || echo "?")
-}
-
 fail() {
     bench_log "FAIL: $*"
     exit 1
@@ -393,12 +377,25 @@ for c in $connections; do
     done
 done
 if [ "$database" = both ]; then
+    # Each round's pair (the n-th SQLite and the n-th PostgreSQL send of a
+    # connection count, run one after the other), then their median.
     printf '%s\n' "${db_rates[@]}" | awk '
-        { rate[$1, $2] = $3; if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
+        { k = $1 SUBSEP $2; n[k]++; rate[k, n[k]] = $3; if (!($1 in seen)) { seen[$1] = 1; order[++m] = $1 } }
         END {
-            for (i = 1; i <= n; i++) {
-                c = order[i]; s = rate[c, "sqlite"]; p = rate[c, "postgres"]
-                if (s > 0) printf "postgres/sqlite with %s connection(s): %.2f (%s vs %s msg/s)\n", c, p / s, p, s
+            for (i = 1; i <= m; i++) {
+                c = order[i]; list = ""; r = 0
+                for (j = 1; j <= n[c, "postgres"] && j <= n[c, "sqlite"]; j++) {
+                    s = rate[c, "sqlite", j]; p = rate[c, "postgres", j]
+                    if (s <= 0) continue
+                    q[++r] = p / s
+                    printf "postgres/sqlite with %s connection(s), round %d: %.2f (%s vs %s msg/s)\n", c, j, p / s, p, s
+                }
+                if (r > 1) {
+                    for (a = 1; a <= r; a++) for (b = a + 1; b <= r; b++) if (q[b] < q[a]) { t = q[a]; q[a] = q[b]; q[b] = t }
+                    med = (r % 2) ? q[(r + 1) / 2] : (q[r / 2] + q[r / 2 + 1]) / 2
+                    for (a = 1; a <= r; a++) list = list (a > 1 ? " " : "") sprintf("%.2f", q[a])
+                    printf "postgres/sqlite with %s connection(s), median of %d rounds: %.2f (%s)\n", c, r, med, list
+                }
             }
         }'
 fi
