@@ -144,7 +144,7 @@ fn sent_history(
     before: NaiveDate,
 ) -> Result<std::collections::BTreeMap<String, NaiveDate>> {
     let mut out = archive::sent_history(&cfg.archive_dir(), before)?;
-    let Some(issues) = store.and_then(|s| s.issues()) else {
+    let Some(issues) = store.map(|s| s.issues()) else {
         return Ok(out);
     };
     let dates = issues
@@ -199,7 +199,7 @@ pub async fn issue_for(
     date: NaiveDate,
     now: DateTime<Utc>,
 ) -> Result<Option<Digest>> {
-    let issues = store.and_then(|s| s.issues());
+    let issues = store.map(|s| s.issues());
     if let Some(issues) = issues {
         if let Some(kept) = issues
             .frozen_issue(date)

@@ -194,11 +194,7 @@ pub async fn poll_forever(cfg: Arc<Config>, store: Arc<dyn Store>, secret: Secre
     let mut every = tokio::time::interval(std::time::Duration::from_secs(60 * minutes));
     loop {
         every.tick().await;
-        let Some(bounces) = store.bounces() else {
-            tracing::warn!("this database does not keep bounces: the mailbox is not read");
-            return;
-        };
-        match poll_mailbox(&cfg, bounces, &secret, crate::clock::now()).await {
+        match poll_mailbox(&cfg, store.bounces(), &secret, crate::clock::now()).await {
             Ok(s) if s.read > 0 => tracing::info!("bounce mailbox: {s}"),
             Ok(_) => {}
             Err(e) => tracing::warn!("bounce mailbox: {e:#}"),
@@ -206,14 +202,11 @@ pub async fn poll_forever(cfg: Arc<Config>, store: Arc<dyn Store>, secret: Secre
     }
 }
 
-/// The rates of the issue of `date`, if the store keeps bounces.
-pub fn issue_rates(store: &dyn Store, date: NaiveDate) -> anyhow::Result<Option<IssueRates>> {
-    let Some(bounces) = store.bounces() else {
-        return Ok(None);
-    };
+/// The rates of the issue of `date`.
+pub fn issue_rates(store: &dyn Store, date: NaiveDate) -> anyhow::Result<IssueRates> {
     let sent = store.ledger_counts(date)?.sent;
-    let counts = bounces.bounce_counts(date)?;
-    Ok(Some(IssueRates { date, sent, counts }))
+    let counts = store.bounces().bounce_counts(date)?;
+    Ok(IssueRates { date, sent, counts })
 }
 
 /// The rates of the last issue that went out before `before` (any date when `None`).
@@ -225,7 +218,8 @@ pub fn last_issue_rates(
         if before.is_some_and(|b| date >= b) {
             continue;
         }
-        if let Some(r) = issue_rates(store, date)?.filter(|r| r.sent > 0) {
+        let r = issue_rates(store, date)?;
+        if r.sent > 0 {
             return Ok(Some(r));
         }
     }

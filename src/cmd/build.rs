@@ -38,7 +38,7 @@ fn kept_digest(
     store: Option<&dyn Store>,
     date: chrono::NaiveDate,
 ) -> anyhow::Result<Option<crate::domain::Digest>> {
-    if let Some(issues) = store.and_then(|s| s.issues()) {
+    if let Some(issues) = store.map(|s| s.issues()) {
         if let Some(kept) = issues.frozen_issue(date)? {
             return kept.digest().map(Some);
         }
@@ -87,7 +87,7 @@ pub fn build(config: Option<&Path>, args: &BuildArgs) -> CmdResult {
     }
     // Frozen in the database (replacing an issue nobody got yet, or with
     // --force), so that every sender and every `serve` has this one.
-    let dir = match store.as_ref().and_then(|s| s.issues()) {
+    let dir = match store.as_ref().map(|s| s.issues()) {
         Some(issues) => {
             let issue = pipeline::frozen(&cfg, &assets, digest, now)?;
             let kept = issues
@@ -128,7 +128,7 @@ pub fn preview(config: Option<&Path>, a: &PreviewArgs) -> CmdResult {
     // (fast, exactly what went out, whatever this folder holds), unless the
     // editor asks for a rebuild. Nothing is written to the database.
     let store = super::send::existing_store(&cfg)?;
-    let kept = match store.as_ref().and_then(|s| s.issues()) {
+    let kept = match store.as_ref().map(|s| s.issues()) {
         Some(issues) if !a.rebuild => issues
             .frozen_issue(date)
             .with_context(|| format!("cannot read the issue of {date} from the database"))?,

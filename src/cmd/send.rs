@@ -212,19 +212,18 @@ pub fn email_for(
     });
     let mut composer = DigestComposer::new(cfg, digest, assets, secret, now).map_err(usage)?;
     if let Some(kept_in) = kept_in {
-        if let Some(issues) = kept_in.issues() {
-            let locale = subscriber.locale.unwrap_or(digest.locale);
-            let key = crate::store::issues::variant_key(locale, &subscriber.categories);
-            let kept = issues
-                .frozen_variant(digest.date, &key)
-                .context("cannot read the kept variants")?;
-            if kept.is_none() {
-                eprintln!(
-                    "note: no sender kept the variant {key:?} of the issue of {} yet: \
-                     rendered here, as this machine would send it",
-                    digest.date
-                );
-            }
+        let locale = subscriber.locale.unwrap_or(digest.locale);
+        let key = crate::store::issues::variant_key(locale, &subscriber.categories);
+        let kept = kept_in
+            .issues()
+            .frozen_variant(digest.date, &key)
+            .context("cannot read the kept variants")?;
+        if kept.is_none() {
+            eprintln!(
+                "note: no sender kept the variant {key:?} of the issue of {} yet: \
+                 rendered here, as this machine would send it",
+                digest.date
+            );
         }
         composer = composer.as_kept_in(kept_in);
     }
@@ -276,10 +275,9 @@ pub fn ledger(config: Option<&Path>, args: &LedgerArgs) -> CmdResult {
         "{date}: pending {}, sending {}, sent {}, failed {}",
         c.pending, c.sending, c.sent, c.failed
     );
-    if let Some(rates) = super::bounces::issue_rates(store.as_ref(), date)
-        .context("cannot read the bounces")?
-        .filter(|r| r.sent > 0)
-    {
+    let rates =
+        super::bounces::issue_rates(store.as_ref(), date).context("cannot read the bounces")?;
+    if rates.sent > 0 {
         println!("{rates}");
     }
     if let Some(holder) = store

@@ -82,14 +82,13 @@ fn mailer(cfg: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
 
 async fn run(cfg: Arc<Config>, listen: SocketAddr, secret: Secret) -> CmdResult {
     let store = open_store(&cfg)?;
-    if let Some(issues) = store.issues() {
-        // The web archive is read from the database: issues archived before it
-        // kept them are added once.
-        let assets = crate::pipeline::assets(&cfg)?;
-        let added = crate::pipeline::freeze_archived(&cfg, &assets, issues, crate::clock::now())?;
-        if added > 0 {
-            tracing::info!(issues = added, "archived issues now kept in the database");
-        }
+    // The web archive is read from the database: issues archived before it
+    // kept them are added once.
+    let assets = crate::pipeline::assets(&cfg)?;
+    let added =
+        crate::pipeline::freeze_archived(&cfg, &assets, store.issues(), crate::clock::now())?;
+    if added > 0 {
+        tracing::info!(issues = added, "archived issues now kept in the database");
     }
     let http_store = if cfg.database() != crate::store::Location::SqliteMemory {
         open_http_store(&cfg)?

@@ -76,7 +76,7 @@ impl DigestComposer {
     /// every subscriber of a variant gets the same bytes. Each is read (or
     /// rendered and kept) the first time it is needed.
     pub fn frozen_in(mut self, store: Arc<dyn Store>) -> DigestComposer {
-        self.frozen = store.issues().is_some().then_some(store);
+        self.frozen = Some(store);
         self
     }
 
@@ -92,7 +92,7 @@ impl DigestComposer {
     /// Reads (or renders and keeps) now the variants of every active
     /// subscriber, so that the send loop does not wait on the database for them.
     pub fn with_variants_in_use(self) -> Result<DigestComposer> {
-        let Some(issues) = self.frozen.as_ref().and_then(|s| s.issues()) else {
+        let Some(issues) = self.frozen.as_ref().map(|s| s.issues()) else {
             return Ok(self);
         };
         let in_use = issues
@@ -116,7 +116,7 @@ impl DigestComposer {
             follow,
             &self.subject_template,
         );
-        if let Some(issues) = self.frozen.as_ref().and_then(|s| s.issues()) {
+        if let Some(issues) = self.frozen.as_ref().map(|s| s.issues()) {
             let date = self.digest.date;
             let name = variant_key(locale, follow);
             let kept = if self.read_only {

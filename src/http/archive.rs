@@ -11,7 +11,6 @@ use chrono::{DateTime, NaiveDate, Utc};
 use maud::html;
 
 use super::{page, pages, AppError, AppState, PageLocale, Problem};
-use crate::archive;
 use crate::domain::{local_instant, Digest};
 
 /// How many issues the index and the feed list.
@@ -27,18 +26,7 @@ fn is_out(state: &AppState, date: NaiveDate) -> bool {
 /// digest: from the database, where they are frozen, so that every instance
 /// shows the same ones whatever its working folder.
 async fn published(state: &AppState) -> Result<Vec<Digest>, AppError> {
-    let out: Vec<NaiveDate> = {
-        let dates = state
-            .store(|s| match s.issues() {
-                Some(issues) => issues.frozen_dates().map(Some),
-                None => Ok(None),
-            })
-            .await?;
-        match dates {
-            Some(d) => d,
-            None => return published_from_folder(state).await,
-        }
-    };
+    let out: Vec<NaiveDate> = state.store(|s| s.issues().frozen_dates()).await?;
     let dates: Vec<NaiveDate> = out
         .into_iter()
         .filter(|d| is_out(state, *d))
@@ -46,7 +34,7 @@ async fn published(state: &AppState) -> Result<Vec<Digest>, AppError> {
         .collect();
     let kept = state
         .store(move |s| {
-            let issues = s.issues().expect("checked above");
+            let issues = s.issues();
             let mut out = Vec::new();
             for d in dates {
                 out.extend(issues.frozen_issue(d)?);
@@ -58,31 +46,6 @@ async fn published(state: &AppState) -> Result<Vec<Digest>, AppError> {
         .iter()
         .map(|k| k.digest())
         .collect::<anyhow::Result<Vec<_>>>()?)
-}
-
-/// [`published`] for a store that keeps no issues: the local `digests/` folder.
-async fn published_from_folder(state: &AppState) -> Result<Vec<Digest>, AppError> {
-    let dir = state.cfg.archive_dir();
-    let n = state.cfg.newsletter.clone();
-    let now = state.now();
-    let digests = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Digest>> {
-        let mut out = Vec::new();
-        for d in archive::dates(&dir)?.into_iter().rev() {
-            if local_instant(d, n.send_time.0, n.timezone.0) > now {
-                continue;
-            }
-            if let Some(digest) = archive::read_digest(&dir, d)? {
-                out.push(digest);
-            }
-            if out.len() >= LISTED {
-                break;
-            }
-        }
-        Ok(out)
-    })
-    .await
-    .map_err(|e| AppError::internal(anyhow::anyhow!("archive task failed: {e}")))??;
-    Ok(digests)
 }
 
 fn top_title(d: &Digest) -> &str {
@@ -141,18 +104,10 @@ pub async fn issue(
         return Err(not_found());
     }
     let kept = state
-        .store(move |s| match s.issues() {
-            Some(issues) => issues.frozen_issue(date).map(|k| Some(k.map(|k| k.html))),
-            None => Ok(None),
-        })
+        .store(move |s| s.issues().frozen_issue(date).map(|k| k.map(|k| k.html)))
         .await
         .map_err(|e| e.in_locale(lang.0).for_brand(state.brand()))?;
-    let html = match kept {
-        Some(html) => html.ok_or_else(not_found)?,
-        None => issue_from_folder(&state, date)
-            .await?
-            .ok_or_else(not_found)?,
-    };
+    let html = kept.ok_or_else(not_found)?;
     let mut res = (StatusCode::OK, axum::response::Html(html)).into_response();
     let h = res.headers_mut();
     // The email is static: no script may run in it, whatever a feed slipped through.
@@ -167,34 +122,6 @@ pub async fn issue(
         HeaderValue::from_static("public, max-age=3600"),
     );
     Ok(res)
-}
-
-/// The public email of `date` from the local `digests/` folder (a store that
-/// keeps no issues).
-async fn issue_from_folder(state: &AppState, date: NaiveDate) -> Result<Option<String>, AppError> {
-    let dir = archive::issue_dir(&state.cfg.archive_dir(), date);
-    match tokio::fs::read_to_string(dir.join("email.html")).await {
-        Ok(h) => Ok(Some(h)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let cfg = state.cfg.clone();
-            let digest =
-                tokio::task::spawn_blocking(move || archive::read_digest(&cfg.archive_dir(), date))
-                    .await
-                    .map_err(|e| {
-                        AppError::internal(anyhow::anyhow!("archive task failed: {e}"))
-                    })??;
-            let Some(digest) = digest else {
-                return Ok(None);
-            };
-            let assets = crate::pipeline::assets(&state.cfg)?;
-            Ok(Some(
-                crate::pipeline::render_public(&state.cfg, &assets, &digest).html,
-            ))
-        }
-        Err(e) => Err(AppError::internal(anyhow::anyhow!(
-            "cannot read the archived issue of {date}: {e}"
-        ))),
-    }
 }
 
 fn xml(s: &str) -> String {

@@ -95,11 +95,11 @@ pub async fn metrics(State(state): State<AppState>, parts: axum::http::request::
     }
     let (counts, last, bounces) = match state
         .store(|s| {
-            let bounces = match s.bounces() {
-                Some(b) => b.bounce_totals()?,
-                None => Vec::new(),
-            };
-            Ok((s.count_by_status()?, s.last_run()?, bounces))
+            Ok((
+                s.count_by_status()?,
+                s.last_run()?,
+                s.bounces().bounce_totals()?,
+            ))
         })
         .await
     {

@@ -177,18 +177,14 @@ async fn apply(s: &AppState, provider: Provider, events: Vec<ProviderEvent>) -> 
     let now = s.now();
     let result = s
         .store(move |store| {
-            let Some(bounces) = store.bounces() else {
-                return Ok(None);
-            };
             events
                 .iter()
-                .map(|ev| webhook::record(bounces, &rules, provider, ev, now))
+                .map(|ev| webhook::record(store.bounces(), &rules, provider, ev, now))
                 .collect::<Result<Vec<Outcome>, _>>()
-                .map(Some)
         })
         .await;
     match result {
-        Ok(Some(outcomes)) => {
+        Ok(outcomes) => {
             for o in &outcomes {
                 if o.is_suspect() {
                     tracing::warn!("{} webhook: {o}", provider.as_str());
@@ -198,10 +194,6 @@ async fn apply(s: &AppState, provider: Provider, events: Vec<ProviderEvent>) -> 
             }
             text(StatusCode::OK, webhook::describe(&outcomes))
         }
-        Ok(None) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this database does not keep bounces\n",
-        ),
         Err(_) => {
             tracing::error!(
                 "{} webhook: the store failed; the relay will retry",

@@ -296,13 +296,7 @@ async fn issue_of_the_builder(
     now: DateTime<Utc>,
     kind: &str,
 ) -> Result<(Option<Digest>, Option<IssueLease>), SendError> {
-    let Some(issues) = store.issues() else {
-        // Nothing to wait for where no issue is kept: built here.
-        let digest = super::issue_for(cfg, assets, Some(store.as_ref()), date, now)
-            .await
-            .map_err(SendError::Build)?;
-        return Ok((digest, None));
-    };
+    let issues = store.issues();
     let wait = std::time::Duration::from_secs(cfg.schedule.build_wait_seconds);
     let started = std::time::Instant::now();
     let mut said = false;

@@ -216,7 +216,6 @@ mod tests {
         })
         .unwrap();
         s.bounces()
-            .unwrap()
             .record_bounce(
                 &NewBounceEvent {
                     report_key: "mid:a@x".into(),
@@ -231,7 +230,7 @@ mod tests {
                 &Rules::default(),
             )
             .unwrap();
-        let issues = s.issues().unwrap();
+        let issues = s.issues();
         issues
             .freeze_issue(
                 &FrozenIssue {

@@ -346,19 +346,19 @@ impl<T> Store for T where
 {
 }
 
-/// `issues()` and `bounces()` for the code written when a store could lack
-/// them: every [`Store`] keeps both now.
+/// `issues()` and `bounces()`: the part of the store a caller hands on to code
+/// that takes only that part (every [`Store`] keeps both).
 macro_rules! parts_of {
     ($t:ty) => {
         impl<'a> $t {
             /// The bounces and complaints kept by this store.
-            pub fn bounces(&self) -> Option<&dyn BounceStore> {
-                Some(self)
+            pub fn bounces(&self) -> &dyn BounceStore {
+                self
             }
 
             /// The frozen issues kept by this store.
-            pub fn issues(&self) -> Option<&dyn IssueStore> {
-                Some(self)
+            pub fn issues(&self) -> &dyn IssueStore {
+                self
             }
         }
     };

@@ -262,7 +262,6 @@ pub fn archive(app: &App, date: NaiveDate) -> Digest {
     let kept = app
         .store
         .issues()
-        .unwrap()
         .freeze_issue(&issue, digestif::store::Freeze::Replace)
         .unwrap();
     digestif::pipeline::archive_frozen(cfg, &kept).unwrap();

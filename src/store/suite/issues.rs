@@ -18,18 +18,16 @@ fn issue(tag: &str) -> FrozenIssue {
 
 pub(crate) fn the_first_issue_frozen_is_the_one_every_later_process_gets(db: &dyn Db) {
     let (a, b) = (db.open(), db.open());
-    let issues = |s: &Arc<dyn Backend>| s.issues().expect("keeps issues").frozen_issue(date());
+    let issues = |s: &Arc<dyn Backend>| s.issues().frozen_issue(date());
     assert_eq!(issues(&a).unwrap(), None);
     let first = a
         .issues()
-        .unwrap()
         .freeze_issue(&issue("first"), Freeze::KeepFirst)
         .unwrap();
     assert_eq!(first, issue("first"));
     // Another process that built the issue too gets the first one back.
     let second = b
         .issues()
-        .unwrap()
         .freeze_issue(&issue("second"), Freeze::KeepFirst)
         .unwrap();
     assert_eq!(second, issue("first"));
@@ -46,7 +44,6 @@ pub(crate) fn processes_freezing_one_issue_at_once_all_get_the_same(db: &dyn Db)
             let s = db.open();
             std::thread::spawn(move || {
                 s.issues()
-                    .unwrap()
                     .freeze_issue(&issue(&format!("p{i}")), Freeze::KeepFirst)
                     .unwrap()
             })
@@ -55,14 +52,14 @@ pub(crate) fn processes_freezing_one_issue_at_once_all_get_the_same(db: &dyn Db)
     let kept: Vec<FrozenIssue> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(kept.iter().all(|k| *k == kept[0]), "{kept:?}");
     assert_eq!(
-        db.open().issues().unwrap().frozen_issue(date()).unwrap(),
+        db.open().issues().frozen_issue(date()).unwrap(),
         Some(kept[0].clone())
     );
 }
 
 pub(crate) fn a_forced_rebuild_replaces_the_issue_and_drops_its_variants(db: &dyn Db) {
     let s = db.open();
-    let issues = s.issues().unwrap();
+    let issues = s.issues();
     issues
         .freeze_issue(&issue("old"), Freeze::KeepFirst)
         .unwrap();
@@ -77,21 +74,16 @@ pub(crate) fn a_forced_rebuild_replaces_the_issue_and_drops_its_variants(db: &dy
 
 pub(crate) fn the_first_variant_kept_is_the_one_every_sender_gets(db: &dyn Db) {
     let (a, b) = (db.open(), db.open());
-    let err = a
-        .issues()
-        .unwrap()
-        .freeze_variant(date(), "fr:", "x")
-        .unwrap_err();
+    let err = a.issues().freeze_variant(date(), "fr:", "x").unwrap_err();
     assert!(
         matches!(err, StoreError::Invalid(ref m) if m.contains("not frozen")),
         "{err}"
     );
     a.issues()
-        .unwrap()
         .freeze_issue(&issue("i"), Freeze::KeepFirst)
         .unwrap();
-    let va = a.issues().unwrap();
-    let vb = b.issues().unwrap();
+    let va = a.issues();
+    let vb = b.issues();
     assert_eq!(vb.frozen_variant(date(), "fr:").unwrap(), None);
     assert_eq!(
         va.freeze_variant(date(), "fr:", "from a").unwrap(),
@@ -118,7 +110,7 @@ pub(crate) fn the_first_variant_kept_is_the_one_every_sender_gets(db: &dyn Db) {
 
 pub(crate) fn frozen_dates_come_newest_first(db: &dyn Db) {
     let s = db.open();
-    let issues = s.issues().unwrap();
+    let issues = s.issues();
     assert!(issues.frozen_dates().unwrap().is_empty());
     for days in [0, 2, 1] {
         let mut i = issue("d");
@@ -154,7 +146,7 @@ pub(crate) fn the_variants_in_use_are_each_language_and_sections_of_active_reade
         .subscriber_by_email(&email("f@example.com"))
         .unwrap()
         .is_some());
-    let mut got = s.issues().unwrap().variants_in_use().unwrap();
+    let mut got = s.issues().variants_in_use().unwrap();
     got.sort_by_key(|(l, c)| (l.map(|l| l.code()), c.clone()));
     assert_eq!(
         got,
