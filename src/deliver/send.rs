@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::config::{Config, Secret};
 use crate::domain::{Digest, Subscriber};
 use crate::render::Assets;
+use crate::store::pg::may_block_here;
 use crate::store::{Delivery, DeliveryOutcome, Holder, Ledger, Store};
 
 use super::gate::Gate;
@@ -210,21 +211,27 @@ fn count_outcomes(totals: &mut SendReport, recorded: &[Done]) {
     }
 }
 
-/// Runs a store call. On a single-threaded runtime (the `send` command) it runs
-/// in place: a ledger transaction takes tens of microseconds, less than handing
-/// it to another thread and waking this one again. On a multi-threaded runtime
-/// (the service) it goes to the blocking pool so the HTTP side is never stalled.
+/// Runs a call to `store`. On a single-threaded runtime (the `send` command) a
+/// store in this process (SQLite) runs it in place: a ledger transaction takes
+/// tens of microseconds, less than handing it to another thread and waking this
+/// one again. A store across a connection (PostgreSQL) waits a round trip to
+/// its server: the call goes to the blocking pool, where it blocks in place
+/// ([`may_block_here`]), and the SMTP connections go on meanwhile. On a
+/// multi-threaded runtime (the service) every call goes to the blocking pool
+/// so the HTTP side is never stalled.
 async fn blocking<T: Send + 'static>(
+    store: &dyn Ledger,
     f: impl FnOnce() -> crate::store::StoreResult<T> + Send + 'static,
 ) -> Result<T> {
     let flavor = tokio::runtime::Handle::current().runtime_flavor();
-    let r = if flavor == tokio::runtime::RuntimeFlavor::CurrentThread {
-        f()
-    } else {
-        tokio::task::spawn_blocking(f)
-            .await
-            .context("store task panicked")?
-    };
+    let r =
+        if flavor == tokio::runtime::RuntimeFlavor::CurrentThread && !store.across_a_connection() {
+            f()
+        } else {
+            tokio::task::spawn_blocking(move || may_block_here(f))
+                .await
+                .context("store task panicked")?
+        };
     r.map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -412,7 +419,7 @@ impl Feed {
                     self.holder.clone(),
                     self.read_ahead,
                 );
-                let rows = blocking(move || gate.claim_for(&*s, date, &holder, n))
+                let rows = blocking(&*self.store, move || gate.claim_for(&*s, date, &holder, n))
                     .await
                     .context("cannot claim the next rows of the ledger")?;
                 self.store_calls += 1;
@@ -457,7 +464,7 @@ impl Feed {
             self.holder.clone(),
         );
         let timeout = chrono::Duration::from_std(self.heartbeat_timeout).unwrap_or_default();
-        let found = blocking(move || {
+        let found = blocking(&*self.store, move || {
             let now = crate::clock::now();
             let gone: Vec<Holder> = s
                 .senders(date)?
@@ -496,7 +503,7 @@ impl Feed {
         self.ahead.clear();
         self.exhausted = false;
         let (s, date, holder) = (self.store.clone(), self.date, self.holder.clone());
-        blocking(move || s.ledger_release(date, &holder))
+        blocking(&*self.store, move || s.ledger_release(date, &holder))
             .await
             .context("cannot release the rows claimed ahead")?;
         self.store_calls += 1;
@@ -626,9 +633,9 @@ impl<'a> SendLoop<'a> {
         let pool = opts.pool_size.max(1);
 
         let (s, gate) = (store.clone(), opts.gate.clone());
-        let enqueued = blocking(move || gate.enqueue(&*s, date)).await?;
+        let enqueued = blocking(&*store, move || gate.enqueue(&*s, date)).await?;
         let s = store.clone();
-        let before = blocking(move || s.ledger_counts(date)).await?;
+        let before = blocking(&*store, move || s.ledger_counts(date)).await?;
         let holder = opts.holder.clone();
         tracing::info!(%date, enqueued, pending = before.pending, sending = before.sending,
             %holder, transport = %transport.describe(), "sending");
@@ -637,9 +644,11 @@ impl<'a> SendLoop<'a> {
         let heartbeat = {
             let (s, h) = (store.clone(), holder.clone());
             let timeout = chrono::Duration::from_std(opts.heartbeat_timeout).unwrap_or_default();
-            blocking(move || crate::lease::Heartbeat::start(s, date, h, timeout))
-                .await
-                .context("cannot record this sender's heartbeat")?
+            blocking(&*store, move || {
+                crate::lease::Heartbeat::start(s, date, h, timeout)
+            })
+            .await
+            .context("cannot record this sender's heartbeat")?
         };
 
         let mut feed = Feed {
@@ -844,9 +853,11 @@ impl<'a> SendLoop<'a> {
         let when = self.at();
         self.feed.store_calls += 1;
         let commit_started = Instant::now();
-        let marked = blocking(move || gate.record_and_mark(&*s, date, &h, &outcomes, &ids, when))
-            .await
-            .context("cannot record outcomes and mark rows in the ledger")?;
+        let marked = blocking(&*self.store, move || {
+            gate.record_and_mark(&*s, date, &h, &outcomes, &ids, when)
+        })
+        .await
+        .context("cannot record outcomes and mark rows in the ledger")?;
         self.last_commit = Instant::now();
         self.last_commit_took = self.last_commit - commit_started;
         if marked.iter().any(|ok| !ok) {
@@ -929,13 +940,13 @@ impl<'a> SendLoop<'a> {
                 })
                 .collect();
             let s = store.clone();
-            blocking(move || s.ledger_record(date, &outcomes, at)).await?;
+            blocking(&*store, move || s.ledger_record(date, &outcomes, at)).await?;
         }
         // What this sender claimed and did not send is free for the others (or
         // the next run); then it stops beating and says so.
         drop(heartbeat);
         let (s, h) = (store.clone(), holder.clone());
-        blocking(move || {
+        blocking(&*store, move || {
             s.ledger_release(date, &h)?;
             s.sender_left(&h)
         })
@@ -943,7 +954,7 @@ impl<'a> SendLoop<'a> {
         .context("cannot release this sender's rows")?;
 
         let s = store.clone();
-        let after = blocking(move || s.ledger_counts(date)).await?;
+        let after = blocking(&*store, move || s.ledger_counts(date)).await?;
         let report = SendReport {
             date: Some(date),
             sent: tally.totals.sent,
@@ -974,6 +985,7 @@ mod tests {
     use crate::deliver::message::Outgoing;
     use crate::deliver::transport::{Connection, SendError, Staged};
     use crate::domain::{SubscriberEmail, SubscriberStatus};
+    use crate::store::StoreResult;
     use crate::store::{NewSubscriber, SqliteStore, Subscribers};
     use futures::future::BoxFuture;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -1176,6 +1188,194 @@ mod tests {
         assert_eq!(report.pending_left, 6);
         let counts = store.ledger_counts(date).unwrap();
         assert_eq!((counts.sent, counts.pending, counts.sending), (4, 6, 0));
+    }
+
+    /// A ledger in SQLite that says it is across a connection or not, and notes
+    /// the threads the send loop's calls run on. Across a connection, its first
+    /// claim waits until another task of the runtime has run meanwhile, as an
+    /// SMTP connection must go on during a round trip to a server (it gives up
+    /// after a while: a call in place would wait for ever).
+    struct Noting {
+        store: Arc<SqliteStore>,
+        across: bool,
+        threads: Mutex<Vec<std::thread::ThreadId>>,
+        claim_started: Mutex<Option<oneshot::Sender<()>>>,
+        others_ran: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+    impl Noting {
+        fn note(&self) {
+            self.threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
+        }
+    }
+    impl Ledger for Noting {
+        fn across_a_connection(&self) -> bool {
+            self.across
+        }
+        fn ledger_enqueue(&self, date: NaiveDate, max_id: Option<i64>) -> StoreResult<u64> {
+            self.note();
+            self.store.ledger_enqueue(date, max_id)
+        }
+        fn ledger_claim(
+            &self,
+            date: NaiveDate,
+            limit: usize,
+            include_in_doubt: bool,
+        ) -> StoreResult<Vec<Delivery>> {
+            self.store.ledger_claim(date, limit, include_in_doubt)
+        }
+        fn ledger_record(
+            &self,
+            date: NaiveDate,
+            outcomes: &[(i64, DeliveryOutcome)],
+            at: DateTime<Utc>,
+        ) -> StoreResult<()> {
+            self.note();
+            self.store.ledger_record(date, outcomes, at)
+        }
+        fn ledger_next(
+            &self,
+            date: NaiveDate,
+            after: i64,
+            limit: usize,
+        ) -> StoreResult<Vec<Delivery>> {
+            self.store.ledger_next(date, after, limit)
+        }
+        fn ledger_record_and_mark(
+            &self,
+            date: NaiveDate,
+            holder: &Holder,
+            outcomes: &[(i64, DeliveryOutcome)],
+            marks: &[i64],
+            at: DateTime<Utc>,
+        ) -> StoreResult<Vec<bool>> {
+            self.note();
+            self.store
+                .ledger_record_and_mark(date, holder, outcomes, marks, at)
+        }
+        fn sender_seen(
+            &self,
+            date: NaiveDate,
+            holder: &Holder,
+            now: DateTime<Utc>,
+        ) -> StoreResult<()> {
+            self.store.sender_seen(date, holder, now)
+        }
+        fn senders(&self, date: NaiveDate) -> StoreResult<Vec<crate::store::SenderSeen>> {
+            self.store.senders(date)
+        }
+        fn ledger_claim_for(
+            &self,
+            date: NaiveDate,
+            holder: &Holder,
+            limit: usize,
+        ) -> StoreResult<Vec<Delivery>> {
+            self.note();
+            let first = self.claim_started.lock().unwrap().take();
+            if let Some(started) = first.filter(|_| self.across) {
+                let _ = started.send(());
+                let others = self.others_ran.lock().unwrap();
+                if others.recv_timeout(Duration::from_secs(20)).is_err() {
+                    return Err(crate::store::StoreError::Invalid(
+                        "no other task of the send's runtime ran during the claim".into(),
+                    ));
+                }
+            }
+            self.store.ledger_claim_for(date, holder, limit)
+        }
+        fn ledger_take_over(
+            &self,
+            date: NaiveDate,
+            holder: &Holder,
+            gone: &[Holder],
+            now: DateTime<Utc>,
+        ) -> StoreResult<crate::store::TakeOver> {
+            self.note();
+            self.store.ledger_take_over(date, holder, gone, now)
+        }
+        fn ledger_release(&self, date: NaiveDate, holder: &Holder) -> StoreResult<()> {
+            self.note();
+            self.store.ledger_release(date, holder)
+        }
+        fn sender_left(&self, holder: &Holder) -> StoreResult<()> {
+            self.store.sender_left(holder)
+        }
+        fn ledger_counts(&self, date: NaiveDate) -> StoreResult<crate::store::LedgerCounts> {
+            self.note();
+            self.store.ledger_counts(date)
+        }
+    }
+
+    /// Sends 30 messages over 3 connections on the runtime of `send` through
+    /// a [`Noting`] ledger, with another task on the runtime answering the
+    /// first claim. The threads of the loop's store calls and the runtime's.
+    fn send_noting(across: bool) -> (Vec<std::thread::ThreadId>, std::thread::ThreadId) {
+        let (_dir, store) = store_with((0..30).map(|i| format!("r{i}@example.com")));
+        let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let (started_tx, started_rx) = oneshot::channel();
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        let ledger = Arc::new(Noting {
+            store: store.clone(),
+            across,
+            threads: Mutex::default(),
+            claim_started: Mutex::new(Some(started_tx)),
+            others_ran: Mutex::new(ran_rx),
+        });
+        let transport = Arc::new(Cloning(Watching {
+            store: store.clone(),
+            date,
+            most_sending: Arc::new(AtomicU64::new(0)),
+            sends: Arc::new(AtomicU64::new(0)),
+            held: None,
+            failed_once: Arc::default(),
+        }));
+        let rt = single_thread_runtime().unwrap();
+        let runtime_thread = std::thread::current().id();
+        let report = rt.block_on(async {
+            tokio::spawn(async move {
+                if started_rx.await.is_ok() {
+                    let _ = ran_tx.send(());
+                }
+            });
+            deliver_ledger(
+                ledger.clone(),
+                date,
+                Arc::new(Plain),
+                transport,
+                &options(3, None),
+                crate::clock::now(),
+            )
+            .await
+        });
+        let report = report.unwrap();
+        assert_eq!((report.sent, report.pending_left), (30, 0), "{report:?}");
+        let counts = store.ledger_counts(date).unwrap();
+        assert_eq!((counts.sent, counts.sending), (30, 0));
+        let threads = ledger.threads.lock().unwrap().clone();
+        (threads, runtime_thread)
+    }
+
+    /// A ledger across a connection (PostgreSQL): the send's calls leave the
+    /// runtime's thread, whose other tasks (the connections) run meanwhile.
+    #[test]
+    fn across_a_connection_the_connections_go_on_during_a_store_call() {
+        let (threads, runtime) = send_noting(true);
+        assert!(threads.len() >= 5, "{threads:?}");
+        assert!(
+            threads.iter().all(|t| *t != runtime),
+            "a store call ran on the runtime's thread: {threads:?}"
+        );
+    }
+
+    /// A ledger in this process (SQLite): the send's calls run in place on the
+    /// runtime's thread (faster than a hand-off).
+    #[test]
+    fn in_this_process_the_store_calls_run_in_place() {
+        let (threads, runtime) = send_noting(false);
+        assert!(threads.len() >= 5, "{threads:?}");
+        assert!(threads.iter().all(|t| *t == runtime), "{threads:?}");
     }
 
     /// A two-step connection: stages, then finishes; looks at the ledger at each

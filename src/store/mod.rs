@@ -556,6 +556,13 @@ pub trait Ledger: Send + Sync {
             "this storage backend cannot enqueue by time zone".into(),
         ))
     }
+    /// Whether each call waits on a server across a connection (PostgreSQL)
+    /// rather than on work in this process (SQLite): the send loop then makes
+    /// its calls off the thread that drives the SMTP connections, so they go on
+    /// during the round trip.
+    fn across_a_connection(&self) -> bool {
+        false
+    }
 }
 
 /// What the ledger kept of past sends, for `digestif ledger` and the reports.

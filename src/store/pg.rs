@@ -200,12 +200,37 @@ impl Drop for Pooled<'_> {
     }
 }
 
-/// Runs `f`, which blocks on the database, where it may block: as it is outside
-/// an async runtime; in `block_in_place` on a multi-threaded one; on a thread of
-/// its own on a single-threaded one (the client runs a runtime of its own, which
-/// cannot start inside another).
+thread_local! {
+    /// This thread runs store calls for a runtime without being one of its
+    /// workers (see [`may_block_here`]).
+    static STORE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, a store call, on this thread, known to be a thread of a runtime's
+/// blocking pool (`spawn_blocking`), not one that drives its tasks: the
+/// PostgreSQL calls `f` makes block here, in place, instead of each starting a
+/// thread of its own (see [`off_runtime`]).
+pub fn may_block_here<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            STORE_THREAD.with(|t| t.set(self.0));
+        }
+    }
+    let _reset = Reset(STORE_THREAD.with(|t| t.replace(true)));
+    f()
+}
+
+/// Runs `f`, which blocks on the database, where it may block: in place
+/// outside an async runtime or on a store thread ([`may_block_here`]); in
+/// `block_in_place` on a multi-threaded one; on a thread of its own on a
+/// single-threaded one (the client runs a runtime of its own, which cannot
+/// start inside another).
 fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
+    if STORE_THREAD.with(|t| t.get()) {
+        return f();
+    }
     match Handle::try_current() {
         Err(_) => f(),
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
@@ -982,6 +1007,10 @@ impl Signups for PgStore {
 }
 
 impl Ledger for PgStore {
+    fn across_a_connection(&self) -> bool {
+        true
+    }
+
     fn ledger_enqueue(&self, date: NaiveDate, max_id: Option<i64>) -> StoreResult<u64> {
         off_runtime(|| {
             self.execute(
@@ -1562,6 +1591,42 @@ mod tests {
     }
 
     crate::store_suite!(fresh);
+
+    /// On the single-threaded runtime of `send`, a call on the runtime's thread
+    /// goes to a thread of its own; one already on a store thread of the
+    /// blocking pool runs in place, without yet another thread per call.
+    #[test]
+    fn a_call_on_a_store_thread_runs_in_place_and_one_on_the_runtime_thread_does_not() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let here = std::thread::current().id();
+            assert_ne!(off_runtime(|| std::thread::current().id()), here);
+            let (store_thread, ran_on) = tokio::task::spawn_blocking(|| {
+                let here = std::thread::current().id();
+                (
+                    here,
+                    may_block_here(|| off_runtime(|| std::thread::current().id())),
+                )
+            })
+            .await
+            .unwrap();
+            assert_eq!(ran_on, store_thread);
+            assert_ne!(store_thread, here);
+            // The mark does not outlive the call.
+            let (store_thread, ran_on) = tokio::task::spawn_blocking(|| {
+                may_block_here(|| ());
+                (
+                    std::thread::current().id(),
+                    off_runtime(|| std::thread::current().id()),
+                )
+            })
+            .await
+            .unwrap();
+            assert_ne!(ran_on, store_thread);
+        });
+    }
 
     /// The newest schema version this binary knows.
     fn latest() -> i64 {
