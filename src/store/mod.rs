@@ -284,7 +284,7 @@ pub struct SenderSeen {
     pub last_seen: DateTime<Utc>,
 }
 
-/// The ledger rows of one issue a sender holds or sent ([`Ledger::ledger_by_sender`]).
+/// The ledger rows of one issue a sender holds or sent ([`LedgerHistory::ledger_by_sender`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SenderRows {
     pub holder: Holder,
@@ -460,8 +460,8 @@ pub trait Signups: Send + Sync {
 }
 
 /// The delivery ledger as the send loop uses it: one row per (issue date,
-/// subscriber), the senders of an issue (their heartbeats, the rows each
-/// holds), claims, marks, outcomes and takeovers.
+/// subscriber), the senders of an issue (their heartbeats), claims, marks,
+/// outcomes and takeovers.
 pub trait Ledger: Send + Sync {
     /// Adds a `pending` row for every active subscriber not yet in the ledger for `date`
     /// (optionally only those whose id ≤ `max_id`). Returns how many were added.
@@ -506,11 +506,6 @@ pub trait Ledger: Send + Sync {
     fn sender_seen(&self, date: NaiveDate, holder: &Holder, now: DateTime<Utc>) -> StoreResult<()>;
     /// The senders of `date` and when each was last heard from.
     fn senders(&self, date: NaiveDate) -> StoreResult<Vec<SenderSeen>>;
-    /// The rows of `date` by the sender that holds or sent them, by holder name.
-    fn ledger_by_sender(&self, date: NaiveDate) -> StoreResult<Vec<SenderRows>> {
-        let _ = date;
-        Err(unsupported("count the ledger by sender"))
-    }
     /// Claims for `holder` up to `limit` pending rows of `date` that no sender
     /// holds, in subscriber order, skipping rows another sender is claiming at
     /// the same moment (`FOR UPDATE SKIP LOCKED`). They stay pending: each goes
@@ -565,8 +560,11 @@ pub trait Ledger: Send + Sync {
     }
 }
 
-/// What the ledger kept of past sends, for `digestif ledger` and the reports.
+/// What the ledger kept of sends, for `digestif ledger` and the reports
+/// (failures, dates, the rows of each sender).
 pub trait LedgerHistory: Send + Sync {
+    /// The rows of `date` by the sender that holds or sent them, by holder name.
+    fn ledger_by_sender(&self, date: NaiveDate) -> StoreResult<Vec<SenderRows>>;
     /// (address, last error) of failed rows.
     fn ledger_failures(&self, date: NaiveDate) -> StoreResult<Vec<(String, String)>>;
     /// Dates present in the ledger, newest first.

@@ -1229,35 +1229,6 @@ impl Ledger for PgStore {
         })
     }
 
-    fn ledger_by_sender(&self, date: NaiveDate) -> StoreResult<Vec<SenderRows>> {
-        off_runtime(|| {
-            Ok(self
-                .query(
-                    "SELECT holder, COUNT(*) FILTER (WHERE state = 'pending'),
-                            COUNT(*) FILTER (WHERE state = 'sending'),
-                            COUNT(*) FILTER (WHERE state = 'sent'),
-                            COUNT(*) FILTER (WHERE state = 'failed')
-                     FROM deliveries WHERE issue_date = $1 AND holder IS NOT NULL
-                     GROUP BY holder ORDER BY holder",
-                    &[&date],
-                )?
-                .iter()
-                .map(|r| {
-                    let n = |i| r.get::<_, i64>(i) as u64;
-                    SenderRows {
-                        holder: Holder::new(r.get::<_, String>(0)),
-                        rows: LedgerCounts {
-                            pending: n(1),
-                            sending: n(2),
-                            sent: n(3),
-                            failed: n(4),
-                        },
-                    }
-                })
-                .collect())
-        })
-    }
-
     fn ledger_claim_for(
         &self,
         date: NaiveDate,
@@ -1435,6 +1406,35 @@ impl Ledger for PgStore {
 }
 
 impl LedgerHistory for PgStore {
+    fn ledger_by_sender(&self, date: NaiveDate) -> StoreResult<Vec<SenderRows>> {
+        off_runtime(|| {
+            Ok(self
+                .query(
+                    "SELECT holder, COUNT(*) FILTER (WHERE state = 'pending'),
+                            COUNT(*) FILTER (WHERE state = 'sending'),
+                            COUNT(*) FILTER (WHERE state = 'sent'),
+                            COUNT(*) FILTER (WHERE state = 'failed')
+                     FROM deliveries WHERE issue_date = $1 AND holder IS NOT NULL
+                     GROUP BY holder ORDER BY holder",
+                    &[&date],
+                )?
+                .iter()
+                .map(|r| {
+                    let n = |i| r.get::<_, i64>(i) as u64;
+                    SenderRows {
+                        holder: Holder::new(r.get::<_, String>(0)),
+                        rows: LedgerCounts {
+                            pending: n(1),
+                            sending: n(2),
+                            sent: n(3),
+                            failed: n(4),
+                        },
+                    }
+                })
+                .collect())
+        })
+    }
+
     fn ledger_failures(&self, date: NaiveDate) -> StoreResult<Vec<(String, String)>> {
         off_runtime(|| {
             Ok(self

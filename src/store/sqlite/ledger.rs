@@ -314,33 +314,6 @@ impl Ledger for SqliteStore {
         rows.collect::<rusqlite::Result<_>>().map_err(db)
     }
 
-    fn ledger_by_sender(&self, date: NaiveDate) -> StoreResult<Vec<SenderRows>> {
-        let conn = self.reader();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT holder, SUM(state = 'pending'), SUM(state = 'sending'),
-                        SUM(state = 'sent'), SUM(state = 'failed')
-                 FROM deliveries WHERE issue_date = ?1 AND holder IS NOT NULL
-                 GROUP BY holder ORDER BY holder",
-            )
-            .map_err(db)?;
-        let rows = stmt
-            .query_map([day(date)], |r| {
-                let n = |i| r.get::<_, i64>(i).map(|n| n as u64);
-                Ok(SenderRows {
-                    holder: Holder::new(r.get::<_, String>(0)?),
-                    rows: LedgerCounts {
-                        pending: n(1)?,
-                        sending: n(2)?,
-                        sent: n(3)?,
-                        failed: n(4)?,
-                    },
-                })
-            })
-            .map_err(db)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(db)
-    }
-
     fn ledger_claim_for(
         &self,
         date: NaiveDate,
@@ -536,6 +509,33 @@ impl Ledger for SqliteStore {
 }
 
 impl LedgerHistory for SqliteStore {
+    fn ledger_by_sender(&self, date: NaiveDate) -> StoreResult<Vec<SenderRows>> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT holder, SUM(state = 'pending'), SUM(state = 'sending'),
+                        SUM(state = 'sent'), SUM(state = 'failed')
+                 FROM deliveries WHERE issue_date = ?1 AND holder IS NOT NULL
+                 GROUP BY holder ORDER BY holder",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([day(date)], |r| {
+                let n = |i| r.get::<_, i64>(i).map(|n| n as u64);
+                Ok(SenderRows {
+                    holder: Holder::new(r.get::<_, String>(0)?),
+                    rows: LedgerCounts {
+                        pending: n(1)?,
+                        sending: n(2)?,
+                        sent: n(3)?,
+                        failed: n(4)?,
+                    },
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db)
+    }
+
     fn ledger_failures(&self, date: NaiveDate) -> StoreResult<Vec<(String, String)>> {
         let conn = self.reader();
         let mut stmt = conn
