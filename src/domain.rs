@@ -35,13 +35,18 @@ impl fmt::Display for Locale {
     }
 }
 
+/// A locale name that is neither French nor English.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown locale {0:?}: use fr or en")]
+pub struct UnknownLocale(pub String);
+
 impl FromStr for Locale {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownLocale;
+    fn from_str(s: &str) -> Result<Self, UnknownLocale> {
         match s.trim().to_ascii_lowercase().as_str() {
             "fr" | "fr-fr" | "fr_fr" => Ok(Locale::Fr),
             "en" | "en-gb" | "en-us" | "en_gb" | "en_us" => Ok(Locale::En),
-            other => Err(format!("unknown locale {other:?}: use fr or en")),
+            other => Err(UnknownLocale(other.to_string())),
         }
     }
 }
@@ -232,26 +237,53 @@ pub fn today_in(now: DateTime<Utc>, tz: chrono_tz::Tz) -> NaiveDate {
 #[serde(try_from = "String", into = "String")]
 pub struct SubscriberEmail(String);
 
+/// Why a string is not a subscriber address; `address` is the trimmed input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    /// CR/LF or another control character: a header injection attempt or a
+    /// broken export.
+    #[error("address contains a control character (CR/LF?)")]
+    ControlCharacter,
+    #[error("address is empty")]
+    Empty,
+    #[error("address is longer than 254 characters")]
+    TooLong,
+    #[error("{address:?} is not an email address (no @)")]
+    NoAt { address: String },
+    #[error("{address:?}: bad local part")]
+    BadLocalPart { address: String },
+    #[error("{address:?}: forbidden character in local part")]
+    ForbiddenCharacter { address: String },
+    #[error("{address:?}: bad domain {domain:?}")]
+    BadDomain { address: String, domain: String },
+    #[error("{address:?} is not a valid address: {error}")]
+    Invalid {
+        address: String,
+        error: lettre::address::AddressError,
+    },
+}
+
 impl SubscriberEmail {
-    pub fn parse(raw: &str) -> Result<SubscriberEmail, String> {
+    pub fn parse(raw: &str) -> Result<SubscriberEmail, EmailError> {
         if raw.chars().any(|c| c.is_control()) {
-            return Err("address contains a control character (CR/LF?)".into());
+            return Err(EmailError::ControlCharacter);
         }
         let s = raw.trim();
         if s.is_empty() {
-            return Err("address is empty".into());
+            return Err(EmailError::Empty);
         }
         if s.len() > 254 {
-            return Err("address is longer than 254 characters".into());
+            return Err(EmailError::TooLong);
         }
+        let address = || s.to_string();
         let (local, domain) = s
             .rsplit_once('@')
-            .ok_or_else(|| format!("{s:?} is not an email address (no @)"))?;
+            .ok_or_else(|| EmailError::NoAt { address: address() })?;
         if local.is_empty() || local.len() > 64 {
-            return Err(format!("{s:?}: bad local part"));
+            return Err(EmailError::BadLocalPart { address: address() });
         }
         if local.contains(['<', '>', ',', ';', ' ', '"', '(', ')', '[', ']', '\\']) {
-            return Err(format!("{s:?}: forbidden character in local part"));
+            return Err(EmailError::ForbiddenCharacter { address: address() });
         }
         let domain = domain.to_ascii_lowercase();
         let labels_ok = domain.contains('.')
@@ -263,11 +295,17 @@ impl SubscriberEmail {
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
             });
         if !labels_ok {
-            return Err(format!("{s:?}: bad domain {domain:?}"));
+            return Err(EmailError::BadDomain {
+                address: address(),
+                domain,
+            });
         }
         let out = format!("{local}@{domain}");
         out.parse::<lettre::Address>()
-            .map_err(|e| format!("{s:?} is not a valid address: {e}"))?;
+            .map_err(|error| EmailError::Invalid {
+                address: address(),
+                error,
+            })?;
         Ok(SubscriberEmail(out))
     }
 
@@ -288,8 +326,8 @@ impl SubscriberEmail {
 }
 
 impl TryFrom<String> for SubscriberEmail {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = EmailError;
+    fn try_from(s: String) -> Result<Self, EmailError> {
         SubscriberEmail::parse(&s)
     }
 }
@@ -326,17 +364,20 @@ impl SubscriberStatus {
     }
 }
 
+/// A status name none of [`SubscriberStatus`] spells.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status {0:?}: use active or unsubscribed")]
+pub struct UnknownStatus(pub String);
+
 impl FromStr for SubscriberStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, UnknownStatus> {
         match s.trim().to_ascii_lowercase().as_str() {
             "pending" => Ok(SubscriberStatus::Pending),
             "active" | "" => Ok(SubscriberStatus::Active),
             "unsubscribed" => Ok(SubscriberStatus::Unsubscribed),
             "bounced" => Ok(SubscriberStatus::Bounced),
-            other => Err(format!(
-                "unknown status {other:?}: use active or unsubscribed"
-            )),
+            other => Err(UnknownStatus(other.to_string())),
         }
     }
 }
@@ -363,24 +404,34 @@ impl LinkKey {
     }
 }
 
+/// Why a string is not a [`LinkKey`]: a link cut short, or not hex at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkKeyError {
+    #[error("link key {0:?} is not 32 hex digits")]
+    Length(String),
+    #[error("bad link key {0:?}")]
+    NotHex(String),
+}
+
 impl FromStr for LinkKey {
-    type Err = String;
-    fn from_str(s: &str) -> Result<LinkKey, String> {
+    type Err = LinkKeyError;
+    fn from_str(s: &str) -> Result<LinkKey, LinkKeyError> {
         let b = s.as_bytes();
         if b.len() != 32 {
-            return Err(format!("link key {s:?} is not 32 hex digits"));
+            return Err(LinkKeyError::Length(s.to_string()));
         }
         let mut out = [0u8; 16];
         for (i, pair) in b.chunks(2).enumerate() {
-            let pair = std::str::from_utf8(pair).map_err(|_| format!("bad link key {s:?}"))?;
-            out[i] = u8::from_str_radix(pair, 16).map_err(|_| format!("bad link key {s:?}"))?;
+            let not_hex = || LinkKeyError::NotHex(s.to_string());
+            let pair = std::str::from_utf8(pair).map_err(|_| not_hex())?;
+            out[i] = u8::from_str_radix(pair, 16).map_err(|_| not_hex())?;
         }
         Ok(LinkKey(out))
     }
 }
 impl TryFrom<String> for LinkKey {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = LinkKeyError;
+    fn try_from(s: String) -> Result<Self, LinkKeyError> {
         s.parse()
     }
 }

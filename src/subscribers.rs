@@ -283,7 +283,7 @@ fn parse_row(
         match SubscriberEmail::parse(unneutralise(rec.get(layout.email).unwrap_or("").trim())) {
             Ok(e) => Some(e),
             Err(e) => {
-                err(&mut errors, "email", e);
+                err(&mut errors, "email", e.to_string());
                 None
             }
         }

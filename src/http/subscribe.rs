@@ -73,7 +73,7 @@ impl SignupForm {
     /// known locale and categories; an unknown time zone is ignored (it comes
     /// from the browser, not from the person).
     fn validate(&self, offered: &[String], fallback: Locale) -> Result<NewSubscriber, String> {
-        let email = SubscriberEmail::parse(&self.email)?;
+        let email = SubscriberEmail::parse(&self.email).map_err(|e| e.to_string())?;
         if self.name.chars().any(char::is_control) {
             return Err("the name contains a control character".into());
         }

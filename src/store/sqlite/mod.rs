@@ -94,7 +94,10 @@ fn day(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
 }
 
-fn bad_column(i: usize, msg: String) -> rusqlite::Error {
+fn bad_column(
+    i: usize,
+    msg: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, Type::Text, msg.into())
 }
 
