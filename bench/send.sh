@@ -38,6 +38,9 @@
 #   --senders N       on PostgreSQL, N `digestif send` processes at once on the same
 #                     database and issue (default 1): the rate is the aggregate (all
 #                     messages / wall time until the last exits), RSS the largest.
+#   --bin PATH        run this digestif binary instead of the one built here (to
+#                     compare two commits: build each, then pass each here in turn;
+#                     the bench tools are still built from this tree).
 #
 # Prints, per connection count: TLS mode, RTT, message size, messages, digestif's rate,
 # smtp-source's rate, their ratio, the one-round-trip limit and digestif's share of it,
@@ -60,6 +63,7 @@ relay=stunnel
 rtt=0
 database=sqlite
 senders=1
+bin=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --smoke) smoke=1; subscribers=2000; connections="1 4" ;;
@@ -74,7 +78,8 @@ while [ $# -gt 0 ]; do
     --keep) BENCH_KEEP=1 ;;
     --database) database=$2; shift ;;
     --senders) senders=$2; shift ;;
-    -h | --help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --bin) bin=$2; shift ;;
+    -h | --help) sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) bench_log "unknown argument $1 (see --help)"; exit 2 ;;
     esac
     shift
@@ -106,6 +111,10 @@ bench_ensure_tools
 bench_log "building digestif (release)"
 timeout 1800 cargo build --release --quiet --bin digestif --example latency_proxy --example smtp_sink
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/digestif
+if [ -n "$bin" ]; then
+    [ -x "$bin" ] || { bench_log "--bin $bin: not an executable file"; exit 2; }
+    BIN=$(realpath "$bin")
+fi
 PROXY=${CARGO_TARGET_DIR:-$REPO/target}/release/examples/latency_proxy
 NATIVE_SINK=${CARGO_TARGET_DIR:-$REPO/target}/release/examples/smtp_sink
 BENCH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/digestif-bench.XXXXXX")
