@@ -328,3 +328,34 @@ impl Copyable for SqliteStore {
         tx.commit().map_err(db)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::suite::active;
+    use crate::store::Subscribers;
+
+    #[test]
+    fn a_dump_carries_rows_as_stored_and_names_a_timestamp_it_cannot_read() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        assert!(s.is_empty().unwrap());
+        let mut sub = active("Ana@Example.org");
+        sub.categories = vec!["tech".into(), "world".into()];
+        s.upsert_subscriber(&sub).unwrap();
+        assert!(!s.is_empty().unwrap());
+        let d = s.dump().unwrap();
+        assert_eq!(d.subscribers.len(), 1);
+        let row = &d.subscribers[0];
+        assert_eq!(row.email, "Ana@example.org");
+        assert_eq!(row.email_key, sub.email.key());
+        assert_eq!(row.categories, "tech;world");
+        assert_eq!(row.status, "active");
+        assert!(!row.legacy_links);
+        assert!(!d.suppression_key.is_empty());
+        s.conn()
+            .execute("UPDATE subscribers SET created_at = 'yesterday'", [])
+            .unwrap();
+        let err = s.dump().unwrap_err().to_string();
+        assert!(err.contains("bad timestamp \"yesterday\""), "{err}");
+    }
+}

@@ -183,3 +183,39 @@ pub(super) fn load_in(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::suite::{at, date};
+
+    #[test]
+    fn an_issue_is_kept_under_its_day_and_its_variants_go_with_a_replacement() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let issue = FrozenIssue {
+            date: date(),
+            digest: "{}".into(),
+            html: "<p>i</p>".into(),
+            text: "i".into(),
+            frozen_at: at(6, 30),
+        };
+        s.freeze_issue(&issue, Freeze::KeepFirst).unwrap();
+        s.freeze_variant(date(), "fr:", "{\"t\": 1}").unwrap();
+        let count = |sql: &str| -> i64 { s.conn().query_row(sql, [], |r| r.get(0)).unwrap() };
+        let (day, frozen_at): (String, String) = s
+            .conn()
+            .query_row("SELECT issue_date, frozen_at FROM issues", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(day, "2026-03-02");
+        assert_eq!(frozen_at, ts(at(6, 30)));
+        assert_eq!(
+            count("SELECT COUNT(*) FROM issue_variants WHERE issue_date = '2026-03-02'"),
+            1
+        );
+        s.freeze_issue(&issue, Freeze::Replace).unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM issue_variants"), 0);
+        assert_eq!(count("SELECT COUNT(*) FROM issues"), 1);
+    }
+}

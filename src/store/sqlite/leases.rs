@@ -48,3 +48,36 @@ impl Leases for SqliteStore {
             .map_err(db)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_lease_ends_at_the_millisecond_of_the_clock_given() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let t0 = Utc.with_ymd_and_hms(2026, 3, 2, 7, 0, 0).unwrap();
+        let until = t0 + chrono::Duration::milliseconds(1500);
+        let later = until + chrono::Duration::seconds(10);
+        assert!(s.try_lease("issue:2026-03-02", "a", t0, until).unwrap());
+        let stored: i64 = s
+            .conn()
+            .query_row("SELECT expires_at FROM leases", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, until.timestamp_millis());
+        let just_before = until - chrono::Duration::milliseconds(1);
+        assert!(!s
+            .try_lease("issue:2026-03-02", "b", just_before, later)
+            .unwrap());
+        assert_eq!(
+            s.lease_holder("issue:2026-03-02").unwrap().as_deref(),
+            Some("a")
+        );
+        assert!(s.try_lease("issue:2026-03-02", "b", until, later).unwrap());
+        assert_eq!(
+            s.lease_holder("issue:2026-03-02").unwrap().as_deref(),
+            Some("b")
+        );
+    }
+}

@@ -60,20 +60,25 @@ impl SqliteStore {
         after: i64,
         want: i64,
     ) -> rusqlite::Result<Vec<(u32, Subscriber)>> {
+        conn.prepare_cached(&Self::rows_after_sql())?
+            .query_map(params![date, state.as_str(), want, after], |r| {
+                Ok((r.get(0)?, subscriber_from_row(r, 1)?))
+            })?
+            .collect()
+    }
+
+    /// The query of [`SqliteStore::rows_after`]: ?1 date, ?2 state, ?3 limit, ?4 after.
+    fn rows_after_sql() -> String {
         // INDEXED BY: without statistics SQLite walks the primary key from the
         // first subscriber and skips every row already sent, which makes each
         // claim O(rows sent so far) and a whole send quadratic.
-        conn.prepare_cached(&format!(
+        format!(
             "SELECT d.attempts, {SUB_COLS}
              FROM deliveries d INDEXED BY deliveries_by_state
              JOIN subscribers s ON s.id = d.subscriber_id
              WHERE d.issue_date = ?1 AND d.state = ?2 AND d.subscriber_id > ?4
              ORDER BY d.subscriber_id LIMIT ?3"
-        ))?
-        .query_map(params![date, state.as_str(), want, after], |r| {
-            Ok((r.get(0)?, subscriber_from_row(r, 1)?))
-        })?
-        .collect()
+        )
     }
 
     /// Records `outcomes` inside the transaction `tx`.
@@ -567,5 +572,41 @@ impl LedgerHistory for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(db)?;
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::suite::date;
+
+    /// The lines of `EXPLAIN QUERY PLAN` for `sql` with `args`.
+    fn plan_of(s: &SqliteStore, sql: &str, args: impl rusqlite::Params) -> Vec<String> {
+        s.conn()
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(args, |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_claim_walks_the_deliveries_by_state_index_in_subscriber_order_without_sorting() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let plan = plan_of(
+            &s,
+            &SqliteStore::rows_after_sql(),
+            params![day(date()), "pending", 100, 0],
+        );
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("SEARCH d USING") && l.contains("deliveries_by_state")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|l| l.contains("TEMP B-TREE")),
+            "the claim sorts its rows instead of reading them in index order: {plan:?}"
+        );
     }
 }

@@ -514,6 +514,33 @@ mod tests {
     }
 
     #[test]
+    fn a_file_database_writes_in_wal_and_both_its_connections_wait_for_a_lock() {
+        let (_dir, path) = db_path();
+        let s = SqliteStore::open(&path).unwrap();
+        let pragma = |c: &Connection, name: &str| -> String {
+            c.query_row(&format!("PRAGMA {name}"), [], |r| {
+                r.get::<_, rusqlite::types::Value>(0)
+            })
+            .map(|v| match v {
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })
+            .unwrap()
+        };
+        let waits = BUSY_TIMEOUT.as_millis().to_string();
+        assert_eq!(pragma(&s.conn(), "journal_mode"), "wal");
+        assert_eq!(pragma(&s.conn(), "busy_timeout"), waits);
+        assert_eq!(pragma(&s.conn(), "foreign_keys"), "1");
+        assert_eq!(pragma(&s.reader(), "busy_timeout"), waits);
+        assert_eq!(pragma(&s.reader(), "query_only"), "1");
+        assert_eq!(pragma(&s.reader(), "foreign_keys"), "1");
+        s.set_busy_timeout(Duration::from_millis(250)).unwrap();
+        assert_eq!(pragma(&s.conn(), "busy_timeout"), "250");
+        assert_eq!(pragma(&s.reader(), "busy_timeout"), "250");
+    }
+
+    #[test]
     fn an_in_memory_store_works_without_a_file() {
         let s = SqliteStore::open_in_memory().unwrap();
         s.upsert_subscriber(&active("a@example.com")).unwrap();

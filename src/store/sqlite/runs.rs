@@ -62,3 +62,48 @@ impl Runs for SqliteStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn run_finished_at(finished_at: DateTime<Utc>, message: &str) -> RunRecord {
+        RunRecord {
+            date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+            started_at: Utc.with_ymd_and_hms(2026, 3, 2, 7, 0, 0).unwrap(),
+            finished_at,
+            status: RunStatus::Ok,
+            sent: 3,
+            failed: 0,
+            retried: 1,
+            in_doubt: 0,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn run_times_are_kept_as_fixed_width_utc_text_so_the_last_run_sorts_right() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let ten = Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap();
+        // Half a second later, recorded first: "…00.500Z" must sort after
+        // "…00.000Z" (it would not after a bare "…00Z").
+        s.record_run(&run_finished_at(
+            ten + chrono::Duration::milliseconds(500),
+            "later",
+        ))
+        .unwrap();
+        s.record_run(&run_finished_at(ten, "earlier")).unwrap();
+        let (day, finished): (String, String) = s
+            .conn()
+            .query_row(
+                "SELECT issue_date, finished_at FROM runs WHERE message = 'earlier'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(day, "2026-03-02");
+        assert_eq!(finished, "2026-03-02T10:00:00.000Z");
+        assert_eq!(s.last_run().unwrap().unwrap().message, "later");
+    }
+}

@@ -94,3 +94,46 @@ impl Signups for SqliteStore {
         Ok(n as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::suite::{at, email, new_sub};
+
+    #[test]
+    fn a_signup_is_kept_by_its_address_key_with_the_address_as_first_given() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let mut sub = new_sub("New@Example.org", SubscriberStatus::Pending);
+        sub.categories = vec!["tech".into(), "world".into()];
+        let put = |sub: &NewSubscriber, h| {
+            s.put_signup(&PendingSignup {
+                subscriber: sub.clone(),
+                requested_at: at(h, 0),
+            })
+            .unwrap()
+        };
+        put(&sub, 9);
+        // The same address in other letters refreshes the one row, which keeps
+        // the first spelling.
+        let mut again = sub.clone();
+        again.email = email("NEW@example.ORG");
+        put(&again, 10);
+        let rows: Vec<(String, String, String, String)> = s
+            .conn()
+            .prepare("SELECT email_key, email, categories, requested_at FROM signups")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![(
+                sub.email.key(),
+                "New@example.org".to_string(),
+                "tech;world".to_string(),
+                ts(at(10, 0)),
+            )]
+        );
+    }
+}

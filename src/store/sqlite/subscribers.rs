@@ -367,3 +367,43 @@ impl Subscribers for SqliteStore {
         Ok(rows)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::suite::active;
+
+    #[test]
+    fn a_subscriber_row_keeps_sections_joined_and_zone_and_language_by_name() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let mut sub = active("Ana@Example.org");
+        sub.categories = vec!["tech".into(), "world".into()];
+        sub.locale = Some(Locale::En);
+        sub.timezone = Some(chrono_tz::Europe::London);
+        s.upsert_subscriber(&sub).unwrap();
+        s.upsert_subscriber(&active("bo@example.org")).unwrap();
+        let row: (String, String, Option<String>, Option<String>, String) = s
+            .conn()
+            .query_row(
+                "SELECT email, categories, locale, timezone, link_key FROM subscribers
+                 WHERE email_key = ?1",
+                [sub.email.key()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(row.0, "Ana@example.org");
+        assert_eq!(row.1, "tech;world");
+        assert_eq!(row.2.as_deref(), Some("en"));
+        assert_eq!(row.3.as_deref(), Some("Europe/London"));
+        let keys: i64 = s
+            .conn()
+            .query_row(
+                "SELECT COUNT(DISTINCT link_key) FROM subscribers",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(keys, 2, "each subscriber gets a link key of its own");
+        assert!(!row.4.is_empty());
+    }
+}
