@@ -581,12 +581,18 @@ fn default_weight() -> f64 {
 #[serde(try_from = "String", into = "String")]
 pub struct Timezone(pub chrono_tz::Tz);
 
+/// A time zone name that is not in the IANA database.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown time zone {0:?}: use an IANA name such as \"Europe/Paris\"")]
+pub struct UnknownTimezone(pub String);
+
 impl TryFrom<String> for Timezone {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse::<chrono_tz::Tz>().map(Timezone).map_err(|_| {
-            format!("unknown time zone {s:?}: use an IANA name such as \"Europe/Paris\"")
-        })
+    type Error = UnknownTimezone;
+    fn try_from(s: String) -> Result<Self, UnknownTimezone> {
+        match s.parse::<chrono_tz::Tz>() {
+            Ok(tz) => Ok(Timezone(tz)),
+            Err(_) => Err(UnknownTimezone(s)),
+        }
     }
 }
 impl From<Timezone> for String {
@@ -600,15 +606,26 @@ impl From<Timezone> for String {
 #[serde(try_from = "String", into = "String")]
 pub struct HttpUrl(pub Url);
 
+/// Why a string is not an absolute http(s) URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpUrlError {
+    #[error("bad URL {url:?}: {error}")]
+    Unparsable { url: String, error: url::ParseError },
+    /// Parsed, but another scheme (or no host): `mailto:`, `file:`, ….
+    #[error("bad URL {url:?}: only http and https URLs are allowed")]
+    NotHttp { url: String },
+}
+
 impl TryFrom<String> for HttpUrl {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        let u = Url::parse(&s).map_err(|e| format!("bad URL {s:?}: {e}"))?;
+    type Error = HttpUrlError;
+    fn try_from(s: String) -> Result<Self, HttpUrlError> {
+        let u = match Url::parse(&s) {
+            Ok(u) => u,
+            Err(error) => return Err(HttpUrlError::Unparsable { url: s, error }),
+        };
         match u.scheme() {
             "http" | "https" if u.host().is_some() => Ok(HttpUrl(u)),
-            _ => Err(format!(
-                "bad URL {s:?}: only http and https URLs are allowed"
-            )),
+            _ => Err(HttpUrlError::NotHttp { url: s }),
         }
     }
 }
@@ -634,12 +651,18 @@ impl HttpUrl {
 #[serde(try_from = "String", into = "String")]
 pub struct SendTime(pub NaiveTime);
 
+/// A time of day not written `HH:MM`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad time {0:?}: write it as HH:MM, e.g. \"07:00\"")]
+pub struct BadSendTime(pub String);
+
 impl TryFrom<String> for SendTime {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        NaiveTime::parse_from_str(&s, "%H:%M")
-            .map(SendTime)
-            .map_err(|_| format!("bad time {s:?}: write it as HH:MM, e.g. \"07:00\""))
+    type Error = BadSendTime;
+    fn try_from(s: String) -> Result<Self, BadSendTime> {
+        match NaiveTime::parse_from_str(&s, "%H:%M") {
+            Ok(t) => Ok(SendTime(t)),
+            Err(_) => Err(BadSendTime(s)),
+        }
     }
 }
 impl From<SendTime> for String {
@@ -1201,7 +1224,7 @@ fn read_secret_file(path: &Path) -> Result<(String, Vec<String>), SecretError> {
         "[secrets] file",
         "Create it with `openssl rand -hex 32 > FILE && chmod 600 FILE`",
     )
-    .map_err(SecretError)?;
+    .map_err(|e| SecretError(e.to_string()))?;
     let current = lines.remove(0);
     Ok((current, lines))
 }
@@ -1209,26 +1232,38 @@ fn read_secret_file(path: &Path) -> Result<(String, Vec<String>), SecretError> {
 /// The non-empty lines (trimmed, `#` comments skipped; at least one) of a file
 /// holding secrets, named `key` in errors, which add `create` when the file cannot
 /// be opened. Refused when group or others may read it.
-pub fn read_private_lines(path: &Path, key: &str, create: &str) -> Result<Vec<String>, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("{key} {}: {e}. {create}", path.display()))?;
+pub fn read_private_lines(
+    path: &Path,
+    key: &str,
+    create: &str,
+) -> Result<Vec<String>, PrivateFileError> {
+    let key = || key.to_string();
+    let path_buf = || path.to_path_buf();
+    let meta = std::fs::metadata(path).map_err(|error| PrivateFileError::Missing {
+        key: key(),
+        path: path_buf(),
+        error,
+        create: create.to_string(),
+    })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode();
         if mode & 0o077 != 0 {
-            return Err(format!(
-                "{key} {} can be read by other users (mode {:o}): run `chmod 600 {}`",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            ));
+            return Err(PrivateFileError::Exposed {
+                key: key(),
+                path: path_buf(),
+                mode: mode & 0o777,
+            });
         }
     }
     #[cfg(not(unix))]
     let _ = meta;
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("{key} {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|error| PrivateFileError::Read {
+        key: key(),
+        path: path_buf(),
+        error,
+    })?;
     let lines: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -1236,9 +1271,44 @@ pub fn read_private_lines(path: &Path, key: &str, create: &str) -> Result<Vec<St
         .map(String::from)
         .collect();
     if lines.is_empty() {
-        return Err(format!("{key} {} is empty", path.display()));
+        return Err(PrivateFileError::Empty {
+            key: key(),
+            path: path_buf(),
+        });
     }
     Ok(lines)
+}
+
+/// Why a file of secrets (named by its config `key`) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivateFileError {
+    /// Cannot be opened; `create` says how to make it.
+    #[error("{key} {}: {error}. {create}", path.display())]
+    Missing {
+        key: String,
+        path: PathBuf,
+        error: std::io::Error,
+        create: String,
+    },
+    /// Group or others may read it: refused until `chmod 600`.
+    #[error(
+        "{key} {} can be read by other users (mode {mode:o}): run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    Exposed {
+        key: String,
+        path: PathBuf,
+        mode: u32,
+    },
+    #[error("{key} {}: {error}", path.display())]
+    Read {
+        key: String,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{key} {} is empty", path.display())]
+    Empty { key: String, path: PathBuf },
 }
 
 /// Whether `[storage] database` names a PostgreSQL database.

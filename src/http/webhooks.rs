@@ -50,7 +50,8 @@ impl Webhooks {
                     &cfg.resolve(file),
                     "bounces.postmark_password_file",
                     "Put the password Postmark's webhook gives on its first line, then `chmod 600` it",
-                )?
+                )
+                .map_err(|e| e.to_string())?
                 .remove(0),
             ),
             (None, Some(env)) => Some(
