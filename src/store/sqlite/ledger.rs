@@ -592,8 +592,20 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_walks_the_deliveries_by_state_index_in_subscriber_order_without_sorting() {
+    fn a_claim_walks_the_deliveries_by_state_index_in_subscriber_order_whatever_the_statistics() {
         let s = SqliteStore::open_in_memory().unwrap();
+        // Statistics that make the primary key look the better path (every row
+        // of a date in one state): the claim must not take it.
+        s.conn()
+            .execute_batch(
+                "ANALYZE;
+                 DELETE FROM sqlite_stat1 WHERE tbl = 'deliveries';
+                 INSERT INTO sqlite_stat1 VALUES
+                   ('deliveries', 'deliveries', '1000000 1000000 1'),
+                   ('deliveries', 'deliveries_by_state', '1000000 1000000 1000000 1');
+                 ANALYZE sqlite_schema;",
+            )
+            .unwrap();
         let plan = plan_of(
             &s,
             &SqliteStore::rows_after_sql(),
