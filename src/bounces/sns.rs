@@ -7,7 +7,7 @@
 //! and its `Timestamp` must be recent: a signed message replayed later is refused.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rsa::pkcs1v15::{Signature, VerifyingKey};
@@ -211,9 +211,59 @@ impl fmt::Debug for Verifier {
     }
 }
 
+/// Why PEM text gives no usable SNS certificate; `n` counts certificates from 1.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("certificate {n} has no END line")]
+    NoEnd { n: usize },
+    #[error("certificate {n} is not readable: {error}")]
+    Unreadable {
+        n: usize,
+        error: x509_cert::der::Error,
+    },
+    #[error("holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    NoCertificate,
+    #[error("certificate {n}: {error}")]
+    KeyInfo {
+        n: usize,
+        error: x509_cert::der::Error,
+    },
+    #[error("certificate {n} has no RSA key: {error}")]
+    NotRsa {
+        n: usize,
+        error: rsa::pkcs8::spki::Error,
+    },
+}
+
+/// `[bounces] ses_certificate` cannot be used; the message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateFileError {
+    #[error("bounces.ses_certificate {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(
+        "bounces.ses_certificate {}: {error} (save SNS's SigningCertURL certificate there)",
+        path.display()
+    )]
+    Pem { path: PathBuf, error: PemError },
+}
+
+/// Every pinned certificate has expired: SNS signs with a newer one, so every
+/// message would be refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "every certificate of bounces.ses_certificate has expired, valid until {last}: save the \
+     one SNS signs with now (its SigningCertURL) there"
+)]
+pub struct CertificatesExpired {
+    pub last: chrono::NaiveDate,
+}
+
 impl Verifier {
     /// From the PEM text of one or more certificates (RSA keys).
-    pub fn from_pem(pem: &str, topics: Vec<String>) -> Result<Verifier, String> {
+    pub fn from_pem(pem: &str, topics: Vec<String>) -> Result<Verifier, PemError> {
         use x509_cert::der::{DecodePem, Encode};
         const END: &str = "-----END CERTIFICATE-----";
         // Each BEGIN…END block; text around them (comments, a key) is skipped.
@@ -222,15 +272,13 @@ impl Verifier {
             .enumerate()
             .map(|(i, (start, _))| {
                 let block = &pem[start..];
-                let end = block
-                    .find(END)
-                    .ok_or_else(|| format!("certificate {} has no END line", i + 1))?;
+                let end = block.find(END).ok_or(PemError::NoEnd { n: i + 1 })?;
                 x509_cert::Certificate::from_pem(&block[..end + END.len()])
-                    .map_err(|e| format!("certificate {} is not readable: {e}", i + 1))
+                    .map_err(|error| PemError::Unreadable { n: i + 1, error })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, PemError>>()?;
         if certs.is_empty() {
-            return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+            return Err(PemError::NoCertificate);
         }
         let not_after = certs
             .iter()
@@ -247,11 +295,11 @@ impl Verifier {
                     .tbs_certificate
                     .subject_public_key_info
                     .to_der()
-                    .map_err(|e| format!("certificate {}: {e}", i + 1))?;
+                    .map_err(|error| PemError::KeyInfo { n: i + 1, error })?;
                 RsaPublicKey::from_public_key_der(&spki)
-                    .map_err(|e| format!("certificate {} has no RSA key: {e}", i + 1))
+                    .map_err(|error| PemError::NotRsa { n: i + 1, error })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, PemError>>()?;
         Ok(Verifier {
             keys,
             topics,
@@ -262,16 +310,15 @@ impl Verifier {
     /// What `check` says: the certificates, until when the last one is valid, the topics.
     /// An error when every pinned certificate has expired at `now` (SNS signs with a
     /// newer one: messages would all be refused).
-    pub fn describe(&self, now: DateTime<Utc>) -> Result<String, String> {
+    pub fn describe(&self, now: DateTime<Utc>) -> Result<String, CertificatesExpired> {
         let last = self.not_after.iter().max().copied();
         let until = last.map_or(String::new(), |t| {
             format!(", valid until {}", t.date_naive())
         });
-        if last.is_some_and(|t| t < now) {
-            return Err(format!(
-                "every certificate of bounces.ses_certificate has expired{until}: save the one \
-                 SNS signs with now (its SigningCertURL) there"
-            ));
+        if let Some(t) = last.filter(|t| *t < now) {
+            return Err(CertificatesExpired {
+                last: t.date_naive(),
+            });
         }
         Ok(format!(
             "SES: {} certificate(s) pinned{until}; topic(s) {}",
@@ -281,14 +328,14 @@ impl Verifier {
     }
 
     /// Reads `[bounces] ses_certificate`; the error names the file.
-    pub fn load(path: &Path, topics: Vec<String>) -> Result<Verifier, String> {
-        let pem = std::fs::read_to_string(path)
-            .map_err(|e| format!("bounces.ses_certificate {}: {e}", path.display()))?;
-        Verifier::from_pem(&pem, topics).map_err(|e| {
-            format!(
-                "bounces.ses_certificate {}: {e} (save SNS's SigningCertURL certificate there)",
-                path.display()
-            )
+    pub fn load(path: &Path, topics: Vec<String>) -> Result<Verifier, CertificateFileError> {
+        let pem = std::fs::read_to_string(path).map_err(|error| CertificateFileError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Verifier::from_pem(&pem, topics).map_err(|error| CertificateFileError::Pem {
+            path: path.to_path_buf(),
+            error,
         })
     }
 
@@ -445,7 +492,9 @@ mod tests {
             vec![]
         )
         .is_err());
-        let e = Verifier::load(Path::new("/nonexistent/sns.pem"), vec![]).unwrap_err();
+        let e = Verifier::load(Path::new("/nonexistent/sns.pem"), vec![])
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("bounces.ses_certificate /nonexistent/sns.pem"),
             "{e}"

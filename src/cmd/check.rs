@@ -133,7 +133,7 @@ fn webhooks(cfg: &Config) -> Option<Result<String, String>> {
     if let Some(ses) = &hooks.ses {
         match ses.describe(crate::clock::now()) {
             Ok(s) => parts.push(s),
-            Err(e) => return Some(Err(e)),
+            Err(e) => return Some(Err(e.to_string())),
         }
     }
     if hooks.postmark.is_some() {

@@ -41,7 +41,10 @@ impl Webhooks {
     ) -> Result<Webhooks, String> {
         let b = &cfg.bounces;
         let ses = match &b.ses_certificate {
-            Some(p) => Some(Verifier::load(&cfg.resolve(p), b.ses_topic_arns.clone())?),
+            Some(p) => Some(
+                Verifier::load(&cfg.resolve(p), b.ses_topic_arns.clone())
+                    .map_err(|e| e.to_string())?,
+            ),
             None => None,
         };
         let password = match (&b.postmark_password_file, &b.postmark_password_env) {
