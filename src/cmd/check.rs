@@ -127,7 +127,7 @@ fn database(cfg: &Config) -> Result<String, String> {
 fn webhooks(cfg: &Config) -> Option<Result<String, String>> {
     let hooks = match crate::http::webhooks::Webhooks::from_config(cfg) {
         Ok(h) => h,
-        Err(e) => return Some(Err(e)),
+        Err(e) => return Some(Err(e.to_string())),
     };
     let mut parts = Vec::new();
     if let Some(ses) = &hooks.ses {

@@ -16,10 +16,10 @@ use axum::Router;
 
 use super::AppState;
 use crate::bounces::postmark::{self, BasicAuth};
-use crate::bounces::sns::{Kind, Verifier};
+use crate::bounces::sns::{CertificateFileError, Kind, Verifier};
 use crate::bounces::webhook::{self, Provider, ProviderEvent};
 use crate::bounces::{ses, Outcome};
-use crate::config::Config;
+use crate::config::{Config, PrivateFileError};
 
 /// Largest report read: SNS messages are at most 256 KiB; Postmark's with the
 /// bounce's full content are about as large.
@@ -32,19 +32,30 @@ pub struct Webhooks {
     pub postmark: Option<BasicAuth>,
 }
 
+/// Why the webhooks `[bounces]` sets up cannot be served; each names the key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookSetupError {
+    #[error(transparent)]
+    SesCertificate(#[from] CertificateFileError),
+    #[error(transparent)]
+    PasswordFile(#[from] PrivateFileError),
+    #[error(
+        "{env} is not set: it holds the password Postmark's webhook gives \
+         (bounces.postmark_password_env)"
+    )]
+    PasswordEnvUnset { env: String },
+}
+
 impl Webhooks {
     /// Reads the pinned certificate and the Postmark password (from its file, or from
     /// the environment through `var`). The error names the key to fix.
     pub fn from_config_with(
         cfg: &Config,
         var: impl Fn(&str) -> Option<String>,
-    ) -> Result<Webhooks, String> {
+    ) -> Result<Webhooks, WebhookSetupError> {
         let b = &cfg.bounces;
         let ses = match &b.ses_certificate {
-            Some(p) => Some(
-                Verifier::load(&cfg.resolve(p), b.ses_topic_arns.clone())
-                    .map_err(|e| e.to_string())?,
-            ),
+            Some(p) => Some(Verifier::load(&cfg.resolve(p), b.ses_topic_arns.clone())?),
             None => None,
         };
         let password = match (&b.postmark_password_file, &b.postmark_password_env) {
@@ -53,20 +64,14 @@ impl Webhooks {
                     &cfg.resolve(file),
                     "bounces.postmark_password_file",
                     "Put the password Postmark's webhook gives on its first line, then `chmod 600` it",
-                )
-                .map_err(|e| e.to_string())?
+                )?
                 .remove(0),
             ),
             (None, Some(env)) => Some(
                 var(env)
                     .map(|p| p.trim().to_string())
                     .filter(|p| !p.is_empty())
-                    .ok_or_else(|| {
-                        format!(
-                            "{env} is not set: it holds the password Postmark's webhook gives \
-                             (bounces.postmark_password_env)"
-                        )
-                    })?,
+                    .ok_or_else(|| WebhookSetupError::PasswordEnvUnset { env: env.clone() })?,
             ),
             (None, None) => None,
         };
@@ -78,7 +83,7 @@ impl Webhooks {
         Ok(Webhooks { ses, postmark })
     }
 
-    pub fn from_config(cfg: &Config) -> Result<Webhooks, String> {
+    pub fn from_config(cfg: &Config) -> Result<Webhooks, WebhookSetupError> {
         Webhooks::from_config_with(cfg, |n| std::env::var(n).ok())
     }
 }
@@ -247,13 +252,23 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = Webhooks::from_config_with(&from_file, |_| None).unwrap_err();
         assert!(
+            matches!(
+                e,
+                WebhookSetupError::PasswordFile(PrivateFileError::Exposed { .. })
+            ),
+            "{e}"
+        );
+        let e = e.to_string();
+        assert!(
             e.contains("bounces.postmark_password_file")
                 && e.contains("postmark.secret can be read by other users (mode 644)")
                 && e.contains("chmod 600"),
             "{e}"
         );
         std::fs::remove_file(&file).unwrap();
-        let e = Webhooks::from_config_with(&from_file, |_| None).unwrap_err();
+        let e = Webhooks::from_config_with(&from_file, |_| None)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("bounces.postmark_password_file "), "{e}");
 
         let from_env = config(dir.path(), "postmark_password_env = \"PM\"");
@@ -262,6 +277,10 @@ mod tests {
                 .unwrap();
         assert!(accepts(&hooks, "from-env-456"));
         let e = Webhooks::from_config_with(&from_env, |_| None).unwrap_err();
-        assert!(e.contains("PM is not set"), "{e}");
+        assert!(
+            matches!(&e, WebhookSetupError::PasswordEnvUnset { env } if env == "PM"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("PM is not set"), "{e}");
     }
 }
