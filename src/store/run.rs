@@ -42,6 +42,11 @@ pub enum FailedStep {
     Send,
 }
 
+/// A stored run status none of [`RunStatus`] spells.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown run status {0:?} (expected ok, partial:…, failed:… or skipped)")]
+pub struct UnknownRunStatus(pub String);
+
 impl RunStatus {
     /// The text stored in the database: the kind, then the reason after a colon.
     pub fn as_str(self) -> &'static str {
@@ -69,7 +74,7 @@ impl RunStatus {
 
     /// Reads the stored text back. Rows written before reasons were stored say
     /// only `partial` or `failed`: they read as the cases that are retried soon.
-    pub fn parse(s: &str) -> Result<RunStatus, String> {
+    pub fn parse(s: &str) -> Result<RunStatus, UnknownRunStatus> {
         let all = [
             RunStatus::Ok,
             RunStatus::Partial(PartialReason::Pending),
@@ -86,9 +91,7 @@ impl RunStatus {
         match s {
             "partial" => Ok(RunStatus::Partial(PartialReason::Pending)),
             "failed" => Ok(RunStatus::Failed(FailedStep::Send)),
-            _ => Err(format!(
-                "unknown run status {s:?} (expected ok, partial:…, failed:… or skipped)"
-            )),
+            _ => Err(UnknownRunStatus(s.to_string())),
         }
     }
 
@@ -149,6 +152,8 @@ mod tests {
             Ok(RunStatus::Failed(FailedStep::Send))
         );
         let err = RunStatus::parse("done").unwrap_err();
+        assert_eq!(err, UnknownRunStatus("done".into()));
+        let err = err.to_string();
         assert!(err.contains("\"done\""), "{err}");
     }
 
