@@ -4,6 +4,14 @@
 use super::*;
 
 impl SqliteStore {
+    /// Deletes a reader's row of the ledger (a reader no longer active: the
+    /// issue will not be sent to them).
+    fn drop_row(tx: &Connection, date: &str, subscriber: i64) -> rusqlite::Result<()> {
+        tx.prepare_cached("DELETE FROM deliveries WHERE issue_date = ?1 AND subscriber_id = ?2")?
+            .execute(params![date, subscriber])?;
+        Ok(())
+    }
+
     /// Claims rows of `date` in `state`, at most `limit`, in subscriber order.
     /// Rows whose subscriber is no longer active are deleted from the ledger
     /// (they will not be sent; a later `ledger_enqueue` re-adds them only if they
@@ -41,10 +49,7 @@ impl SqliteStore {
                         in_doubt,
                     });
                 } else {
-                    tx.prepare_cached(
-                        "DELETE FROM deliveries WHERE issue_date = ?1 AND subscriber_id = ?2",
-                    )?
-                    .execute(params![date, subscriber.id])?;
+                    Self::drop_row(tx, date, subscriber.id)?;
                 }
             }
         }
@@ -365,12 +370,7 @@ impl Ledger for SqliteStore {
                         in_doubt: false,
                     });
                 } else {
-                    tx.prepare_cached(
-                        "DELETE FROM deliveries WHERE issue_date = ?1 AND subscriber_id = ?2",
-                    )
-                    .map_err(db)?
-                    .execute(params![d, subscriber.id])
-                    .map_err(db)?;
+                    Self::drop_row(&tx, &d, subscriber.id).map_err(db)?;
                 }
             }
             if got < want {
@@ -434,12 +434,7 @@ impl Ledger for SqliteStore {
                     in_doubt: true,
                 });
             } else {
-                tx.prepare_cached(
-                    "DELETE FROM deliveries WHERE issue_date = ?1 AND subscriber_id = ?2",
-                )
-                .map_err(db)?
-                .execute(params![d, subscriber.id])
-                .map_err(db)?;
+                Self::drop_row(&tx, &d, subscriber.id).map_err(db)?;
             }
         }
         found.released = tx
