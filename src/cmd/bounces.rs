@@ -139,7 +139,7 @@ fn mailbox_access(
             }
             None => Vec::new(),
         };
-        Some(tls::client_config(&extra).map_err(|e| anyhow!(e))?)
+        Some(tls::client_config(&extra, tls::Peer::Mailbox)?)
     } else {
         None
     };

@@ -353,7 +353,8 @@ mod tls {
         };
         let e = SmtpTransport::from_smtp(&cfg, None, Some(b"not a certificate"))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("no PEM certificate"), "{e}");
     }
 }

@@ -109,14 +109,35 @@ pub fn from_config(cfg: &Config) -> anyhow::Result<Arc<dyn Transport>> {
                 pem.as_ref().map(|(_, pem)| pem.as_slice()),
             )
             .map_err(|e| match &pem {
-                Some((path, _)) if e.starts_with("smtp.ca_file") => {
+                Some((path, _)) if e.is_about_the_ca_file() => {
                     anyhow::anyhow!("{e} ({})", path.display())
                 }
-                _ => anyhow::anyhow!("{e}"),
+                _ => anyhow::Error::new(e),
             })?;
             t.set_helo_name(helo_name(cfg));
             Ok(Arc::new(t))
         }
+    }
+}
+
+/// Why an SMTP transport cannot be set up from `[smtp]`.
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpSetupError {
+    /// `smtp.ca_file` holds no certificate that can be read.
+    #[error("smtp.ca_file: {0}")]
+    CaFile(tls::PemError),
+    #[error(transparent)]
+    Tls(tls::TlsSetupError),
+}
+
+impl SmtpSetupError {
+    /// Whether the fault is in the file `smtp.ca_file` names (the caller adds its path).
+    pub fn is_about_the_ca_file(&self) -> bool {
+        matches!(
+            self,
+            SmtpSetupError::CaFile(_)
+                | SmtpSetupError::Tls(tls::TlsSetupError::CertificateRefused { .. })
+        )
     }
 }
 
@@ -127,14 +148,16 @@ impl SmtpTransport {
         smtp: &Smtp,
         password: Option<String>,
         extra_pem: Option<&[u8]>,
-    ) -> Result<SmtpTransport, String> {
+    ) -> Result<SmtpTransport, SmtpSetupError> {
         let extra = match extra_pem {
-            Some(pem) => tls::pem_certificates(pem).map_err(|e| format!("smtp.ca_file: {e}"))?,
+            Some(pem) => tls::pem_certificates(pem).map_err(SmtpSetupError::CaFile)?,
             None => Vec::new(),
         };
         let tls_config = match smtp.tls {
             TlsMode::None => None,
-            TlsMode::Starttls | TlsMode::Tls => Some(tls::client_config(&extra)?),
+            TlsMode::Starttls | TlsMode::Tls => {
+                Some(tls::client_config(&extra, tls::Peer::Smtp).map_err(SmtpSetupError::Tls)?)
+            }
         };
         Ok(SmtpTransport::new(SmtpSettings {
             host: smtp.host.clone(),
@@ -329,6 +352,26 @@ fn dot_stuff_body_into(msg: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_a_ca_file_error_named_by_its_key() {
+        let Err(e) = SmtpTransport::from_smtp(&Smtp::default(), None, Some(b"no cert")) else {
+            panic!("a CA file without a certificate was taken");
+        };
+        assert!(
+            matches!(e, SmtpSetupError::CaFile(tls::PemError::NoCertificate)),
+            "{e:?}"
+        );
+        assert!(e.is_about_the_ca_file());
+        assert_eq!(
+            e.to_string(),
+            "smtp.ca_file: no PEM certificate (-----BEGIN CERTIFICATE-----) in it"
+        );
+        let no_roots = SmtpSetupError::Tls(tls::TlsSetupError::NoRoots {
+            peer: tls::Peer::Smtp,
+        });
+        assert!(!no_roots.is_about_the_ca_file());
+    }
 
     #[test]
     fn the_ehlo_name_is_never_localhost() {

@@ -79,10 +79,19 @@ pub enum Line {
     Done(Reply),
 }
 
+/// A line that is not an SMTP reply line: the session is out of step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GarbledReply {
+    #[error("garbled SMTP reply {line:?}: it does not start with a reply code (200 to 599)")]
+    NoCode { line: String },
+    #[error("garbled SMTP reply {line:?}: its code is followed by neither a space nor '-'")]
+    BadSeparator { line: String },
+}
+
 impl ReplyParser {
     /// Takes one line (with or without its CRLF). A line that is not an SMTP
-    /// reply line is an error naming it: the session is out of step.
-    pub fn line(&mut self, raw: &[u8]) -> Result<Line, String> {
+    /// reply line is an error naming it.
+    pub fn line(&mut self, raw: &[u8]) -> Result<Line, GarbledReply> {
         let text = String::from_utf8_lossy(raw);
         let l = text.trim_end_matches(['\r', '\n']);
         let code = l
@@ -90,10 +99,14 @@ impl ReplyParser {
             .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|c| c.parse::<u16>().ok())
             .filter(|c| (200..600).contains(c))
-            .ok_or_else(|| format!("garbled SMTP reply {l:?}"))?;
+            .ok_or_else(|| GarbledReply::NoCode {
+                line: l.to_string(),
+            })?;
         let sep = l.as_bytes().get(3).copied();
         if !matches!(sep, None | Some(b' ') | Some(b'-')) {
-            return Err(format!("garbled SMTP reply {l:?}"));
+            return Err(GarbledReply::BadSeparator {
+                line: l.to_string(),
+            });
         }
         self.lines.push(l.get(4..).unwrap_or("").to_string());
         if sep == Some(b'-') {
@@ -254,6 +267,21 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn a_garbled_line_says_whether_the_code_or_what_follows_it_is_wrong() {
+        let no_code = |l: &str| GarbledReply::NoCode { line: l.into() };
+        let bad_sep = |l: &str| GarbledReply::BadSeparator { line: l.into() };
+        let line = |raw: &[u8]| ReplyParser::default().line(raw).unwrap_err();
+        assert_eq!(line(b"hello\r\n"), no_code("hello"));
+        assert_eq!(line(b"25"), no_code("25"));
+        assert_eq!(line(b"999 no"), no_code("999 no"));
+        assert_eq!(line(b"2500 x"), bad_sep("2500 x"));
+        assert_eq!(line(b"250x\r\n"), bad_sep("250x"));
+        assert!(line(b"hello")
+            .to_string()
+            .starts_with("garbled SMTP reply \"hello\""));
     }
 
     #[test]

@@ -289,7 +289,7 @@ impl SmtpSession {
                 return Err(self.lost("connection closed by the SMTP server".into()));
             }
             match parser.line(&self.line) {
-                Err(e) => return Err(self.lost(e)),
+                Err(e) => return Err(self.lost(e.to_string())),
                 Ok(Line::More) => {}
                 Ok(Line::Done(r)) => {
                     if r.code == 421 {

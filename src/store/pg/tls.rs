@@ -73,7 +73,7 @@ pub fn rewrite(url: &str) -> Result<(String, Option<Option<String>>), String> {
 }
 
 fn connector(root: Option<&str>, place: &str) -> Result<MakeRustlsConnect, StoreError> {
-    use crate::deliver::transport::tls::{client_config, pem_certificates};
+    use crate::deliver::transport::tls::{client_config, pem_certificates, Peer};
     let extra = match root {
         Some(path) => {
             let pem = std::fs::read(path).map_err(|e| {
@@ -89,7 +89,8 @@ fn connector(root: Option<&str>, place: &str) -> Result<MakeRustlsConnect, Store
         }
         None => Vec::new(),
     };
-    let config = client_config(&extra).map_err(|e| invalid(place, e))?;
+    let config =
+        client_config(&extra, Peer::Postgres).map_err(|e| invalid(place, e.to_string()))?;
     Ok(MakeRustlsConnect::new(std::sync::Arc::unwrap_or_clone(
         config,
     )))
