@@ -37,39 +37,66 @@ pub struct MailboxUrl {
     pub folder: String,
 }
 
+/// Why `[bounces] mailbox` cannot be read: the value as written, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "bounces.mailbox {url:?} {problem}: write it as \"imaps://user@imap.example.com/INBOX\" \
+     or \"pop3s://user@pop.example.com\""
+)]
+pub struct MailboxUrlError {
+    pub url: String,
+    pub problem: MailboxUrlProblem,
+}
+
+/// What is wrong with a `[bounces] mailbox` URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MailboxUrlProblem {
+    #[error("{0}")]
+    Unparsable(url::ParseError),
+    #[error("is not an imaps://, imap://, pop3s:// or pop3:// URL")]
+    Scheme,
+    #[error("has no host")]
+    NoHost,
+    #[error("names no user")]
+    NoUser,
+    #[error("holds a password: put it in the variable named by bounces.mailbox_password_env")]
+    Password,
+    #[error("names a folder, and POP3 reads only the inbox")]
+    Pop3Folder,
+}
+
 impl TryFrom<String> for MailboxUrl {
-    type Error = String;
-    fn try_from(s: String) -> Result<MailboxUrl, String> {
-        let bad = |why: &str| {
-            format!(
-                "bounces.mailbox {s:?} {why}: write it as \"imaps://user@imap.example.com/INBOX\" \
-                 or \"pop3s://user@pop.example.com\""
-            )
+    type Error = MailboxUrlError;
+    fn try_from(s: String) -> Result<MailboxUrl, MailboxUrlError> {
+        let bad = |problem: MailboxUrlProblem| MailboxUrlError {
+            url: s.clone(),
+            problem,
         };
-        let u = url::Url::parse(&s).map_err(|e| bad(&e.to_string()))?;
+        let u = url::Url::parse(&s).map_err(|e| bad(MailboxUrlProblem::Unparsable(e)))?;
         let (protocol, tls, port) = match u.scheme() {
             "imaps" => (Protocol::Imap, true, 993),
             "imap" => (Protocol::Imap, false, 143),
             "pop3s" => (Protocol::Pop3, true, 995),
             "pop3" => (Protocol::Pop3, false, 110),
-            _ => return Err(bad("is not an imaps://, imap://, pop3s:// or pop3:// URL")),
+            _ => return Err(bad(MailboxUrlProblem::Scheme)),
         };
-        let host = u.host_str().ok_or_else(|| bad("has no host"))?.to_string();
+        let host = u
+            .host_str()
+            .ok_or_else(|| bad(MailboxUrlProblem::NoHost))?
+            .to_string();
         let user = url::form_urlencoded::parse(format!("u={}", u.username()).as_bytes())
             .next()
             .map(|(_, v)| v.into_owned())
             .unwrap_or_default();
         if user.is_empty() {
-            return Err(bad("names no user"));
+            return Err(bad(MailboxUrlProblem::NoUser));
         }
         if u.password().is_some() {
-            return Err(bad(
-                "holds a password: put it in the variable named by bounces.mailbox_password_env",
-            ));
+            return Err(bad(MailboxUrlProblem::Password));
         }
         let folder = u.path().trim_start_matches('/');
         if protocol == Protocol::Pop3 && !folder.is_empty() {
-            return Err(bad("names a folder, and POP3 reads only the inbox"));
+            return Err(bad(MailboxUrlProblem::Pop3Folder));
         }
         Ok(MailboxUrl {
             url: s.clone(),
@@ -280,5 +307,41 @@ mod tests {
         ] {
             assert!(MailboxUrl::try_from(bad.to_string()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_bad_mailbox_url_gives_the_problem_it_has_and_the_shape_to_write() {
+        let problem = |url: &str| MailboxUrl::try_from(url.to_string()).unwrap_err().problem;
+        assert_eq!(
+            problem("mail.example.com"),
+            MailboxUrlProblem::Unparsable(url::ParseError::RelativeUrlWithoutBase)
+        );
+        assert_eq!(
+            problem("https://b@mail.example.com"),
+            MailboxUrlProblem::Scheme
+        );
+        assert_eq!(problem("imaps://"), MailboxUrlProblem::NoHost);
+        assert_eq!(
+            problem("imaps://mail.example.com"),
+            MailboxUrlProblem::NoUser
+        );
+        assert_eq!(
+            problem("imaps://b:secret@mail.example.com"),
+            MailboxUrlProblem::Password
+        );
+        assert_eq!(
+            problem("pop3s://b@pop.example.com/Bounces"),
+            MailboxUrlProblem::Pop3Folder
+        );
+        let e = MailboxUrl::try_from("imaps://b:secret@mail.example.com".to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "bounces.mailbox \"imaps://b:secret@mail.example.com\" holds a password: put it \
+                 in the variable named by bounces.mailbox_password_env: write it as"
+            ),
+            "{e}"
+        );
     }
 }

@@ -36,22 +36,48 @@ const METADATA_KEYS: [&str; 2] = ["message-id", "message_id"];
 /// Longest metadata value Postmark keeps (its documented limit).
 pub const MAX_METADATA_VALUE: usize = 80;
 
+/// Our Message-IDs do not fit in Postmark's metadata: its reports could not be
+/// matched to what was sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "Postmark: our Message-IDs, sent as X-PM-Metadata-message-id, are {length} characters long \
+     with the From domain {domain:?}, over the {MAX_METADATA_VALUE} Postmark keeps as \
+     metadata: its bounce and complaint reports could not be matched to what was sent. \
+     Send from a domain of at most {room} characters (sender.from)"
+)]
+pub struct MessageIdTooLong {
+    /// Characters in the Message-ID.
+    pub length: usize,
+    /// The From domain that ends it.
+    pub domain: String,
+    /// The longest domain that would fit.
+    pub room: usize,
+}
+
 /// Whether `message_id`, one of ours as the `X-PM-Metadata-message-id` header
 /// carries it, fits in Postmark's metadata. The error says what it breaks and
 /// what to change.
-pub fn check_metadata(message_id: &str) -> Result<(), String> {
-    let n = message_id.chars().count();
-    if n <= MAX_METADATA_VALUE {
+pub fn check_metadata(message_id: &str) -> Result<(), MessageIdTooLong> {
+    let length = message_id.chars().count();
+    if length <= MAX_METADATA_VALUE {
         return Ok(());
     }
     let domain = message_id.rsplit_once('@').map_or("", |(_, d)| d);
-    let room = MAX_METADATA_VALUE - (n - domain.chars().count());
-    Err(format!(
-        "Postmark: our Message-IDs, sent as X-PM-Metadata-message-id, are {n} characters long \
-         with the From domain {domain:?}, over the {MAX_METADATA_VALUE} Postmark keeps as \
-         metadata: its bounce and complaint reports could not be matched to what was sent. \
-         Send from a domain of at most {room} characters (sender.from)"
-    ))
+    let room = MAX_METADATA_VALUE.saturating_sub(length - domain.chars().count());
+    Err(MessageIdTooLong {
+        length,
+        domain: domain.to_string(),
+        room,
+    })
+}
+
+/// Why a webhook body is not a record that can be read (answered 400).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("not a Postmark webhook record: {error}")]
+    NotJson { error: serde_json::Error },
+    #[error("the record has no Email")]
+    NoEmail,
 }
 
 /// What one of Postmark's bounce types means here. Types that are not about the
@@ -69,14 +95,13 @@ fn kind_of(record_type: &str, bounce_type: &str) -> Option<EventKind> {
 }
 
 /// Reads one webhook body. The error names what is missing.
-pub fn parse(body: &[u8]) -> Result<ProviderEvent, String> {
-    let r: Record =
-        serde_json::from_slice(body).map_err(|e| format!("not a Postmark webhook record: {e}"))?;
+pub fn parse(body: &[u8]) -> Result<ProviderEvent, RecordError> {
+    let r: Record = serde_json::from_slice(body).map_err(|error| RecordError::NotJson { error })?;
     let record_type = r.record_type.as_deref().unwrap_or("");
     let email = r
         .email
         .filter(|e| !e.trim().is_empty())
-        .ok_or("the record has no Email")?;
+        .ok_or(RecordError::NoEmail)?;
     let mut message_ids: Vec<String> = METADATA_KEYS
         .iter()
         .filter_map(|k| r.metadata.get(*k)?.as_str().map(str::to_string))
@@ -211,10 +236,14 @@ mod tests {
             with("Bounce", "HardBounce").message_ids,
             vec!["ours@news.example.com", "m"]
         );
-        assert!(parse(br#"{"RecordType":"Bounce","ID":1}"#)
-            .unwrap_err()
-            .contains("Email"));
-        assert!(parse(b"not json").is_err());
+        let e = parse(br#"{"RecordType":"Bounce","ID":1}"#).unwrap_err();
+        assert!(matches!(e, RecordError::NoEmail), "{e:?}");
+        assert!(e.to_string().contains("Email"));
+        let e = parse(br#"{"RecordType":"Bounce","ID":1,"Email":"  "}"#).unwrap_err();
+        assert!(matches!(e, RecordError::NoEmail), "{e:?}");
+        let e = parse(b"not json").unwrap_err();
+        assert!(matches!(e, RecordError::NotJson { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("not a Postmark webhook record: "));
     }
 
     #[test]
@@ -227,6 +256,15 @@ mod tests {
         assert_eq!(check_metadata(&id(47)), Ok(()));
         assert_eq!(check_metadata("abc@news.example.com"), Ok(()));
         let e = check_metadata(&id(48)).unwrap_err();
+        assert_eq!(
+            e,
+            MessageIdTooLong {
+                length: 81,
+                domain: format!("{}.example", "d".repeat(40)),
+                room: 47,
+            }
+        );
+        let e = e.to_string();
         assert!(e.contains("are 81 characters long"), "{e}");
         assert!(
             e.contains("a domain of at most 47 characters (sender.from)"),

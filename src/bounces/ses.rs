@@ -75,11 +75,32 @@ struct ComplainedRecipient {
     email_address: String,
 }
 
+/// Why a notification cannot be read. Signed by SNS, it is answered 200 and
+/// ignored: a retry would carry the same.
+#[derive(Debug, thiserror::Error)]
+pub enum NotificationError {
+    #[error("not an SES notification: {error}")]
+    NotJson { error: serde_json::Error },
+    #[error("the notification has no notificationType")]
+    NoType,
+    /// A bounce or complaint without our Message-ID: it cannot be matched.
+    #[error(
+        "the notification does not carry the message's original headers, so it cannot be \
+         matched to what was sent: in SES, turn on \"Include original email headers\" for \
+         this identity's Bounce and Complaint notifications"
+    )]
+    NoOriginalHeaders,
+    #[error("a Bounce notification without its bounce object")]
+    NoBounce,
+    #[error("a Complaint notification without its complaint object")]
+    NoComplaint,
+}
+
 /// The events of one SES notification (`Message` of the SNS notification).
 /// A delivery notification gives none. The error says what is wrong.
-pub fn parse(message: &str) -> Result<Vec<ProviderEvent>, String> {
+pub fn parse(message: &str) -> Result<Vec<ProviderEvent>, NotificationError> {
     let n: Notification =
-        serde_json::from_str(message).map_err(|e| format!("not an SES notification: {e}"))?;
+        serde_json::from_str(message).map_err(|error| NotificationError::NotJson { error })?;
     // Ours first: the original Message-ID header, then commonHeaders, then SES's own.
     let mut message_ids: Vec<String> = n
         .mail
@@ -92,12 +113,7 @@ pub fn parse(message: &str) -> Result<Vec<ProviderEvent>, String> {
     let bounce_or_complaint =
         matches!(n.notification_type.as_deref(), Some("Bounce" | "Complaint"));
     if message_ids.is_empty() && bounce_or_complaint {
-        return Err(
-            "the notification does not carry the message's original headers, so it \
-                    cannot be matched to what was sent: in SES, turn on \"Include original email \
-                    headers\" for this identity's Bounce and Complaint notifications"
-                .into(),
-        );
+        return Err(NotificationError::NoOriginalHeaders);
     }
     message_ids.extend(n.mail.message_id.clone());
     message_ids.dedup();
@@ -111,9 +127,7 @@ pub fn parse(message: &str) -> Result<Vec<ProviderEvent>, String> {
     };
     match n.notification_type.as_deref() {
         Some("Bounce") => {
-            let b = n
-                .bounce
-                .ok_or("a Bounce notification without its bounce object")?;
+            let b = n.bounce.ok_or(NotificationError::NoBounce)?;
             // Permanent: the address does not exist. Transient and Undetermined
             // may pass: counted as soft bounces.
             let kind = match b.bounce_type.as_deref() {
@@ -140,9 +154,7 @@ pub fn parse(message: &str) -> Result<Vec<ProviderEvent>, String> {
                 .collect())
         }
         Some("Complaint") => {
-            let c = n
-                .complaint
-                .ok_or("a Complaint notification without its complaint object")?;
+            let c = n.complaint.ok_or(NotificationError::NoComplaint)?;
             // A "not-spam" report undoes nothing and changes nothing.
             let kind = (c.complaint_feedback_type.as_deref() != Some("not-spam"))
                 .then_some(EventKind::Complaint);
@@ -159,7 +171,7 @@ pub fn parse(message: &str) -> Result<Vec<ProviderEvent>, String> {
                 .collect())
         }
         Some(_) => Ok(Vec::new()),
-        None => Err("the notification has no notificationType".into()),
+        None => Err(NotificationError::NoType),
     }
 }
 
@@ -241,19 +253,42 @@ mod tests {
         assert!(parse(r#"{"notificationType":"Delivery","mail":{}}"#)
             .unwrap()
             .is_empty());
-        assert!(parse(r#"{"mail":{}}"#)
-            .unwrap_err()
-            .contains("notificationType"));
-        assert!(parse(
-            r#"{"notificationType":"Bounce","mail":{"commonHeaders":{"messageId":"<a@b>"}}}"#
+        let e = parse(r#"{"mail":{}}"#).unwrap_err();
+        assert!(matches!(e, NotificationError::NoType), "{e:?}");
+        assert!(e.to_string().contains("notificationType"));
+        let e = parse(
+            r#"{"notificationType":"Bounce","mail":{"commonHeaders":{"messageId":"<a@b>"}}}"#,
         )
-        .unwrap_err()
-        .contains("bounce object"));
+        .unwrap_err();
+        assert!(matches!(e, NotificationError::NoBounce), "{e:?}");
+        assert!(e.to_string().contains("bounce object"));
         // Without the original headers nothing can be matched: the error says what to turn on.
         let bare = r#"{"notificationType":"Bounce","mail":{"messageId":"0100-ses-own"},
             "bounce":{"bounceType":"Permanent","bouncedRecipients":[{"emailAddress":"a@b.example"}]}}"#;
-        assert!(parse(bare)
-            .unwrap_err()
-            .contains("Include original email headers"));
+        let e = parse(bare).unwrap_err();
+        assert!(matches!(e, NotificationError::NoOriginalHeaders), "{e:?}");
+        assert!(e.to_string().contains("Include original email headers"));
+    }
+
+    #[test]
+    fn each_unreadable_notification_gives_the_error_of_what_it_lacks() {
+        let e = parse("not json").unwrap_err();
+        assert!(matches!(e, NotificationError::NotJson { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("not an SES notification: "));
+        let e = parse(
+            r#"{"notificationType":"Complaint","mail":{"commonHeaders":{"messageId":"<a@b>"}}}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(e, NotificationError::NoComplaint), "{e:?}");
+        // A complaint without our Message-ID cannot be matched either.
+        let e = parse(r#"{"notificationType":"Complaint","mail":{"messageId":"0100-ses-own"}}"#)
+            .unwrap_err();
+        assert!(matches!(e, NotificationError::NoOriginalHeaders), "{e:?}");
+        // A delivery needs no original headers: it gives nothing.
+        assert!(
+            parse(r#"{"notificationType":"Delivery","mail":{"messageId":"0100"}}"#)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

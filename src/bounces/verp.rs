@@ -27,18 +27,43 @@ pub struct ReturnPath {
     domain: String,
 }
 
+/// Why `[bounces] return_path` cannot be used: the value as written, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bounces.return_path {given:?} {problem}: write it as \"bounces@news.example.com\"")]
+pub struct ReturnPathError {
+    pub given: String,
+    pub problem: ReturnPathProblem,
+}
+
+/// What is wrong with a `[bounces] return_path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReturnPathProblem {
+    #[error("has no @")]
+    NoAt,
+    #[error("is not an address")]
+    NotAnAddress,
+    #[error("must not contain '+' (digestif adds +tag itself)")]
+    Plus,
+    #[error("may use only letters, digits, '.', '_' and '-'")]
+    Characters,
+}
+
 impl TryFrom<String> for ReturnPath {
-    type Error = String;
-    fn try_from(s: String) -> Result<ReturnPath, String> {
-        let bad = |why: &str| {
-            format!("bounces.return_path {s:?} {why}: write it as \"bounces@news.example.com\"")
+    type Error = ReturnPathError;
+    fn try_from(s: String) -> Result<ReturnPath, ReturnPathError> {
+        let bad = |problem: ReturnPathProblem| ReturnPathError {
+            given: s.clone(),
+            problem,
         };
-        let (local, domain) = s.trim().rsplit_once('@').ok_or_else(|| bad("has no @"))?;
+        let (local, domain) = s
+            .trim()
+            .rsplit_once('@')
+            .ok_or_else(|| bad(ReturnPathProblem::NoAt))?;
         if local.is_empty() || domain.is_empty() || !domain.contains('.') {
-            return Err(bad("is not an address"));
+            return Err(bad(ReturnPathProblem::NotAnAddress));
         }
         if local.contains('+') {
-            return Err(bad("must not contain '+' (digestif adds +tag itself)"));
+            return Err(bad(ReturnPathProblem::Plus));
         }
         if !local
             .bytes()
@@ -47,7 +72,7 @@ impl TryFrom<String> for ReturnPath {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b))
         {
-            return Err(bad("may use only letters, digits, '.', '_' and '-'"));
+            return Err(bad(ReturnPathProblem::Characters));
         }
         Ok(ReturnPath {
             local: local.to_ascii_lowercase(),
@@ -274,5 +299,28 @@ mod tests {
         ] {
             assert!(ReturnPath::try_from(bad.to_string()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_bad_return_path_gives_the_problem_it_has() {
+        let problem = |s: &str| ReturnPath::try_from(s.to_string()).unwrap_err().problem;
+        assert_eq!(problem("bounces"), ReturnPathProblem::NoAt);
+        assert_eq!(problem("@x.org"), ReturnPathProblem::NotAnAddress);
+        assert_eq!(
+            problem("bounces@localhost"),
+            ReturnPathProblem::NotAnAddress
+        );
+        assert_eq!(
+            problem("bounces+x@news.example.com"),
+            ReturnPathProblem::Plus
+        );
+        assert_eq!(problem("a b@x.org"), ReturnPathProblem::Characters);
+        assert_eq!(
+            ReturnPath::try_from("bounces+x@news.example.com".to_string())
+                .unwrap_err()
+                .to_string(),
+            "bounces.return_path \"bounces+x@news.example.com\" must not contain '+' (digestif \
+             adds +tag itself): write it as \"bounces@news.example.com\""
+        );
     }
 }

@@ -142,7 +142,7 @@ fn webhooks(cfg: &Config) -> Option<Result<String, String>> {
         // fails rather than warns. Without a factory the `sender` line says why.
         if let Ok(f) = MessageFactory::from_config(cfg) {
             if let Err(e) = crate::bounces::postmark::check_metadata(&f.new_message_id()) {
-                return Some(Err(e));
+                return Some(Err(e.to_string()));
             }
         }
         parts.push("Postmark: basic-auth password set".to_string());
