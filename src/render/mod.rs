@@ -213,6 +213,13 @@ struct KeptTemplate {
     public_unsubscribe: String,
 }
 
+/// A kept variant that does not read back as one (a field missing, not JSON).
+#[derive(Debug, thiserror::Error)]
+#[error("not a kept variant: {error}")]
+pub struct KeptVariantError {
+    pub error: serde_json::Error,
+}
+
 impl EmailTemplate {
     /// The variant as JSON, read back by [`EmailTemplate::from_json`].
     pub fn to_json(&self) -> String {
@@ -230,9 +237,9 @@ impl EmailTemplate {
     }
 
     /// A variant kept by [`EmailTemplate::to_json`].
-    pub fn from_json(json: &str) -> Result<EmailTemplate, String> {
+    pub fn from_json(json: &str) -> Result<EmailTemplate, KeptVariantError> {
         let k: KeptTemplate =
-            serde_json::from_str(json).map_err(|e| format!("not a kept variant: {e}"))?;
+            serde_json::from_str(json).map_err(|error| KeptVariantError { error })?;
         Ok(EmailTemplate {
             subject: k.subject,
             preheader: k.preheader,
