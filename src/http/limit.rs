@@ -22,25 +22,35 @@ pub struct Cidr {
     bits: u8,
 }
 
+/// Why an entry of `[server] trusted_proxies` is not an address block.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("{given:?} is not an IP address or block such as 10.0.0.0/8")]
+    NotAnAddress { given: String },
+    #[error("{given:?}: the prefix length must be 0 to {max}")]
+    PrefixLength { given: String, max: u8 },
+}
+
 impl Cidr {
     /// `10.0.0.0/8`, `fd00::/8`, or one address (`127.0.0.1`, `::1`).
-    pub fn parse(s: &str) -> Result<Cidr, String> {
+    pub fn parse(s: &str) -> Result<Cidr, CidrError> {
         let s = s.trim();
         let (a, bits) = match s.split_once('/') {
             Some((a, b)) => (a, Some(b)),
             None => (s, None),
         };
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IP address or block such as 10.0.0.0/8"))?;
+        let addr: IpAddr = a.parse().map_err(|_| CidrError::NotAnAddress {
+            given: s.to_string(),
+        })?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let bits = match bits {
             None => max,
-            Some(b) => b
-                .parse::<u8>()
-                .ok()
-                .filter(|b| *b <= max)
-                .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
+            Some(b) => b.parse::<u8>().ok().filter(|b| *b <= max).ok_or_else(|| {
+                CidrError::PrefixLength {
+                    given: s.to_string(),
+                    max,
+                }
+            })?,
         };
         Ok(Cidr { addr, bits })
     }
@@ -228,10 +238,30 @@ mod tests {
 
     #[test]
     fn bad_proxy_entries_are_refused_with_the_reason() {
-        assert!(Cidr::parse("10.0.0.0/33").unwrap_err().contains("0 to 32"));
-        assert!(Cidr::parse("proxy.local")
-            .unwrap_err()
-            .contains("not an IP"));
+        let e = Cidr::parse("10.0.0.0/33").unwrap_err();
+        assert_eq!(
+            e,
+            CidrError::PrefixLength {
+                given: "10.0.0.0/33".into(),
+                max: 32
+            }
+        );
+        assert!(e.to_string().contains("0 to 32"));
+        assert_eq!(
+            Cidr::parse("fd00::/129").unwrap_err(),
+            CidrError::PrefixLength {
+                given: "fd00::/129".into(),
+                max: 128
+            }
+        );
+        let e = Cidr::parse(" proxy.local ").unwrap_err();
+        assert_eq!(
+            e,
+            CidrError::NotAnAddress {
+                given: "proxy.local".into()
+            }
+        );
+        assert!(e.to_string().contains("not an IP"));
         assert!(Cidr::parse("fd00::/8").unwrap().contains(ip("fd12::1")));
         assert!(!Cidr::parse("fd00::/8").unwrap().contains(ip("fe80::1")));
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));

@@ -11,6 +11,7 @@ use axum::response::Response;
 use maud::html;
 
 use super::fields::{Fields, Posted, Queried, TokenField};
+use super::subscribe::UnknownSection;
 use super::unsubscribe::{resolve, subscriber_locale, token_in};
 use super::{page, pages, AppError, AppState, PageLocale, Problem};
 use crate::domain::{Locale, Subscriber, SubscriberStatus};
@@ -22,18 +23,24 @@ struct Choice {
     categories: Vec<String>,
 }
 
+/// Why the posted choices are refused; the page names what is unknown.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ChoiceError {
+    #[error("unknown language {0:?}")]
+    Language(String),
+    #[error(transparent)]
+    Section(#[from] UnknownSection),
+}
+
 impl Choice {
     /// Reads the form; an unknown language or section is an error that names it.
-    fn parse(fields: &Fields, offered: &[String]) -> Result<Choice, String> {
+    fn parse(fields: &Fields, offered: &[String]) -> Result<Choice, ChoiceError> {
         let mut c = Choice::default();
         let mut ticked = Vec::new();
         for (k, v) in fields {
             match k.as_str() {
                 "locale" => {
-                    c.locale = Some(
-                        v.parse()
-                            .map_err(|_| format!("unknown language {:?}", v.as_str()))?,
-                    )
+                    c.locale = Some(v.parse().map_err(|_| ChoiceError::Language(v.clone()))?)
                 }
                 "categories" => ticked.push(v.clone()),
                 _ => {}
@@ -105,9 +112,13 @@ pub async fn save(
         .map(|(_, v)| v.clone());
     let sub = subscriber(&state, token_in(token, None), lang).await?;
     let locale = subscriber_locale(&state, Some(&sub), lang);
-    let choice = Choice::parse(&fields, &state.cfg.categories()).map_err(|msg| {
-        AppError::new(StatusCode::BAD_REQUEST, locale, Problem::Invalid(msg))
-            .for_brand(state.brand())
+    let choice = Choice::parse(&fields, &state.cfg.categories()).map_err(|e| {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            locale,
+            Problem::Invalid(e.to_string()),
+        )
+        .for_brand(state.brand())
     })?;
     let new_locale = choice.locale.or(sub.locale);
     let (id, now) = (sub.id, state.now());
@@ -145,9 +156,11 @@ mod tests {
         assert_eq!(c.locale, Some(Locale::En));
         assert_eq!(c.categories, ["Monde", "Économie"]);
         let e = Choice::parse(&posted(b"locale=de"), &offered).unwrap_err();
-        assert!(e.contains("\"de\""), "{e}");
+        assert_eq!(e, ChoiceError::Language("de".into()));
+        assert!(e.to_string().contains("\"de\""), "{e}");
         let e = Choice::parse(&posted(b"categories=Sport"), &offered).unwrap_err();
-        assert!(e.contains("\"Sport\""), "{e}");
+        assert_eq!(e, ChoiceError::Section(UnknownSection("Sport".into())));
+        assert!(e.to_string().contains("\"Sport\""), "{e}");
         assert_eq!(
             Choice::parse(&posted(b""), &offered).unwrap(),
             Choice::default()

@@ -19,19 +19,24 @@ use maud::html;
 
 use super::fields::{Fields, Posted, Queried, TokenField};
 use super::{page, pages, AppError, AppState, ClientAddr, PageLocale, Problem, TokenProblem};
-use crate::domain::{Locale, SubscriberEmail, SubscriberStatus};
+use crate::domain::{EmailError, Locale, SubscriberEmail, SubscriberStatus};
 use crate::store::{NewSubscriber, PendingSignup};
+
+/// A section a form ticked that the newsletter does not offer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown section {0:?}")]
+pub(super) struct UnknownSection(pub String);
 
 /// The sections a form ticked, each once, in order; one the newsletter does not
 /// offer is an error that names it.
 pub(super) fn offered_sections(
     chosen: &[String],
     offered: &[String],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, UnknownSection> {
     let mut out: Vec<String> = Vec::new();
     for c in chosen {
         if !offered.contains(c) {
-            return Err(format!("unknown section {c:?}"));
+            return Err(UnknownSection(c.clone()));
         }
         if !out.contains(c) {
             out.push(c.clone());
@@ -39,6 +44,22 @@ pub(super) fn offered_sections(
     }
     Ok(out)
 }
+
+/// Why a sign-up form is refused; shown above the form, filled again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum SignupError {
+    #[error(transparent)]
+    Email(#[from] EmailError),
+    #[error("the name contains a control character")]
+    NameControl,
+    #[error("the name is longer than {MAX_NAME} characters")]
+    NameTooLong,
+    #[error(transparent)]
+    Section(#[from] UnknownSection),
+}
+
+/// Longest name a sign-up keeps (the form's `maxlength`).
+const MAX_NAME: usize = 100;
 
 /// What the visitor typed, kept to fill the form again after an error.
 #[derive(Debug, Default, Clone)]
@@ -72,14 +93,14 @@ impl SignupForm {
     /// Validates like the CSV import: the address, no control characters, a
     /// known locale and categories; an unknown time zone is ignored (it comes
     /// from the browser, not from the person).
-    fn validate(&self, offered: &[String], fallback: Locale) -> Result<NewSubscriber, String> {
-        let email = SubscriberEmail::parse(&self.email).map_err(|e| e.to_string())?;
+    fn validate(&self, offered: &[String], fallback: Locale) -> Result<NewSubscriber, SignupError> {
+        let email = SubscriberEmail::parse(&self.email)?;
         if self.name.chars().any(char::is_control) {
-            return Err("the name contains a control character".into());
+            return Err(SignupError::NameControl);
         }
         let name = self.name.trim();
-        if name.chars().count() > 100 {
-            return Err("the name is longer than 100 characters".into());
+        if name.chars().count() > MAX_NAME {
+            return Err(SignupError::NameTooLong);
         }
         let categories = offered_sections(&self.categories, offered)?;
         Ok(NewSubscriber {
@@ -210,10 +231,10 @@ pub async fn submit(
             }
             n
         }
-        Err(msg) => {
+        Err(e) => {
             return Ok(embeddable(page(
                 StatusCode::BAD_REQUEST,
-                form_page(&state, locale, &f, Some(&msg)),
+                form_page(&state, locale, &f, Some(&e.to_string())),
             )))
         }
     };
@@ -411,18 +432,38 @@ mod tests {
     #[test]
     fn a_header_injection_in_the_address_or_name_is_refused() {
         let f = SignupForm::parse(posted(b"email=a%40b.com%0D%0ABcc%3A+x%40y.com"));
-        assert!(f.validate(&offered(), Locale::Fr).is_err());
+        assert_eq!(
+            f.validate(&offered(), Locale::Fr).unwrap_err(),
+            SignupError::Email(EmailError::ControlCharacter)
+        );
         let f = SignupForm::parse(posted(b"email=a%40b.com&name=x%0Ay"));
-        assert!(f.validate(&offered(), Locale::Fr).is_err());
+        assert_eq!(
+            f.validate(&offered(), Locale::Fr).unwrap_err(),
+            SignupError::NameControl
+        );
+    }
+
+    #[test]
+    fn a_name_over_100_characters_is_refused_once_trimmed() {
+        let form = |name: String| SignupForm {
+            email: "a@b.com".into(),
+            name,
+            ..SignupForm::default()
+        };
+        let long = form("é".repeat(101));
+        let e = long.validate(&offered(), Locale::Fr).unwrap_err();
+        assert_eq!(e, SignupError::NameTooLong);
+        assert_eq!(e.to_string(), "the name is longer than 100 characters");
+        let padded = form(format!("  {}  ", "é".repeat(100)));
+        assert!(padded.validate(&offered(), Locale::Fr).is_ok());
     }
 
     #[test]
     fn an_unknown_category_is_refused_and_a_bad_zone_ignored() {
         let f = SignupForm::parse(posted(b"email=a%40b.com&categories=Crypto"));
-        assert!(f
-            .validate(&offered(), Locale::Fr)
-            .unwrap_err()
-            .contains("Crypto"));
+        let e = f.validate(&offered(), Locale::Fr).unwrap_err();
+        assert_eq!(e, SignupError::Section(UnknownSection("Crypto".into())));
+        assert!(e.to_string().contains("Crypto"));
         let f = SignupForm::parse(posted(b"email=a%40b.com&timezone=Mars%2FOlympus"));
         assert_eq!(f.validate(&offered(), Locale::Fr).unwrap().timezone, None);
     }
