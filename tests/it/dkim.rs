@@ -67,7 +67,7 @@ fn verify_all(messages: &[(&[u8], &PublicKey)]) -> Vec<Verdict> {
     }
     let list = dir.path().join("messages.json");
     std::fs::write(&list, serde_json::to_vec(&jobs).unwrap()).unwrap();
-    let out = Command::new("python3")
+    let out = Command::new(support::python())
         .args(["-c", VERIFY])
         .arg(&list)
         .output()

@@ -665,19 +665,21 @@ async fn with_another_process_holding_the_write_lock_unsubscribe_gets_503_then_h
         &app.cfg.list_id(),
         &reader.link_key,
     );
-    // Another process takes the write lock and keeps it 8 s.
+    // Another process takes the write lock and keeps it until told to let go
+    // (a line on its stdin), once the busy answers have been checked.
     let db = app.dir.path().join("digestif.db");
-    let mut holder = Command::new("python3")
+    let mut holder = Command::new(support::python())
         .args([
             "-c",
-            "import sqlite3,sys,time\n\
+            "import sqlite3,sys\n\
              c=sqlite3.connect(sys.argv[1],isolation_level=None)\n\
              c.execute('BEGIN IMMEDIATE')\n\
              print('locked',flush=True)\n\
-             time.sleep(8)\n\
+             sys.stdin.readline()\n\
              c.execute('COMMIT')",
         ])
         .arg(&db)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -690,7 +692,12 @@ async fn with_another_process_holding_the_write_lock_unsubscribe_gets_503_then_h
         assert_eq!(line.trim(), "locked");
     }
     busy_then_unsubscribed(&app, &tok, async move {
-        holder.wait().unwrap();
+        use std::io::Write;
+        let mut release = holder.stdin.take().unwrap();
+        writeln!(release, "release").unwrap();
+        drop(release);
+        let st = holder.wait().unwrap();
+        assert!(st.success(), "the lock holder failed: {st}");
     })
     .await;
 }
@@ -743,6 +750,8 @@ async fn with_another_connection_holding_the_readers_row_on_postgresql_unsubscri
     );
     let url = app.cfg.storage.database.clone();
     let (locked, is_locked) = std::sync::mpsc::channel();
+    // Held until the busy answers have been checked, however long they take.
+    let (release, released) = std::sync::mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         let mut tx = c.transaction().unwrap();
@@ -752,11 +761,12 @@ async fn with_another_connection_holding_the_readers_row_on_postgresql_unsubscri
         )
         .unwrap();
         locked.send(()).unwrap();
-        std::thread::sleep(app::LOCK_WAIT * 3);
+        released.recv().unwrap();
         tx.commit().unwrap();
     });
     is_locked.recv().unwrap();
     busy_then_unsubscribed(&app, &tok, async move {
+        release.send(()).unwrap();
         tokio::task::spawn_blocking(move || holder.join().unwrap())
             .await
             .unwrap();

@@ -46,6 +46,25 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The interpreter `python3` names, resolved once per test run. Where
+/// `python3` is a version manager's shim (pyenv's is a shell script that runs
+/// several more), each start through it costs more than the interpreter's own
+/// start, and the tests start Python some seventy times.
+pub fn python() -> &'static Path {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("python3"))
+    })
+}
+
 /// Installs the Python `packages` with pip unless `import` already succeeds
 /// (as `scripts/test.sh` does); `tests` names the tests that need them.
 /// Each `import` is checked once per test run: a Python start costs a few
@@ -61,14 +80,14 @@ pub fn ensure_python(import: &str, packages: &[&str], tests: &str) {
 }
 
 fn install_python(import: &str, packages: &[&str], tests: &str) {
-    let ok = Command::new("python3")
+    let ok = Command::new(python())
         .args(["-c", import])
         .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     if !ok {
-        let st = Command::new("python3")
+        let st = Command::new(python())
             .args([
                 "-m",
                 "pip",
@@ -104,7 +123,7 @@ impl SmtpServer {
 
     fn spawn(name: &str, flags: &[&str]) -> SmtpServer {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new("python3")
+        let mut child = Command::new(python())
             .arg(script(name))
             .arg("--out")
             .arg(dir.path())
