@@ -272,12 +272,66 @@ pub struct ServeArgs {
     pub listen: Option<String>,
 }
 
-fn parse_date(s: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| format!("{s:?} is not a date: write YYYY-MM-DD"))
+/// A value given on the command line that cannot be read; clap shows it after
+/// the argument's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("{given:?} is not a date: write YYYY-MM-DD")]
+    NotADate { given: String },
+    #[error("{given:?} is not an RFC 3339 time: write e.g. 2026-11-27T06:30:00+01:00")]
+    NotATime { given: String },
 }
 
-fn parse_now(s: &str) -> Result<DateTime<FixedOffset>, String> {
-    DateTime::parse_from_rfc3339(s)
-        .map_err(|_| format!("{s:?} is not an RFC 3339 time: write e.g. 2026-11-27T06:30:00+01:00"))
+fn parse_date(s: &str) -> Result<NaiveDate, ArgError> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| ArgError::NotADate {
+        given: s.to_string(),
+    })
+}
+
+fn parse_now(s: &str) -> Result<DateTime<FixedOffset>, ArgError> {
+    DateTime::parse_from_rfc3339(s).map_err(|_| ArgError::NotATime {
+        given: s.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_date_or_a_time_that_cannot_be_read_is_named_with_the_shape_to_write() {
+        assert_eq!(
+            parse_date("2026-11-27"),
+            Ok(NaiveDate::from_ymd_opt(2026, 11, 27).unwrap())
+        );
+        for bad in ["27/11/2026", "2026-13-01", "2026-11-27T06:30:00Z"] {
+            assert_eq!(
+                parse_date(bad),
+                Err(ArgError::NotADate { given: bad.into() })
+            );
+        }
+        assert!(parse_now("2026-11-27T06:30:00+01:00").is_ok());
+        for bad in ["2026-11-27", "2026-11-27 06:30"] {
+            assert_eq!(
+                parse_now(bad),
+                Err(ArgError::NotATime { given: bad.into() })
+            );
+        }
+        // clap shows the error after the argument's name.
+        for (args, said) in [
+            (
+                ["build", "--date", "27/11/2026"],
+                "\"27/11/2026\" is not a date: write YYYY-MM-DD",
+            ),
+            (
+                ["bounces", "--now", "tomorrow"],
+                "\"tomorrow\" is not an RFC 3339 time: write e.g.",
+            ),
+        ] {
+            let e = Cli::try_parse_from(std::iter::once("digestif").chain(args))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(said), "{e}");
+        }
+    }
 }

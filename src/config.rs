@@ -834,6 +834,7 @@ impl Config {
             }
         } else if is_postgres_url(db) {
             let parsed = crate::store::pg::tls::rewrite(db)
+                .map_err(|e| e.to_string())
                 .and_then(|(url, _)| url.parse::<postgres::Config>().map_err(|e| e.to_string()));
             if let Err(e) = parsed {
                 return Err(bad(

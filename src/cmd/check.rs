@@ -1,26 +1,61 @@
 //! `digestif check`: every part a send needs, tried once, nothing sent. One line
 //! per part ("ok" or "FAIL" and what to fix); exit 1 if any part failed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::bounces::postmark::MessageIdTooLong;
+use crate::bounces::sns::CertificatesExpired;
 use crate::config::{Config, TransportKind};
 use crate::deliver::message::MessageFactory;
-use crate::deliver::transport;
+use crate::deliver::transport::{self, SendError};
 use crate::domain::SubscriberStatus;
+use crate::http::webhooks::{WebhookSetupError, Webhooks};
+use crate::store::StoreError;
 
 use super::send::{open_store, secret_for};
 use super::{load_config, runtime, CmdResult};
 
+/// Why a part does not work: what its FAIL line says.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// A part could not be set up (the templates, the sender, the secret, the
+    /// database, the transport, the mailbox): its whole chain says why.
+    #[error("{0:#}")]
+    Setup(anyhow::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Webhooks(#[from] WebhookSetupError),
+    #[error(transparent)]
+    CertificatesExpired(#[from] CertificatesExpired),
+    #[error(transparent)]
+    MessageIdTooLong(#[from] MessageIdTooLong),
+    /// The last issue's rates over `[bounces]`' limits, each said.
+    #[error("{}", .0.join("; "))]
+    OverLimits(Vec<String>),
+    /// A source could not be read, as the ingest reports it.
+    #[error("{0}")]
+    Source(String),
+    #[error("cannot write in {}: {error}", dir.display())]
+    OutboxNotWritable { dir: PathBuf, error: std::io::Error },
+    /// The SMTP server did not take a session (no connection, TLS, login).
+    #[error("{server}: {error}")]
+    NoSession { server: String, error: SendError },
+}
+
+/// What was found when a part works, or why it does not.
+type Outcome = Result<String, Failure>;
+
 /// One checked part: its name, and what was found or what is wrong.
 struct Line {
     part: String,
-    result: Result<String, String>,
+    outcome: Outcome,
 }
 
-fn line(part: impl Into<String>, result: Result<String, String>) -> Line {
+fn line(part: impl Into<String>, outcome: Outcome) -> Line {
     Line {
         part: part.into(),
-        result,
+        outcome,
     }
 }
 
@@ -34,7 +69,7 @@ pub fn check(config: Option<&Path>) -> CmdResult {
         "templates",
         crate::pipeline::assets(&cfg)
             .map(|_| "theme and words read".to_string())
-            .map_err(|e| format!("{e:#}")),
+            .map_err(Failure::Setup),
     ));
     lines.push(line(
         "sender",
@@ -46,7 +81,7 @@ pub fn check(config: Option<&Path>) -> CmdResult {
                     "From read; no DKIM signing".to_string()
                 }
             })
-            .map_err(|e| format!("{e:#}")),
+            .map_err(Failure::Setup),
     ));
     lines.push(line(
         "secret",
@@ -56,7 +91,7 @@ pub fn check(config: Option<&Path>) -> CmdResult {
                 0 => "set".to_string(),
                 n => format!("set; {n} previous secret(s) still accepted on links"),
             })
-            .map_err(|e| format!("{e:#}")),
+            .map_err(Failure::Setup),
     ));
     lines.push(line(
         "list id",
@@ -74,10 +109,10 @@ pub fn check(config: Option<&Path>) -> CmdResult {
     if cfg.bounces.mailbox.is_some() {
         lines.push(line(
             "bounce mailbox",
-            mailbox_check(&cfg).map_err(|e| format!("{e:#}")),
+            mailbox_check(&cfg).map_err(Failure::Setup),
         ));
     }
-    if let Some(hooks) = webhooks(&cfg) {
+    if let Some(hooks) = webhooks(&cfg, |n| std::env::var(n).ok()) {
         lines.push(line("bounce webhooks", hooks));
     }
     let rt = runtime()?;
@@ -87,15 +122,15 @@ pub fn check(config: Option<&Path>) -> CmdResult {
             format!("source {:?}", s.name),
             match s.error {
                 None => Ok(format!("{} item(s)", s.articles)),
-                Some(e) => Err(e),
+                Some(e) => Err(Failure::Source(e)),
             },
         ));
     }
     lines.push(line("delivery", rt.block_on(delivery(&cfg))));
 
-    let failed = lines.iter().filter(|l| l.result.is_err()).count();
+    let failed = lines.iter().filter(|l| l.outcome.is_err()).count();
     for l in &lines {
-        match &l.result {
+        match &l.outcome {
             Ok(what) => println!("ok    {}: {what}", l.part),
             Err(why) => println!("FAIL  {}: {why}", l.part),
         }
@@ -110,10 +145,10 @@ pub fn check(config: Option<&Path>) -> CmdResult {
     }
 }
 
-fn database(cfg: &Config) -> Result<String, String> {
-    let store = open_store(cfg).map_err(|e| format!("{e:#}"))?;
-    store.ping().map_err(|e| e.to_string())?;
-    let counts = store.count_by_status().map_err(|e| e.to_string())?;
+fn database(cfg: &Config) -> Outcome {
+    let store = open_store(cfg).map_err(Failure::Setup)?;
+    store.ping()?;
+    let counts = store.count_by_status()?;
     let active = counts
         .iter()
         .find(|(s, _)| *s == SubscriberStatus::Active)
@@ -122,18 +157,18 @@ fn database(cfg: &Config) -> Result<String, String> {
 }
 
 /// The SES and Postmark webhooks `[bounces]` sets up: certificate read and valid,
-/// password set, our Message-IDs short enough for Postmark's metadata. `None` when
-/// neither is set.
-fn webhooks(cfg: &Config) -> Option<Result<String, String>> {
-    let hooks = match crate::http::webhooks::Webhooks::from_config(cfg) {
+/// password set (read from the environment through `var`), our Message-IDs short
+/// enough for Postmark's metadata. `None` when neither is set.
+fn webhooks(cfg: &Config, var: impl Fn(&str) -> Option<String>) -> Option<Outcome> {
+    let hooks = match Webhooks::from_config_with(cfg, var) {
         Ok(h) => h,
-        Err(e) => return Some(Err(e.to_string())),
+        Err(e) => return Some(Err(e.into())),
     };
     let mut parts = Vec::new();
     if let Some(ses) = &hooks.ses {
         match ses.describe(crate::clock::now()) {
             Ok(s) => parts.push(s),
-            Err(e) => return Some(Err(e.to_string())),
+            Err(e) => return Some(Err(e.into())),
         }
     }
     if hooks.postmark.is_some() {
@@ -142,7 +177,7 @@ fn webhooks(cfg: &Config) -> Option<Result<String, String>> {
         // fails rather than warns. Without a factory the `sender` line says why.
         if let Ok(f) = MessageFactory::from_config(cfg) {
             if let Err(e) = crate::bounces::postmark::check_metadata(&f.new_message_id()) {
-                return Some(Err(e.to_string()));
+                return Some(Err(e.into()));
             }
         }
         parts.push("Postmark: basic-auth password set".to_string());
@@ -157,16 +192,16 @@ fn mailbox_check(cfg: &Config) -> anyhow::Result<String> {
 }
 
 /// The last issue's hard-bounce and complaint rates are within `[bounces]`' limits.
-fn bounce_rates(cfg: &Config) -> Result<String, String> {
-    let store = open_store(cfg).map_err(|e| format!("{e:#}"))?;
-    match super::bounces::last_issue_rates(store.as_ref(), None).map_err(|e| format!("{e:#}"))? {
+fn bounce_rates(cfg: &Config) -> Outcome {
+    let store = open_store(cfg).map_err(Failure::Setup)?;
+    match super::bounces::last_issue_rates(store.as_ref(), None).map_err(Failure::Setup)? {
         None => Ok("no issue sent yet".into()),
         Some(rates) => {
             let over = rates.over_limits(&cfg.bounces);
             if over.is_empty() {
                 Ok(format!("last issue {}: {rates}", rates.date))
             } else {
-                Err(over.join("; "))
+                Err(Failure::OverLimits(over))
             }
         }
     }
@@ -174,24 +209,27 @@ fn bounce_rates(cfg: &Config) -> Result<String, String> {
 
 /// The outbox folder is writable, or the SMTP server takes a session (TLS and
 /// login as configured) that ends with QUIT, no mail.
-async fn delivery(cfg: &Config) -> Result<String, String> {
-    let t = transport::from_config(cfg).map_err(|e| format!("{e:#}"))?;
+async fn delivery(cfg: &Config) -> Outcome {
+    let t = transport::from_config(cfg).map_err(Failure::Setup)?;
     if cfg.smtp.transport == TransportKind::File {
         let dir = cfg.resolve(&cfg.smtp.file_dir);
         let probe = dir.join(".digestif-check");
         std::fs::create_dir_all(&dir)
             .and_then(|_| std::fs::write(&probe, b"check"))
             .and_then(|_| std::fs::remove_file(&probe))
-            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+            .map_err(|error| Failure::OutboxNotWritable {
+                dir: dir.clone(),
+                error,
+            })?;
         return Ok(format!(
             "{} is writable (file transport: nothing is mailed)",
             t.describe()
         ));
     }
-    let c = t
-        .connect()
-        .await
-        .map_err(|e| format!("{}: {}", t.describe(), e.message))?;
+    let c = t.connect().await.map_err(|error| Failure::NoSession {
+        server: t.describe(),
+        error,
+    })?;
     c.close().await;
     Ok(format!(
         "{} takes a session (tls = {:?}, EHLO {}{})",
@@ -204,4 +242,108 @@ async fn delivery(cfg: &Config) -> Result<String, String> {
             ""
         }
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config with `sender.from` at `domain` and `more` after it.
+    fn config(domain: &str, more: &str, dir: &Path) -> Config {
+        let text = format!(
+            "[newsletter]\nname = \"L'Essentiel\"\nlocale = \"fr\"\ntimezone = \"Europe/Paris\"\n\
+             base_url = \"https://news.example.com/digestif\"\n\n[[sources]]\nname = \"Monde\"\n\
+             path = \"feeds/monde.xml\"\ncategory = \"Monde\"\n\n[sender]\n\
+             from = \"L'Essentiel <briefing@{domain}>\"\n\n{more}"
+        );
+        Config::parse(&text, dir).unwrap()
+    }
+
+    const POSTMARK: &str =
+        "[bounces]\npostmark_user = \"postmark\"\npostmark_password_env = \"PM\"\n";
+
+    #[test]
+    fn a_from_domain_too_long_for_postmark_metadata_fails_with_the_lengths() {
+        let dir = tempfile::tempdir().unwrap();
+        let pm = |_: &str| Some("hook-secret-123".to_string());
+        let fits = config(&format!("{}.example", "d".repeat(39)), POSTMARK, dir.path());
+        assert_eq!(
+            webhooks(&fits, pm).unwrap().unwrap(),
+            "Postmark: basic-auth password set"
+        );
+        let over = format!("{}.example", "d".repeat(40));
+        match webhooks(&config(&over, POSTMARK, dir.path()), pm).unwrap() {
+            Err(Failure::MessageIdTooLong(e)) => {
+                assert_eq!((e.length, e.domain, e.room), (81, over, 47));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unset_postmark_password_is_a_webhook_setup_failure_naming_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config("news.example.com", POSTMARK, dir.path());
+        match webhooks(&cfg, |_| None).unwrap() {
+            Err(Failure::Webhooks(WebhookSetupError::PasswordEnvUnset { env })) => {
+                assert_eq!(env, "PM");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(webhooks(&config("news.example.com", "", dir.path()), |_| None).is_none());
+    }
+
+    #[test]
+    fn an_outbox_that_cannot_be_made_fails_naming_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("plain-file"), "").unwrap();
+        let cfg = config(
+            "news.example.com",
+            "[smtp]\ntransport = \"file\"\nfile_dir = \"plain-file/outbox\"\n",
+            dir.path(),
+        );
+        let rt = runtime().unwrap();
+        match rt.block_on(delivery(&cfg)) {
+            Err(e @ Failure::OutboxNotWritable { .. }) => {
+                let shown = e.to_string();
+                let Failure::OutboxNotWritable { dir: outbox, .. } = e else {
+                    unreachable!()
+                };
+                assert_eq!(outbox, dir.path().join("plain-file/outbox"));
+                assert!(shown.starts_with("cannot write in "), "{shown}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let ok = config(
+            "news.example.com",
+            "[smtp]\ntransport = \"file\"\nfile_dir = \"outbox\"\n",
+            dir.path(),
+        );
+        let said = rt.block_on(delivery(&ok)).unwrap();
+        assert!(said.ends_with("is writable (file transport: nothing is mailed)"));
+    }
+
+    #[test]
+    fn an_smtp_server_that_is_not_there_fails_with_no_session_naming_it() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(
+            "news.example.com",
+            &format!(
+                "[smtp]\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+                 tls = \"none\"\ntimeout_s = 5\n"
+            ),
+            dir.path(),
+        );
+        match runtime().unwrap().block_on(delivery(&cfg)) {
+            Err(Failure::NoSession { server, error }) => {
+                assert_eq!(server, format!("smtp://127.0.0.1:{port}"));
+                assert_eq!(error.kind, transport::ErrorKind::Transient, "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

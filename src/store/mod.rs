@@ -77,20 +77,33 @@ pub enum Location {
 impl Location {
     /// `sqlite://PATH` (relative to the working folder), `sqlite::memory:` or
     /// `postgres://…`, as `--from` and `--to` take them.
-    pub fn parse(s: &str) -> Result<Location, String> {
+    pub fn parse(s: &str) -> Result<Location, LocationError> {
         if crate::config::is_postgres_url(s) {
             return Ok(Location::Postgres(s.to_string()));
         }
+        let given = || s.to_string();
         match s.strip_prefix("sqlite:") {
             Some(":memory:") => Ok(Location::SqliteMemory),
             Some(rest) if !rest.trim_start_matches("//").is_empty() => Ok(Location::SqliteFile(
                 std::path::PathBuf::from(rest.strip_prefix("//").unwrap_or(rest)),
             )),
-            _ => Err(format!(
-                "{s:?} names no database: write sqlite://PATH or postgres://user@host:port/database"
-            )),
+            Some(_) => Err(LocationError::NoFile { given: given() }),
+            None => Err(LocationError::Unknown { given: given() }),
         }
     }
+}
+
+/// Why a `--from` or `--to` names no database.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocationError {
+    /// `sqlite:` without a file.
+    #[error("{given:?} names no file: write sqlite://PATH (or sqlite::memory:)")]
+    NoFile { given: String },
+    /// Neither SQLite nor PostgreSQL.
+    #[error(
+        "{given:?} names no database: write sqlite://PATH or postgres://user@host:port/database"
+    )]
+    Unknown { given: String },
 }
 
 impl Location {
@@ -182,15 +195,20 @@ impl SuppressionReason {
     }
 }
 
+/// A suppression reason the database holds that this binary does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown suppression reason {0:?}")]
+pub struct UnknownSuppressionReason(pub String);
+
 impl std::str::FromStr for SuppressionReason {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownSuppressionReason;
+    fn from_str(s: &str) -> Result<Self, UnknownSuppressionReason> {
         Ok(match s {
             "unsubscribed" => SuppressionReason::Unsubscribed,
             "bounced" => SuppressionReason::Bounced,
             "removed" => SuppressionReason::Removed,
             "forgotten" => SuppressionReason::Forgotten,
-            other => return Err(format!("unknown suppression reason {other:?}")),
+            other => return Err(UnknownSuppressionReason(other.to_string())),
         })
     }
 }
@@ -673,4 +691,59 @@ pub trait BounceStore: Send + Sync {
         message_id: &str,
         email: &crate::domain::SubscriberEmail,
     ) -> StoreResult<Option<(i64, NaiveDate)>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_location_names_a_database_or_says_which_part_is_missing() {
+        assert_eq!(
+            Location::parse("sqlite://data/d.db"),
+            Ok(Location::SqliteFile("data/d.db".into()))
+        );
+        assert_eq!(
+            Location::parse("sqlite::memory:"),
+            Ok(Location::SqliteMemory)
+        );
+        assert_eq!(
+            Location::parse("postgres://u@db/d"),
+            Ok(Location::Postgres("postgres://u@db/d".into()))
+        );
+        assert_eq!(
+            Location::parse("sqlite://"),
+            Err(LocationError::NoFile {
+                given: "sqlite://".into()
+            })
+        );
+        let e = Location::parse("mysql://u@db/d").unwrap_err();
+        assert_eq!(
+            e,
+            LocationError::Unknown {
+                given: "mysql://u@db/d".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "\"mysql://u@db/d\" names no database: write sqlite://PATH or \
+             postgres://user@host:port/database"
+        );
+    }
+
+    #[test]
+    fn a_suppression_reason_reads_back_and_an_unknown_one_is_named() {
+        use std::str::FromStr;
+        for r in [
+            SuppressionReason::Unsubscribed,
+            SuppressionReason::Bounced,
+            SuppressionReason::Removed,
+            SuppressionReason::Forgotten,
+        ] {
+            assert_eq!(SuppressionReason::from_str(r.as_str()), Ok(r));
+        }
+        let e = SuppressionReason::from_str("spam").unwrap_err();
+        assert_eq!(e, UnknownSuppressionReason("spam".into()));
+        assert_eq!(e.to_string(), "unknown suppression reason \"spam\"");
+    }
 }

@@ -22,7 +22,7 @@ fn invalid(place: &str, what: String) -> StoreError {
 
 /// Reads `sslmode` and `sslrootcert` off `url`, and makes the connector.
 pub(super) fn split(url: &str, place: &str) -> Result<Split, StoreError> {
-    let (url, tls) = rewrite(url).map_err(|e| invalid(place, e))?;
+    let (url, tls) = rewrite(url).map_err(|e| invalid(place, e.to_string()))?;
     let tls = match tls {
         Some(root) => Some(connector(root.as_deref(), place)?),
         None => None,
@@ -30,10 +30,20 @@ pub(super) fn split(url: &str, place: &str) -> Result<Split, StoreError> {
     Ok(Split { url, tls })
 }
 
+/// An `sslmode` in the URL that is not one this client reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "sslmode={mode} is not known: use disable, require or verify-full \
+     (the certificate is checked in every mode but disable)"
+)]
+pub struct UnknownSslMode {
+    pub mode: String,
+}
+
 /// `url` as the `postgres` crate reads it (`sslmode` `require` or `disable`,
 /// no `sslrootcert`), and whether TLS is wanted, with which CA file. No I/O:
 /// the config check uses it too.
-pub fn rewrite(url: &str) -> Result<(String, Option<Option<String>>), String> {
+pub fn rewrite(url: &str) -> Result<(String, Option<Option<String>>), UnknownSslMode> {
     let Ok(mut parsed) = url::Url::parse(url) else {
         // Not a URL the url crate reads: leave it to the postgres crate's message.
         return Ok((url.to_string(), None));
@@ -55,10 +65,9 @@ pub fn rewrite(url: &str) -> Result<(String, Option<Option<String>>), String> {
         // text: with a CA file given, TLS it is; else as before, in clear.
         Some("prefer") | None => root.is_some(),
         Some(other) => {
-            return Err(format!(
-                "sslmode={other} is not known: use disable, require or verify-full \
-                 (the certificate is checked in every mode but disable)"
-            ))
+            return Err(UnknownSslMode {
+                mode: other.to_string(),
+            })
         }
     };
     {
@@ -115,6 +124,20 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("sslmode=allow is not known"), "{e}");
+        assert_eq!(
+            rewrite("postgres://u@db/d?sslmode=allow").unwrap_err(),
+            UnknownSslMode {
+                mode: "allow".into()
+            }
+        );
+        // libpq's `prefer` and no mode: TLS only when a CA file is named.
+        assert_eq!(
+            rewrite("postgres://u@db/d?sslmode=prefer&sslrootcert=ca.pem").unwrap(),
+            (
+                "postgres://u@db/d?sslmode=require".to_string(),
+                Some(Some("ca.pem".to_string()))
+            )
+        );
         let e = split("postgres://u@db/d?sslrootcert=/nowhere.pem", "db")
             .err()
             .unwrap();
