@@ -2,7 +2,8 @@
 //! < 0.5 s for the whole build), then rendering once per variant and personalising
 //! per subscriber (target: microseconds).
 //!
-//! `cargo bench --bench pipeline`
+//! `cargo bench --bench pipeline`. Under `cargo test`, where criterion runs each
+//! benchmark once to see that it works, the fixture has a tenth of the feeds.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -21,6 +22,10 @@ use digestif::render::{self, Assets, Personal};
 use digestif::select::{self, SelectParams};
 
 const FEEDS: usize = 100;
+/// The feeds of the fixture when criterion only tests the benchmarks (no
+/// `--bench`, as under `cargo test`): the same code paths in a tenth of the
+/// time of a debug build.
+const TEST_FEEDS: usize = 10;
 const ITEMS: usize = 50;
 const CATEGORIES: [&str; 5] = ["Monde", "Économie", "Culture", "Sport", "Sciences"];
 
@@ -52,6 +57,15 @@ const WORDS: [&str; 16] = [
     "syndicats",
     "européens",
 ];
+
+/// How many feeds the fixture has: `FEEDS` when benchmarking, `TEST_FEEDS` otherwise.
+fn feeds() -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        FEEDS
+    } else {
+        TEST_FEEDS
+    }
+}
 
 /// One RSS 2.0 feed of `ITEMS` items spread over the 24 hours before `now`. Every
 /// seventh item links to a story other feeds carry too, so dedupe has work to do.
@@ -105,7 +119,7 @@ fn fixture(dir: &Path) -> Config {
          send_time = \"07:00\"\nwindow_hours = 24\nmax_articles = 10\n\n",
     );
     std::fs::create_dir_all(dir.join("feeds")).expect("feeds folder");
-    for f in 0..FEEDS {
+    for f in 0..feeds() {
         let path = dir.join("feeds").join(format!("feed{f}.xml"));
         std::fs::write(&path, feed_xml(f)).expect("write feed");
         let _ = write!(
@@ -145,17 +159,21 @@ fn bench_build(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("build");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
-    g.bench_function("pipeline::build 100 feeds x 50 items", |b| {
-        b.iter(|| {
-            rt.block_on(pipeline::build(&cfg, date(), now()))
-                .expect("build")
-        })
-    });
-    g.bench_function("ingest 100 feeds x 50 items", |b| {
+    let count = feeds();
+    g.bench_function(
+        format!("pipeline::build {count} feeds x {ITEMS} items"),
+        |b| {
+            b.iter(|| {
+                rt.block_on(pipeline::build(&cfg, date(), now()))
+                    .expect("build")
+            })
+        },
+    );
+    g.bench_function(format!("ingest {count} feeds x {ITEMS} items"), |b| {
         b.iter(|| rt.block_on(ingest::ingest(&cfg, now())))
     });
     let (pool, _) = rt.block_on(ingest::ingest(&cfg, now()));
-    g.bench_function("dedupe 5000 articles", |b| {
+    g.bench_function(format!("dedupe {} articles", count * ITEMS), |b| {
         b.iter_batched(|| pool.clone(), articles::dedupe, BatchSize::LargeInput)
     });
     let (kept, dups) = articles::dedupe(pool.clone());
