@@ -17,11 +17,13 @@ use crate::render::{self, Assets, RenderedEmail};
 use crate::select::{self, SelectParams};
 use crate::store::{Freeze, FrozenIssue, IssueStore, Store};
 
+mod nothing_new;
 mod sending;
 
+pub use nothing_new::record as record_nothing_new;
 pub use sending::{
-    lease_length, lint, send, take_or_join, Delivery, LeaseStep, Lint, SendError, SendLease,
-    Sender, Sent,
+    issue_to_check, lease_length, lease_to_rebuild, lint, send, take_or_join, Delivery, IssueHeld,
+    LeaseStep, Lint, SendError, SendLease, Sender, Sent,
 };
 
 /// What a build produced.

@@ -54,6 +54,13 @@ pub fn build(config: Option<&Path>, args: &BuildArgs) -> CmdResult {
     let assets = pipeline::assets(&cfg)?;
     // No database file is created just to ask.
     let store = super::send::existing_store(&cfg)?;
+    // The issue is frozen in the database and archived under its lease, held
+    // until the end (as a send building it holds it): never while a send
+    // builds, freezes or sends it, on this machine or another.
+    let _lease = match &store {
+        Some(s) => Some(pipeline::lease_to_rebuild(&cfg, s.clone(), date)?),
+        None => None,
+    };
     let sent = match &store {
         Some(s) => already_sent(s.as_ref(), date)?,
         None => 0,
@@ -62,6 +69,13 @@ pub fn build(config: Option<&Path>, args: &BuildArgs) -> CmdResult {
     built.every_source_failed(date)?;
     report_sources(&built);
     let Some(digest) = built.digest.as_ref() else {
+        // The sends waiting for this issue stop too (else they build it again).
+        if let Some(Err(e)) = store
+            .as_ref()
+            .map(|s| pipeline::record_nothing_new(s.as_ref(), date))
+        {
+            eprintln!("warning: could not record in the database that {date} has nothing new: {e}");
+        }
         println!("Nothing new for {date}: no issue written.");
         return Ok(());
     };

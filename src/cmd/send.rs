@@ -51,14 +51,10 @@ fn issue(
     let date = date_of(cfg, args, now);
     let store = existing_store(cfg)?;
     let rt = runtime()?;
+    // Read, or built and frozen under the issue's lease: never frozen here
+    // while another process builds it.
     let digest = rt
-        .block_on(pipeline::issue_for(
-            cfg,
-            assets,
-            store.as_deref(),
-            date,
-            now,
-        ))?
+        .block_on(pipeline::issue_to_check(cfg, assets, store, date, now))?
         .ok_or_else(|| nothing_new(date))?;
     Ok((digest, now))
 }

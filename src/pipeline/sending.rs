@@ -2,7 +2,8 @@
 //! passes: the issue's lease (taken, or the send of its holder joined) → the
 //! issue (frozen, archived, or built now under the lease and frozen; having
 //! joined, the one the holder stores) → the pre-send check (lint) → delivery
-//! through the ledger.
+//! through the ledger. A dry run or a test copy checks that same issue: read,
+//! or built and frozen under the lease, or waited for while another holds it.
 
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ use crate::domain::{Digest, Subscriber, SubscriberEmail, SubscriberStatus};
 use crate::lease::{lease_holder, IssueLease};
 use crate::render::Assets;
 use crate::store::Store;
+
+use super::nothing_new;
 
 /// What a send works with, whatever it delivers.
 pub struct Sender<'a> {
@@ -145,7 +148,9 @@ pub enum SendError {
     /// Another process holds the issue's lease.
     #[error(
         "the issue of {0} is being sent by another process (`digestif serve` or another \
-         `digestif send`): nothing done here. Its progress: `digestif ledger --date {0}`"
+         `digestif send`), or built by one (`digestif build`, a dry run, a test copy, \
+         `digestif lint`): nothing done here. Who holds it, and the send's progress: \
+         `digestif ledger --date {0}`"
     )]
     Busy(NaiveDate),
     /// Delivery failed as a whole (the store, the transport).
@@ -177,38 +182,55 @@ pub async fn send(
     // time sends an issue; on PostgreSQL any number share it: a process that
     // finds the lease held joins the send (each claims its own rows, see
     // `deliver::send`) and sends the issue its holder stores.
-    let turn = match &delivery {
+    let (digest, _lease) = match &delivery {
         Delivery::Ledger {
             store,
             lease: LeaseStep::Take,
             ..
-        } => match take_or_join(
-            cfg,
-            store.clone(),
-            date,
-            lease_holder("send"),
-            crate::clock::now(),
-        )? {
-            SendLease::Held(lease) => Turn::Builder(Some(lease)),
-            SendLease::Joined { .. } => Turn::Joined("send"),
-        },
+        } => {
+            // Read before the lease is found held: a finding of nothing new
+            // made while this process waits is news to it.
+            let seen = last_nothing_new(store.as_ref(), date)?;
+            match take_or_join(
+                cfg,
+                store.clone(),
+                date,
+                lease_holder("send"),
+                crate::clock::now(),
+            )? {
+                SendLease::Held(lease) => (
+                    built_holding_the_lease(cfg, assets, store.as_ref(), date, now).await?,
+                    Some(lease),
+                ),
+                SendLease::Joined { .. } => {
+                    issue_of_the_builder(cfg, assets, store.clone(), date, now, "send", seen)
+                        .await?
+                }
+            }
+        }
         Delivery::Ledger {
+            store,
+            lease: LeaseStep::HeldByCaller,
+            ..
+        } => (
+            built_holding_the_lease(cfg, assets, store.as_ref(), date, now).await?,
+            None,
+        ),
+        Delivery::Ledger {
+            store,
             lease: LeaseStep::JoinedByCaller,
             ..
-        } => Turn::Joined("serve"),
-        _ => Turn::Builder(None),
-    };
-    let (digest, _lease) = match (turn, &delivery) {
-        (Turn::Joined(kind), Delivery::Ledger { store, .. }) => {
-            issue_of_the_builder(cfg, assets, store.clone(), date, now, kind).await?
+        } => {
+            let seen = last_nothing_new(store.as_ref(), date)?;
+            issue_of_the_builder(cfg, assets, store.clone(), date, now, "serve", seen).await?
         }
-        (Turn::Builder(lease), _) => (
-            super::issue_for(cfg, assets, issues.as_deref(), date, now)
-                .await
-                .map_err(SendError::Build)?,
-            lease,
+        // A check sends nothing through the ledger, but the issue it reads is
+        // the one subscribers get, frozen under the lease: it holds the lease
+        // only while it builds.
+        Delivery::DryRun | Delivery::TestCopy(_) => (
+            issue_to_check(cfg, assets, issues.clone(), date, now).await?,
+            None,
         ),
-        (Turn::Joined(_), _) => unreachable!("only a ledger send joins"),
     };
     let Some(digest) = digest else {
         return Ok(Sent::NothingNew);
@@ -273,21 +295,69 @@ pub async fn send(
     }
 }
 
-/// Where a send stands to the issue's lease.
-enum Turn {
-    /// It (or its caller) holds the lease, or needs none (a dry run, a test
-    /// copy): it builds the issue if it is not kept yet.
-    Builder(Option<IssueLease>),
-    /// It joined the send of the lease's holder (a `send` or a `serve`): the
-    /// issue is that one's to build.
-    Joined(&'static str),
+/// The issue of `date` built (or read) by the process that holds its lease,
+/// or whose caller holds it, in `store` ([`super::issue_for`]). When the
+/// sources hold nothing new, that is recorded ([`nothing_new::record`])
+/// before the lease is released, so that the processes waiting for this issue
+/// stop too rather than build it again in turn.
+async fn built_holding_the_lease(
+    cfg: &Config,
+    assets: &Assets,
+    store: &dyn Store,
+    date: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<Option<Digest>, SendError> {
+    let digest = super::issue_for(cfg, assets, Some(store), date, now)
+        .await
+        .map_err(SendError::Build)?;
+    if digest.is_none() {
+        if let Err(e) = nothing_new::record(store, date) {
+            // The processes waiting for this issue build it again, as before.
+            tracing::warn!(%date, error = %e, "could not record in the database that there is nothing new");
+        }
+    }
+    Ok(digest)
 }
 
-/// The issue of `date` for a send that joined another's: the one its holder
-/// stores, waited for (looking every second, at most `[schedule]
-/// build_wait_seconds`). Should the lease come free first (the holder found
-/// nothing new, its build failed, or it is gone), this process takes it and
-/// builds the issue itself, holding the lease (returned) while it sends.
+/// The last finding of nothing new for `date` ([`nothing_new`]), read before waiting.
+fn last_nothing_new(store: &dyn Store, date: NaiveDate) -> Result<nothing_new::Seen, SendError> {
+    nothing_new::last(store, date)
+        .context("cannot read the leases")
+        .map_err(SendError::Deliver)
+}
+
+/// The issue of `date` for a check that sends nothing through the ledger (a
+/// dry run, a test copy, `digestif lint`): the one subscribers get. With a
+/// database, as a joined send gets it ([`issue_of_the_builder`]): the issue
+/// frozen there; else, the lease free, built and frozen under it (released
+/// once built); else the issue the lease's holder stores, waited for. Without
+/// a database, the archived issue or one built and archived now.
+pub async fn issue_to_check(
+    cfg: &Config,
+    assets: &Assets,
+    store: Option<Arc<dyn Store>>,
+    date: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<Option<Digest>, SendError> {
+    let Some(store) = store else {
+        return super::issue_for(cfg, assets, None, date, now)
+            .await
+            .map_err(SendError::Build);
+    };
+    let seen = last_nothing_new(store.as_ref(), date)?;
+    let (digest, lease) =
+        issue_of_the_builder(cfg, assets, store, date, now, "check", seen).await?;
+    drop(lease);
+    Ok(digest)
+}
+
+/// The issue of `date` for a process that found its lease held (a send that
+/// joined another's, a check): the one the holder stores, waited for (looking
+/// every second, at most `[schedule] build_wait_seconds`). Should the lease
+/// come free first, this process takes it: if somebody found nothing new
+/// since `seen` was read (before the lease was found held), there is no issue
+/// ([`nothing_new`]); else (the holder's build failed, or it is gone) this
+/// process builds the issue itself, holding the lease (returned) while it sends.
 async fn issue_of_the_builder(
     cfg: &Config,
     assets: &Assets,
@@ -295,6 +365,7 @@ async fn issue_of_the_builder(
     date: NaiveDate,
     now: DateTime<Utc>,
     kind: &str,
+    seen: nothing_new::Seen,
 ) -> Result<(Option<Digest>, Option<IssueLease>), SendError> {
     let issues = store.issues();
     let wait = std::time::Duration::from_secs(cfg.schedule.build_wait_seconds);
@@ -319,9 +390,16 @@ async fn issue_of_the_builder(
         .context("cannot take the send lease")
         .map_err(SendError::Deliver)?;
         if let Some(lease) = taken {
-            let digest = super::issue_for(cfg, assets, Some(store.as_ref()), date, now)
-                .await
-                .map_err(SendError::Build)?;
+            // Its holder released the lease: recorded first, a finding of
+            // nothing new is visible now.
+            let found = nothing_new::found_since(store.as_ref(), date, &seen)
+                .context("cannot read the leases")
+                .map_err(SendError::Deliver)?;
+            if found {
+                tracing::info!(%date, "the process that held the issue's lease found nothing new: nothing to send");
+                return Ok((None, None));
+            }
+            let digest = built_holding_the_lease(cfg, assets, store.as_ref(), date, now).await?;
             return Ok((digest, Some(lease)));
         }
         let builder = store
@@ -332,7 +410,7 @@ async fn issue_of_the_builder(
         if started.elapsed() >= wait {
             return Err(SendError::Build(anyhow::anyhow!(
                 "the issue of {date} is being built by {builder}, and it was not stored within \
-                 {} s ([schedule] build_wait_seconds): nothing sent here; run the send again",
+                 {} s ([schedule] build_wait_seconds): nothing done here; run it again",
                 wait.as_secs()
             )));
         }
@@ -342,6 +420,51 @@ async fn issue_of_the_builder(
             said = true;
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// Another process holds the issue's lease: it is building or sending the
+/// issue, which `digestif build` must not replace meanwhile.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the issue of {date} is being built or sent by {holder}, which holds its lease: nothing was \
+     built here, so that every machine sends the same issue. Wait until it is done (`digestif \
+     ledger --date {date}` shows who holds the lease; one left by a process that is gone \
+     expires after [schedule] lease_seconds), then run `digestif build --date {date}` again; \
+     once subscribers got the issue, replacing it takes `--force`, as for any issue already sent"
+)]
+pub struct IssueHeld {
+    pub date: NaiveDate,
+    pub holder: String,
+}
+
+/// The lease of the issue of `date` for `digestif build`, which freezes and
+/// archives it (replacing an issue nobody got yet): held while it builds, as
+/// a send building the issue holds it, so that no send builds, freezes or
+/// sends meanwhile, and it replaces no issue under a sender's feet.
+/// [`IssueHeld`] when another process holds it.
+pub fn lease_to_rebuild(
+    cfg: &Config,
+    store: Arc<dyn Store>,
+    date: NaiveDate,
+) -> anyhow::Result<IssueLease> {
+    let taken = IssueLease::take(
+        store.clone(),
+        date,
+        lease_holder("build"),
+        crate::clock::now(),
+        lease_length(cfg),
+    )
+    .context("cannot take the issue's lease")?;
+    match taken {
+        Some(lease) => Ok(lease),
+        None => {
+            let holder = store
+                .lease_holder(&crate::lease::issue_lease(date))
+                .context("cannot read who holds the issue's lease")?
+                .unwrap_or_else(|| "a process that just finished".into());
+            Err(IssueHeld { date, holder }.into())
+        }
     }
 }
 

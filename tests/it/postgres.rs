@@ -791,23 +791,7 @@ fn three_sends_started_at_once_on_an_unbuilt_issue_build_it_once_and_share_the_s
         )
     });
     site.add_readers(N);
-    let sender = |host: &str| {
-        digestif_cmd(&site.config(), &["send", "--date", DATE, "--now", NOW])
-            .env("HOSTNAME", host)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let senders: Vec<_> = ["machine-a", "machine-b", "machine-c"]
-        .into_iter()
-        .map(sender)
-        .collect();
-    let outs: Vec<Output> = senders
-        .into_iter()
-        .map(|s| s.wait_with_output().unwrap())
-        .collect();
+    let outs = three_sends_at_once(&site);
     for out in &outs {
         assert_eq!(out.status.code(), Some(0), "{}", show(out));
     }
@@ -959,4 +943,237 @@ fn preview_for_a_reader_shows_the_variant_kept_in_the_database_not_a_new_renderi
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(stdout(&out).contains("Salut,"), "{}", show(&out));
+}
+
+/// A site whose one feed is `body` served over HTTP, each answer 2 s late (the
+/// issue takes that long to build), with readers r1..r`readers`; and the feed's
+/// server, which counts how many times it was read.
+fn slow_feed_site(
+    server: &SmtpServer,
+    body: &str,
+    readers: usize,
+) -> (Site, support::feed_server::FeedServer) {
+    let feed = support::feed_server::FeedServer::start(body, std::time::Duration::from_secs(2));
+    let site = Site::new(server);
+    site.edit_config(|cfg| {
+        cfg.replace(
+            "path = \"feeds/monde.xml\"",
+            &format!("url = \"{}\"", feed.url()),
+        )
+    });
+    site.add_readers(readers);
+    (site, feed)
+}
+
+/// `digestif ARGS --date DATE --now NOW` on `site`'s config, as host `host`,
+/// started and left running.
+fn start_on(site: &Site, host: &str, args: &[&str]) -> std::process::Child {
+    let mut all = args.to_vec();
+    all.extend(["--date", DATE, "--now", NOW]);
+    digestif_cmd(&site.config(), &all)
+        .env("HOSTNAME", host)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `send` started at once on machine-a, machine-b and machine-c: how each ended.
+fn three_sends_at_once(site: &Site) -> Vec<Output> {
+    let senders: Vec<_> = ["machine-a", "machine-b", "machine-c"]
+        .into_iter()
+        .map(|host| start_on(site, host, &["send"]))
+        .collect();
+    senders
+        .into_iter()
+        .map(|s| s.wait_with_output().unwrap())
+        .collect()
+}
+
+/// Waits until the feed was asked for: the process that holds the issue's
+/// lease is building the issue.
+fn wait_for_a_fetch(feed: &support::feed_server::FeedServer) {
+    let start = std::time::Instant::now();
+    while feed.fetches() == 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "nobody fetched the feed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Another machine on the same database whose feed (a local file, read at
+/// once) has other news: whatever it builds differs from `site`'s issue.
+fn machine_with_other_news(site: &Site, feed: &support::feed_server::FeedServer) -> Site {
+    let url = feed.url();
+    let other = site
+        .elsewhere(|cfg| cfg.replace(&format!("url = \"{url}\""), "path = \"feeds/monde.xml\""));
+    std::fs::write(
+        other.dir.path().join("feeds/monde.xml"),
+        support::site::FEED.replace("Budget 2027", "Autre titre"),
+    )
+    .unwrap();
+    other
+}
+
+/// A `send` on machine-a of a site with readers, under way and building the
+/// issue (its feed answers 2 s late), and another machine with other news.
+struct DuringASendsBuild {
+    server: SmtpServer,
+    feed: support::feed_server::FeedServer,
+    send: std::process::Child,
+    /// Its folder holds the sender's config.
+    _site: Site,
+    other: Site,
+}
+
+fn during_a_sends_build(readers: usize) -> DuringASendsBuild {
+    let server = SmtpServer::start(&[]);
+    let (site, feed) = slow_feed_site(&server, support::site::FEED, readers);
+    let send = start_on(&site, "machine-a", &["send"]);
+    wait_for_a_fetch(&feed);
+    let other = machine_with_other_news(&site, &feed);
+    DuringASendsBuild {
+        server,
+        feed,
+        send,
+        _site: site,
+        other,
+    }
+}
+
+/// The message carries the issue machine-a built, not the other machine's.
+fn assert_the_senders_issue(raw: &[u8]) {
+    let text = mail_parser::MessageParser::default()
+        .parse(raw)
+        .unwrap()
+        .body_text(0)
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("Budget 2027") && !text.contains("Autre titre"),
+        "{text}"
+    );
+}
+
+/// `digestif build` on another machine while a `send` builds the issue (it
+/// holds the issue's lease): the build is refused, naming the holder and what
+/// to do, and replaces nothing, so every reader gets the issue the sender
+/// built. Once the send is over the lease is free again, and a build of the
+/// issue now sent is judged as before (refused without `--force`).
+#[test]
+fn a_build_on_another_machine_while_a_send_builds_the_issue_is_refused_and_replaces_nothing() {
+    const N: usize = 3;
+    let during = during_a_sends_build(N);
+    let build = start_on(&during.other, "machine-b", &["build"])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(build.status.code(), Some(1), "{}", show(&build));
+    let said = support::site::stderr(&build);
+    assert!(
+        said.contains("send-machine-a-") && said.contains("--force"),
+        "names the holder and what to do: {said}"
+    );
+    assert!(
+        !during.other.dir.path().join("digests").exists(),
+        "a refused build writes nothing"
+    );
+
+    let send = during.send.wait_with_output().unwrap();
+    assert_eq!(send.status.code(), Some(0), "{}", show(&send));
+    assert_eq!(recipients(&during.server), everyone(N));
+    for m in during.server.messages() {
+        assert_the_senders_issue(&m.raw);
+    }
+    // What the other machine shows is what the readers got.
+    let out = during
+        .other
+        .run(&["preview", "--date", DATE, "--format", "text"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(stdout(&out).contains("Budget 2027"), "{}", show(&out));
+
+    // The send released the lease: a build now meets the issue already sent.
+    let out = during.other.run(&["build", "--date", DATE, "--now", NOW]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        support::site::stderr(&out).contains(&format!("already sent to {N} subscriber(s)")),
+        "{}",
+        show(&out)
+    );
+}
+
+/// While a `send` builds the issue, a dry run, a test copy and `digestif lint`
+/// on another machine (whose feed says something else) freeze nothing of
+/// their own: they wait for the issue the sender stores and check that one, so
+/// the test copy shows what the readers get, and the readers get the sender's
+/// issue.
+#[test]
+fn a_dry_run_a_test_copy_and_lint_during_a_sends_build_check_the_senders_issue() {
+    const N: usize = 3;
+    let during = during_a_sends_build(N);
+    let checks: Vec<_> = [
+        vec!["send", "--dry-run"],
+        vec!["send", "--to", "editor@example.com"],
+        vec!["lint"],
+    ]
+    .iter()
+    .map(|args| start_on(&during.other, "machine-b", args))
+    .collect();
+    for check in checks {
+        let out = check.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    }
+    let send = during.send.wait_with_output().unwrap();
+    assert_eq!(send.status.code(), Some(0), "{}", show(&send));
+    assert_eq!(
+        during.feed.fetches(),
+        1,
+        "the issue is built once, by the sender"
+    );
+
+    let messages = during.server.messages();
+    let copy = messages
+        .iter()
+        .find(|m| m.rcpt() == "editor@example.com")
+        .expect("the test copy");
+    assert_the_senders_issue(&copy.raw);
+    let readers: Vec<_> = messages
+        .iter()
+        .filter(|m| m.rcpt() != "editor@example.com")
+        .collect();
+    assert_eq!(readers.len(), N);
+    for m in readers {
+        assert_the_senders_issue(&m.raw);
+    }
+}
+
+/// Three sends started at once when the feed holds nothing for the date: the
+/// one that holds the lease reads the feed and finds nothing new; the two
+/// waiting for its issue learn that and stop as it does, instead of each
+/// taking the lease and reading the feed again in turn. A send started
+/// afterwards looks again.
+#[test]
+fn three_sends_started_at_once_with_nothing_new_read_the_feed_once_and_all_say_so() {
+    let server = SmtpServer::start(&[]);
+    let stale = support::site::FEED
+        .replace("27 Nov 2026", "13 Nov 2026")
+        .replace("26 Nov 2026", "12 Nov 2026");
+    let (site, feed) = slow_feed_site(&server, &stale, 2);
+    let outs = three_sends_at_once(&site);
+    let all = outs.iter().map(show).collect::<Vec<_>>().join("\n");
+    for out in &outs {
+        assert_eq!(out.status.code(), Some(1), "{all}");
+        assert!(
+            support::site::stderr(out).contains(&format!("nothing new for {DATE}")),
+            "{all}"
+        );
+    }
+    assert_eq!(feed.fetches(), 1, "read once, by the lease's holder: {all}");
+    assert_eq!(server.count(), 0);
+
+    let later = site.send();
+    assert_eq!(later.status.code(), Some(1), "{}", show(&later));
+    assert_eq!(feed.fetches(), 2, "a later send reads the feed again");
 }

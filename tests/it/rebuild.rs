@@ -198,3 +198,35 @@ fn an_issue_sent_to_nobody_yet_is_rebuilt_freely_even_with_subscribers() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(site.digest_json().contains("https://example.com/greve"));
 }
+
+/// While another process holds the issue's lease (a send building or sending
+/// it, here on another machine), `build` is refused, names that process, says
+/// what to do and writes nothing, even with `--force`; once the lease is free
+/// it builds, and releases the lease it took meanwhile.
+#[test]
+fn build_is_refused_while_another_process_holds_the_issues_lease_and_releases_its_own() {
+    use digestif::store::{Leases, SqliteStore};
+    let site = Site::new();
+    site.add_subscribers(1);
+    let store = SqliteStore::open(&site.path().join("digestif.db")).unwrap();
+    let lease = format!("issue:{DATE}");
+    let holder = "send-elsewhere.example-4242-0000abcd";
+    let now = digestif::clock::now();
+    assert!(store
+        .try_lease(&lease, holder, now, now + chrono::Duration::hours(1))
+        .unwrap());
+    for extra in [&[][..], &["--force"][..]] {
+        let out = site.build(extra);
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(holder), "{err}");
+        assert!(err.contains("run `digestif build"), "{err}");
+        assert!(!site.issue_dir().exists(), "nothing archived");
+    }
+
+    store.release_lease(&lease, holder).unwrap();
+    let out = site.build(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(site.digest_json().contains("https://example.com/budget"));
+    assert_eq!(store.lease_holder(&lease).unwrap(), None, "released");
+}
