@@ -212,7 +212,8 @@ bench_machine() {
 # when run as root) on a free loopback port, durability as SQLite's WAL with
 # synchronous = NORMAL (fsync on, synchronous_commit off: a killed server loses
 # nothing committed, a power cut may lose the last commits). Sets PG_PORT;
-# stopped by bench_cleanup.
+# stopped by bench_cleanup. BENCH_PG_OPTS adds server options (e.g.
+# "-c shared_preload_libraries=pg_stat_statements").
 bench_start_postgres() {
     local dir bin pre=()
     bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
@@ -235,7 +236,7 @@ bench_start_postgres() {
         { bench_log "initdb failed: $(tail -n 5 "$dir/initdb.log")"; return 1; }
     PG_PORT=$(bench_free_port)
     "${pre[@]}" "$bin/pg_ctl" start -w -t 60 -D "$dir/data" -l "$dir/log" \
-        -o "-k $dir -p $PG_PORT -c listen_addresses=127.0.0.1 -c synchronous_commit=off -c max_connections=200 -c shared_buffers=256MB" \
+        -o "-k $dir -p $PG_PORT -c listen_addresses=127.0.0.1 -c synchronous_commit=off -c max_connections=200 -c shared_buffers=256MB ${BENCH_PG_OPTS:-}" \
         >/dev/null 2>&1 || { bench_log "pg_ctl start failed: $(tail -n 5 "$dir/log")"; return 1; }
     BENCH_PG_STOP="${pre[*]} '$bin/pg_ctl' stop -m fast -D '$dir/data'; rm -rf '$dir'"
     BENCH_PG_DATA=$dir/data
@@ -253,7 +254,19 @@ bench_pg_cpu() {
 
 # bench_psql SQL: runs SQL on the bench cluster's postgres database.
 bench_psql() {
+    bench_psql_out "$1" >/dev/null
+}
+
+# bench_psql_out SQL [DATABASE]: runs SQL on the bench cluster (the postgres
+# database by default) and prints the result, unaligned, columns split by "|".
+bench_psql_out() {
     local bin
     bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-    "$bin/psql" -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c "$1" >/dev/null
+    "$bin/psql" -q -X -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres \
+        -d "${2:-postgres}" -c "$1"
+}
+
+# bench_cpu_of PID: CPU seconds (user + system) process PID has used so far.
+bench_cpu_of() {
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
 }

@@ -41,10 +41,16 @@
 #   --bin PATH        run this digestif binary instead of the one built here (to
 #                     compare two commits: build each, then pass each here in turn;
 #                     the bench tools are still built from this tree).
+#   --pg-stats        the PostgreSQL cluster with pg_stat_statements: after each send
+#                     on PostgreSQL, its statements (calls, server ms, rows), the
+#                     ledger's row updates (of which HOT) and the WAL written.
 #
 # Prints, per connection count: TLS mode, RTT, message size, messages, digestif's rate,
 # smtp-source's rate, their ratio, the one-round-trip limit and digestif's share of it,
-# digestif's peak RSS; and the import's time and peak RSS.
+# digestif's peak RSS, the send's wall time, and the CPU seconds (user + system) of
+# digestif, of the PostgreSQL server (all its processes; "-" on SQLite) and of
+# smtp-sink during the send (CPU seconds move less with the machine's load than
+# rates do); and the import's time and peak RSS.
 # Every step has a timeout; everything started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,6 +70,7 @@ rtt=0
 database=sqlite
 senders=1
 bin=""
+pg_stats=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --smoke) smoke=1; subscribers=2000; connections="1 4" ;;
@@ -79,7 +86,8 @@ while [ $# -gt 0 ]; do
     --database) database=$2; shift ;;
     --senders) senders=$2; shift ;;
     --bin) bin=$2; shift ;;
-    -h | --help) sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --pg-stats) pg_stats=1 ;;
+    -h | --help) sed -n '2,54p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) bench_log "unknown argument $1 (see --help)"; exit 2 ;;
     esac
     shift
@@ -242,7 +250,9 @@ bench_log "one message: $size bytes"
 # database), then the same subscribers imported; each send gets a copy of it.
 if [ "$databases" != sqlite ]; then
     bench_log "starting a PostgreSQL cluster"
+    [ -z "$pg_stats" ] || BENCH_PG_OPTS="-c shared_preload_libraries=pg_stat_statements"
     bench_start_postgres
+    [ -z "$pg_stats" ] || bench_psql "CREATE EXTENSION pg_stat_statements"
     bench_psql "CREATE DATABASE base"
     base_pg=$BENCH_TMP/base-pg
     write_config "$base_pg" file 25 1 0 none "postgres://postgres@127.0.0.1:$PG_PORT/base"
@@ -271,8 +281,8 @@ if [ -n "$rate" ]; then
     printf '%-9s %-3s %-6s %-9s %-7s %-8s %-9s %-11s %-9s %-10s %-9s\n' db snd conns tls "rtt ms" "size B" messages \
         "target/s" "ours/s" deviation "RSS MB"
 else
-    printf '%-9s %-3s %-6s %-9s %-7s %-8s %-9s %-9s %-14s %-7s %-10s %-9s %-9s %-8s\n' db snd conns tls "rtt ms" "size B" \
-        messages "ours/s" "smtp-source/s" ratio "1-RTT/s" "of 1-RTT" "RSS MB" "send s"
+    printf '%-9s %-3s %-6s %-9s %-7s %-8s %-9s %-9s %-14s %-7s %-10s %-9s %-9s %-8s %-6s %-8s %s\n' db snd conns tls "rtt ms" "size B" \
+        messages "ours/s" "smtp-source/s" ratio "1-RTT/s" "of 1-RTT" "RSS MB" "send s" "cpu s" "pg cpu s" "sink cpu s"
 fi
 
 status=0
@@ -310,6 +320,23 @@ run_senders() {
     sent=$(cat "$run"/send*.log | grep -o 'sent [0-9]*, retried' | cut -d' ' -f2 | tr -d , | awk '{ n += $1 } END { print n + 0 }')
     cat "$run"/send*.log >"$run/send.log"
 }
+# pg_report DATABASE WAL0: what the send did on the server (--pg-stats): the
+# statements by server time, the ledger's row changes, the WAL written since WAL0.
+pg_report() {
+    local name=$1 wal0=$2
+    printf -- '-- %s: statements by server time (calls, total ms, ms a call, rows)\n' "$name"
+    bench_psql_out "SELECT calls, round(total_exec_time::numeric, 1), round((total_exec_time / calls)::numeric, 3),
+            rows, regexp_replace(left(query, 110), '\s+', ' ', 'g')
+        FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+        WHERE d.datname = '$name' ORDER BY total_exec_time DESC LIMIT 12"
+    printf -- '-- %s: deliveries rows (inserted, updated, of which HOT, deleted), WAL bytes of the cluster\n' "$name"
+    # The senders' backends report their table counts as they exit.
+    sleep 1
+    bench_psql_out "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables
+        WHERE relname = 'deliveries'" "$name"
+    bench_psql_out "SELECT pg_current_wal_lsn() - '$wal0'::pg_lsn"
+}
+
 # measure NAME CONNS TLS RTT [LIMIT]: one send of the imported database (a fresh
 # copy) through a fresh relay, then smtp-source through the same relay; prints a row.
 # With LIMIT, `send --limit LIMIT` (a short run over a slow path).
@@ -338,7 +365,20 @@ measure() {
         cp "$base"/digestif.db* "$run/"
     fi
 
+    local pg_cpu=- pg_cpu0="" wal0="" sink_cpu0 our_cpu sink_cpu
+    if [ "$db" = postgres ]; then
+        pg_cpu0=$(bench_pg_cpu)
+        if [ -n "$pg_stats" ]; then
+            bench_psql "SELECT pg_stat_statements_reset()"
+            wal0=$(bench_psql_out "SELECT pg_current_wal_lsn()")
+        fi
+    fi
+    sink_cpu0=$(bench_cpu_of "$SINK_PID")
     run_senders "$run" "$nsend" $((120 + want / 20)) "${limit_args[@]}"
+    sink_cpu=$(awk -v a="$sink_cpu0" -v b="$(bench_cpu_of "$SINK_PID")" 'BEGIN { printf "%.2f", b - a }')
+    [ -z "$pg_cpu0" ] || pg_cpu=$(awk -v a="$pg_cpu0" -v b="$(bench_pg_cpu)" 'BEGIN { printf "%.2f", b - a }')
+    our_cpu=$(cat "$run"/send*.log.time | awk -F': ' '/(User|System) time/ { s += $2 } END { printf "%.2f", s }')
+    [ -z "$wal0" ] || pg_report "$pg_db" "$wal0" >"$run/pg-stats.txt"
     ours=$(bench_rate "${sent:-0}" 0 "$T_WALL")
     if [ "$T_RC" != 0 ] || [ "${sent:-0}" != "$want" ]; then
         bench_log "send with $c connection(s), tls $mode, rtt $ms ms exited $T_RC, sent ${sent:-?} of $want:"
@@ -367,10 +407,11 @@ measure() {
     else
         theirs=$(bench_smtp_source "$c" "$count" "$size" "$SOURCE_PORT" -d)
         [ -n "$limit" ] || ratios+=("$c${db_key:+-$db} $(awk -v o="$ours" -v t="$theirs" 'BEGIN { printf "%.3f", o / t }')")
-        printf '%-9s %-3s %-6s %-9s %-7s %-8s %-9s %-9s %-14s %-7s %-10s %-9s %-9s %-8s\n' "$db" "$nsend" "$c" "$label" "$ms" "$size" \
+        printf '%-9s %-3s %-6s %-9s %-7s %-8s %-9s %-9s %-14s %-7s %-10s %-9s %-9s %-8s %-6s %-8s %s\n' "$db" "$nsend" "$c" "$label" "$ms" "$size" \
             "${sent:-0}" "$ours" "$theirs" \
             "$(awk -v o="$ours" -v t="$theirs" 'BEGIN { printf "%.2f", o / t }')" "$one_rtt" "$share" \
-            "$T_RSS_MB" "$T_WALL"
+            "$T_RSS_MB" "$T_WALL" "$our_cpu" "$pg_cpu" "$sink_cpu"
+        [ ! -f "$run/pg-stats.txt" ] || cat "$run/pg-stats.txt"
     fi
     [ -n "$limit" ] || db_rates+=("$c $db $ours")
     stop_relay
