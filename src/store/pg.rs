@@ -104,6 +104,30 @@ const RECORD_AND_MARK: &str = "WITH recorded AS (
                            WHERE s.id = d.subscriber_id AND s.status = 'active'))
      SELECT subscriber_id FROM marked";
 
+/// Claims for holder `$2` at most `$3` free pending rows of issue `$1` above
+/// subscriber `$4`, in subscriber order, skipping rows another process has
+/// locked; the rows with their subscribers. The picked rows are updated by key
+/// (`= ANY` of their ids): a join with them was planned, once the ledger had
+/// statistics, as a hash join over every row of the issue for each claim.
+fn claim_sql() -> String {
+    format!(
+        "WITH picked AS (
+             SELECT subscriber_id FROM deliveries
+             WHERE issue_date = $1 AND state = 'pending' AND holder IS NULL
+               AND subscriber_id > $4
+             ORDER BY subscriber_id LIMIT $3
+             FOR UPDATE SKIP LOCKED),
+         claimed AS (
+             UPDATE deliveries d SET holder = $2
+             WHERE d.issue_date = $1
+               AND d.subscriber_id = ANY(ARRAY(SELECT subscriber_id FROM picked))
+             RETURNING d.subscriber_id, d.attempts)
+         SELECT c.attempts, {SUB_COLS}
+         FROM claimed c JOIN subscribers s ON s.id = c.subscriber_id
+         ORDER BY s.id"
+    )
+}
+
 /// Any number: the advisory lock under which one process at a time migrates.
 const MIGRATION_LOCK: i64 = 0x6469_6765_7374;
 
@@ -494,14 +518,19 @@ impl PgStore {
                 place_of(url)
             ))
         })?;
+        // Every statement is prepared once per connection and kept: its generic
+        // plan is made once. Left to choose, PostgreSQL plans the ledger's
+        // statements anew at each call (their generic plan, not knowing the
+        // arrays' sizes, is costed above the custom ones), which was half the
+        // server's time of each store call of the send.
+        let mut options = format!(
+            "{} -c plan_cache_mode=force_generic_plan",
+            config.get_options().unwrap_or_default()
+        );
         if let Some(wait) = lock_wait {
-            let options = format!(
-                "{} -c lock_timeout={}",
-                config.get_options().unwrap_or_default(),
-                wait.as_millis().max(1)
-            );
-            config.options(options.trim_start());
+            options.push_str(&format!(" -c lock_timeout={}", wait.as_millis().max(1)));
         }
+        config.options(options.trim_start());
         let mut store = PgStore {
             config,
             place: place_of(url),
@@ -1237,23 +1266,7 @@ impl Ledger for PgStore {
     ) -> StoreResult<Vec<Delivery>> {
         off_runtime(|| {
             let mut c = self.conn()?;
-            let claim = c
-                .st(&format!(
-                    "WITH picked AS (
-                         SELECT subscriber_id FROM deliveries
-                         WHERE issue_date = $1 AND state = 'pending' AND holder IS NULL
-                           AND subscriber_id > $4
-                         ORDER BY subscriber_id LIMIT $3
-                         FOR UPDATE SKIP LOCKED),
-                     claimed AS (
-                         UPDATE deliveries d SET holder = $2 FROM picked p
-                         WHERE d.issue_date = $1 AND d.subscriber_id = p.subscriber_id
-                         RETURNING d.subscriber_id, d.attempts)
-                     SELECT c.attempts, {SUB_COLS}
-                     FROM claimed c JOIN subscribers s ON s.id = c.subscriber_id
-                     ORDER BY s.id"
-                ))
-                .map_err(db)?;
+            let claim = c.st(&claim_sql()).map_err(db)?;
             let key = (date, holder.as_str().to_string());
             let mut after = self.claimed_up_to(&key);
             let mut from_start = after == i64::MIN;
@@ -1669,8 +1682,9 @@ mod tests {
     }
 
     /// The generic plan of each ledger statement of the send (what a prepared
-    /// statement runs after its first executions), on a ledger just enqueued.
-    fn generic_plans(statements: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// statement of the store runs), on a ledger just enqueued, with or without
+    /// statistics on it.
+    fn generic_plans(statements: &[(&str, &str)], analyzed: bool) -> Vec<(String, String)> {
         let url = test_cluster::fresh_database();
         let s = PgStore::open(&url).unwrap();
         let mut c = Client::connect(&url, NoTls).unwrap();
@@ -1685,6 +1699,9 @@ mod tests {
         .unwrap();
         let date = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
         s.ledger_enqueue(date, None).unwrap();
+        if analyzed {
+            c.batch_execute("ANALYZE deliveries").unwrap();
+        }
         c.batch_execute("SET plan_cache_mode = force_generic_plan")
             .unwrap();
         statements
@@ -1710,16 +1727,107 @@ mod tests {
         let record_args = format!(
             "{date}, {ids}, '{{sent,sent,failed}}', '{{NULL,NULL,550}}', '{{a,b,NULL}}', {at}"
         );
-        let plans = generic_plans(&[
-            (RECORD, &record_args),
-            (MARK, &format!("{date}, {ids}, {at}, 'h'")),
-            (DROP_GONE, &format!("{date}, {ids}")),
-            (RECORD_AND_MARK, &format!("{record_args}, '{{4,5}}', 'h'")),
-        ]);
-        for (statement, plan) in plans {
-            // Through deliveries_by_state, a statement walks every pending row
-            // of the issue for each batch.
-            assert!(!plan.contains("deliveries_by_state"), "{statement}\n{plan}");
+        for analyzed in [false, true] {
+            let plans = generic_plans(
+                &[
+                    (RECORD, &record_args),
+                    (MARK, &format!("{date}, {ids}, {at}, 'h'")),
+                    (DROP_GONE, &format!("{date}, {ids}")),
+                    (RECORD_AND_MARK, &format!("{record_args}, '{{4,5}}', 'h'")),
+                ],
+                analyzed,
+            );
+            for (statement, plan) in plans {
+                // Through deliveries_by_state, a statement walks every pending row
+                // of the issue for each batch.
+                assert!(!plan.contains("deliveries_by_state"), "{statement}\n{plan}");
+                assert!(!plan.contains("Seq Scan"), "{statement}\n{plan}");
+            }
+        }
+    }
+
+    /// Every statement of the store, prepared once per connection, runs its
+    /// generic plan from the first call: left to choose, PostgreSQL planned
+    /// the send's ledger statement anew at every call.
+    #[test]
+    fn the_send_statements_are_planned_once_per_connection_not_at_each_call() {
+        let url = test_cluster::fresh_database();
+        let s = PgStore::open(&url).unwrap();
+        for i in 0..24 {
+            s.upsert_subscriber(&active(&format!("r{i}@example.com")))
+                .unwrap();
+        }
+        let date = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+        s.ledger_enqueue(date, None).unwrap();
+        let holder = Holder::new("h");
+        let now = crate::clock::now();
+        let ids: Vec<i64> = s
+            .ledger_claim_for(date, &holder, 24)
+            .unwrap()
+            .iter()
+            .map(|d| d.subscriber.id)
+            .collect();
+        assert_eq!(ids.len(), 24);
+        let mut sent: Vec<i64> = Vec::new();
+        for marks in ids.chunks(2) {
+            let outcomes: Vec<(i64, DeliveryOutcome)> = sent
+                .iter()
+                .map(|id| {
+                    let message_id = format!("<{id}@example.com>");
+                    (*id, DeliveryOutcome::Sent { message_id })
+                })
+                .collect();
+            let moved = s
+                .ledger_record_and_mark(date, &holder, &outcomes, marks, now)
+                .unwrap();
+            assert_eq!(moved, vec![true; marks.len()]);
+            sent = marks.to_vec();
+        }
+        // The connection the calls used (the pool gives back the last one).
+        let mut c = s.conn().unwrap();
+        let plans: Vec<(String, i64, i64)> = c
+            .client
+            .query(
+                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let (_, generic, custom) = plans
+            .iter()
+            .find(|(sql, _, _)| sql == RECORD_AND_MARK)
+            .expect("the statement of the send is prepared on the connection");
+        assert_eq!((*generic, *custom), (12, 0), "{plans:?}");
+        assert!(plans.iter().all(|(_, _, custom)| *custom == 0), "{plans:?}");
+    }
+
+    /// A claim reads the issue's rows from the cursor on and stops at the
+    /// limit, and updates the rows it picked by key, with or without
+    /// statistics on the ledger.
+    #[test]
+    fn a_claim_reads_from_its_cursor_and_updates_its_rows_by_key_whatever_the_statistics_say() {
+        let claim = claim_sql();
+        for analyzed in [false, true] {
+            let plans = generic_plans(&[(&claim, "'2026-03-02', 'h', 128, 0")], analyzed);
+            let (_, plan) = &plans[0];
+            // A hash join of the picked rows with the ledger read every row of
+            // the issue at each claim; so does a sequential scan, or a bitmap
+            // of every row above the cursor (sorted afterwards).
+            for walk in ["Seq Scan", "Hash", "Sort Key: deliveries"] {
+                assert!(!plan.contains(walk), "statistics: {analyzed}\n{plan}");
+            }
+            assert!(
+                !plan
+                    .lines()
+                    .any(|l| l.contains("Recheck Cond") && l.contains("> $4")),
+                "statistics: {analyzed}\n{plan}"
+            );
+            assert!(
+                plan.contains("ANY ($"),
+                "the update goes by key, statistics: {analyzed}\n{plan}"
+            );
         }
     }
 
