@@ -508,6 +508,50 @@ mod tests {
     use crate::store::suite::active;
     use crate::store::{NewSubscriber, Subscribers, Upserted};
 
+    /// The plan the lookup of stored addresses keeps after an import of two
+    /// chunks into an empty table, on the connection that ran it.
+    fn lookup_plan_after_two_chunks() -> String {
+        let url = test_cluster::fresh_database();
+        let store = PgStore::open(&url).unwrap();
+        let rows: Vec<NewSubscriber> = (0..=super::CHUNK)
+            .map(|i| active(&format!("r{i}@example.com")))
+            .collect();
+        let outs = store.upsert_many(&rows).unwrap();
+        assert!(outs.iter().all(|o| *o == Upserted::Inserted));
+        // The pool gives back the connection the import used, with its
+        // statements and the generic plans they keep.
+        let mut c = store.conn().unwrap();
+        let name: String = c
+            .client
+            .query_one(
+                "SELECT name FROM pg_prepared_statements WHERE statement = $1",
+                &[&super::FIND],
+            )
+            .unwrap()
+            .get(0);
+        c.client
+            .query(
+                &format!("EXPLAIN EXECUTE {name}('{{r1@example.com}}')"),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The first chunk of an import into an empty table is planned as a
+    /// sequential scan; kept for the next chunks, each compared every stored
+    /// row with every key of the chunk (quadratic in the import's size). Each
+    /// chunk is planned again for the table as it stands.
+    #[test]
+    fn each_chunk_of_an_import_looks_stored_addresses_up_in_the_index_of_the_table_as_it_stands() {
+        let plan = lookup_plan_after_two_chunks();
+        assert!(plan.contains("subscribers_email_key"), "{plan}");
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+    }
+
     #[test]
     fn an_address_another_process_inserts_while_a_batch_is_written_is_updated_not_added_twice() {
         let url = test_cluster::fresh_database();
