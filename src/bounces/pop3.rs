@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::Result;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use super::imap::{open, MailboxUrl, TIMEOUT};
@@ -17,6 +17,43 @@ use super::imap::{open, MailboxUrl, TIMEOUT};
 /// Longest line accepted from the server, and largest message.
 const MAX_LINE: usize = 64 * 1024;
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// What went wrong in a POP3 session, each naming the mailbox (`at`). Only a
+/// `-ERR` answer ([`Pop3Error::Refused`]) means the server said no: a lost
+/// connection is not taken for a command the server lacks.
+#[derive(Debug, thiserror::Error)]
+pub enum Pop3Error {
+    #[error("{at}: no answer within 60 s")]
+    NoAnswer { at: String },
+    #[error("{at}: could not send within 60 s")]
+    NotSent { at: String },
+    #[error("{at}: connection failed: {error}")]
+    Connection { at: String, error: std::io::Error },
+    #[error("{at}: the server closed the connection")]
+    Closed { at: String },
+    #[error("{at}: a line longer than {MAX_LINE} bytes")]
+    LongLine { at: String },
+    #[error("{at}: a message larger than {MAX_MESSAGE} bytes")]
+    LongMessage { at: String },
+    #[error("{at}: no POP3 greeting ({greeting:?})")]
+    NoGreeting { at: String, greeting: String },
+    /// USER or PASS answered `-ERR` (the password is never shown).
+    #[error("{at}: login refused: {verb}: {answer}")]
+    LoginRefused {
+        at: String,
+        verb: String,
+        answer: String,
+    },
+    /// A command answered `-ERR`.
+    #[error("{at}: {verb}: {answer}")]
+    Refused {
+        at: String,
+        verb: String,
+        answer: String,
+    },
+    #[error("{at}: STAT answered {answer:?}")]
+    BadStat { at: String, answer: String },
+}
 
 /// Reads every message of the mailbox: `handle(raw, source)` says whether it was
 /// read (then it is deleted) or must stay for the next poll. Returns how many
@@ -28,10 +65,10 @@ pub async fn poll(
     handle: impl FnMut(&[u8], &str) -> bool,
 ) -> Result<u64> {
     let stream = open(mailbox, tls).await?;
-    Session::start(mailbox, password, stream)
+    Ok(Session::start(mailbox, password, stream)
         .await?
         .read_all(handle)
-        .await
+        .await?)
 }
 
 /// Logs in and counts the messages, reading nothing (what `check` tries).
@@ -47,6 +84,22 @@ pub async fn probe(
     Ok(count)
 }
 
+/// `io` within [`TIMEOUT`] (else the error `late` makes); an I/O error is a
+/// connection that failed.
+async fn timed<R>(
+    at: &str,
+    io: impl std::future::Future<Output = std::io::Result<R>>,
+    late: fn(String) -> Pop3Error,
+) -> Result<R, Pop3Error> {
+    tokio::time::timeout(TIMEOUT, io)
+        .await
+        .map_err(|_| late(at.to_string()))?
+        .map_err(|error| Pop3Error::Connection {
+            at: at.to_string(),
+            error,
+        })
+}
+
 struct Session<T> {
     io: BufReader<T>,
     at: String,
@@ -54,77 +107,83 @@ struct Session<T> {
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
     /// Reads the greeting and logs in.
-    async fn start(mailbox: &MailboxUrl, password: &str, stream: T) -> Result<Session<T>> {
+    async fn start(
+        mailbox: &MailboxUrl,
+        password: &str,
+        stream: T,
+    ) -> Result<Session<T>, Pop3Error> {
         let mut s = Session {
             io: BufReader::new(stream),
             at: mailbox.describe(),
         };
         let greeting = s.line().await?;
         if !greeting.starts_with("+OK") {
-            bail!("{}: no POP3 greeting ({greeting:?})", s.at);
+            return Err(Pop3Error::NoGreeting { at: s.at, greeting });
         }
+        let login = |e| match e {
+            Pop3Error::Refused { at, verb, answer } => Pop3Error::LoginRefused { at, verb, answer },
+            other => other,
+        };
         s.command(&format!("USER {}", mailbox.user))
             .await
-            .map_err(|e| anyhow!("{}: login refused: {e}", s.at))?;
+            .map_err(login)?;
         s.command(&format!("PASS {password}"))
             .await
-            .map_err(|e| anyhow!("{}: login refused: {e}", s.at))?;
+            .map_err(login)?;
         Ok(s)
     }
 
     /// One line from the server as sent, with its line end (none: the connection
     /// closed).
-    async fn raw_line(&mut self) -> Result<Vec<u8>> {
+    async fn raw_line(&mut self) -> Result<Vec<u8>, Pop3Error> {
         let mut buf = Vec::new();
-        let read = tokio::time::timeout(
-            TIMEOUT,
-            (&mut self.io)
-                .take(MAX_LINE as u64)
-                .read_until(b'\n', &mut buf),
-        )
-        .await
-        .map_err(|_| anyhow!("{}: no answer within 60 s", self.at))?
-        .with_context(|| format!("{}: connection failed", self.at))?;
+        let mut limited = (&mut self.io).take(MAX_LINE as u64);
+        let reading = limited.read_until(b'\n', &mut buf);
+        let read = timed(&self.at, reading, |at| Pop3Error::NoAnswer { at }).await?;
         if read == 0 {
-            bail!("{}: the server closed the connection", self.at);
+            return Err(Pop3Error::Closed {
+                at: self.at.clone(),
+            });
         }
         if buf.last() != Some(&b'\n') {
-            bail!("{}: a line longer than {MAX_LINE} bytes", self.at);
+            return Err(Pop3Error::LongLine {
+                at: self.at.clone(),
+            });
         }
         Ok(buf)
     }
 
     /// One line from the server, without its CRLF.
-    async fn line(&mut self) -> Result<String> {
+    async fn line(&mut self) -> Result<String, Pop3Error> {
         let buf = self.raw_line().await?;
         Ok(String::from_utf8_lossy(&buf).trim_end().to_string())
     }
 
-    /// Sends `cmd`; the answer's text after `+OK`, or the server's `-ERR` as the error.
-    async fn command(&mut self, cmd: &str) -> Result<String> {
+    /// Sends `cmd`; the answer's text after `+OK`, or the server's `-ERR` as
+    /// [`Pop3Error::Refused`].
+    async fn command(&mut self, cmd: &str) -> Result<String, Pop3Error> {
         let io = self.io.get_mut();
-        tokio::time::timeout(TIMEOUT, async {
+        let sending = async {
             io.write_all(cmd.as_bytes()).await?;
             io.write_all(b"\r\n").await?;
             io.flush().await
-        })
-        .await
-        .map_err(|_| anyhow!("{}: could not send within 60 s", self.at))?
-        .with_context(|| format!("{}: connection failed", self.at))?;
+        };
+        timed(&self.at, sending, |at| Pop3Error::NotSent { at }).await?;
         let answer = self.line().await?;
         match answer.strip_prefix("+OK") {
             Some(rest) => Ok(rest.trim().to_string()),
-            None => {
+            None => Err(Pop3Error::Refused {
+                at: self.at.clone(),
                 // Never echo the password.
-                let verb = cmd.split(' ').next().unwrap_or(cmd);
-                bail!("{verb}: {answer}")
-            }
+                verb: cmd.split(' ').next().unwrap_or(cmd).to_string(),
+                answer,
+            }),
         }
     }
 
     /// The lines of a multi-line answer up to its lone `.`, dot-unstuffed, joined
     /// with CRLF.
-    async fn multiline(&mut self) -> Result<Vec<u8>> {
+    async fn multiline(&mut self) -> Result<Vec<u8>, Pop3Error> {
         let mut out = Vec::new();
         loop {
             let buf = self.raw_line().await?;
@@ -138,28 +197,33 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
             out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
             out.extend_from_slice(b"\r\n");
             if out.len() > MAX_MESSAGE {
-                bail!("{}: a message larger than {MAX_MESSAGE} bytes", self.at);
+                return Err(Pop3Error::LongMessage {
+                    at: self.at.clone(),
+                });
             }
         }
     }
 
     /// How many messages wait.
-    async fn stat(&mut self) -> Result<u64> {
-        let answer = self
-            .command("STAT")
-            .await
-            .map_err(|e| anyhow!("{}: {e}", self.at))?;
+    async fn stat(&mut self) -> Result<u64, Pop3Error> {
+        let answer = self.command("STAT").await?;
         answer
             .split_whitespace()
             .next()
             .and_then(|n| n.parse().ok())
-            .ok_or_else(|| anyhow!("{}: STAT answered {answer:?}", self.at))
+            .ok_or_else(|| Pop3Error::BadStat {
+                at: self.at.clone(),
+                answer,
+            })
     }
 
-    /// The unique id of each message by number (empty when the server has no UIDL).
-    async fn uidl(&mut self) -> Result<HashMap<u64, String>> {
-        if self.command("UIDL").await.is_err() {
-            return Ok(HashMap::new());
+    /// The unique id of each message by number (empty when the server answers
+    /// UIDL with `-ERR`: it has none).
+    async fn uidl(&mut self) -> Result<HashMap<u64, String>, Pop3Error> {
+        match self.command("UIDL").await {
+            Ok(_) => {}
+            Err(Pop3Error::Refused { .. }) => return Ok(HashMap::new()),
+            Err(e) => return Err(e),
         }
         let list = self.multiline().await?;
         Ok(String::from_utf8_lossy(&list)
@@ -171,29 +235,25 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
             .collect())
     }
 
-    async fn quit(&mut self) -> Result<()> {
-        self.command("QUIT")
-            .await
-            .map(drop)
-            .map_err(|e| anyhow!("{}: {e}", self.at))
+    async fn quit(&mut self) -> Result<(), Pop3Error> {
+        self.command("QUIT").await.map(drop)
     }
 
     /// RETR each message, hand it over, DELE the ones read, QUIT.
-    async fn read_all(mut self, mut handle: impl FnMut(&[u8], &str) -> bool) -> Result<u64> {
+    async fn read_all(
+        mut self,
+        mut handle: impl FnMut(&[u8], &str) -> bool,
+    ) -> Result<u64, Pop3Error> {
         let count = self.stat().await?;
         let uids = self.uidl().await?;
         let mut read = 0;
         for n in 1..=count {
-            self.command(&format!("RETR {n}"))
-                .await
-                .map_err(|e| anyhow!("{}: {e}", self.at))?;
+            self.command(&format!("RETR {n}")).await?;
             let raw = self.multiline().await?;
             read += 1;
             let name = uids.get(&n).cloned().unwrap_or_else(|| n.to_string());
             if handle(&raw, &format!("{}#{name}", self.at)) {
-                self.command(&format!("DELE {n}"))
-                    .await
-                    .map_err(|e| anyhow!("{}: {e}", self.at))?;
+                self.command(&format!("DELE {n}")).await?;
             }
         }
         self.quit().await?;
@@ -277,13 +337,83 @@ mod tests {
             "-ERR [AUTH] Authentication failed.\r\n",
         ];
         let (result, _) = scripted(answers, |client| {
-            tokio::spawn(
-                async move { Session::start(&url(), "secret-pw", client).await.map(|_| 0) },
-            )
+            tokio::spawn(async move {
+                Ok(Session::start(&url(), "secret-pw", client)
+                    .await
+                    .map(|_| 0)?)
+            })
         })
         .await;
-        let e = format!("{:#}", result.unwrap_err());
+        let e = result.unwrap_err();
+        assert!(
+            matches!(
+                e.downcast_ref::<Pop3Error>(),
+                Some(Pop3Error::LoginRefused { verb, .. }) if verb == "PASS"
+            ),
+            "{e:?}"
+        );
+        let e = format!("{e:#}");
         assert!(e.contains("login refused: PASS: -ERR [AUTH]"), "{e}");
         assert!(!e.contains("secret-pw"), "{e}");
+    }
+
+    /// Reads the whole mailbox over `client`, handing each message's source out.
+    fn read_everything(client: tokio::io::DuplexStream) -> tokio::task::JoinHandle<Result<u64>> {
+        tokio::spawn(async move {
+            let s = Session::start(&url(), "pw", client).await?;
+            let mut sources = Vec::new();
+            let n = s
+                .read_all(|_, source| {
+                    sources.push(source.to_string());
+                    true
+                })
+                .await?;
+            assert_eq!(sources, ["pop3:bounces@127.0.0.1#1"]);
+            Ok(n)
+        })
+    }
+
+    #[tokio::test]
+    async fn a_server_refusing_uidl_has_its_messages_named_by_number() {
+        let answers: &[&str] = &[
+            "+OK ready\r\n",
+            "+OK\r\n",
+            "+OK logged in\r\n",
+            "+OK 1 100\r\n",
+            "-ERR unknown command\r\n",
+            "+OK\r\nSubject: one\r\n\r\nbody\r\n.\r\n",
+            "+OK deleted\r\n",
+            "+OK bye\r\n",
+        ];
+        let (result, heard) = scripted(answers, read_everything).await;
+        assert_eq!(result.unwrap(), 1);
+        assert!(
+            heard.ends_with("UIDL\r\nRETR 1\r\nDELE 1\r\nQUIT\r\n"),
+            "{heard}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_lost_at_uidl_is_an_error_not_a_server_without_uidl() {
+        let answers: &[&str] = &[
+            "+OK ready\r\n",
+            "+OK\r\n",
+            "+OK logged in\r\n",
+            "+OK 1 100\r\n",
+        ];
+        let (result, heard) = scripted(answers, read_everything).await;
+        let e = result.unwrap_err();
+        assert!(
+            matches!(
+                e.downcast_ref::<Pop3Error>(),
+                Some(Pop3Error::Closed { .. })
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "pop3:bounces@127.0.0.1: the server closed the connection"
+        );
+        assert!(heard.ends_with("STAT\r\nUIDL\r\n"), "{heard}");
     }
 }
