@@ -704,26 +704,25 @@ fn sent_by_holder(url: &str, date: chrono::NaiveDate) -> Vec<(String, i64)> {
     .collect()
 }
 
-/// The scheduler of `serve`, finding the issue's lease held by a `digestif
-/// send` (another machine), joins that send instead of waiting for the lease:
-/// both send rows of the ledger, each reader gets the issue once, and the
-/// service's run says it joined.
-#[test]
-fn a_scheduled_serve_that_finds_a_send_under_way_joins_it_and_each_reader_gets_one_copy() {
-    const N: usize = 300;
-    let server = SmtpServer::start(&["--delay-ms", "40"]);
-    let (dir, config, url, date) = scheduled_site(&server, N);
-    let day = date.to_string();
-    let send = digestif_cmd(&config, &["send", "--date", &day])
+/// `send --date DAY` as machine-send, then, once `ready` returned, `serve` as
+/// machine-serve (its log in `dir`/serve.log): how the send ended, and the
+/// service (stopped when dropped).
+fn send_then_serve(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    day: &str,
+    ready: impl FnOnce(),
+) -> (Output, Serve) {
+    let send = digestif_cmd(config, &["send", "--date", day])
         .env("HOSTNAME", "machine-send")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    server.wait_for(10, std::time::Duration::from_secs(60));
-    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let _serve = Serve(
-        digestif_cmd(&config, &["serve", "--listen", "127.0.0.1:0"])
+    ready();
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    let serve = Serve(
+        digestif_cmd(config, &["serve", "--listen", "127.0.0.1:0"])
             .env("HOSTNAME", "machine-serve")
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
@@ -731,10 +730,17 @@ fn a_scheduled_serve_that_finds_a_send_under_way_joins_it_and_each_reader_gets_o
             .spawn()
             .unwrap(),
     );
-    let send = send.wait_with_output().unwrap();
-    assert_eq!(send.status.code(), Some(0), "{}", show(&send));
+    (send.wait_with_output().unwrap(), serve)
+}
 
-    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+/// The first run recorded for `date` (status, message), waited for (60 s at
+/// most), and the service's log in `dir`/serve.log.
+fn first_run(
+    url: &str,
+    date: chrono::NaiveDate,
+    dir: &std::path::Path,
+) -> ((String, String), String) {
+    let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
     let start = std::time::Instant::now();
     let run = loop {
         let runs = db
@@ -749,11 +755,29 @@ fn a_scheduled_serve_that_finds_a_send_under_way_joins_it_and_each_reader_gets_o
         assert!(
             start.elapsed() < std::time::Duration::from_secs(60),
             "the service recorded no run: {}",
-            std::fs::read_to_string(dir.path().join("serve.log")).unwrap()
+            std::fs::read_to_string(dir.join("serve.log")).unwrap()
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    (run, std::fs::read_to_string(dir.join("serve.log")).unwrap())
+}
+
+/// The scheduler of `serve`, finding the issue's lease held by a `digestif
+/// send` (another machine), joins that send instead of waiting for the lease:
+/// both send rows of the ledger, each reader gets the issue once, and the
+/// service's run says it joined.
+#[test]
+fn a_scheduled_serve_that_finds_a_send_under_way_joins_it_and_each_reader_gets_one_copy() {
+    const N: usize = 300;
+    let server = SmtpServer::start(&["--delay-ms", "40"]);
+    let (dir, config, url, date) = scheduled_site(&server, N);
+    let day = date.to_string();
+    let (send, _serve) = send_then_serve(&config, dir.path(), &day, || {
+        server.wait_for(10, std::time::Duration::from_secs(60))
+    });
+    assert_eq!(send.status.code(), Some(0), "{}", show(&send));
+
+    let (run, log) = first_run(&url, date, dir.path());
     assert_eq!(run.0, "ok", "{run:?}\n{log}");
     assert!(
         run.1.starts_with("joined the send of send-machine-send-"),
@@ -943,6 +967,14 @@ fn preview_for_a_reader_shows_the_variant_kept_in_the_database_not_a_new_renderi
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(stdout(&out).contains("Salut,"), "{}", show(&out));
+}
+
+/// The test feed with its stories two weeks older: nothing new for DATE (nor
+/// for today).
+fn stale_feed() -> String {
+    support::site::FEED
+        .replace("27 Nov 2026", "13 Nov 2026")
+        .replace("26 Nov 2026", "12 Nov 2026")
 }
 
 /// A site whose one feed is `body` served over HTTP, each answer 2 s late (the
@@ -1157,9 +1189,7 @@ fn a_dry_run_a_test_copy_and_lint_during_a_sends_build_check_the_senders_issue()
 #[test]
 fn three_sends_started_at_once_with_nothing_new_read_the_feed_once_and_all_say_so() {
     let server = SmtpServer::start(&[]);
-    let stale = support::site::FEED
-        .replace("27 Nov 2026", "13 Nov 2026")
-        .replace("26 Nov 2026", "12 Nov 2026");
+    let stale = stale_feed();
     let (site, feed) = slow_feed_site(&server, &stale, 2);
     let outs = three_sends_at_once(&site);
     let all = outs.iter().map(show).collect::<Vec<_>>().join("\n");
@@ -1176,4 +1206,80 @@ fn three_sends_started_at_once_with_nothing_new_read_the_feed_once_and_all_say_s
     let later = site.send();
     assert_eq!(later.status.code(), Some(1), "{}", show(&later));
     assert_eq!(feed.fetches(), 2, "a later send reads the feed again");
+}
+
+/// A scheduled `serve` that joins a `send` still building the issue, when the
+/// feed holds nothing for the date: the send's build finds nothing new, and
+/// the service learns it rather than read the feed again. Its run is recorded
+/// skipped with the reason (nothing to send: not retried), saying it joined.
+#[test]
+fn a_scheduled_serve_that_joins_a_build_finding_nothing_new_records_the_date_skipped() {
+    use support::app;
+    let server = SmtpServer::start(&[]);
+    let stale = stale_feed();
+    // Long enough for the service to start and join while the send builds.
+    let feed = support::feed_server::FeedServer::start(&stale, std::time::Duration::from_secs(6));
+    let now = digestif::clock::now() - chrono::Duration::minutes(1);
+    let local = now.with_timezone(&chrono_tz::Europe::Paris);
+    let (date, day) = (local.date_naive(), local.date_naive().to_string());
+    let url = pg_cluster::fresh_database();
+    let text = app::config_text(
+        "http://127.0.0.1:9",
+        &app::Mail::Smtp(server.port),
+        &local.format("%H:%M").to_string(),
+    )
+    .replace("sqlite://digestif.db", &url)
+    .replace(
+        "path = \"feeds/monde.xml\"",
+        &format!("url = \"{}\"", feed.url()),
+    );
+    let dir = site_dir(&text);
+    let config = dir.path().join("digestif.toml");
+    let out = digestif_cmd(&config, &["subscribers", "add", "r1@example.com"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+
+    let (send, _serve) = send_then_serve(&config, dir.path(), &day, || wait_for_a_fetch(&feed));
+    assert_eq!(send.status.code(), Some(1), "{}", show(&send));
+    assert!(
+        support::site::stderr(&send).contains(&format!("nothing new for {day}")),
+        "{}",
+        show(&send)
+    );
+
+    let (run, log) = first_run(&url, date, dir.path());
+    assert_eq!(run.0, "skipped", "{run:?}\n{log}");
+    assert!(
+        run.1.starts_with("joined the send of send-machine-send-") && run.1.contains("nothing new"),
+        "{run:?}"
+    );
+    assert_eq!(
+        feed.fetches(),
+        1,
+        "the service did not read the feed again\n{log}"
+    );
+    assert_eq!(server.count(), 0);
+}
+
+/// Three sends started at once when no source can be read: a failed build
+/// is not "nothing new". The holder's build fails and records nothing, so each
+/// waiting send builds the issue again in turn (the sources may be back), and
+/// each says that every source failed.
+#[test]
+fn three_sends_started_at_once_when_no_source_can_be_read_each_try_to_build_in_turn() {
+    let server = SmtpServer::start(&[]);
+    let (site, feed) = slow_feed_site(&server, "this is not a feed", 1);
+    let outs = three_sends_at_once(&site);
+    let all = outs.iter().map(show).collect::<Vec<_>>().join("\n");
+    for out in &outs {
+        assert_eq!(out.status.code(), Some(1), "{all}");
+        let said = support::site::stderr(out);
+        assert!(
+            said.contains("every source failed") && !said.contains("nothing new"),
+            "{all}"
+        );
+    }
+    assert_eq!(feed.fetches(), 3, "{all}");
+    assert_eq!(server.count(), 0);
 }
