@@ -55,7 +55,20 @@ pub enum Kind {
 /// Why a posted message is refused (the request is answered 403, nothing changes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
+    /// The body is not an SNS message (not its JSON).
     NotSns(String),
+    /// `Timestamp` is not an ISO 8601 time.
+    BadTimestamp {
+        timestamp: String,
+        error: chrono::ParseError,
+    },
+    /// A (un)subscribe confirmation without a field it must carry.
+    Missing {
+        kind: String,
+        field: &'static str,
+    },
+    /// A `Type` SNS does not send.
+    UnknownType(String),
     Unsigned,
     UnknownSignatureVersion(String),
     BadCertUrl(String),
@@ -71,6 +84,14 @@ impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refused::NotSns(e) => write!(f, "not an SNS message: {e}"),
+            Refused::BadTimestamp { timestamp, error } => write!(
+                f,
+                "not an SNS message: Timestamp {timestamp:?} is not an ISO 8601 time: {error}"
+            ),
+            Refused::Missing { kind, field } => {
+                write!(f, "not an SNS message: a {kind} without {field}")
+            }
+            Refused::UnknownType(t) => write!(f, "not an SNS message: unknown Type {t:?}"),
             Refused::Unsigned => f.write_str("the message is not signed"),
             Refused::UnknownSignatureVersion(v) => {
                 write!(f, "unknown SignatureVersion {v:?} (1 and 2 are read)")
@@ -113,11 +134,9 @@ impl Envelope {
     /// Whether `Timestamp` is within [`MAX_AGE`] before `now` and [`MAX_SKEW`] after.
     pub fn fresh(&self, now: DateTime<Utc>) -> Result<(), Refused> {
         let at = DateTime::parse_from_rfc3339(self.timestamp.trim())
-            .map_err(|e| {
-                Refused::NotSns(format!(
-                    "Timestamp {:?} is not an ISO 8601 time: {e}",
-                    self.timestamp
-                ))
+            .map_err(|error| Refused::BadTimestamp {
+                timestamp: self.timestamp.clone(),
+                error,
             })?
             .with_timezone(&Utc);
         if at < now - MAX_AGE {
@@ -143,7 +162,10 @@ impl Envelope {
                 fields.push(("Timestamp", &self.timestamp));
             }
             Some(Kind::SubscriptionConfirmation | Kind::UnsubscribeConfirmation) => {
-                let missing = |f: &str| Refused::NotSns(format!("a {} without {f}", self.kind));
+                let missing = |field| Refused::Missing {
+                    kind: self.kind.clone(),
+                    field,
+                };
                 fields.push((
                     "SubscribeURL",
                     self.subscribe_url
@@ -156,7 +178,7 @@ impl Envelope {
                     self.token.as_deref().ok_or_else(|| missing("Token"))?,
                 ));
             }
-            None => return Err(Refused::NotSns(format!("unknown Type {:?}", self.kind))),
+            None => return Err(Refused::UnknownType(self.kind.clone())),
         }
         fields.push(("TopicArn", &self.topic_arn));
         fields.push(("Type", &self.kind));
@@ -426,7 +448,24 @@ mod tests {
              Timestamp\n2012-05-02T00:54:06.655Z\nToken\n2336412f37\nTopicArn\n"
         ));
         assert!(!sub.contains("Subject"), "{sub}");
-        assert!(envelope("Other", None).canonical().is_err());
+        assert_eq!(
+            envelope("Other", None).canonical(),
+            Err(Refused::UnknownType("Other".into()))
+        );
+        let mut no_token = envelope("UnsubscribeConfirmation", None);
+        no_token.token = None;
+        let e = no_token.canonical().unwrap_err();
+        assert_eq!(
+            e,
+            Refused::Missing {
+                kind: "UnsubscribeConfirmation".into(),
+                field: "Token"
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "not an SNS message: a UnsubscribeConfirmation without Token"
+        );
     }
 
     #[test]
@@ -452,10 +491,14 @@ mod tests {
         );
         let mut bad = env.clone();
         bad.timestamp = "yesterday".into();
-        assert!(matches!(
-            bad.fresh(at("2012-05-02T00:54:06Z")),
-            Err(Refused::NotSns(e)) if e.contains("Timestamp \"yesterday\"")
-        ));
+        let e = bad.fresh(at("2012-05-02T00:54:06Z")).unwrap_err();
+        assert!(
+            matches!(&e, Refused::BadTimestamp { timestamp, .. } if timestamp == "yesterday"),
+            "{e:?}"
+        );
+        assert!(e
+            .to_string()
+            .starts_with("not an SNS message: Timestamp \"yesterday\" is not an ISO 8601 time: "));
         assert!(Refused::Stale(env.timestamp.clone())
             .to_string()
             .contains("more than 1 hour(s) old"));
