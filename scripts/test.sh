@@ -35,4 +35,14 @@ if ! python3 -c 'import dkim, nacl' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check dkimpy pynacl
 fi
 
+# Most tests wait on a real server or process (PostgreSQL, Postfix, Dovecot, aiosmtpd,
+# chromium, digestif itself) far longer than they compute: run four at a time per core
+# rather than one (at most 16), so the waits overlap (BENCHMARKS.md §13). A
+# RUST_TEST_THREADS (or --test-threads) of the caller's wins.
+if [ -z "${RUST_TEST_THREADS:-}" ]; then
+    cores=$(nproc 2>/dev/null || echo 2)
+    threads=$((cores * 4))
+    [ "$threads" -le 16 ] || threads=16
+    export RUST_TEST_THREADS=$threads
+fi
 cargo test --all-targets "$@"
