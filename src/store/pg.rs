@@ -29,8 +29,8 @@ mod issues;
 pub mod tls;
 pub(crate) mod upsert;
 
-/// Schema migrations, the same versions as SQLite's, applied in order and
-/// recorded in `schema_migrations`. Append only.
+/// Schema migrations, applied in order and recorded in `schema_migrations`.
+/// Append only. Versions 1 to 5 are SQLite's; 6 is PostgreSQL's own.
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/pg/0001_init.sql")),
     (
@@ -45,6 +45,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (4, "senders", include_str!("migrations/pg/0004_senders.sql")),
     (5, "issues", include_str!("migrations/pg/0005_issues.sql")),
+    (
+        6,
+        "ledger_in_place",
+        include_str!("migrations/pg/0006_ledger_in_place.sql"),
+    ),
 ];
 
 // The ledger statements of the send find their rows by key: the issue and the
@@ -1681,24 +1686,32 @@ mod tests {
         assert!(unsubscribe().unwrap());
     }
 
+    /// A fresh database with `n` active subscribers and the issue of
+    /// 2026-03-02 enqueued for them: a connection to it, and the date.
+    fn enqueued(n: i32) -> (Client, NaiveDate) {
+        let url = test_cluster::fresh_database();
+        let s = PgStore::open(&url).unwrap();
+        let mut c = Client::connect(&url, NoTls).unwrap();
+        c.execute(
+            "INSERT INTO subscribers (email, email_key, link_key, status, created_at, updated_at)
+             SELECT 'r' || i || '@example.com', 'r' || i || '@example.com', 'k' || i, 'active',
+                    now(), now()
+             FROM generate_series(1, $1) AS i",
+            &[&n],
+        )
+        .unwrap();
+        let date = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+        assert_eq!(s.ledger_enqueue(date, None).unwrap(), n as u64);
+        (c, date)
+    }
+
     /// The generic plan of each ledger statement of the send (what a prepared
     /// statement of the store runs), on a ledger just enqueued, with or without
     /// statistics on it.
     fn generic_plans(statements: &[(&str, &str)], analyzed: bool) -> Vec<(String, String)> {
-        let url = test_cluster::fresh_database();
-        let s = PgStore::open(&url).unwrap();
-        let mut c = Client::connect(&url, NoTls).unwrap();
         // A list of a real size: on a few pages any plan is cheap, and the
         // planner takes the issue's rows through deliveries_by_state.
-        c.batch_execute(
-            "INSERT INTO subscribers (email, email_key, link_key, status, created_at, updated_at)
-             SELECT 'r' || i || '@example.com', 'r' || i || '@example.com', 'k' || i, 'active',
-                    now(), now()
-             FROM generate_series(1, 20000) AS i",
-        )
-        .unwrap();
-        let date = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
-        s.ledger_enqueue(date, None).unwrap();
+        let (mut c, _) = enqueued(20_000);
         if analyzed {
             c.batch_execute("ANALYZE deliveries").unwrap();
         }
@@ -1801,6 +1814,31 @@ mod tests {
             .expect("the statement of the send is prepared on the connection");
         assert_eq!((*generic, *custom), (12, 0), "{plans:?}");
         assert!(plans.iter().all(|(_, _, custom)| *custom == 0), "{plans:?}");
+    }
+
+    /// A claim sets the holder of its rows without a new index entry for any
+    /// of them (a heap-only update, on the row's page).
+    #[test]
+    fn a_claim_updates_its_rows_in_place() {
+        let (mut c, date) = enqueued(600);
+        let mut tx = c.transaction().unwrap();
+        let claim = tx.prepare(&claim_sql()).unwrap();
+        let holder = "sender-a-rather-long-host-name.example.com-4194304-0123abcd";
+        let claimed = tx
+            .query(&claim, &[&date, &holder, &500i64, &i64::MIN])
+            .unwrap()
+            .len();
+        assert_eq!(claimed, 500);
+        // This transaction's counts.
+        let (updated, in_place): (i64, i64) = tx
+            .query_one(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables
+                 WHERE relname = 'deliveries'",
+                &[],
+            )
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert_eq!((updated, in_place), (500, 500));
     }
 
     /// A claim reads the issue's rows from the cursor on and stops at the
