@@ -27,7 +27,10 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
                     "in_doubt": r.in_doubt,
                 }),
                 Ok(None) => serde_json::Value::Null,
-                Err(_) => json!({"error": "could not read the last run"}),
+                Err(e) => {
+                    tracing::warn!(error = %e, "health check: could not read the last run");
+                    json!({"error": "could not read the last run"})
+                }
             };
             (
                 StatusCode::OK,
@@ -41,10 +44,14 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
                 json!({"status": "unavailable", "store": "unreachable"}),
             )
         }
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "unavailable", "store": "unreachable"}),
-        ),
+        Err(e) => {
+            let cause = e.cause().map(|c| format!("{c:#}")).unwrap_or_default();
+            tracing::error!(error = %cause, "health check: the store call failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "unavailable", "store": "unreachable"}),
+            )
+        }
     };
     let mut res = (status, body.to_string()).into_response();
     res.headers_mut().insert(

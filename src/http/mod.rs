@@ -416,8 +416,13 @@ impl AppError {
             locale: Locale::default(),
             problem: Problem::Unavailable,
             brand: String::new(),
-            internal: None,
+            internal: Some(anyhow::Error::new(e)),
         }
+    }
+
+    /// What failed on our side, for a log line (none for the visitor's own mistakes).
+    pub fn cause(&self) -> Option<&anyhow::Error> {
+        self.internal.as_ref()
     }
 
     /// A failure of ours: logged with its cause, shown as "try later".
@@ -558,6 +563,20 @@ mod tests {
         let mut m = HeaderMap::new();
         m.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_str(v).unwrap());
         m
+    }
+
+    #[test]
+    fn a_busy_or_failed_store_call_keeps_its_cause_for_the_log() {
+        use crate::store::StoreError;
+        let busy = AppError::busy(StoreError::Busy("database is locked".into()));
+        assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+        let words = format!("{:#}", busy.cause().expect("a cause"));
+        assert!(words.contains("database is locked"), "{words}");
+        let failed = AppError::internal(anyhow::anyhow!(StoreError::Db("disk I/O error".into())));
+        let words = format!("{:#}", failed.cause().expect("a cause"));
+        assert!(words.contains("disk I/O error"), "{words}");
+        let visitor = AppError::new(StatusCode::BAD_REQUEST, Locale::En, Problem::BadLink);
+        assert!(visitor.cause().is_none());
     }
 
     #[test]

@@ -13,6 +13,8 @@ use serde::Deserialize;
 use super::fields::{Posted, Queried, TokenField};
 use super::{page, pages, AppError, AppState, PageLocale, Problem};
 use crate::domain::{Locale, Subscriber, SubscriberStatus};
+use crate::store::{Store, StoreError};
+use std::sync::Arc;
 
 /// The unsubscribe button's form, or an RFC 8058 one-click POST.
 #[derive(Debug, Default, Deserialize)]
@@ -139,29 +141,64 @@ pub async fn act(
 
 /// How long an unsubscribe that met a busy database is retried in the background.
 const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+/// The pause between two of those tries.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Why an unsubscribe retried in the background was given up.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RetryGaveUp {
+    /// Every try met a busy database until the time was up.
+    #[error("the database stayed busy for {} s of retries", .0.as_secs())]
+    StayedBusy(std::time::Duration),
+    /// A try failed for another reason: retrying would not help.
+    #[error("a retry failed: {0}")]
+    Failed(#[source] StoreError),
+    /// The store call did not finish (it panicked).
+    #[error("a retry did not finish: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Records the unsubscribe, trying again every `pause` while the database is
+/// busy, for `how_long` at most; gives up at once on any other error.
+pub(crate) async fn retry_unsubscribe(
+    store: Arc<dyn Store>,
+    id: i64,
+    why: &'static str,
+    at: chrono::DateTime<chrono::Utc>,
+    pause: std::time::Duration,
+    how_long: std::time::Duration,
+) -> Result<(), RetryGaveUp> {
+    let deadline = tokio::time::Instant::now() + how_long;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(pause).await;
+        let store = store.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            store.set_status(id, SubscriberStatus::Unsubscribed, why, at)
+        })
+        .await?;
+        match done {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Busy(_)) => continue,
+            Err(e) => return Err(RetryGaveUp::Failed(e)),
+        }
+    }
+    Err(RetryGaveUp::StayedBusy(how_long))
+}
 
 fn keep_trying(state: AppState, id: i64, why: &'static str, at: chrono::DateTime<chrono::Utc>) {
     tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + RETRY_FOR;
-        while tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            match state
-                .store(move |st| st.set_status(id, SubscriberStatus::Unsubscribed, why, at))
-                .await
-            {
-                Ok(_) => {
-                    state.metrics.unsubscribe();
-                    tracing::info!(subscriber = id, via = why, "unsubscribed after a retry");
-                    return;
-                }
-                Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => continue,
-                Err(_) => break,
+        match retry_unsubscribe(state.store.clone(), id, why, at, RETRY_PAUSE, RETRY_FOR).await {
+            Ok(()) => {
+                state.metrics.unsubscribe();
+                tracing::info!(subscriber = id, via = why, "unsubscribed after a retry");
             }
+            Err(e) => tracing::error!(
+                subscriber = id,
+                error = %e,
+                "an unsubscribe could not be recorded ({e}): record it with \
+                 `digestif unsubscribe ADDRESS` for subscriber {id}"
+            ),
         }
-        tracing::error!(
-            subscriber = id,
-            "an unsubscribe could not be recorded: the database stayed busy"
-        );
     });
 }
 
@@ -183,5 +220,69 @@ mod tests {
             token_in(posted::<UnsubscribeForm>(b"").token, q.token),
             None
         );
+    }
+
+    /// A database file with one active subscriber, and that subscriber's id.
+    fn one_reader(dir: &std::path::Path) -> (Arc<dyn Store>, std::path::PathBuf, i64) {
+        use crate::store::{sqlite::SqliteStore, suite::new_sub, Subscribers};
+        let path = dir.join("d.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let new = new_sub("r@example.org", SubscriberStatus::Active);
+        store.upsert_subscriber(&new).unwrap();
+        let id = store.subscriber_by_email(&new.email).unwrap().unwrap().id;
+        store
+            .set_busy_timeout(std::time::Duration::from_millis(20))
+            .unwrap();
+        (Arc::new(store), path, id)
+    }
+
+    fn retry(store: &Arc<dyn Store>, id: i64, how_long_ms: u64) -> Result<(), RetryGaveUp> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(retry_unsubscribe(
+            store.clone(),
+            id,
+            "test",
+            crate::clock::now(),
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_millis(how_long_ms),
+        ))
+    }
+
+    #[test]
+    fn a_retry_that_fails_for_another_reason_than_busy_says_why_not_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path, id) = one_reader(dir.path());
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON subscribers \
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+            )
+            .unwrap();
+        let e = retry(&store, id, 5_000).unwrap_err();
+        assert!(
+            matches!(&e, RetryGaveUp::Failed(StoreError::Db(m)) if m.contains("refused by the test")),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("refused by the test"), "{e}");
+        assert!(!e.to_string().contains("busy"), "{e}");
+    }
+
+    #[test]
+    fn a_retry_that_meets_a_busy_database_throughout_says_so_and_one_freed_in_time_records_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path, id) = one_reader(dir.path());
+        let holder = rusqlite::Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let e = retry(&store, id, 200).unwrap_err();
+        assert!(matches!(e, RetryGaveUp::StayedBusy(_)), "{e:?}");
+        assert!(e.to_string().contains("stayed busy"), "{e}");
+        holder.execute_batch("COMMIT").unwrap();
+        retry(&store, id, 5_000).unwrap();
+        let s = store.subscriber_by_id(id).unwrap().unwrap();
+        assert_eq!(s.status, SubscriberStatus::Unsubscribed);
     }
 }

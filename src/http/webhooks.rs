@@ -203,9 +203,14 @@ async fn apply(s: &AppState, provider: Provider, events: Vec<ProviderEvent>) -> 
             }
             text(StatusCode::OK, webhook::describe(&outcomes))
         }
-        Err(_) => {
+        Err(e) => {
+            let cause = e
+                .cause()
+                .map(|c| format!("{c:#}"))
+                .unwrap_or_else(|| "no cause given".into());
             tracing::error!(
-                "{} webhook: the store failed; the relay will retry",
+                error = %cause,
+                "{} webhook: the store failed ({cause}); the relay will retry",
                 provider.as_str()
             );
             text(StatusCode::SERVICE_UNAVAILABLE, "try again later\n")
