@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use rustls::client::WantsClientCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{ClientConfig, ConfigBuilder, RootCertStore};
 
 /// The server a client configuration is for: it names the config key of its CA
 /// file in what goes wrong.
@@ -82,6 +83,15 @@ pub fn client_config(
     extra: &[CertificateDer<'static>],
     peer: Peer,
 ) -> Result<Arc<ClientConfig>, TlsSetupError> {
+    Ok(Arc::new(client_builder(extra, peer)?.with_no_client_auth()))
+}
+
+/// The same, short of the client's own certificate: the caller presents one
+/// (`with_client_auth_cert`) or none.
+pub fn client_builder(
+    extra: &[CertificateDer<'static>],
+    peer: Peer,
+) -> Result<ConfigBuilder<ClientConfig, WantsClientCert>, TlsSetupError> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for e in &native.errors {
@@ -97,12 +107,10 @@ pub fn client_config(
         return Err(TlsSetupError::NoRoots { peer });
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    Ok(ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|error| TlsSetupError::Protocols { error })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+        .with_root_certificates(roots))
 }
 
 #[cfg(test)]

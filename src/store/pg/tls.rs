@@ -4,9 +4,18 @@
 //! `tokio-postgres-rustls`; the server's certificate is always checked, chain
 //! and host name, against the system's roots plus the CA file, whichever of the
 //! three modes is named (stricter than libpq's `require` and `verify-ca`).
+//! `sslcert=PATH&sslkey=PATH` (libpq's names) present a client certificate, for
+//! servers that authenticate by certificate (`hostssl … cert` in pg_hba.conf);
+//! both files are read once, when the store is opened.
 
+use std::path::Path;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::config::PrivateFileError;
+use crate::deliver::transport::tls::{client_builder, pem_certificates, Peer, PemError};
 use crate::store::StoreError;
 
 /// What the URL asks for, ready to connect: the URL as the `postgres` crate
@@ -20,52 +29,98 @@ fn invalid(place: &str, what: String) -> StoreError {
     StoreError::Invalid(format!("storage.database {place}: {what}"))
 }
 
-/// Reads `sslmode` and `sslrootcert` off `url`, and makes the connector.
+/// Reads `sslmode`, `sslrootcert`, `sslcert` and `sslkey` off `url`, and makes
+/// the connector (reading the files it names).
 pub(super) fn split(url: &str, place: &str) -> Result<Split, StoreError> {
     let (url, tls) = rewrite(url).map_err(|e| invalid(place, e.to_string()))?;
     let tls = match tls {
-        Some(root) => Some(connector(root.as_deref(), place)?),
+        Some(wanted) => Some(connector(&wanted, place)?),
         None => None,
     };
     Ok(Split { url, tls })
 }
 
-/// An `sslmode` in the URL that is not one this client reads.
+/// The TLS a URL asks for: the files it names, as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// `sslrootcert`: a CA file trusted on top of the system's roots.
+    pub root: Option<String>,
+    /// `sslcert` and `sslkey`: the certificate to present and its key.
+    pub client: Option<ClientCert>,
+}
+
+/// A client certificate's files (`sslcert`, `sslkey`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert: String,
+    pub key: String,
+}
+
+/// A URL whose TLS parameters cannot go together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "sslmode={mode} is not known: use disable, require or verify-full \
-     (the certificate is checked in every mode but disable)"
-)]
-pub struct UnknownSslMode {
-    pub mode: String,
+pub enum TlsUrlError {
+    #[error(
+        "sslmode={mode} is not known: use disable, require or verify-full \
+         (the certificate is checked in every mode but disable)"
+    )]
+    UnknownSslMode { mode: String },
+    #[error(
+        "sslcert={cert} without sslkey: add sslkey=PATH, the PEM file of this \
+         certificate's private key"
+    )]
+    CertWithoutKey { cert: String },
+    #[error(
+        "sslkey={key} without sslcert: add sslcert=PATH, the PEM file of the \
+         client certificate this key belongs to"
+    )]
+    KeyWithoutCert { key: String },
+    #[error(
+        "sslcert={cert} with sslmode=disable: a client certificate is only sent \
+         over TLS; use sslmode=verify-full, or take sslcert and sslkey off"
+    )]
+    CertInClear { cert: String },
 }
 
 /// `url` as the `postgres` crate reads it (`sslmode` `require` or `disable`,
-/// no `sslrootcert`), and whether TLS is wanted, with which CA file. No I/O:
-/// the config check uses it too.
-pub fn rewrite(url: &str) -> Result<(String, Option<Option<String>>), UnknownSslMode> {
+/// none of `sslrootcert`, `sslcert`, `sslkey`), and whether TLS is wanted, with
+/// which files. No I/O: the config check uses it too.
+pub fn rewrite(url: &str) -> Result<(String, Option<Wanted>), TlsUrlError> {
     let Ok(mut parsed) = url::Url::parse(url) else {
         // Not a URL the url crate reads: leave it to the postgres crate's message.
         return Ok((url.to_string(), None));
     };
     let mut mode = None;
-    let mut root = None;
+    let (mut root, mut cert, mut key) = (None, None, None);
     let mut rest = Vec::new();
     for (k, v) in parsed.query_pairs() {
         match k.as_ref() {
             "sslmode" => mode = Some(v.into_owned()),
             "sslrootcert" => root = Some(v.into_owned()),
+            "sslcert" => cert = Some(v.into_owned()),
+            "sslkey" => key = Some(v.into_owned()),
             _ => rest.push((k.into_owned(), v.into_owned())),
         }
     }
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some(ClientCert { cert, key }),
+        (Some(cert), None) => return Err(TlsUrlError::CertWithoutKey { cert }),
+        (None, Some(key)) => return Err(TlsUrlError::KeyWithoutCert { key }),
+        (None, None) => None,
+    };
     let wanted = match mode.as_deref() {
         Some("require" | "verify-ca" | "verify-full") => true,
-        Some("disable") => false,
+        Some("disable") => {
+            if let Some(c) = client {
+                return Err(TlsUrlError::CertInClear { cert: c.cert });
+            }
+            false
+        }
         // `prefer` (the postgres crate's default) would fall back to clear
-        // text: with a CA file given, TLS it is; else as before, in clear.
-        Some("prefer") | None => root.is_some(),
+        // text: with a CA file or a client certificate given, TLS it is; else
+        // as before, in clear.
+        Some("prefer") | None => root.is_some() || client.is_some(),
         Some(other) => {
-            return Err(UnknownSslMode {
+            return Err(TlsUrlError::UnknownSslMode {
                 mode: other.to_string(),
             })
         }
@@ -78,12 +133,76 @@ pub fn rewrite(url: &str) -> Result<(String, Option<Option<String>>), UnknownSsl
         }
         q.append_pair("sslmode", if wanted { "require" } else { "disable" });
     }
-    Ok((parsed.to_string(), wanted.then_some(root)))
+    Ok((
+        parsed.to_string(),
+        wanted.then_some(Wanted { root, client }),
+    ))
 }
 
-fn connector(root: Option<&str>, place: &str) -> Result<MakeRustlsConnect, StoreError> {
-    use crate::deliver::transport::tls::{client_config, pem_certificates, Peer};
-    let extra = match root {
+/// Why the client certificate of the URL cannot be presented.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientCertError {
+    #[error(
+        "sslcert {path}: cannot read it ({error}): name the PEM file of the \
+         client certificate"
+    )]
+    CertUnreadable { path: String, error: std::io::Error },
+    #[error("sslcert {path}: {error}: name the PEM file of the client certificate")]
+    NoCertificate { path: String, error: PemError },
+    /// The key file is missing, empty or readable by others (as libpq, 0600).
+    #[error(transparent)]
+    KeyFile(#[from] PrivateFileError),
+    #[error(
+        "sslkey {path}: no private key in it (-----BEGIN PRIVATE KEY-----, \
+         RSA PRIVATE KEY or EC PRIVATE KEY){detail}: name the PEM file of the \
+         client certificate's key"
+    )]
+    NoKey { path: String, detail: String },
+    #[error(
+        "sslkey {key} is not the key of the certificate in sslcert {cert}: name \
+         the key the certificate was issued for"
+    )]
+    Mismatch { cert: String, key: String },
+    #[error("sslcert {cert} with sslkey {key}: {error}: use an RSA, ECDSA or Ed25519 key")]
+    Refused {
+        cert: String,
+        key: String,
+        error: rustls::Error,
+    },
+}
+
+/// The certificate chain of `sslcert` (the client's first).
+fn client_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, ClientCertError> {
+    let pem = std::fs::read(path).map_err(|error| ClientCertError::CertUnreadable {
+        path: path.to_string(),
+        error,
+    })?;
+    pem_certificates(&pem).map_err(|error| ClientCertError::NoCertificate {
+        path: path.to_string(),
+        error,
+    })
+}
+
+/// The private key of `sslkey` (PKCS#8, PKCS#1 or SEC1), refused when others
+/// may read its file.
+fn client_key(path: &str) -> Result<PrivateKeyDer<'static>, ClientCertError> {
+    let lines = crate::config::read_private_lines(
+        Path::new(path),
+        "sslkey",
+        "Name the PEM file of the client certificate's key (chmod 600) in sslkey=PATH",
+    )?;
+    let no_key = |detail: String| ClientCertError::NoKey {
+        path: path.to_string(),
+        detail,
+    };
+    PrivateKeyDer::from_pem_slice((lines.join("\n") + "\n").as_bytes()).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => no_key(String::new()),
+        other => no_key(format!(" ({other})")),
+    })
+}
+
+fn connector(wanted: &Wanted, place: &str) -> Result<MakeRustlsConnect, StoreError> {
+    let extra = match &wanted.root {
         Some(path) => {
             let pem = std::fs::read(path).map_err(|e| {
                 invalid(
@@ -98,11 +217,38 @@ fn connector(root: Option<&str>, place: &str) -> Result<MakeRustlsConnect, Store
         }
         None => Vec::new(),
     };
-    let config =
-        client_config(&extra, Peer::Postgres).map_err(|e| invalid(place, e.to_string()))?;
-    Ok(MakeRustlsConnect::new(std::sync::Arc::unwrap_or_clone(
-        config,
-    )))
+    let builder =
+        client_builder(&extra, Peer::Postgres).map_err(|e| invalid(place, e.to_string()))?;
+    let config = match &wanted.client {
+        None => builder.with_no_client_auth(),
+        Some(files) => client_auth(builder, files).map_err(|e| invalid(place, e.to_string()))?,
+    };
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// `builder` presenting the certificate of `files`; rustls checks here that
+/// the key is the certificate's.
+fn client_auth(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    files: &ClientCert,
+) -> Result<rustls::ClientConfig, ClientCertError> {
+    let chain = client_chain(&files.cert)?;
+    let key = client_key(&files.key)?;
+    builder
+        .with_client_auth_cert(chain, key)
+        .map_err(|error| match error {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                ClientCertError::Mismatch {
+                    cert: files.cert.clone(),
+                    key: files.key.clone(),
+                }
+            }
+            error => ClientCertError::Refused {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+                error,
+            },
+        })
 }
 
 #[cfg(test)]
@@ -126,7 +272,7 @@ mod tests {
         assert!(e.to_string().contains("sslmode=allow is not known"), "{e}");
         assert_eq!(
             rewrite("postgres://u@db/d?sslmode=allow").unwrap_err(),
-            UnknownSslMode {
+            TlsUrlError::UnknownSslMode {
                 mode: "allow".into()
             }
         );
@@ -135,12 +281,199 @@ mod tests {
             rewrite("postgres://u@db/d?sslmode=prefer&sslrootcert=ca.pem").unwrap(),
             (
                 "postgres://u@db/d?sslmode=require".to_string(),
-                Some(Some("ca.pem".to_string()))
+                Some(Wanted {
+                    root: Some("ca.pem".to_string()),
+                    client: None
+                })
             )
         );
         let e = split("postgres://u@db/d?sslrootcert=/nowhere.pem", "db")
             .err()
             .unwrap();
         assert!(e.to_string().contains("/nowhere.pem"), "{e}");
+    }
+
+    #[test]
+    fn sslcert_and_sslkey_are_read_off_the_url_and_turn_tls_on() {
+        let (url, tls) =
+            rewrite("postgres://u@db/d?sslcert=%2Fk%2Fc.pem&application_name=x&sslkey=/k/c.key")
+                .unwrap();
+        assert_eq!(url, "postgres://u@db/d?application_name=x&sslmode=require");
+        assert_eq!(
+            tls,
+            Some(Wanted {
+                root: None,
+                client: Some(ClientCert {
+                    cert: "/k/c.pem".into(),
+                    key: "/k/c.key".into()
+                })
+            })
+        );
+        let (url, tls) =
+            rewrite("postgres://u@db/d?sslmode=verify-full&sslrootcert=ca.pem&sslcert=c&sslkey=k")
+                .unwrap();
+        assert_eq!(url, "postgres://u@db/d?sslmode=require");
+        let tls = tls.unwrap();
+        assert_eq!(tls.root.as_deref(), Some("ca.pem"));
+        assert_eq!(tls.client.unwrap().key, "k");
+    }
+
+    #[test]
+    fn sslcert_and_sslkey_go_together_and_only_over_tls() {
+        let e = rewrite("postgres://u@db/d?sslmode=verify-full&sslcert=/k/c.pem").unwrap_err();
+        assert_eq!(
+            e,
+            TlsUrlError::CertWithoutKey {
+                cert: "/k/c.pem".into()
+            }
+        );
+        assert!(e.to_string().contains("add sslkey=PATH"), "{e}");
+        let e = rewrite("postgres://u@db/d?sslkey=/k/c.key").unwrap_err();
+        assert_eq!(
+            e,
+            TlsUrlError::KeyWithoutCert {
+                key: "/k/c.key".into()
+            }
+        );
+        assert!(e.to_string().contains("add sslcert=PATH"), "{e}");
+        let e =
+            rewrite("postgres://u@db/d?sslmode=disable&sslcert=c.pem&sslkey=c.key").unwrap_err();
+        assert_eq!(
+            e,
+            TlsUrlError::CertInClear {
+                cert: "c.pem".into()
+            }
+        );
+        assert!(e.to_string().contains("use sslmode=verify-full"), "{e}");
+        // Through `split`, the database is named too.
+        let e = split("postgres://u@db/d?sslcert=c.pem", "postgres://u@db/d")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("storage.database postgres://u@db/d: sslcert=c.pem without sslkey"),
+            "{e}"
+        );
+    }
+
+    /// A folder holding the named files: a certificate and its key (0600).
+    fn files(cert: &[u8], key: &[u8]) -> (tempfile::TempDir, String, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("client.crt"), dir.path().join("client.key"));
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key).unwrap();
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = |p: std::path::PathBuf| p.display().to_string();
+        (dir, s(c), s(k))
+    }
+
+    /// Whether a connector is made with these files; else the error.
+    fn open_with(cert: &str, key: &str) -> Result<bool, String> {
+        split(
+            &format!("postgres://u@db/d?sslcert={cert}&sslkey={key}"),
+            "db",
+        )
+        .map(|s| s.tls.is_some())
+        .map_err(|e| e.to_string())
+    }
+
+    // Made with openssl: `genrsa -traditional` and `ecparam -genkey -noout`.
+    const RSA_PKCS1_KEY: &[u8] = include_bytes!("../../../tests/fixtures/pg-client/rsa-pkcs1.key");
+    const RSA_CERT: &[u8] = include_bytes!("../../../tests/fixtures/pg-client/rsa.crt");
+    const EC_SEC1_KEY: &[u8] = include_bytes!("../../../tests/fixtures/pg-client/ec-sec1.key");
+    const EC_CERT: &[u8] = include_bytes!("../../../tests/fixtures/pg-client/ec.crt");
+
+    #[test]
+    fn a_client_certificate_is_taken_with_an_rsa_ecdsa_or_ed25519_key_in_each_pem_form() {
+        let ecdsa = rcgen::generate_simple_self_signed(vec!["digestif".into()]).unwrap();
+        let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let ed_cert = rcgen::CertificateParams::new(vec!["digestif".into()])
+            .unwrap()
+            .self_signed(&ed)
+            .unwrap();
+        let pairs: [(&str, Vec<u8>, Vec<u8>); 4] = [
+            ("RSA, PKCS#1", RSA_CERT.to_vec(), RSA_PKCS1_KEY.to_vec()),
+            ("ECDSA, SEC1", EC_CERT.to_vec(), EC_SEC1_KEY.to_vec()),
+            (
+                "ECDSA, PKCS#8",
+                ecdsa.cert.pem().into_bytes(),
+                ecdsa.key_pair.serialize_pem().into_bytes(),
+            ),
+            (
+                "Ed25519, PKCS#8",
+                ed_cert.pem().into_bytes(),
+                ed.serialize_pem().into_bytes(),
+            ),
+        ];
+        for (what, cert, key) in pairs {
+            let (_dir, c, k) = files(&cert, &key);
+            let tls = open_with(&c, &k).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(tls, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_wrong_client_certificate_file_is_named_with_what_to_do() {
+        let (dir, c, k) = files(EC_CERT, EC_SEC1_KEY);
+        let gone = dir.path().join("gone.pem").display().to_string();
+        let e = open_with(&gone, &k).unwrap_err();
+        assert!(
+            e.contains(&format!("sslcert {gone}: cannot read it")),
+            "{e}"
+        );
+        // The key given as the certificate.
+        let e = open_with(&k, &k).unwrap_err();
+        assert!(
+            e.contains(&format!("sslcert {k}: no PEM certificate")),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("name the PEM file of the client certificate"),
+            "{e}"
+        );
+        let e = open_with(&c, &gone).unwrap_err();
+        assert!(e.contains(&format!("sslkey {gone}: ")), "{e}");
+        assert!(e.contains("in sslkey=PATH"), "{e}");
+        // The certificate given as the key (made private, so that the content is what fails).
+        let (_d2, _, cert_as_key) = files(EC_CERT, EC_CERT);
+        let e = open_with(&c, &cert_as_key).unwrap_err();
+        assert!(
+            e.contains(&format!("sslkey {cert_as_key}: no private key in it")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_key_file_others_may_read_is_refused_as_libpq_does() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, c, k) = files(EC_CERT, EC_SEC1_KEY);
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = split(&format!("postgres://u@db/d?sslcert={c}&sslkey={k}"), "db")
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains(&format!(
+                "sslkey {k} can be read by other users (mode 640): run `chmod 600 {k}`"
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_refused_when_the_store_opens() {
+        let (_dir, c, _) = files(EC_CERT, EC_SEC1_KEY);
+        let (_d2, _, other_key) = files(RSA_CERT, RSA_PKCS1_KEY);
+        let e = open_with(&c, &other_key).unwrap_err();
+        assert!(
+            e.contains(&format!(
+                "sslkey {other_key} is not the key of the certificate in sslcert {c}"
+            )),
+            "{e}"
+        );
+        let another_ec = rcgen::generate_simple_self_signed(vec!["digestif".into()]).unwrap();
+        let (_d3, _, ec_key) = files(b"", another_ec.key_pair.serialize_pem().as_bytes());
+        let e = open_with(&c, &ec_key).unwrap_err();
+        assert!(e.contains("is not the key of the certificate"), "{e}");
     }
 }
