@@ -1283,3 +1283,143 @@ fn three_sends_started_at_once_when_no_source_can_be_read_each_try_to_build_in_t
     assert_eq!(feed.fetches(), 3, "{all}");
     assert_eq!(server.count(), 0);
 }
+
+/// A certificate authority of the test's own; a certificate it signs for `cn`
+/// (certificate and key, PEM).
+struct TestCa {
+    key: rcgen::KeyPair,
+    cert: rcgen::Certificate,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "digestif test CA");
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { key, cert }
+    }
+
+    fn sign_client(&self, cn: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// From now on the test cluster takes database `db` only over TLS and only
+/// from a client presenting a certificate `ca` signed whose CN is the user
+/// (`hostssl db all 127.0.0.1/32 cert`, and `ssl_ca_file`).
+fn require_client_certificates_for(db: &str, ca: &TestCa) {
+    let admin_url = pg_cluster::cluster().url("postgres");
+    let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
+    let show = |c: &mut postgres::Client, what: &str| -> String {
+        c.query_one(&format!("SHOW {what}"), &[]).unwrap().get(0)
+    };
+    let ca_file = PathBuf::from(show(&mut admin, "data_directory")).join("client-ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let hba = show(&mut admin, "hba_file");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("hostssl {db} all 127.0.0.1/32 cert\nhost {db} all 127.0.0.1/32 reject\n{rules}"),
+    )
+    .unwrap();
+    let set = format!("ALTER SYSTEM SET ssl_ca_file = '{}'", ca_file.display());
+    admin.batch_execute(&set).unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    // The reload is a signal: wait until new connections see it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut c = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
+        if show(&mut c, "ssl_ca_file") == ca_file.display().to_string() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cluster did not reload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `sslcert` and `sslkey`: a server that authenticates by client certificate
+/// (`hostssl … cert` in pg_hba.conf) lets in digestif presenting a certificate
+/// for the database user, and refuses it, with the server's reason, without.
+#[test]
+fn a_server_that_authenticates_by_certificate_takes_the_client_certificate_of_the_url() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    let ca = TestCa::new();
+    require_client_certificates_for(site.url.rsplit('/').next().unwrap(), &ca);
+    let dir = site.dir.path();
+    std::fs::copy(&pg_cluster::cluster().ca_file, dir.join("db-ca.pem")).unwrap();
+    // client.crt and client.key (0600): a certificate for user `cn`.
+    let present = |cn: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let (cert, key) = ca.sign_client(cn);
+        std::fs::write(dir.join("client.crt"), cert).unwrap();
+        std::fs::write(dir.join("client.key"), key).unwrap();
+        let private = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(dir.join("client.key"), private).unwrap();
+    };
+    // `args` fail (exit 1) with the server's `reason` in the message.
+    let refused = |args: &[&str], reason: &str| {
+        let out = site.run(args);
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(reason), "{}", show(&out));
+    };
+    let use_url = |query: &str| {
+        site.edit_config(|cfg| {
+            let start = cfg.find("database = \"").unwrap();
+            let end = start + cfg[start..].find('\n').unwrap();
+            format!(
+                "{}database = \"{}?sslmode=verify-full&sslrootcert={}{query}\"{}",
+                &cfg[..start],
+                site.url,
+                dir.join("db-ca.pem").display(),
+                &cfg[end..]
+            )
+        })
+    };
+
+    // Over TLS but without a certificate: the server's refusal, as it says it.
+    use_url("");
+    refused(
+        &["migrate"],
+        "connection requires a valid client certificate",
+    );
+
+    let files = format!(
+        "&sslcert={}&sslkey={}",
+        dir.join("client.crt").display(),
+        dir.join("client.key").display()
+    );
+    use_url(&files);
+    present("postgres");
+    let out = site.run(&["migrate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    site.add_readers(2);
+    let out = site.run(&["subscribers", "list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let listed = stdout(&out);
+    assert!(listed.contains("r2@example.com"), "{listed}");
+    let out = site.send();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(recipients(&server), everyone(2));
+
+    // A certificate for another user: refused by the server, which says why.
+    present("someone_else");
+    refused(
+        &["subscribers", "list"],
+        "certificate authentication failed for user \"postgres\"",
+    );
+}
