@@ -1325,13 +1325,9 @@ fn require_client_certificates_for(db: &str, ca: &TestCa) {
     };
     let ca_file = PathBuf::from(show(&mut admin, "data_directory")).join("client-ca.pem");
     std::fs::write(&ca_file, ca.cert.pem()).unwrap();
-    let hba = show(&mut admin, "hba_file");
-    let rules = std::fs::read_to_string(&hba).unwrap();
-    std::fs::write(
-        &hba,
-        format!("hostssl {db} all 127.0.0.1/32 cert\nhost {db} all 127.0.0.1/32 reject\n{rules}"),
-    )
-    .unwrap();
+    pg_cluster::cluster().put_first_in_hba(&format!(
+        "hostssl {db} all 127.0.0.1/32 cert\nhost {db} all 127.0.0.1/32 reject\n"
+    ));
     let set = format!("ALTER SYSTEM SET ssl_ca_file = '{}'", ca_file.display());
     admin.batch_execute(&set).unwrap();
     admin.batch_execute("SELECT pg_reload_conf()").unwrap();

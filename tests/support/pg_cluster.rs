@@ -192,9 +192,17 @@ impl Cluster {
     /// From now on the server refuses connections to database `name` that are
     /// not over TLS (a `hostnossl … reject` line first in pg_hba.conf, reloaded).
     pub fn require_tls_for(&self, name: &str) {
+        self.put_first_in_hba(&format!("hostnossl {name} all all reject\n"));
+    }
+
+    /// Puts `rules` first in pg_hba.conf and reloads the server. Tests running
+    /// at once each add their own rules: one at a time, so none is lost.
+    pub fn put_first_in_hba(&self, rules: &str) {
+        static HBA: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = HBA.lock().unwrap_or_else(|e| e.into_inner());
         let hba = self.dir.join("data/pg_hba.conf");
-        let rules = std::fs::read_to_string(&hba).unwrap();
-        std::fs::write(&hba, format!("hostnossl {name} all all reject\n{rules}")).unwrap();
+        let kept = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(&hba, format!("{rules}{kept}")).unwrap();
         let mut c = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
             .expect("connect to the test cluster");
         c.batch_execute("SELECT pg_reload_conf()").unwrap();
