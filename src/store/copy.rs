@@ -138,10 +138,7 @@ pub trait Copyable {
 /// Copies everything `from` keeps into `to`, which must be empty; what was copied.
 pub fn copy(from: &dyn Backend, to: &dyn Backend) -> StoreResult<Dump> {
     if !to.is_empty()? {
-        return Err(StoreError::Invalid(
-            "the target database is not empty: copy into a new database (nothing was written)"
-                .into(),
-        ));
+        return Err(StoreError::TargetNotEmpty);
     }
     let dump = from.dump()?;
     to.load(&dump)?;
@@ -274,7 +271,9 @@ mod tests {
         );
 
         // A second copy into it is refused and changes nothing.
-        let err = copy(&*sqlite, &*pg).unwrap_err().to_string();
+        let err = copy(&*sqlite, &*pg).unwrap_err();
+        assert!(matches!(err, StoreError::TargetNotEmpty), "{err}");
+        let err = err.to_string();
         assert!(err.contains("not empty"), "{err}");
         assert_eq!(pg.dump().unwrap(), original);
 

@@ -35,14 +35,24 @@ pub enum StoreError {
     /// nothing was written, trying again later will do.
     #[error("the database is busy: {0}")]
     Busy(String),
+    /// A variant of the issue of `date` was to be kept before the issue itself
+    /// was frozen (its build has not run, or was not kept).
+    #[error("the issue of {date} is not frozen: its variant {variant:?} cannot be kept")]
+    NotFrozen { date: NaiveDate, variant: String },
+    /// `copy` was given a database that already holds data.
+    #[error("the target database is not empty: copy into a new database (nothing was written)")]
+    TargetNotEmpty,
+    /// This backend does not implement the call.
+    #[error("this storage backend cannot {0}")]
+    Unsupported(&'static str),
     #[error("{0}")]
     Invalid(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-fn unsupported(what: &str) -> StoreError {
-    StoreError::Invalid(format!("this storage backend cannot {what}"))
+fn unsupported(what: &'static str) -> StoreError {
+    StoreError::Unsupported(what)
 }
 
 /// One database as [`open`] gives it: the [`Store`], plus copying it whole.
@@ -565,9 +575,7 @@ pub trait Ledger: Send + Sync {
         with_unzoned: bool,
     ) -> StoreResult<u64> {
         let _ = (date, zones, with_unzoned);
-        Err(StoreError::Invalid(
-            "this storage backend cannot enqueue by time zone".into(),
-        ))
+        Err(unsupported("enqueue by time zone"))
     }
     /// Whether each call waits on a server across a connection (PostgreSQL)
     /// rather than on work in this process (SQLite): the send loop then makes

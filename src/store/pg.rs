@@ -573,6 +573,7 @@ impl PgStore {
             StoreError::Db(m) | StoreError::Invalid(m) => {
                 StoreError::Db(format!("cannot connect to {}: {m}", self.place))
             }
+            other => other,
         })?;
         Ok(Conn {
             client,

@@ -100,9 +100,10 @@ impl IssueStore for PgStore {
             )
             .map_err(|e| {
                 if e.code() == Some(&postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
-                    StoreError::Invalid(format!(
-                        "the issue of {date} is not frozen: its variant {key:?} cannot be kept"
-                    ))
+                    StoreError::NotFrozen {
+                        date,
+                        variant: key.to_string(),
+                    }
                 } else {
                     db(e)
                 }

@@ -84,9 +84,10 @@ impl IssueStore for SqliteStore {
             params![day(date), key, template],
         )
         .map_err(|e| match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Invalid(format!(
-                "the issue of {date} is not frozen: its variant {key:?} cannot be kept"
-            )),
+            Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::NotFrozen {
+                date,
+                variant: key.to_string(),
+            },
             _ => db(e),
         })?;
         let kept: String = tx

@@ -76,7 +76,7 @@ pub(crate) fn the_first_variant_kept_is_the_one_every_sender_gets(db: &dyn Db) {
     let (a, b) = (db.open(), db.open());
     let err = a.issues().freeze_variant(date(), "fr:", "x").unwrap_err();
     assert!(
-        matches!(err, StoreError::Invalid(ref m) if m.contains("not frozen")),
+        matches!(err, StoreError::NotFrozen { date: d, ref variant } if d == date() && variant == "fr:"),
         "{err}"
     );
     a.issues()
