@@ -51,7 +51,13 @@ impl Built {
             date,
             errors: self
                 .failed_sources()
-                .map(|s| format!("{}: {}", s.name, s.error.as_deref().unwrap_or("")))
+                .map(|s| {
+                    format!(
+                        "{}: {}",
+                        s.name,
+                        s.error.as_ref().map_or(String::new(), |e| e.to_string())
+                    )
+                })
                 .collect(),
         })
     }

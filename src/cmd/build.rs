@@ -18,7 +18,7 @@ fn report_sources(built: &Built) {
         eprintln!(
             "warning: source {:?} skipped: {}",
             s.name,
-            s.error.as_deref().unwrap_or("")
+            s.error.as_ref().map_or(String::new(), |e| e.to_string())
         );
     }
 }

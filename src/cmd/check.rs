@@ -34,8 +34,8 @@ enum Failure {
     #[error("{}", .0.join("; "))]
     OverLimits(Vec<String>),
     /// A source could not be read, as the ingest reports it.
-    #[error("{0}")]
-    Source(String),
+    #[error(transparent)]
+    Source(#[from] crate::ingest::SourceFailure),
     #[error("cannot write in {}: {error}", dir.display())]
     OutboxNotWritable { dir: PathBuf, error: std::io::Error },
     /// The SMTP server did not take a session (no connection, TLS, login).

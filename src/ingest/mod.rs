@@ -8,10 +8,10 @@ mod normalise;
 mod parse;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use serde::Serialize;
 
 use crate::articles;
 use crate::config::{Config, Source, SourceLocation};
@@ -32,14 +32,24 @@ pub enum SourceError {
     Feed(#[from] FeedError),
 }
 
+/// Which source of the config gave nothing, where it was read, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("source {name:?} ({location}): {cause}")]
+pub struct SourceFailure {
+    pub name: String,
+    /// The file or URL it was read from.
+    pub location: String,
+    pub cause: Arc<SourceError>,
+}
+
 /// How one source fared in a run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone)]
 pub struct SourceReport {
     pub name: String,
     /// Articles taken from it.
     pub articles: usize,
     /// Why it failed, if it did: names the source and what to fix.
-    pub error: Option<String>,
+    pub error: Option<SourceFailure>,
 }
 
 /// Reads every source of `cfg` (concurrently), returns the normalised articles
@@ -115,7 +125,11 @@ pub async fn ingest(cfg: &Config, now: DateTime<Utc>) -> (Vec<Article>, Vec<Sour
                 reports.push(SourceReport {
                     name: source.name.clone(),
                     articles: 0,
-                    error: Some(format!("source {:?} ({location}): {cause}", source.name)),
+                    error: Some(SourceFailure {
+                        name: source.name.clone(),
+                        location,
+                        cause: Arc::new(cause),
+                    }),
                 });
             }
         }
@@ -311,7 +325,25 @@ mod tests {
             "",
         );
         let (articles, reports) = ingest(&cfg, now()).await;
-        let err = |i: usize| reports[i].error.clone().unwrap_or_default();
+        let err = |i: usize| {
+            reports[i]
+                .error
+                .as_ref()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        // What each source's failure is, by its variant.
+        let kinds: Vec<&str> = reports
+            .iter()
+            .map(|r| match r.error.as_ref().map(|e| &*e.cause) {
+                None => "read",
+                Some(SourceError::Feed(FeedError::Unreadable { .. })) => "unreadable",
+                Some(SourceError::Feed(FeedError::Encoding { .. })) => "encoding",
+                Some(SourceError::Fetch(FetchError::Open { .. })) => "missing",
+                Some(other) => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["unreadable", "encoding", "missing", "read", "read"]);
         assert!(
             err(0).contains("\"Cassé\"") && err(0).contains("not a readable"),
             "{}",
@@ -327,8 +359,8 @@ mod tests {
             "{}",
             err(2)
         );
-        assert_eq!(reports[3].error, None);
-        assert_eq!(reports[4].error, None);
+        assert!(reports[3].error.is_none(), "{:?}", reports[3].error);
+        assert!(reports[4].error.is_none(), "{:?}", reports[4].error);
         assert!(articles.iter().any(|a| a.title == "Café crème et thé"));
         assert_eq!(articles.len(), reports[3].articles + reports[4].articles);
     }
@@ -348,7 +380,7 @@ mod tests {
         std::fs::write(dir.path().join("big.xml"), &feed).unwrap();
         let cfg = config(dir.path(), &[("Big", "big.xml".to_string())], "");
         let (articles, reports) = ingest(&cfg, now()).await;
-        assert_eq!(reports[0].error, None);
+        assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
         let a = &articles[0];
         assert!(a.title.chars().count() <= TITLE_MAX_CHARS);
         assert!(a.summary.chars().count() <= SUMMARY_MAX_CHARS);
@@ -362,11 +394,17 @@ mod tests {
         );
         let (articles, reports) = ingest(&small, now()).await;
         assert!(articles.is_empty());
-        assert!(reports[0]
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("fetch.max_bytes"));
+        let failure = reports[0].error.as_ref().unwrap();
+        assert!(
+            matches!(
+                *failure.cause,
+                SourceError::Fetch(FetchError::TooBig {
+                    max_bytes: 1_000_000
+                })
+            ),
+            "{failure:?}"
+        );
+        assert!(failure.to_string().contains("fetch.max_bytes"), "{failure}");
     }
 
     #[tokio::test]
@@ -428,10 +466,10 @@ mod tests {
             "[fetch]\ncache_file = \"state/cache.json\"\n",
         );
         let (first, r1) = ingest(&cfg, now()).await;
-        assert_eq!(r1[0].error, None);
+        assert!(r1[0].error.is_none(), "{:?}", r1[0].error);
         assert!(dir.path().join("state/cache.json").exists());
         let (second, r2) = ingest(&cfg, now()).await;
-        assert_eq!(r2[0].error, None);
+        assert!(r2[0].error.is_none(), "{:?}", r2[0].error);
         assert_eq!(hits.load(Ordering::SeqCst), 2);
         assert_eq!(not_modified.load(Ordering::SeqCst), 1);
         assert_eq!(first, second);
