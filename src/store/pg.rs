@@ -565,15 +565,22 @@ impl PgStore {
             Some(tls) => self.config.connect(tls.clone()),
             None => self.config.connect(NoTls),
         };
-        let client = client.map_err(|e| match db(e) {
-            // No connection slot left on the server: busy, not broken.
-            StoreError::Busy(m) => {
-                StoreError::Busy(format!("cannot connect to {}: {m}", self.place))
+        let client = client.map_err(|e| {
+            // A certificate refused either way: the server's words, then what to do.
+            let user = self.config.get_user().unwrap_or_default();
+            let hint = tls::refusal_hint(&e, &self.place, user)
+                .map(|h| format!(": {h}"))
+                .unwrap_or_default();
+            match db(e) {
+                // No connection slot left on the server: busy, not broken.
+                StoreError::Busy(m) => {
+                    StoreError::Busy(format!("cannot connect to {}: {m}", self.place))
+                }
+                StoreError::Db(m) | StoreError::Invalid(m) => {
+                    StoreError::Db(format!("cannot connect to {}: {m}{hint}", self.place))
+                }
+                other => other,
             }
-            StoreError::Db(m) | StoreError::Invalid(m) => {
-                StoreError::Db(format!("cannot connect to {}: {m}", self.place))
-            }
-            other => other,
         })?;
         Ok(Conn {
             client,

@@ -598,6 +598,14 @@ fn a_send_over_tls_checks_the_database_certificate_against_the_ca_file_of_the_co
         "in clear: refused\n{}",
         show(&out)
     );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "no encryption: the server takes this database over TLS only: \
+             add sslmode=verify-full to the URL, and sslrootcert=PATH (or [storage] ca_file)"
+        ),
+        "{}",
+        show(&out)
+    );
 
     std::fs::copy(&cluster.ca_file, site.dir.path().join("db-ca.pem")).unwrap();
     let cfg = std::fs::read_to_string(site.config()).unwrap().replace(
@@ -618,8 +626,34 @@ fn a_send_over_tls_checks_the_database_certificate_against_the_ca_file_of_the_co
     std::fs::write(site.dir.path().join("db-ca.pem"), other.cert.pem()).unwrap();
     let out = site.run(&["subscribers", "list"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let ca_file = site.dir.path().join("db-ca.pem");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("certificate"),
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "the server's certificate is not signed by the CA in sslrootcert {} or a system root: name the CA that signed \
+             it in sslrootcert=PATH (or [storage] ca_file) (checked in every sslmode but \
+             disable, require too)",
+            ca_file.display()
+        )),
+        "{}",
+        show(&out)
+    );
+
+    // The right CA, but a host name the certificate does not carry, in the
+    // mode where libpq would not check it.
+    std::fs::copy(&cluster.ca_file, &ca_file).unwrap();
+    site.edit_config(|cfg| {
+        cfg.replace("@127.0.0.1:", "@localhost:")
+            .replace("sslmode=verify-full", "sslmode=require")
+    });
+    let out = site.run(&["subscribers", "list"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "certificate not valid for name \"localhost\"; certificate is only valid for \
+             IpAddress(127.0.0.1): the server's certificate is not for the host of the URL: \
+             write the host as the certificate names it, or have the certificate made for \
+             this host (checked in every sslmode but disable, require too)"
+        ),
         "{}",
         show(&out)
     );
@@ -1298,12 +1332,16 @@ struct TestCa {
 
 impl TestCa {
     fn new() -> TestCa {
+        TestCa::named("digestif test CA")
+    }
+
+    fn named(cn: &str) -> TestCa {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params
             .distinguished_name
-            .push(rcgen::DnType::CommonName, "digestif test CA");
+            .push(rcgen::DnType::CommonName, cn);
         let cert = params.self_signed(&key).unwrap();
         TestCa { key, cert }
     }
@@ -1353,7 +1391,9 @@ fn require_client_certificates_for(db: &str, ca: &TestCa) {
 
 /// `sslcert` and `sslkey`: a server that authenticates by client certificate
 /// (`hostssl … cert` in pg_hba.conf) lets in digestif presenting a certificate
-/// for the database user, and refuses it, with the server's reason, without.
+/// for the database user; without one, with one for another user, or with one
+/// signed by a CA it does not trust, it is refused, with the server's reason
+/// and what to do.
 #[test]
 fn a_server_that_authenticates_by_certificate_takes_the_client_certificate_of_the_url() {
     let server = SmtpServer::start(&[]);
@@ -1362,8 +1402,8 @@ fn a_server_that_authenticates_by_certificate_takes_the_client_certificate_of_th
     require_client_certificates_for(site.url.rsplit('/').next().unwrap(), &ca);
     let dir = site.dir.path();
     std::fs::copy(&pg_cluster::cluster().ca_file, dir.join("db-ca.pem")).unwrap();
-    // client.crt and client.key (0600): a certificate for user `cn`.
-    let present = |cn: &str| {
+    // client.crt and client.key (0600): a certificate `ca` signed for user `cn`.
+    let present_from = |ca: &TestCa, cn: &str| {
         use std::os::unix::fs::PermissionsExt;
         let (cert, key) = ca.sign_client(cn);
         std::fs::write(dir.join("client.crt"), cert).unwrap();
@@ -1371,6 +1411,7 @@ fn a_server_that_authenticates_by_certificate_takes_the_client_certificate_of_th
         let private = std::fs::Permissions::from_mode(0o600);
         std::fs::set_permissions(dir.join("client.key"), private).unwrap();
     };
+    let present = |cn: &str| present_from(&ca, cn);
     // `args` fail (exit 1) with the server's `reason` in the message.
     let refused = |args: &[&str], reason: &str| {
         let out = site.run(args);
@@ -1392,11 +1433,15 @@ fn a_server_that_authenticates_by_certificate_takes_the_client_certificate_of_th
         })
     };
 
-    // Over TLS but without a certificate: the server's refusal, as it says it.
+    // Over TLS but without a certificate: the server's refusal, as it says
+    // it, and what to add.
     use_url("");
     refused(
         &["migrate"],
-        "connection requires a valid client certificate",
+        "FATAL: connection requires a valid client certificate: the server \
+         authenticates by certificate: add sslcert=PATH&sslkey=PATH to the URL, a \
+         certificate signed by a CA in the server's ssl_ca_file whose CN is the \
+         database user `postgres`",
     );
 
     let files = format!(
@@ -1419,8 +1464,23 @@ fn a_server_that_authenticates_by_certificate_takes_the_client_certificate_of_th
 
     // A certificate for another user: refused by the server, which says why.
     present("someone_else");
+    let cert = dir.join("client.crt").display().to_string();
     refused(
         &["subscribers", "list"],
-        "certificate authentication failed for user \"postgres\"",
+        &format!(
+            "FATAL: certificate authentication failed for user \"postgres\": the \
+             certificate in sslcert {cert} is not for the database user `postgres`: its \
+             CN must be `postgres`"
+        ),
+    );
+
+    // Signed by a CA the server does not trust: refused at the handshake.
+    present_from(&TestCa::named("another CA"), "postgres");
+    refused(
+        &["subscribers", "list"],
+        &format!(
+            "received fatal alert: UnknownCA: the server does not trust the certificate \
+             in sslcert {cert}: sign it with a CA in the server's ssl_ca_file"
+        ),
     );
 }

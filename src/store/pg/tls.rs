@@ -6,7 +6,9 @@
 //! three modes is named (stricter than libpq's `require` and `verify-ca`).
 //! `sslcert=PATH&sslkey=PATH` (libpq's names) present a client certificate, for
 //! servers that authenticate by certificate (`hostssl … cert` in pg_hba.conf);
-//! both files are read once, when the store is opened.
+//! both files are read once, when the store is opened. A connection refused
+//! over a certificate, by the server or by us, says what to change after the
+//! server's or rustls's words ([`refusal_hint`]).
 
 use std::path::Path;
 
@@ -251,6 +253,175 @@ fn client_auth(
         })
 }
 
+/// Why the server and we did not get through TLS or certificate
+/// authentication, as far as the connection's error tells.
+#[derive(Debug, Clone, PartialEq)]
+enum Refusal {
+    /// The server takes this database over TLS only (`hostssl` lines in
+    /// pg_hba.conf), and we came in clear.
+    TlsOnly,
+    /// The server authenticates by certificate and was shown none.
+    CertificateWanted,
+    /// The server trusts the client certificate, but not for this user.
+    NotTheUser,
+    /// The server refused the client certificate at the TLS handshake.
+    ClientCertificate(rustls::AlertDescription),
+    /// We refused the server's certificate.
+    ServerCertificate(rustls::CertificateError),
+}
+
+impl Refusal {
+    /// What `error` (its whole chain) says, if it is a refusal of ours.
+    fn of(error: &(dyn std::error::Error + 'static)) -> Option<Refusal> {
+        let mut link = Some(error);
+        while let Some(e) = link {
+            // tokio-rustls hands rustls's error inside an io::Error, whose
+            // `source` skips it.
+            let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+                e.downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            });
+            match tls {
+                Some(rustls::Error::AlertReceived(alert)) => {
+                    return Some(Refusal::ClientCertificate(*alert))
+                }
+                Some(rustls::Error::InvalidCertificate(c)) => {
+                    return Some(Refusal::ServerCertificate(c.clone()))
+                }
+                _ => {}
+            }
+            if let Some(db) = e.downcast_ref::<postgres::error::DbError>() {
+                return Self::said(db.code(), db.message());
+            }
+            link = e.source();
+        }
+        None
+    }
+
+    /// What the server's FATAL message says. PostgreSQL answers all of these
+    /// with one code (28000), so the words tell them apart: a server whose
+    /// `lc_messages` is not English gets no hint, only its message.
+    fn said(code: &postgres::error::SqlState, message: &str) -> Option<Refusal> {
+        if *code != postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            return None;
+        }
+        if message.contains("requires a valid client certificate") {
+            Some(Refusal::CertificateWanted)
+        } else if message.starts_with("certificate authentication failed for user")
+            || message.contains("(clientcert=verify-full) failed for user")
+        {
+            Some(Refusal::NotTheUser)
+        } else if message.contains("pg_hba.conf") && message.ends_with("no encryption") {
+            // No line for connections in clear, or a `hostnossl … reject` one.
+            Some(Refusal::TlsOnly)
+        } else {
+            None
+        }
+    }
+
+    /// What to do about it, with the URL's TLS (`wanted`), for database user `user`.
+    fn hint(&self, wanted: Option<&Wanted>, user: &str) -> Option<String> {
+        use rustls::AlertDescription as A;
+        use rustls::CertificateError as C;
+        let client = wanted.and_then(|w| w.client.as_ref());
+        let add_a_certificate = || {
+            format!(
+                "the server authenticates by certificate: add sslcert=PATH&sslkey=PATH \
+                 to the URL, a certificate signed by a CA in the server's ssl_ca_file \
+                 whose CN is the database user `{user}`"
+            )
+        };
+        let checked_in_every_mode = "(checked in every sslmode but disable, require too)";
+        Some(match (self, client) {
+            (Refusal::TlsOnly, _) if wanted.is_none() => {
+                "the server takes this database over TLS only: add sslmode=verify-full to \
+                 the URL, and sslrootcert=PATH (or [storage] ca_file) naming the CA that \
+                 signed the server's certificate"
+                    .to_string()
+            }
+            (Refusal::TlsOnly, _) => return None,
+            (Refusal::CertificateWanted, None)
+            | (Refusal::NotTheUser, None)
+            | (Refusal::ClientCertificate(A::CertificateRequired), None) => add_a_certificate(),
+            (Refusal::CertificateWanted, Some(c)) => format!(
+                "the server did not take the certificate in sslcert {}: sign it with a CA \
+                 in the server's ssl_ca_file",
+                c.cert
+            ),
+            (Refusal::NotTheUser, Some(c)) => format!(
+                "the certificate in sslcert {} is not for the database user `{user}`: its \
+                 CN must be `{user}` (or a map in the server's pg_ident.conf must allow it)",
+                c.cert
+            ),
+            (Refusal::ClientCertificate(alert), Some(c)) => match alert {
+                A::UnknownCA
+                | A::BadCertificate
+                | A::DecryptError
+                | A::CertificateUnknown
+                | A::UnsupportedCertificate
+                | A::AccessDenied => format!(
+                    "the server does not trust the certificate in sslcert {}: sign it with \
+                     a CA in the server's ssl_ca_file",
+                    c.cert
+                ),
+                A::CertificateExpired => format!(
+                    "the server finds the certificate in sslcert {} expired or not yet \
+                     valid: issue a new one",
+                    c.cert
+                ),
+                A::CertificateRevoked => format!(
+                    "the server lists the certificate in sslcert {} as revoked (its \
+                     ssl_crl_file): issue a new one",
+                    c.cert
+                ),
+                _ => return None,
+            },
+            (Refusal::ClientCertificate(_), None) => return None,
+            (Refusal::ServerCertificate(e), _) => match e {
+                C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+                    "the server's certificate is not for the host of the URL: write the \
+                     host as the certificate names it, or have the certificate made for \
+                     this host {checked_in_every_mode}"
+                ),
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. } => {
+                    "the server's certificate has expired or is not valid yet: renew it on \
+                     the server (its ssl_cert_file)"
+                        .to_string()
+                }
+                C::UnknownIssuer | C::BadSignature => {
+                    let trusted = match wanted.and_then(|w| w.root.as_deref()) {
+                        Some(root) => format!("the CA in sslrootcert {root} or a system root"),
+                        None => "a system root (no sslrootcert in the URL)".to_string(),
+                    };
+                    format!(
+                        "the server's certificate is not signed by {trusted}: name the CA \
+                         that signed it in sslrootcert=PATH (or [storage] ca_file) \
+                         {checked_in_every_mode}"
+                    )
+                }
+                _ => return None,
+            },
+        })
+    }
+}
+
+/// What to do when connecting to `url` (as written, the password hidden or
+/// not) as `user` failed with `error`, if the error is a TLS or certificate
+/// refusal: the server wants a certificate, or does not trust ours, or we do
+/// not trust its.
+pub(super) fn refusal_hint(
+    error: &(dyn std::error::Error + 'static),
+    url: &str,
+    user: &str,
+) -> Option<String> {
+    let wanted = rewrite(url).ok().and_then(|(_, wanted)| wanted);
+    Refusal::of(error)?.hint(wanted.as_ref(), user)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,6 +629,120 @@ mod tests {
             )),
             "{e}"
         );
+    }
+
+    /// The refusal in `error` and what it makes us say, for user `reader`.
+    fn hint_for(error: rustls::Error, url: &str) -> Option<String> {
+        // As tokio-rustls hands it on: inside an io::Error.
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, error);
+        refusal_hint(&io, url, "reader")
+    }
+
+    #[test]
+    fn a_certificate_refused_at_the_handshake_says_which_file_to_change() {
+        use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+        let with_cert =
+            "postgres://reader@db/d?sslmode=verify-full&sslcert=/k/c.pem&sslkey=/k/c.key";
+        for alert in [A::UnknownCA, A::BadCertificate, A::DecryptError] {
+            let hint = hint_for(E::AlertReceived(alert), with_cert).unwrap();
+            assert_eq!(
+                hint,
+                "the server does not trust the certificate in sslcert /k/c.pem: sign it \
+                 with a CA in the server's ssl_ca_file",
+                "{alert:?}"
+            );
+        }
+        let hint = hint_for(E::AlertReceived(A::CertificateExpired), with_cert).unwrap();
+        assert!(hint.contains("/k/c.pem expired"), "{hint}");
+        // TLS 1.3's "certificate required", when none was presented.
+        let bare = "postgres://reader@db/d?sslmode=verify-full";
+        let hint = hint_for(E::AlertReceived(A::CertificateRequired), bare).unwrap();
+        assert!(
+            hint.contains("add sslcert=PATH&sslkey=PATH") && hint.contains("user `reader`"),
+            "{hint}"
+        );
+        // An alert that says nothing of a certificate, or about a certificate we did not send.
+        assert_eq!(
+            hint_for(E::AlertReceived(A::HandshakeFailure), with_cert),
+            None
+        );
+        assert_eq!(hint_for(E::AlertReceived(A::UnknownCA), bare), None);
+
+        // The server's certificate, refused by us: the CA file and the mode are named.
+        let hint = hint_for(E::InvalidCertificate(C::UnknownIssuer), bare).unwrap();
+        assert!(
+            hint.contains("a system root (no sslrootcert in the URL)")
+                && hint.contains("in sslrootcert=PATH (or [storage] ca_file)")
+                && hint.contains("every sslmode but disable"),
+            "{hint}"
+        );
+        let hint = hint_for(E::InvalidCertificate(C::Expired), bare).unwrap();
+        assert!(hint.contains("renew it on the server"), "{hint}");
+        let hint = hint_for(E::InvalidCertificate(C::NotValidForName), bare).unwrap();
+        assert!(hint.contains("not for the host of the URL"), "{hint}");
+        // Not a certificate matter, nor a TLS one: no hint.
+        assert_eq!(hint_for(E::InvalidCertificate(C::BadEncoding), bare), None);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(refusal_hint(&refused, bare, "reader"), None);
+    }
+
+    #[test]
+    fn the_servers_words_on_certificates_are_told_apart() {
+        use postgres::error::SqlState;
+        let auth = SqlState::INVALID_AUTHORIZATION_SPECIFICATION;
+        let said = |m: &str| Refusal::said(&auth, m);
+        assert_eq!(
+            said("connection requires a valid client certificate"),
+            Some(Refusal::CertificateWanted)
+        );
+        assert_eq!(
+            said("certificate authentication failed for user \"u\""),
+            Some(Refusal::NotTheUser)
+        );
+        assert_eq!(
+            said("certificate validation (clientcert=verify-full) failed for user \"u\": CN mismatch"),
+            Some(Refusal::NotTheUser)
+        );
+        assert_eq!(
+            said("no pg_hba.conf entry for host \"10.0.0.1\", user \"u\", database \"d\", no encryption"),
+            Some(Refusal::TlsOnly)
+        );
+        assert_eq!(said("password authentication failed for user \"u\""), None);
+        assert_eq!(
+            Refusal::said(
+                &SqlState::TOO_MANY_CONNECTIONS,
+                "requires a valid client certificate"
+            ),
+            None
+        );
+        // What is said, with the URL's files.
+        let with_cert = Wanted {
+            root: None,
+            client: Some(ClientCert {
+                cert: "/k/c.pem".into(),
+                key: "/k/c.key".into(),
+            }),
+        };
+        for (refusal, said) in [
+            (
+                Refusal::NotTheUser,
+                "the certificate in sslcert /k/c.pem is not for the database user \
+                 `reader`: its CN must be `reader`",
+            ),
+            (
+                Refusal::CertificateWanted,
+                "the server did not take the certificate in sslcert /k/c.pem",
+            ),
+        ] {
+            let hint = refusal.hint(Some(&with_cert), "reader").unwrap();
+            assert!(hint.starts_with(said), "{hint}");
+        }
+        // Already over TLS: the `hostssl` hint would be wrong.
+        assert_eq!(Refusal::TlsOnly.hint(Some(&with_cert), "reader"), None);
+        assert!(Refusal::TlsOnly
+            .hint(None, "reader")
+            .unwrap()
+            .contains("add sslmode=verify-full"));
     }
 
     #[test]
