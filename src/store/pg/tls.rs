@@ -10,8 +10,6 @@
 //! over a certificate, by the server or by us, says what to change after the
 //! server's or rustls's words ([`refusal_hint`]).
 
-use std::path::Path;
-
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -151,9 +149,21 @@ pub enum ClientCertError {
     CertUnreadable { path: String, error: std::io::Error },
     #[error("sslcert {path}: {error}: name the PEM file of the client certificate")]
     NoCertificate { path: String, error: PemError },
-    /// The key file is missing, empty or readable by others (as libpq, 0600).
+    /// The key file is missing or cannot be read.
     #[error(transparent)]
     KeyFile(#[from] PrivateFileError),
+    /// The key file is open to others beyond what libpq allows ([`key_mode_allowed`]).
+    #[error(
+        "sslkey {path} can be read or written by others (mode {mode:o}, owned by {owner}): \
+         run `chmod {fix} {path}` (as libpq: 0600 or less, or 0640 or less when root owns the file)",
+        owner = if *by_root { "root" } else { "a user other than root" },
+        fix = if *by_root { "640" } else { "600" },
+    )]
+    KeyExposed {
+        path: String,
+        mode: u32,
+        by_root: bool,
+    },
     #[error(
         "sslkey {path}: no private key in it (-----BEGIN PRIVATE KEY-----, \
          RSA PRIVATE KEY or EC PRIVATE KEY){detail}: name the PEM file of the \
@@ -185,19 +195,61 @@ fn client_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, ClientCertEr
     })
 }
 
-/// The private key of `sslkey` (PKCS#8, PKCS#1 or SEC1), refused when others
-/// may read its file.
+/// Whether a key file of `mode` (its permission bits), owned by root or not,
+/// may be used: libpq's rule. A file owned by root may be read by its group
+/// (0640 or less), so that a key kept by the system can be shared with a
+/// group; any other file must be its owner's alone (0600 or less). Who the
+/// owner is need not be checked further: a process that can read a 0600 file
+/// is its owner or root.
+pub fn key_mode_allowed(mode: u32, owned_by_root: bool) -> bool {
+    let others = if owned_by_root {
+        0o037 // group write or execute, anything for the world
+    } else {
+        0o077
+    };
+    mode & others == 0
+}
+
+/// The private key of `sslkey` (PKCS#8, PKCS#1 or SEC1), refused when its
+/// file is open to others beyond [`key_mode_allowed`].
 fn client_key(path: &str) -> Result<PrivateKeyDer<'static>, ClientCertError> {
-    let lines = crate::config::read_private_lines(
-        Path::new(path),
-        "sslkey",
-        "Name the PEM file of the client certificate's key (chmod 600) in sslkey=PATH",
-    )?;
+    let private = |e: PrivateFileError| ClientCertError::KeyFile(e);
+    let meta = std::fs::metadata(path).map_err(|error| {
+        private(PrivateFileError::Missing {
+            key: "sslkey".into(),
+            path: path.into(),
+            error,
+            create: "Name the PEM file of the client certificate's key (chmod 600) in \
+                     sslkey=PATH"
+                .into(),
+        })
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (mode, by_root) = (meta.mode() & 0o7777, meta.uid() == 0);
+        if !key_mode_allowed(mode, by_root) {
+            return Err(ClientCertError::KeyExposed {
+                path: path.to_string(),
+                mode: mode & 0o777,
+                by_root,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    let pem = std::fs::read(path).map_err(|error| {
+        private(PrivateFileError::Read {
+            key: "sslkey".into(),
+            path: path.into(),
+            error,
+        })
+    })?;
     let no_key = |detail: String| ClientCertError::NoKey {
         path: path.to_string(),
         detail,
     };
-    PrivateKeyDer::from_pem_slice((lines.join("\n") + "\n").as_bytes()).map_err(|e| match e {
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => no_key(String::new()),
         other => no_key(format!(" ({other})")),
     })
@@ -616,19 +668,77 @@ mod tests {
     }
 
     #[test]
-    fn a_key_file_others_may_read_is_refused_as_libpq_does() {
+    fn a_key_file_is_its_owners_alone_or_root_owned_and_read_by_its_group_as_libpq_has_it() {
+        for (mode, by_root, allowed) in [
+            (0o600, false, true),
+            (0o400, false, true),
+            (0o640, false, false),
+            (0o604, false, false),
+            (0o610, false, false),
+            (0o600, true, true),
+            (0o640, true, true),
+            (0o440, true, true),
+            (0o660, true, false),
+            (0o650, true, false),
+            (0o644, true, false),
+            (0o641, true, false),
+        ] {
+            assert_eq!(
+                key_mode_allowed(mode, by_root),
+                allowed,
+                "mode {mode:o}, owned by root: {by_root}"
+            );
+        }
+    }
+
+    /// `split` with the files of `files` once the key file has `mode`, and
+    /// belongs to `owner` if given.
+    fn open_with_key_mode(mode: u32, owner: Option<u32>) -> Result<bool, String> {
         use std::os::unix::fs::PermissionsExt;
         let (_dir, c, k) = files(EC_CERT, EC_SEC1_KEY);
-        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let e = split(&format!("postgres://u@db/d?sslcert={c}&sslkey={k}"), "db")
-            .err()
-            .unwrap();
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(&k, Some(uid), None).unwrap();
+        }
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(mode)).unwrap();
+        open_with(&c, &k).map_err(|e| e.replace(&k, "KEY"))
+    }
+
+    #[test]
+    fn a_key_file_others_may_read_is_refused_as_libpq_does() {
+        use std::os::unix::fs::MetadataExt;
+        // Who we are: the owner of what we make.
+        let me = std::fs::metadata(tempfile::tempdir().unwrap().path())
+            .unwrap()
+            .uid();
+        // Made by us; 0600 is taken whoever we are.
+        assert_eq!(open_with_key_mode(0o600, None), Ok(true));
+        let e = open_with_key_mode(0o644, None).unwrap_err();
+        let owner = if me == 0 {
+            "root"
+        } else {
+            "a user other than root"
+        };
+        let fix = if me == 0 { "640" } else { "600" };
         assert!(
-            e.to_string().contains(&format!(
-                "sslkey {k} can be read by other users (mode 640): run `chmod 600 {k}`"
+            e.contains(&format!(
+                "sslkey KEY can be read or written by others (mode 644, owned by {owner}): \
+                 run `chmod {fix} KEY` (as libpq: 0600 or less, or 0640 or less when root owns the file)"
             )),
             "{e}"
         );
+        if me == 0 {
+            // Root's file, its group may read it; another user's file may not.
+            assert_eq!(open_with_key_mode(0o640, None), Ok(true));
+            let e = open_with_key_mode(0o640, Some(65534)).unwrap_err();
+            assert!(
+                e.contains("(mode 640, owned by a user other than root): run `chmod 600 KEY`"),
+                "{e}"
+            );
+            assert_eq!(open_with_key_mode(0o600, Some(65534)), Ok(true));
+        } else {
+            let e = open_with_key_mode(0o640, None).unwrap_err();
+            assert!(e.contains("run `chmod 600 KEY`"), "{e}");
+        }
     }
 
     /// The refusal in `error` and what it makes us say, for user `reader`.
