@@ -23,7 +23,7 @@ mod sending;
 pub use nothing_new::record as record_nothing_new;
 pub use sending::{
     issue_to_check, lease_length, lease_to_rebuild, lint, send, take_or_join, Delivery, IssueHeld,
-    LeaseStep, Lint, SendError, SendLease, Sender, Sent,
+    Joined, LeaseStep, Lint, SendError, SendLease, Sender, Sent,
 };
 
 /// What a build produced.

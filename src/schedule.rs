@@ -231,8 +231,12 @@ pub trait IssuePipeline: Send + Sync {
     fn pass<'a>(&'a self, due: &'a DueFilter) -> BoxFuture<'a, Result<Pass, SendError>>;
     /// The same pass, joining the send of another process that holds the
     /// issue's lease (PostgreSQL: several processes send one issue, each
-    /// claiming its own rows).
-    fn join<'a>(&'a self, due: &'a DueFilter) -> BoxFuture<'a, Result<Pass, SendError>> {
+    /// claiming its own rows), as [`pipeline::take_or_join`] found it.
+    fn join<'a>(
+        &'a self,
+        due: &'a DueFilter,
+        _joined: &'a pipeline::Joined,
+    ) -> BoxFuture<'a, Result<Pass, SendError>> {
         self.pass(due)
     }
     /// The service is stopping: a pass in flight finishes its messages and takes no new ones.
@@ -277,8 +281,12 @@ impl IssuePipeline for LivePipeline {
         self.send_pass(due, pipeline::LeaseStep::HeldByCaller)
     }
 
-    fn join<'a>(&'a self, due: &'a DueFilter) -> BoxFuture<'a, Result<Pass, SendError>> {
-        self.send_pass(due, pipeline::LeaseStep::JoinedByCaller)
+    fn join<'a>(
+        &'a self,
+        due: &'a DueFilter,
+        joined: &'a pipeline::Joined,
+    ) -> BoxFuture<'a, Result<Pass, SendError>> {
+        self.send_pass(due, pipeline::LeaseStep::JoinedByCaller(joined.clone()))
     }
 }
 
@@ -484,12 +492,10 @@ impl Scheduler {
         let joined = match &lease {
             SendLease::Held(_) => None,
             // A date to skip is left to the process that holds it.
-            SendLease::Joined { .. } if skip.is_some() => return Ok(RunOutcome::Busy(date)),
-            SendLease::Joined { holder } => Some(holder.clone()),
+            SendLease::Joined(_) if skip.is_some() => return Ok(RunOutcome::Busy(date)),
+            SendLease::Joined(joined) => Some(joined),
         };
-        let result = self
-            .run_leased(&plan, date, now, skip, joined.as_deref())
-            .await;
+        let result = self.run_leased(&plan, date, now, skip, joined).await;
         let record = match result {
             Ok(Some(record)) => {
                 let (store, to_store) = (self.store.clone(), record.clone());
@@ -528,7 +534,7 @@ impl Scheduler {
         date: NaiveDate,
         now: DateTime<Utc>,
         skip: Option<String>,
-        joined: Option<&str>,
+        joined: Option<&pipeline::Joined>,
     ) -> Result<Option<RunRecord>> {
         // Another process may have finished the date while we waited for the lease.
         if self.last_done().await?.is_some_and(|d| d >= date) {
@@ -546,7 +552,7 @@ impl Scheduler {
             )));
         }
         let mut record = self.send_pass(plan, date, now, joined).await;
-        if let Some(holder) = joined {
+        if let Some(pipeline::Joined { holder, .. }) = joined {
             self.metrics.run_joined();
             let joined = format!("joined the send of {holder}");
             record.message = match record.message.as_str() {
@@ -557,20 +563,20 @@ impl Scheduler {
         Ok(Some(record))
     }
 
-    /// One send pass over the subscribers due; `joined`: the holder of the
-    /// issue's lease whose send this pass joins (PostgreSQL).
+    /// One send pass over the subscribers due; `joined`: the send of the
+    /// holder of the issue's lease that this pass joins (PostgreSQL).
     async fn send_pass(
         &self,
         plan: &Plan,
         date: NaiveDate,
         now: DateTime<Utc>,
-        joined: Option<&str>,
+        joined: Option<&pipeline::Joined>,
     ) -> RunRecord {
         let started = std::time::Instant::now();
         let due = plan.due_filter(date, now);
         let pass = match joined {
             None => self.pipeline.pass(&due).await,
-            Some(_) => self.pipeline.join(&due).await,
+            Some(joined) => self.pipeline.join(&due, joined).await,
         };
         let report = match pass {
             Ok(Pass::Sent(report)) => report,

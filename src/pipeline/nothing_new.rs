@@ -4,7 +4,8 @@
 //! take the lease in turn and read every source again, only to find the same.
 //! So before releasing the lease the holder records the finding, a row named
 //! `nothing-new:<date>` in the leases table whose holder column names this one
-//! finding (unique). A waiter reads that row before it starts waiting, and
+//! finding (unique). A waiter reads that row before it finds the lease held
+//! (`take_or_join`: read after, a finding made in between would look old), and
 //! when the lease comes free with no issue frozen and the row has changed
 //! since, somebody found nothing new while it waited: it stops as they did
 //! (nothing to send) instead of building again. A build that failed (no source
@@ -22,8 +23,9 @@ fn mark_name(date: NaiveDate) -> String {
     format!("nothing-new:{date}")
 }
 
-/// The last finding of nothing new for `date`, as [`last`] read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The last finding of nothing new for `date`, as [`last`] read it (the
+/// default: none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Seen(Option<String>);
 
 /// The last finding recorded for `date` (read before waiting).

@@ -61,17 +61,29 @@ pub enum LeaseStep {
     HeldByCaller,
     /// The caller found it held and joined that send ([`take_or_join`]: the
     /// service on PostgreSQL).
-    JoinedByCaller,
+    JoinedByCaller(Joined),
 }
 
 /// How a process takes part in the send of an issue ([`take_or_join`]).
 pub enum SendLease {
     /// It holds the issue's lease (renewed until dropped).
     Held(IssueLease),
-    /// Another process holds it (`holder`) and the database lets several
-    /// processes send one issue (PostgreSQL): this one sends alongside it, each
-    /// claiming its own rows of the ledger.
-    Joined { holder: String },
+    /// Another process holds it and the database lets several processes send
+    /// one issue (PostgreSQL): this one sends alongside it, each claiming its
+    /// own rows of the ledger.
+    Joined(Joined),
+}
+
+/// The send of another process, joined ([`take_or_join`]).
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// Who holds the issue's lease.
+    pub holder: String,
+    /// The last finding of nothing new for the date, read before the lease
+    /// was found held: one made by the holder from then on, however soon, is
+    /// news to the joiner ([`nothing_new`]), which then stops as the holder
+    /// did instead of reading the sources again.
+    pub seen: nothing_new::Seen,
 }
 
 /// Takes the lease of the issue of `date` for `holder`; where another process
@@ -85,13 +97,21 @@ pub fn take_or_join(
     holder: String,
     now: DateTime<Utc>,
 ) -> Result<SendLease, SendError> {
+    let shared = cfg.database().shares_sending();
+    // Read before the lease is found held: a finding of nothing new made by
+    // its holder from then on is news to this process (read after, a finding
+    // made in between would look old, and the sources be read again).
+    let seen = match shared {
+        true => last_nothing_new(store.as_ref(), date)?,
+        false => nothing_new::Seen::default(),
+    };
     let taken = IssueLease::take(store.clone(), date, holder, now, lease_length(cfg))
         .context("cannot take the send lease")
         .map_err(SendError::Deliver)?;
     if let Some(lease) = taken {
         return Ok(SendLease::Held(lease));
     }
-    if !cfg.database().shares_sending() {
+    if !shared {
         return Err(SendError::Busy(date));
     }
     let holder = store
@@ -100,7 +120,7 @@ pub fn take_or_join(
         .map_err(SendError::Deliver)?
         .unwrap_or_else(|| "a process that just finished".into());
     tracing::info!(%date, lease_holder = %holder, "the issue is being sent by another process: joining it");
-    Ok(SendLease::Joined { holder })
+    Ok(SendLease::Joined(Joined { holder, seen }))
 }
 
 /// Whether a broken sending rule stops the send.
@@ -188,9 +208,6 @@ pub async fn send(
             lease: LeaseStep::Take,
             ..
         } => {
-            // Read before the lease is found held: a finding of nothing new
-            // made while this process waits is news to it.
-            let seen = last_nothing_new(store.as_ref(), date)?;
             match take_or_join(
                 cfg,
                 store.clone(),
@@ -202,8 +219,8 @@ pub async fn send(
                     built_holding_the_lease(cfg, assets, store.as_ref(), date, now).await?,
                     Some(lease),
                 ),
-                SendLease::Joined { .. } => {
-                    issue_of_the_builder(cfg, assets, store.clone(), date, now, "send", seen)
+                SendLease::Joined(joined) => {
+                    issue_of_the_builder(cfg, assets, store.clone(), date, now, "send", joined.seen)
                         .await?
                 }
             }
@@ -218,10 +235,10 @@ pub async fn send(
         ),
         Delivery::Ledger {
             store,
-            lease: LeaseStep::JoinedByCaller,
+            lease: LeaseStep::JoinedByCaller(joined),
             ..
         } => {
-            let seen = last_nothing_new(store.as_ref(), date)?;
+            let seen = joined.seen.clone();
             issue_of_the_builder(cfg, assets, store.clone(), date, now, "serve", seen).await?
         }
         // A check sends nothing through the ledger, but the issue it reads is

@@ -1247,6 +1247,55 @@ fn three_sends_started_at_once_with_nothing_new_read_the_feed_once_and_all_say_s
     assert_eq!(feed.fetches(), 2, "a later send reads the feed again");
 }
 
+/// A scheduled pass decides to join the send of the lease's holder, and right
+/// then the holder finds nothing new, records it and releases the lease: the
+/// pass learns it too, rather than take the lease and read the feed again. It
+/// looked for a finding before deciding to join, so the holder's is news to it
+/// however soon it comes.
+#[test]
+fn a_scheduled_pass_joining_a_send_that_finds_nothing_new_right_after_reads_no_feed() {
+    use digestif::pipeline::{self, SendLease};
+    use digestif::schedule::{IssuePipeline, LivePipeline, Pass, Plan};
+    use std::sync::Arc;
+    let server = SmtpServer::start(&[]);
+    let (site, feed) = slow_feed_site(&server, &stale_feed(), 1);
+    let cfg = Arc::new(digestif::config::Config::from_file(&site.config()).unwrap());
+    let store: Arc<dyn digestif::store::Store> =
+        Arc::new(digestif::store::PgStore::open(&site.url).unwrap());
+    let date: chrono::NaiveDate = DATE.parse().unwrap();
+    let now = chrono::DateTime::parse_from_rfc3339(NOW).unwrap().to_utc();
+    let clock = digestif::clock::now();
+    let lease_len = chrono::Duration::minutes(5);
+    // A send holds the issue's lease: it is building the issue.
+    let holder = "send-machine-a".to_string();
+    let held = digestif::lease::IssueLease::take(store.clone(), date, holder, clock, lease_len)
+        .unwrap()
+        .expect("the lease is free");
+    // The scheduler's pass finds it held and joins that send.
+    let serve = "serve-machine-b".to_string();
+    let SendLease::Joined(joined) =
+        pipeline::take_or_join(&cfg, store.clone(), date, serve, clock).unwrap()
+    else {
+        panic!("the lease is held: the pass joins its send")
+    };
+    // Before the pass goes on, the send finds nothing new and is done.
+    pipeline::record_nothing_new(store.as_ref(), date).unwrap();
+    drop(held);
+
+    let live = LivePipeline::new(
+        cfg.clone(),
+        store.clone(),
+        digestif::config::Secret::new(support::site::SECRET),
+    )
+    .unwrap();
+    let due = Plan::from_config(&cfg).due_filter(date, now);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let pass = runtime.block_on(live.join(&due, &joined)).unwrap();
+    assert_eq!(pass, Pass::NothingNew);
+    assert_eq!(feed.fetches(), 0, "the holder's finding is the pass's");
+    assert_eq!(server.count(), 0);
+}
+
 /// A scheduled `serve` that joins a `send` still building the issue, when the
 /// feed holds nothing for the date: the send's build finds nothing new, and
 /// the service learns it rather than read the feed again. Its run is recorded
