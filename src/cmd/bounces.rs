@@ -33,8 +33,7 @@ pub fn bounces(config: Option<&Path>, args: &BouncesArgs) -> CmdResult {
         )));
     };
     let secret = super::send::secret_for(&cfg)?;
-    let store = crate::store::open(&cfg)
-        .map_err(|e| anyhow!("cannot open the database {:?}: {e}", cfg.storage.database))?;
+    let store = super::send::open_backend(&cfg)?;
     let now = args
         .now
         .map(|t| t.with_timezone(&Utc))

@@ -12,7 +12,7 @@ use crate::domain::SubscriberStatus;
 use crate::http::webhooks::{WebhookSetupError, Webhooks};
 use crate::store::StoreError;
 
-use super::send::{open_store, secret_for};
+use super::send::{open_backend, open_store, secret_for};
 use super::{load_config, runtime, CmdResult};
 
 /// Why a part does not work: what its FAIL line says.
@@ -145,15 +145,50 @@ pub fn check(config: Option<&Path>) -> CmdResult {
     }
 }
 
+/// The database opens and answers: which one (its password hidden), how it
+/// is reached (PostgreSQL: over TLS or in clear), its schema version and its
+/// active subscribers.
 fn database(cfg: &Config) -> Outcome {
-    let store = open_store(cfg).map_err(Failure::Setup)?;
+    let store = open_backend(cfg).map_err(Failure::Setup)?;
     store.ping()?;
+    let version = store.schema_version()?;
     let counts = store.count_by_status()?;
     let active = counts
         .iter()
         .find(|(s, _)| *s == SubscriberStatus::Active)
         .map_or(0, |(_, n)| *n);
-    Ok(format!("{active} active subscriber(s)"))
+    let at = cfg.database();
+    let reached = match &at {
+        crate::store::Location::Postgres(url) => format!(", {}", postgres_link(url)),
+        _ => String::new(),
+    };
+    Ok(format!(
+        "{at}{reached}, schema version {version}; {active} active subscriber(s)"
+    ))
+}
+
+/// How the connection to the PostgreSQL database at `url` is made, as its
+/// URL asks: over TLS, the certificate always checked (the connection is
+/// refused rather than made in clear), or in clear.
+fn postgres_link(url: &str) -> String {
+    match crate::store::pg::tls::rewrite(url) {
+        Ok((_, Some(tls))) => {
+            let roots = match &tls.root {
+                Some(ca) => format!("the system's roots and sslrootcert {ca}"),
+                None => "the system's roots".to_string(),
+            };
+            let client = match &tls.client {
+                Some(c) => format!("; client certificate sslcert {}", c.cert),
+                None => String::new(),
+            };
+            format!("over TLS, the server's certificate checked against {roots}{client}")
+        }
+        Ok((_, None)) => "in clear (the URL asks for no TLS: add sslmode=verify-full \
+                          unless the database is on loopback or a private network)"
+            .to_string(),
+        // The store opened with this URL: not met.
+        Err(e) => e.to_string(),
+    }
 }
 
 /// The SES and Postmark webhooks `[bounces]` sets up: certificate read and valid,

@@ -12,7 +12,7 @@ use crate::deliver::send::{DigestComposer, SendReport};
 use crate::domain::{Digest, SubscriberEmail, SubscriberStatus};
 use crate::pipeline::{self, Delivery, LeaseStep, Lint, Sender, Sent};
 use crate::render::Assets;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 use super::exit::usage;
 use super::{date_of, load_config, now_of, runtime, CmdResult};
@@ -26,9 +26,14 @@ pub fn secret_for(cfg: &Config) -> anyhow::Result<Secret> {
 
 /// Opens the subscriber store of the config.
 pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let store = crate::store::open(cfg)
-        .map_err(|e| anyhow::anyhow!("cannot open the database {:?}: {e}", cfg.storage.database))?;
-    Ok(store)
+    Ok(open_backend(cfg)?)
+}
+
+/// Opens the database of the config, its schema brought up to date; the
+/// error names it without its password.
+pub fn open_backend(cfg: &Config) -> anyhow::Result<Arc<dyn Backend>> {
+    crate::store::open(cfg)
+        .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", cfg.database()))
 }
 
 /// The database of the config if it exists already (a PostgreSQL database, or

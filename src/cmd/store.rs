@@ -11,12 +11,8 @@ use super::{load_config, CmdResult};
 
 pub fn migrate(config: Option<&Path>) -> CmdResult {
     let cfg = load_config(config)?;
-    let store = crate::store::open(&cfg).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot migrate the database {:?}: {e}",
-            cfg.storage.database
-        )
-    })?;
+    let store = crate::store::open(&cfg)
+        .map_err(|e| anyhow::anyhow!("cannot migrate the database {}: {e}", cfg.database()))?;
     let version = store.schema_version()?;
     println!("database at schema version {version}");
     Ok(())

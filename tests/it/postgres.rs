@@ -1372,6 +1372,103 @@ fn three_sends_started_at_once_when_no_source_can_be_read_each_try_to_build_in_t
     assert_eq!(server.count(), 0);
 }
 
+/// `digestif check` names the PostgreSQL database (its password hidden), says
+/// whether it is reached over TLS and against which CA, and gives its schema
+/// version, the one `digestif migrate` brought it to.
+#[test]
+fn check_names_the_database_how_it_is_reached_and_its_schema_version() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    let out = site.run(&["migrate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let version = stdout(&out)
+        .trim()
+        .strip_prefix("database at schema version ")
+        .expect("migrate says the version")
+        .to_string();
+    let database_line = || {
+        let out = site.run(&["check"]);
+        let all = stdout(&out);
+        all.lines()
+            .find(|l| l.contains(" database: "))
+            .unwrap_or_else(|| panic!("no database line: {}", show(&out)))
+            .to_string()
+    };
+    assert_eq!(
+        database_line(),
+        format!(
+            "ok    database: {}, in clear (the URL asks for no TLS: add sslmode=verify-full \
+             unless the database is on loopback or a private network), schema version \
+             {version}; 0 active subscriber(s)",
+            site.url
+        )
+    );
+
+    std::fs::copy(
+        &pg_cluster::cluster().ca_file,
+        site.dir.path().join("db-ca.pem"),
+    )
+    .unwrap();
+    let with_password = site.url.replace("postgres@", "postgres:s3cret@");
+    site.edit_config(|cfg| {
+        cfg.replace(
+            &format!("database = \"{}\"", site.url),
+            &format!("database = \"{with_password}?sslmode=verify-full\"\nca_file = \"db-ca.pem\""),
+        )
+    });
+    site.add_readers(2);
+    let ca = site.dir.path().join("db-ca.pem").display().to_string();
+    let line = database_line();
+    assert!(
+        line.starts_with(&format!(
+            "ok    database: {}",
+            site.url.replace("postgres@", "postgres:***@")
+        )),
+        "the password hidden: {line}"
+    );
+    assert!(
+        line.ends_with(&format!(
+            ", over TLS, the server's certificate checked against the system's roots and \
+             sslrootcert {ca}, schema version {version}; 2 active subscriber(s)"
+        )),
+        "{line}"
+    );
+}
+
+/// A database that cannot be opened is named in the error of every command
+/// that opens it, its password never shown.
+#[test]
+fn a_database_that_cannot_be_opened_is_named_without_its_password() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    site.edit_config(|cfg| {
+        cfg.replace(
+            &site.url,
+            &format!("postgres://reader:s3cret@127.0.0.1:{port}/news"),
+        )
+    });
+    for args in [
+        vec!["migrate"],
+        vec!["subscribers", "list"],
+        vec!["send"],
+        vec!["check"],
+    ] {
+        let out = site.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", show(&out));
+        let said = show(&out);
+        assert!(
+            said.contains(&format!("reader:***@127.0.0.1:{port}/news")),
+            "{args:?}: {said}"
+        );
+        assert!(!said.contains("s3cret"), "{args:?}: {said}");
+    }
+}
+
 /// A certificate authority of the test's own; a certificate it signs for `cn`
 /// (certificate and key, PEM).
 struct TestCa {
