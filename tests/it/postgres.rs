@@ -134,7 +134,7 @@ fn a_send_on_postgresql_reaches_each_subscriber_once_and_a_second_send_sends_not
     let site = Site::new(&server);
     let out = site.run(&["migrate"]);
     assert!(out.status.success(), "{}", show(&out));
-    assert_eq!(stdout(&out).trim(), "database at schema version 6");
+    assert_eq!(stdout(&out).trim(), "database at schema version 7");
 
     let n = 12;
     site.add_readers(n);
