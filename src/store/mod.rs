@@ -135,7 +135,8 @@ impl std::fmt::Display for Location {
 }
 
 /// Opens the database at `at`, bringing its schema up to date (and refusing one
-/// newer than this binary).
+/// newer than this binary). Only the commands that write may: `check` and the
+/// others that look without writing use [`open_current_at`].
 pub fn open_at(at: &Location) -> StoreResult<std::sync::Arc<dyn Backend>> {
     Ok(match at {
         Location::SqliteFile(p) => std::sync::Arc::new(SqliteStore::open(p)?),
@@ -147,6 +148,136 @@ pub fn open_at(at: &Location) -> StoreResult<std::sync::Arc<dyn Backend>> {
 /// Opens the database of `[storage] database`.
 pub fn open(cfg: &crate::config::Config) -> StoreResult<std::sync::Arc<dyn Backend>> {
     open_at(&cfg.database())
+}
+
+/// Opens the database at `at` as it is, never migrating: refused unless its
+/// schema is current ([`Schema::require_current`] says what to run). With
+/// `Access::ReadOnly`, nothing can be written through it either (PostgreSQL:
+/// a read-only session; SQLite: `query_only`), and a SQLite file that is not
+/// there is not created.
+pub fn open_current_at(at: &Location, access: Access) -> StoreResult<std::sync::Arc<dyn Backend>> {
+    Ok(match at {
+        Location::SqliteFile(p) => std::sync::Arc::new(SqliteStore::open_current(p, access)?),
+        // A private database, new at each open: nothing outlives the command.
+        Location::SqliteMemory => std::sync::Arc::new(SqliteStore::open_in_memory()?),
+        Location::Postgres(url) => std::sync::Arc::new(PgStore::open_current(url, access)?),
+    })
+}
+
+/// The schema of the database at `at`, read without changing anything: no
+/// migration, no table, no file created.
+pub fn schema_at(at: &Location) -> StoreResult<Schema> {
+    match at {
+        Location::SqliteFile(p) => SqliteStore::schema_of(p),
+        // Made current at each open, and gone at its end.
+        Location::SqliteMemory => Ok(Schema::Current {
+            version: SqliteStore::latest_schema(),
+        }),
+        Location::Postgres(url) => PgStore::schema_of(url),
+    }
+}
+
+/// What a store opened without migrating may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read only: `check`.
+    ReadOnly,
+    /// Read and write, on a schema already current: the commands that freeze
+    /// the issue they show but must not migrate (`preview`, `lint`, `send --dry-run`).
+    ReadWrite,
+}
+
+/// Whether opening a database brings its schema up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opening {
+    Migrate,
+    /// As it is, refused unless its schema is current.
+    AsItIs(Access),
+}
+
+/// A database's schema as this binary sees it, read without changing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schema {
+    /// The SQLite file is not there: `digestif migrate` (or the first
+    /// command that writes) creates it.
+    NoFile(std::path::PathBuf),
+    /// The database holds no schema at all: a new, empty one.
+    Empty,
+    /// Every migration this binary knows is applied.
+    Current { version: i64 },
+    /// Some migrations this binary applies are not: `pending` names them
+    /// (`0007_ledger_state_unindexed`), in order.
+    Behind {
+        version: i64,
+        latest: i64,
+        pending: Vec<String>,
+    },
+    /// Migrated by a newer digestif than this one.
+    Newer { version: i64, latest: i64 },
+}
+
+impl Schema {
+    /// The schema of a database that recorded the versions `applied` (`None`:
+    /// no `schema_migrations` table), against the migrations `known` to this
+    /// binary, in order. A known version missing below the highest applied
+    /// (two branches each adding one) is pending too.
+    pub(crate) fn of<'a>(
+        applied: Option<&[i64]>,
+        known: impl IntoIterator<Item = (i64, &'a str)>,
+    ) -> Schema {
+        let Some(applied) = applied.filter(|a| !a.is_empty()) else {
+            return Schema::Empty;
+        };
+        let known: Vec<(i64, &str)> = known.into_iter().collect();
+        let version = applied.iter().copied().max().unwrap_or(0);
+        let latest = known.last().map_or(0, |k| k.0);
+        if version > latest {
+            return Schema::Newer { version, latest };
+        }
+        let pending: Vec<String> = known
+            .iter()
+            .filter(|(v, _)| !applied.contains(v))
+            .map(|(v, name)| format!("{v:04}_{name}"))
+            .collect();
+        if pending.is_empty() {
+            Schema::Current { version }
+        } else {
+            Schema::Behind {
+                version,
+                latest,
+                pending,
+            }
+        }
+    }
+
+    /// Ok if current; else what is wrong and what to run.
+    pub fn require_current(&self) -> StoreResult<()> {
+        let why = match self {
+            Schema::Current { .. } => return Ok(()),
+            Schema::NoFile(p) => format!(
+                "there is no database file {}: run `digestif migrate` to create it",
+                p.display()
+            ),
+            Schema::Empty => {
+                "the database holds no schema yet: run `digestif migrate` to create it".to_string()
+            }
+            Schema::Behind {
+                version,
+                latest,
+                pending,
+            } => format!(
+                "the database has schema version {version}, this digestif applies up to \
+                 {latest}: run `digestif migrate` ({} pending: {})",
+                pending.len(),
+                pending.join(", ")
+            ),
+            Schema::Newer { version, latest } => format!(
+                "the database has schema version {version}, newer than this digestif knows \
+                 ({latest}): upgrade digestif"
+            ),
+        };
+        Err(StoreError::Invalid(why))
+    }
 }
 
 /// A subscriber to add or update (from the CLI, a CSV row or a sign-up).
@@ -737,6 +868,53 @@ mod tests {
             "\"mysql://u@db/d\" names no database: write sqlite://PATH or \
              postgres://user@host:port/database"
         );
+    }
+
+    #[test]
+    fn a_schema_is_current_behind_with_its_pending_migrations_newer_or_empty() {
+        let known = [(1, "init"), (2, "identity"), (3, "bounce_events")];
+        assert_eq!(Schema::of(None, known), Schema::Empty);
+        assert_eq!(Schema::of(Some(&[]), known), Schema::Empty);
+        assert_eq!(
+            Schema::of(Some(&[1, 2, 3]), known),
+            Schema::Current { version: 3 }
+        );
+        let behind = Schema::of(Some(&[1]), known);
+        assert_eq!(
+            behind,
+            Schema::Behind {
+                version: 1,
+                latest: 3,
+                pending: vec!["0002_identity".into(), "0003_bounce_events".into()],
+            }
+        );
+        assert_eq!(
+            behind.require_current().unwrap_err().to_string(),
+            "the database has schema version 1, this digestif applies up to 3: run \
+             `digestif migrate` (2 pending: 0002_identity, 0003_bounce_events)"
+        );
+        // A lower number merged after a higher one was applied is still pending.
+        assert_eq!(
+            Schema::of(Some(&[1, 3]), known),
+            Schema::Behind {
+                version: 3,
+                latest: 3,
+                pending: vec!["0002_identity".into()],
+            }
+        );
+        let newer = Schema::of(Some(&[1, 2, 3, 4]), known);
+        assert_eq!(
+            newer,
+            Schema::Newer {
+                version: 4,
+                latest: 3
+            }
+        );
+        assert!(newer
+            .require_current()
+            .unwrap_err()
+            .to_string()
+            .ends_with("upgrade digestif"));
     }
 
     #[test]

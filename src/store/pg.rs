@@ -16,6 +16,7 @@ use postgres::types::ToSql;
 use postgres::{Client, GenericClient, NoTls, Row, Statement};
 
 use super::sqlite::{address_hash, join_categories, split_categories};
+use super::{Access, Opening, Schema};
 use super::{
     Delivery, DeliveryOutcome, DeliveryState, Holder, Leases, Ledger, LedgerCounts, LedgerHistory,
     NewSubscriber, PendingSignup, RunRecord, RunStatus, Runs, SenderRows, SenderSeen, Signups,
@@ -447,6 +448,30 @@ fn migrate_with(client: &mut Client, migrations: &[(i32, &str, &str)]) -> StoreR
     tx.commit().map_err(db)
 }
 
+/// The schema as recorded, nothing created: no `schema_migrations` table is
+/// [`Schema::Empty`].
+fn schema(client: &mut Client) -> StoreResult<Schema> {
+    let table: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .map_err(db)?
+        .get(0);
+    let applied: Option<Vec<i64>> = match table {
+        false => None,
+        true => Some(
+            client
+                .query("SELECT version FROM schema_migrations", &[])
+                .map_err(db)?
+                .iter()
+                .map(|r| i64::from(r.get::<_, i32>(0)))
+                .collect(),
+        ),
+    };
+    Ok(Schema::of(
+        applied.as_deref(),
+        MIGRATIONS.iter().map(|m| (i64::from(m.0), m.1)),
+    ))
+}
+
 /// A batch of outcomes as the parallel arrays [`RECORD`] takes.
 struct OutcomeArrays<'a> {
     ids: Vec<i64>,
@@ -512,7 +537,22 @@ impl PgStore {
     /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/db`)
     /// and brings its schema up to date.
     pub fn open(url: &str) -> StoreResult<PgStore> {
-        off_runtime(|| Self::open_here(url, None))
+        off_runtime(|| Self::open_here(url, None, Opening::Migrate))
+    }
+
+    /// Connects as it is, never migrating: refused unless the schema is
+    /// current. `Access::ReadOnly`: a read-only session.
+    pub fn open_current(url: &str, access: Access) -> StoreResult<PgStore> {
+        off_runtime(|| Self::open_here(url, None, Opening::AsItIs(access)))
+    }
+
+    /// The schema of the database at `url`, read in a read-only session.
+    pub fn schema_of(url: &str) -> StoreResult<Schema> {
+        off_runtime(|| {
+            let store = Self::unconnected(url, None)?.read_only();
+            schema(&mut store.connect()?.client)
+                .map_err(|e| StoreError::Db(format!("database {}: {e}", store.place)))
+        })
     }
 
     /// Like [`PgStore::open`], with statements that wait at most `lock_wait`
@@ -520,10 +560,53 @@ impl PgStore {
     /// `lock_timeout`), then fail with [`StoreError::Busy`]. The service's
     /// HTTP side uses it, so that a visitor gets "try again" rather than a hang.
     pub fn open_with_lock_wait(url: &str, lock_wait: std::time::Duration) -> StoreResult<PgStore> {
-        off_runtime(|| Self::open_here(url, Some(lock_wait)))
+        off_runtime(|| Self::open_here(url, Some(lock_wait), Opening::Migrate))
     }
 
-    fn open_here(url: &str, lock_wait: Option<std::time::Duration>) -> StoreResult<PgStore> {
+    fn open_here(
+        url: &str,
+        lock_wait: Option<std::time::Duration>,
+        opening: Opening,
+    ) -> StoreResult<PgStore> {
+        let mut store = Self::unconnected(url, lock_wait)?;
+        if opening == Opening::AsItIs(Access::ReadOnly) {
+            store = store.read_only();
+        }
+        let mut conn = store.connect()?;
+        match opening {
+            Opening::Migrate => migrate(&mut conn.client),
+            Opening::AsItIs(_) => schema(&mut conn.client).and_then(|s| s.require_current()),
+        }
+        .map_err(|e| StoreError::Db(format!("database {}: {e}", store.place)))?;
+        let key: String = conn
+            .client
+            .query_one(
+                "SELECT value FROM settings WHERE name = 'suppression_key'",
+                &[],
+            )
+            .map_err(db)?
+            .get(0);
+        store.suppression_key = key.into_bytes();
+        store
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        Ok(store)
+    }
+
+    /// Its sessions read only: every write fails.
+    fn read_only(mut self) -> PgStore {
+        let options = format!(
+            "{} -c default_transaction_read_only=on",
+            self.config.get_options().unwrap_or_default()
+        );
+        self.config.options(options.trim_start());
+        self
+    }
+
+    /// The store for `url`, not connected yet.
+    fn unconnected(url: &str, lock_wait: Option<std::time::Duration>) -> StoreResult<PgStore> {
         let split = tls::split(url, &place_of(url))?;
         let mut config = postgres::Config::from_str(&split.url).map_err(|e| {
             StoreError::Invalid(format!(
@@ -545,32 +628,14 @@ impl PgStore {
             options.push_str(&format!(" -c lock_timeout={}", wait.as_millis().max(1)));
         }
         config.options(options.trim_start());
-        let mut store = PgStore {
+        Ok(PgStore {
             config,
             place: place_of(url),
             idle: Mutex::new(Vec::new()),
             tls: split.tls,
             suppression_key: Vec::new(),
             claim_cursor: Mutex::new(HashMap::new()),
-        };
-        let mut conn = store.connect()?;
-        migrate(&mut conn.client)
-            .map_err(|e| StoreError::Db(format!("database {}: {e}", store.place)))?;
-        let key: String = conn
-            .client
-            .query_one(
-                "SELECT value FROM settings WHERE name = 'suppression_key'",
-                &[],
-            )
-            .map_err(db)?
-            .get(0);
-        store.suppression_key = key.into_bytes();
-        store
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(conn);
-        Ok(store)
+        })
     }
 
     fn connect(&self) -> StoreResult<Conn> {

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rusqlite::types::Type;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
+use super::{Access, Opening, Schema};
 use super::{
     Delivery, DeliveryOutcome, DeliveryState, Holder, Leases, Ledger, LedgerCounts, LedgerHistory,
     NewSubscriber, PendingSignup, RunRecord, RunStatus, Runs, SenderRows, SenderSeen, Signups,
@@ -237,7 +238,7 @@ impl SqliteStore {
         }
         let conn = Connection::open(path)
             .map_err(|e| StoreError::Db(format!("cannot open {}: {e}", path.display())))?;
-        let mut store = Self::setup(conn, true)
+        let mut store = Self::setup(conn, true, Opening::Migrate)
             .map_err(|e| StoreError::Db(format!("database {}: {e}", path.display())))?;
         let read = Connection::open(path)
             .and_then(|c| {
@@ -250,9 +251,76 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Opens the database file as it is, never migrating nor creating it:
+    /// refused unless its schema is current. `Access::ReadOnly`: nothing can
+    /// be written through it (`query_only`).
+    pub fn open_current(path: &Path, access: Access) -> StoreResult<SqliteStore> {
+        Self::schema_of(path)?.require_current()?;
+        let flags = OpenFlags::default() - OpenFlags::SQLITE_OPEN_CREATE;
+        let open = || {
+            Connection::open_with_flags(path, flags)
+                .map_err(|e| StoreError::Db(format!("cannot open {}: {e}", path.display())))
+        };
+        let mut store = Self::setup(open()?, true, Opening::AsItIs(access))
+            .map_err(|e| StoreError::Db(format!("database {}: {e}", path.display())))?;
+        if access == Access::ReadOnly {
+            store
+                .conn()
+                .execute_batch("PRAGMA query_only = ON")
+                .map_err(db)?;
+        }
+        let read = open()?;
+        read.busy_timeout(BUSY_TIMEOUT)
+            .and_then(|_| read.execute_batch("PRAGMA query_only = ON; PRAGMA foreign_keys = ON;"))
+            .map_err(db)?;
+        store.read = Some(Mutex::new(read));
+        Ok(store)
+    }
+
+    /// The schema of the database file, read without changing it (a file
+    /// that is not there is not created).
+    pub fn schema_of(path: &Path) -> StoreResult<Schema> {
+        if !path.is_file() {
+            return Ok(Schema::NoFile(path.to_path_buf()));
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| StoreError::Db(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        let read = || -> rusqlite::Result<Option<Vec<i64>>> {
+            let table: Option<String> = conn
+                .query_row(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if table.is_none() {
+                return Ok(None);
+            }
+            let mut st = conn.prepare("SELECT version FROM schema_migrations")?;
+            let versions = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            Ok(Some(versions))
+        };
+        let applied =
+            read().map_err(|e| StoreError::Db(format!("database {}: {e}", path.display())))?;
+        Ok(Schema::of(
+            applied.as_deref(),
+            MIGRATIONS.iter().map(|m| (m.0, m.1)),
+        ))
+    }
+
+    /// The schema version this binary brings a SQLite database to.
+    pub fn latest_schema() -> i64 {
+        MIGRATIONS.last().map_or(0, |m| m.0)
+    }
+
     /// A private in-memory database (tests, `sqlite::memory:`).
     pub fn open_in_memory() -> StoreResult<SqliteStore> {
-        Self::setup(Connection::open_in_memory().map_err(db)?, false)
+        Self::setup(
+            Connection::open_in_memory().map_err(db)?,
+            false,
+            Opening::Migrate,
+        )
     }
 
     /// The database named by `[storage] database`.
@@ -268,7 +336,7 @@ impl SqliteStore {
         }
     }
 
-    fn setup(mut conn: Connection, file: bool) -> StoreResult<SqliteStore> {
+    fn setup(mut conn: Connection, file: bool, opening: Opening) -> StoreResult<SqliteStore> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
         if file {
             let mode: String = conn
@@ -289,7 +357,9 @@ impl SqliteStore {
         )
         .map_err(db)?;
         conn.set_prepared_statement_cache_capacity(64);
-        migrate(&mut conn)?;
+        if opening == Opening::Migrate {
+            migrate(&mut conn)?;
+        }
         let suppression_key: String = conn
             .query_row(
                 "SELECT value FROM settings WHERE name = 'suppression_key'",
@@ -434,6 +504,34 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn opened_as_it_is_a_database_is_never_migrated_nor_created_and_read_only_writes_nothing() {
+        let (_dir, path) = db_path();
+        assert_eq!(
+            SqliteStore::schema_of(&path).unwrap(),
+            Schema::NoFile(path.clone())
+        );
+        let err = SqliteStore::open_current(&path, Access::ReadWrite).unwrap_err();
+        assert!(err.to_string().contains("run `digestif migrate`"), "{err}");
+        assert!(!path.exists(), "a missing file was created");
+
+        let mut c = Connection::open(&path).unwrap();
+        migrate_with(&mut c, &MIGRATIONS[..MIGRATIONS.len() - 1]).unwrap();
+        drop(c);
+        let behind = SqliteStore::schema_of(&path).unwrap();
+        assert!(matches!(behind, Schema::Behind { .. }), "{behind:?}");
+        assert!(SqliteStore::open_current(&path, Access::ReadOnly).is_err());
+        assert_eq!(SqliteStore::schema_of(&path).unwrap(), behind);
+
+        drop(SqliteStore::open(&path).unwrap());
+        let s = SqliteStore::open_current(&path, Access::ReadOnly).unwrap();
+        assert_eq!(s.schema_version().unwrap(), latest());
+        let err = s.upsert_subscriber(&active("a@example.com")).unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+        let s = SqliteStore::open_current(&path, Access::ReadWrite).unwrap();
+        s.upsert_subscriber(&active("a@example.com")).unwrap();
     }
 
     #[test]
