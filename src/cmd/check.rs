@@ -1,5 +1,8 @@
-//! `digestif check`: every part a send needs, tried once, nothing sent. One line
-//! per part ("ok" or "FAIL" and what to fix); exit 1 if any part failed.
+//! `digestif check`: every part a send needs, tried once, nothing sent and
+//! nothing written: the database is read as it is, never migrated (a check run
+//! by a new version before a rolling upgrade must leave the schema to the old
+//! binaries still running). One line per part ("ok", "WARN" and what to run, or
+//! "FAIL" and what to fix); exit 1 if any part failed, a warning is not one.
 
 use std::path::{Path, PathBuf};
 
@@ -10,9 +13,9 @@ use crate::deliver::message::MessageFactory;
 use crate::deliver::transport::{self, SendError};
 use crate::domain::SubscriberStatus;
 use crate::http::webhooks::{WebhookSetupError, Webhooks};
-use crate::store::StoreError;
+use crate::store::{Access, Location, Schema, StoreError};
 
-use super::send::{open_backend, open_store, secret_for};
+use super::send::secret_for;
 use super::{load_config, runtime, CmdResult};
 
 /// Why a part does not work: what its FAIL line says.
@@ -47,15 +50,27 @@ enum Failure {
 type Outcome = Result<String, Failure>;
 
 /// One checked part: its name, and what was found or what is wrong.
+#[derive(Debug)]
 struct Line {
     part: String,
     outcome: Outcome,
+    /// It works, but wants something done (what was found says what).
+    warn: bool,
 }
 
 fn line(part: impl Into<String>, outcome: Outcome) -> Line {
     Line {
         part: part.into(),
         outcome,
+        warn: false,
+    }
+}
+
+/// A part that works but wants `what` done.
+fn warning(part: impl Into<String>, what: String) -> Line {
+    Line {
+        warn: true,
+        ..line(part, Ok(what))
     }
 }
 
@@ -104,8 +119,10 @@ pub fn check(config: Option<&Path>) -> CmdResult {
             ),
         }),
     ));
-    lines.push(line("database", database(&cfg)));
-    lines.push(line("bounce rates", bounce_rates(&cfg)));
+    let at = cfg.database();
+    let schema = crate::store::schema_at(&at);
+    lines.push(database(&at, &schema));
+    lines.push(line("bounce rates", bounce_rates(&cfg, &at, &schema)));
     if cfg.bounces.mailbox.is_some() {
         lines.push(line(
             "bounce mailbox",
@@ -131,6 +148,7 @@ pub fn check(config: Option<&Path>) -> CmdResult {
     let failed = lines.iter().filter(|l| l.outcome.is_err()).count();
     for l in &lines {
         match &l.outcome {
+            Ok(what) if l.warn => println!("WARN  {}: {what}", l.part),
             Ok(what) => println!("ok    {}: {what}", l.part),
             Err(why) => println!("FAIL  {}: {why}", l.part),
         }
@@ -145,26 +163,70 @@ pub fn check(config: Option<&Path>) -> CmdResult {
     }
 }
 
-/// The database opens and answers: which one (its password hidden), how it
-/// is reached (PostgreSQL: over TLS or in clear), its schema version and its
-/// active subscribers.
-fn database(cfg: &Config) -> Outcome {
-    let store = open_backend(cfg).map_err(Failure::Setup)?;
-    store.ping()?;
-    let version = store.schema_version()?;
-    let counts = store.count_by_status()?;
-    let active = counts
-        .iter()
-        .find(|(s, _)| *s == SubscriberStatus::Active)
-        .map_or(0, |(_, n)| *n);
-    let at = cfg.database();
-    let reached = match &at {
-        crate::store::Location::Postgres(url) => format!(", {}", postgres_link(url)),
+/// The database at `at` and its `schema`, read as they are: which database
+/// (its password hidden), how it is reached (PostgreSQL: over TLS or in clear),
+/// its schema version against this binary's, and its active subscribers. A
+/// schema to migrate (or a database to create) is a warning saying what to run;
+/// one newer than this binary fails.
+fn database(at: &Location, schema: &Result<Schema, StoreError>) -> Line {
+    let reached = match at {
+        Location::Postgres(url) => format!(", {}", postgres_link(url)),
         _ => String::new(),
     };
-    Ok(format!(
-        "{at}{reached}, schema version {version}; {active} active subscriber(s)"
-    ))
+    let schema = match schema {
+        Ok(s) => s,
+        Err(e) => {
+            let e = anyhow::anyhow!("cannot open the database {at}: {e}");
+            return line("database", Err(Failure::Setup(e)));
+        }
+    };
+    let found = match schema {
+        Schema::Current { version } => {
+            return line(
+                "database",
+                subscribers(at).map(|active| {
+                    format!(
+                        "{at}{reached}, schema version {version}, up to date; \
+                         {active} active subscriber(s)"
+                    )
+                }),
+            );
+        }
+        Schema::Behind {
+            version,
+            latest,
+            pending,
+        } => format!(
+            "{at}{reached}, schema version {version}, this binary applies up to {latest}: \
+             run `digestif migrate` ({} migration(s) pending: {}); nothing was changed",
+            pending.len(),
+            pending.join(", ")
+        ),
+        Schema::NoFile(_) => {
+            format!("{at}: no such file yet: `digestif migrate` (or the first send) creates it")
+        }
+        Schema::Empty => format!(
+            "{at}{reached}: no schema yet (an empty database): run `digestif migrate` to create it"
+        ),
+        Schema::Newer { .. } => {
+            let why = schema.require_current().expect_err("newer is not current");
+            let e = anyhow::anyhow!("{at}{reached}: {why} before this machine uses it");
+            return line("database", Err(Failure::Setup(e)));
+        }
+    };
+    warning("database", found)
+}
+
+/// The active subscribers of the database at `at`, its schema current,
+/// opened read only.
+fn subscribers(at: &Location) -> Result<u64, Failure> {
+    let store = crate::store::open_current_at(at, Access::ReadOnly)?;
+    store.ping()?;
+    let counts = store.count_by_status()?;
+    Ok(counts
+        .iter()
+        .find(|(s, _)| *s == SubscriberStatus::Active)
+        .map_or(0, |(_, n)| *n))
 }
 
 /// How the connection to the PostgreSQL database at `url` is made, as its
@@ -226,10 +288,18 @@ fn mailbox_check(cfg: &Config) -> anyhow::Result<String> {
     Ok(format!("logged in; {n} message(s) waiting"))
 }
 
-/// The last issue's hard-bounce and complaint rates are within `[bounces]`' limits.
-fn bounce_rates(cfg: &Config) -> Outcome {
-    let store = open_store(cfg).map_err(Failure::Setup)?;
-    match super::bounces::last_issue_rates(store.as_ref(), None).map_err(Failure::Setup)? {
+/// The last issue's hard-bounce and complaint rates are within `[bounces]`'
+/// limits. Not read from a database whose schema is not current (the
+/// database line says what to run).
+fn bounce_rates(cfg: &Config, at: &Location, schema: &Result<Schema, StoreError>) -> Outcome {
+    match schema {
+        Ok(Schema::Current { .. }) => {}
+        Ok(Schema::NoFile(_) | Schema::Empty) => return Ok("no issue sent yet".into()),
+        _ => return Ok("not read: the database's schema is not current (see above)".into()),
+    }
+    let store = crate::store::open_current_at(at, Access::ReadOnly)?;
+    let store: &dyn crate::store::Store = store.as_ref();
+    match super::bounces::last_issue_rates(store, None).map_err(Failure::Setup)? {
         None => Ok("no issue sent yet".into()),
         Some(rates) => {
             let over = rates.over_limits(&cfg.bounces);

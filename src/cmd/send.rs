@@ -38,13 +38,35 @@ pub fn open_backend(cfg: &Config) -> anyhow::Result<Arc<dyn Backend>> {
 
 /// The database of the config if it exists already (a PostgreSQL database, or
 /// a SQLite file that is there): `None` rather than a new empty file, for the
-/// commands that only read the frozen issue.
+/// commands that read or freeze the issue without sending it through the
+/// ledger (`build`, `preview`, `lint`, `send --dry-run` and `--to`). They never
+/// migrate a schema: one behind this binary is refused, saying to run
+/// `digestif migrate`, so that trying a new version against a database older
+/// binaries still run on leaves them working. Only a database with no schema
+/// at all (nothing can run on it yet) is given one.
 pub fn existing_store(cfg: &Config) -> anyhow::Result<Option<Arc<dyn Store>>> {
-    match cfg.database() {
-        crate::store::Location::SqliteFile(p) if !p.is_file() => Ok(None),
-        crate::store::Location::SqliteMemory => Ok(None),
-        _ => open_store(cfg).map(Some),
+    use crate::store::{Location, Schema};
+    let at = cfg.database();
+    if matches!(at, Location::SqliteMemory) {
+        return Ok(None);
     }
+    let cannot = |e| anyhow::anyhow!("cannot open the database {at}: {e}");
+    Ok(match crate::store::schema_at(&at).map_err(cannot)? {
+        Schema::NoFile(_) => None,
+        Schema::Empty => Some(open_store(cfg)?),
+        schema => {
+            schema.require_current().map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: this command never migrates (`digestif migrate` does)",
+                    cannot(e)
+                )
+            })?;
+            Some(
+                crate::store::open_current_at(&at, crate::store::Access::ReadWrite)
+                    .map_err(cannot)?,
+            )
+        }
+    })
 }
 
 fn issue(
@@ -198,7 +220,10 @@ pub fn email_for(
 ) -> anyhow::Result<crate::render::RenderedEmail> {
     let address =
         SubscriberEmail::parse(email).map_err(|e| usage(anyhow::anyhow!("--for: {e}")))?;
-    let store = open_store(cfg)?;
+    // Only read: the database as it is, never migrated (see `existing_store`).
+    let at = cfg.database();
+    let store = crate::store::open_current_at(&at, crate::store::Access::ReadOnly)
+        .map_err(|e| anyhow::anyhow!("cannot open the database {at}: {e}"))?;
     let subscriber = store
         .subscriber_by_email(&address)
         .map_err(|e| anyhow::anyhow!("cannot read the subscribers: {e}"))?

@@ -3,12 +3,17 @@
 
 use crate::support;
 
-use support::site::{digestif_cmd, sending_head, site_dir, smtp_table};
+use support::site::{apply_migration, assert_check_says_to_apply, assert_refused_to_migrate};
+use support::site::{digestif_cmd, migrations, sending_head, show, site_dir, smtp_table, stdout};
 use support::SmtpServer;
 
+/// `check` of `config` on a database `digestif migrate` made: exit code and output.
 fn check(config: &str) -> (Option<i32>, String) {
     let dir = site_dir(config);
     std::fs::write(dir.path().join("feeds/broken.xml"), "<rss><channel><item>").unwrap();
+    let config = dir.path().join("digestif.toml");
+    let out = digestif_cmd(&config, &["migrate"]).output().unwrap();
+    assert!(out.status.success(), "{}", support::site::show(&out));
     let out = digestif_cmd(&dir.path().join("digestif.toml"), &["check"])
         .output()
         .unwrap();
@@ -67,6 +72,88 @@ fn a_missing_server_and_a_broken_feed_are_named_and_the_rest_still_checked() {
         "{out}"
     );
     assert!(out.contains("ok    database: "), "{out}");
+}
+
+/// A site that writes its mail to `outbox/`, on the SQLite file `digestif.db`.
+fn outbox_site() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = site_dir(&format!(
+        "{}\n[smtp]\ntransport = \"file\"\nfile_dir = \"outbox\"\n",
+        sending_head()
+    ));
+    let config = dir.path().join("digestif.toml");
+    (dir, config)
+}
+
+/// The versions recorded in the SQLite file at `db`.
+fn applied(db: &std::path::Path) -> Vec<i32> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut st = c
+        .prepare("SELECT version FROM schema_migrations ORDER BY version")
+        .unwrap();
+    let versions = st.query_map([], |r| r.get(0)).unwrap();
+    versions.map(Result::unwrap).collect()
+}
+
+/// Running a new version's `check` before a rolling upgrade must not migrate
+/// the database the older binaries still run on (they refuse a newer schema).
+#[test]
+fn check_leaves_a_sqlite_database_of_an_older_schema_as_it_is_and_says_to_migrate() {
+    let (dir, config) = outbox_site();
+    let db = dir.path().join("digestif.db");
+    let all = migrations("");
+    let (last, older) = all.split_last().unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    for m in older {
+        c.execute_batch(&apply_migration(m, "TEXT")).unwrap();
+    }
+    drop(c);
+    let before: Vec<i32> = older.iter().map(|m| m.0).collect();
+
+    let out = digestif_cmd(&config, &["check"]).output().unwrap();
+    assert_check_says_to_apply(&out, last);
+    assert_eq!(applied(&db), before, "check migrated the database");
+
+    // A dry run freezes the issue it checks: it needs the schema current, and says so.
+    let out = digestif_cmd(&config, &["send", "--dry-run", "--now", support::site::NOW])
+        .output()
+        .unwrap();
+    assert_refused_to_migrate(&out, last);
+    assert_eq!(applied(&db), before, "the dry run migrated the database");
+
+    let out = digestif_cmd(&config, &["migrate"]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let out = digestif_cmd(&config, &["check"]).output().unwrap();
+    assert!(
+        stdout(&out).contains(&format!(
+            ", schema version {}, up to date; 0 active subscriber(s)",
+            last.0
+        )),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn check_does_not_create_a_missing_sqlite_file_and_says_what_will() {
+    let (dir, config) = outbox_site();
+    let out = digestif_cmd(&config, &["check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let said = stdout(&out);
+    assert!(
+        said.lines().any(|l| l.starts_with("WARN  database: sqlite://")
+            && l.ends_with("digestif.db: no such file yet: `digestif migrate` (or the first send) creates it")),
+        "{said}"
+    );
+    assert!(
+        said.contains("ok    bounce rates: no issue sent yet"),
+        "{said}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("digestif.db"))
+        .collect();
+    assert!(left.is_empty(), "check created {left:?}");
 }
 
 /// `check` of `config` (a site of its own, `files` written next to it, `env` set):

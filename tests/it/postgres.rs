@@ -1399,7 +1399,7 @@ fn check_names_the_database_how_it_is_reached_and_its_schema_version() {
         format!(
             "ok    database: {}, in clear (the URL asks for no TLS: add sslmode=verify-full \
              unless the database is on loopback or a private network), schema version \
-             {version}; 0 active subscriber(s)",
+             {version}, up to date; 0 active subscriber(s)",
             site.url
         )
     );
@@ -1429,8 +1429,102 @@ fn check_names_the_database_how_it_is_reached_and_its_schema_version() {
     assert!(
         line.ends_with(&format!(
             ", over TLS, the server's certificate checked against the system's roots and \
-             sslrootcert {ca}, schema version {version}; 2 active subscriber(s)"
+             sslrootcert {ca}, schema version {version}, up to date; 2 active subscriber(s)"
         )),
+        "{line}"
+    );
+}
+
+/// The versions recorded in the database at `url` (none: no schema table).
+fn applied(url: &str) -> Option<Vec<i32>> {
+    let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let table: bool = db
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    table.then(|| {
+        db.query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    })
+}
+
+/// The database line of `check` on `site`, and its exit code.
+fn check_database_line(site: &Site) -> (Option<i32>, String) {
+    let out = site.run(&["check"]);
+    (out.status.code(), support::site::database_line(&out))
+}
+
+/// Running a new version's `check` before a rolling upgrade must not migrate
+/// the database the older binaries still run on (they refuse a newer schema).
+#[test]
+fn check_leaves_a_database_of_an_older_schema_as_it_is_and_says_to_migrate() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    let all = support::site::migrations("pg");
+    let (last, older) = all.split_last().unwrap();
+    let mut db = postgres::Client::connect(&site.url, postgres::NoTls).unwrap();
+    for m in older {
+        db.batch_execute(&support::site::apply_migration(m, "TIMESTAMPTZ"))
+            .unwrap();
+    }
+    let before: Vec<i32> = older.iter().map(|m| m.0).collect();
+
+    support::site::assert_check_says_to_apply(&site.run(&["check"]), last);
+    assert_eq!(applied(&site.url), Some(before.clone()), "check migrated");
+
+    let out = site.run(&["send", "--dry-run", "--now", NOW]);
+    support::site::assert_refused_to_migrate(&out, last);
+    assert_eq!(applied(&site.url), Some(before), "the dry run migrated");
+
+    let out = site.run(&["migrate"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let (code, line) = check_database_line(&site);
+    assert_eq!(code, Some(0), "{line}");
+    assert!(
+        line.starts_with("ok    database: ")
+            && line.contains(&format!(", schema version {}, up to date; ", last.0)),
+        "{line}"
+    );
+}
+
+/// An empty database is named as such, and `check` creates no table in it.
+#[test]
+fn check_of_an_empty_database_says_to_migrate_and_creates_nothing() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    let (code, line) = check_database_line(&site);
+    assert_eq!(code, Some(0), "{line}");
+    assert!(
+        line.starts_with("WARN  database: ")
+            && line.ends_with(
+                ": no schema yet (an empty database): run `digestif migrate` to create it"
+            ),
+        "{line}"
+    );
+    assert_eq!(applied(&site.url), None, "check created the schema table");
+}
+
+/// A schema newer than this binary fails the check, saying what to do.
+#[test]
+fn check_fails_on_a_database_migrated_by_a_newer_digestif() {
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    assert!(site.run(&["migrate"]).status.success());
+    let mut db = postgres::Client::connect(&site.url, postgres::NoTls).unwrap();
+    db.batch_execute("INSERT INTO schema_migrations VALUES (99, 'future', now())")
+        .unwrap();
+    let (code, line) = check_database_line(&site);
+    assert_eq!(code, Some(1), "{line}");
+    assert!(
+        line.starts_with("FAIL  database: ")
+            && line.contains("schema version 99, newer than this digestif knows")
+            && line.ends_with("upgrade digestif before this machine uses it"),
         "{line}"
     );
 }

@@ -136,3 +136,78 @@ pub fn everyone(n: usize) -> Vec<String> {
     r.sort();
     r
 }
+
+/// The migrations of a backend (`""`: SQLite, `"pg"`: PostgreSQL) as the
+/// source holds them, in order: (version, name as `0007_name`, SQL). The
+/// tests of an older schema apply all but the last, as an older binary did.
+pub fn migrations(backend: &str) -> Vec<(i32, String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/store/migrations")
+        .join(backend);
+    let mut found: Vec<(i32, String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .map(|p| {
+            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+            let version = name[..4].parse().unwrap();
+            (version, name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The SQL that applies `migration` and records it, on a `schema_migrations`
+/// table made as `digestif migrate` makes it (its time column of type `time`).
+pub fn apply_migration(migration: &(i32, String, String), time: &str) -> String {
+    let (version, name, sql) = migration;
+    format!(
+        "{sql};\nCREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, \
+         name TEXT NOT NULL, applied_at {time} NOT NULL);\n\
+         INSERT INTO schema_migrations VALUES ({version}, '{}', '2026-11-01T00:00:00Z');",
+        &name[5..]
+    )
+}
+
+/// The database line of `check`'s output.
+pub fn database_line(out: &Output) -> String {
+    stdout(out)
+        .lines()
+        .find(|l| l.contains(" database: "))
+        .unwrap_or_else(|| panic!("no database line: {}", show(out)))
+        .to_string()
+}
+
+/// `check` on a database that lacks only the migration `last`: a warning
+/// (exit 0) naming it and `digestif migrate`.
+pub fn assert_check_says_to_apply(out: &Output, last: &(i32, String, String)) {
+    let line = database_line(out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a pending migration is a warning: {line}"
+    );
+    assert!(line.starts_with("WARN  database: "), "{line}");
+    assert!(
+        line.ends_with(&format!(
+            ", schema version {}, this binary applies up to {}: run `digestif migrate` \
+             (1 migration(s) pending: {}); nothing was changed",
+            last.0 - 1,
+            last.0,
+            last.1
+        )),
+        "{line}"
+    );
+}
+
+/// A command that must not migrate, refused on a database that lacks `last`.
+pub fn assert_refused_to_migrate(out: &Output, last: &(i32, String, String)) {
+    assert_eq!(out.status.code(), Some(1), "{}", show(out));
+    let err = stderr(out);
+    assert!(
+        err.contains("this command never migrates (`digestif migrate` does)")
+            && err.contains(&last.1),
+        "{err}"
+    );
+}
