@@ -1493,6 +1493,29 @@ fn check_leaves_a_database_of_an_older_schema_as_it_is_and_says_to_migrate() {
     );
 }
 
+/// The store `check` reads through is a read-only session: a write through it
+/// fails, and nothing is written; opened read-write as it is, it writes.
+#[test]
+fn a_database_opened_read_only_as_it_is_refuses_every_write() {
+    use digestif::store::{open_current_at, Access, Location, Subscribers};
+    let server = SmtpServer::start(&[]);
+    let site = Site::new(&server);
+    let at = Location::Postgres(site.url.clone());
+    let err = open_current_at(&at, Access::ReadOnly)
+        .err()
+        .expect("no schema yet");
+    assert!(err.to_string().contains("run `digestif migrate`"), "{err}");
+    assert!(site.run(&["migrate"]).status.success());
+    let reader = open_current_at(&at, Access::ReadOnly).unwrap();
+    let new = support::site::subscriber("a@example.com", None);
+    let err = reader.upsert_subscriber(&new).unwrap_err();
+    assert!(err.to_string().contains("read-only transaction"), "{err}");
+    assert_eq!(reader.count_by_status().unwrap(), vec![]);
+    let writer = open_current_at(&at, Access::ReadWrite).unwrap();
+    writer.upsert_subscriber(&new).unwrap();
+    assert_eq!(reader.count_by_status().unwrap().len(), 1);
+}
+
 /// An empty database is named as such, and `check` creates no table in it.
 #[test]
 fn check_of_an_empty_database_says_to_migrate_and_creates_nothing() {
