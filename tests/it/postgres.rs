@@ -1497,7 +1497,7 @@ fn check_leaves_a_database_of_an_older_schema_as_it_is_and_says_to_migrate() {
 /// fails, and nothing is written; opened read-write as it is, it writes.
 #[test]
 fn a_database_opened_read_only_as_it_is_refuses_every_write() {
-    use digestif::store::{open_current_at, Access, Location, Subscribers};
+    use digestif::store::{open_current_at, Access, Location};
     let server = SmtpServer::start(&[]);
     let site = Site::new(&server);
     let at = Location::Postgres(site.url.clone());
