@@ -250,7 +250,7 @@ bench_log "one message: $size bytes"
 # database), then the same subscribers imported; each send gets a copy of it.
 if [ "$databases" != sqlite ]; then
     bench_log "starting a PostgreSQL cluster"
-    [ -z "$pg_stats" ] || BENCH_PG_OPTS="-c shared_preload_libraries=pg_stat_statements"
+    [ -z "$pg_stats" ] || BENCH_PG_OPTS="${BENCH_PG_OPTS:-} -c shared_preload_libraries=pg_stat_statements"
     bench_start_postgres
     [ -z "$pg_stats" ] || bench_psql "CREATE EXTENSION pg_stat_statements"
     bench_psql "CREATE DATABASE base"
@@ -329,11 +329,11 @@ pg_report() {
             rows, regexp_replace(left(query, 110), '\s+', ' ', 'g')
         FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
         WHERE d.datname = '$name' ORDER BY total_exec_time DESC LIMIT 12"
-    printf -- '-- %s: deliveries rows (inserted, updated, of which HOT, deleted), WAL bytes of the cluster\n' "$name"
+    printf -- '-- %s: deliveries rows (inserted, updated, of which HOT, deleted; autovacuum and autoanalyze runs), WAL bytes of the cluster\n' "$name"
     # The senders' backends report their table counts as they exit.
     sleep 1
-    bench_psql_out "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables
-        WHERE relname = 'deliveries'" "$name"
+    bench_psql_out "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, autovacuum_count, autoanalyze_count
+        FROM pg_stat_user_tables WHERE relname = 'deliveries'" "$name"
     bench_psql_out "SELECT pg_current_wal_lsn() - '$wal0'::pg_lsn"
 }
 
