@@ -414,16 +414,34 @@ fn http(port: u16, method: &str, target: &str, body: &str) -> std::io::Result<(u
 }
 
 impl Site {
-    fn serve(&self, port: u16) -> Serve {
-        let child = digestif_cmd(
-            &self.config(),
-            &["serve", "--listen", &format!("127.0.0.1:{port}")],
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    /// `serve` on a port of its own choosing (`--listen 127.0.0.1:0`), read
+    /// from its log: a port picked free beforehand can be taken by another
+    /// test's connection before the instance binds it, and the requests then
+    /// reach someone else. The instance and its port, once it answers.
+    fn serve(&self) -> (Serve, u16) {
+        use std::io::BufRead;
+        let mut child = digestif_cmd(&self.config(), &["serve", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
         let serve = Serve(child);
+        let mut log = String::new();
+        let port = loop {
+            let Some(Ok(line)) = lines.next() else {
+                panic!("serve exited before listening:\n{log}")
+            };
+            log.push_str(&line);
+            log.push('\n');
+            if let Some(at) = line.split("listening on http://127.0.0.1:").nth(1) {
+                let digits: String = at.chars().take_while(char::is_ascii_digit).collect();
+                break digits.parse::<u16>().expect("the port it listens on");
+            }
+        };
+        // Keep reading its log so that it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
         let start = std::time::Instant::now();
         while !matches!(http(port, "GET", "/healthz", ""), Ok((200, _))) {
             assert!(
@@ -432,7 +450,7 @@ impl Site {
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        serve
+        (serve, port)
     }
 }
 
@@ -440,11 +458,12 @@ impl Site {
 fn a_one_click_unsubscribe_on_one_serve_instance_is_honoured_by_the_next_send() {
     let server = SmtpServer::start(&[]);
     let site = Site::new(&server);
-    let (port_a, port_b) = (free_port(), free_port());
-    // Links name instance A; the scheduler stays off (sends are run by hand here).
+    // Links name an address no instance listens on; the scheduler stays off
+    // (sends are run by hand here).
+    let link_port = free_port();
     let cfg = std::fs::read_to_string(site.config()).unwrap().replace(
         "https://news.example.com/digestif",
-        &format!("http://127.0.0.1:{port_a}"),
+        &format!("http://127.0.0.1:{link_port}"),
     );
     std::fs::write(
         site.config(),
@@ -463,13 +482,13 @@ fn a_one_click_unsubscribe_on_one_serve_instance_is_honoured_by_the_next_send() 
         .unwrap();
     let one_click = one_click_link(&to_r2.raw);
     let target = one_click
-        .strip_prefix(&format!("http://127.0.0.1:{port_a}"))
+        .strip_prefix(&format!("http://127.0.0.1:{link_port}"))
         .unwrap()
         .to_string();
 
-    // Two instances on the one database; the click lands on B, not the one the link names.
-    let _a = site.serve(port_a);
-    let _b = site.serve(port_b);
+    // Two instances on the one database; the click lands on B, not where the link points.
+    let (_a, port_a) = site.serve();
+    let (_b, port_b) = site.serve();
     let (status, page) = http(port_b, "POST", &target, "List-Unsubscribe=One-Click").unwrap();
     assert_eq!(status, 200, "{page}");
     let (status, _) = http(port_a, "GET", "/healthz", "").unwrap();
@@ -558,9 +577,8 @@ fn two_serve_instances_in_different_folders_show_the_same_archive() {
         support::site::FEED.replace("Budget 2027", "Autre titre"),
     )
     .unwrap();
-    let (port_a, port_b) = (free_port(), free_port());
-    let _a = site.serve(port_a);
-    let _b = other.serve(port_b);
+    let (_a, port_a) = site.serve();
+    let (_b, port_b) = other.serve();
     for target in [
         format!("/archive/{DATE}"),
         "/archive".into(),
