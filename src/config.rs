@@ -1238,6 +1238,36 @@ pub fn read_private_lines(
     key: &str,
     create: &str,
 ) -> Result<Vec<String>, PrivateFileError> {
+    let bytes = read_private_file(path, key, create, |mode, _| mode & 0o077 == 0)?;
+    let text = String::from_utf8(bytes).map_err(|e| PrivateFileError::Read {
+        key: key.to_string(),
+        path: path.to_path_buf(),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
+    let lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if lines.is_empty() {
+        return Err(PrivateFileError::Empty {
+            key: key.to_string(),
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(lines)
+}
+
+/// The bytes of a file holding secrets, named `key` in errors, which add
+/// `create` when the file cannot be opened. Refused unless `allowed(mode,
+/// owned_by_root)` for its permission bits and owner (on Unix).
+pub fn read_private_file(
+    path: &Path,
+    key: &str,
+    create: &str,
+    allowed: fn(u32, bool) -> bool,
+) -> Result<Vec<u8>, PrivateFileError> {
     let key = || key.to_string();
     let path_buf = || path.to_path_buf();
     let meta = std::fs::metadata(path).map_err(|error| PrivateFileError::Missing {
@@ -1248,36 +1278,24 @@ pub fn read_private_lines(
     })?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
+        use std::os::unix::fs::MetadataExt;
+        let (mode, by_root) = (meta.mode() & 0o7777, meta.uid() == 0);
+        if !allowed(mode, by_root) {
             return Err(PrivateFileError::Exposed {
                 key: key(),
                 path: path_buf(),
                 mode: mode & 0o777,
+                by_root,
             });
         }
     }
     #[cfg(not(unix))]
-    let _ = meta;
-    let text = std::fs::read_to_string(path).map_err(|error| PrivateFileError::Read {
+    let _ = (meta, allowed);
+    std::fs::read(path).map_err(|error| PrivateFileError::Read {
         key: key(),
         path: path_buf(),
         error,
-    })?;
-    let lines: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect();
-    if lines.is_empty() {
-        return Err(PrivateFileError::Empty {
-            key: key(),
-            path: path_buf(),
-        });
-    }
-    Ok(lines)
+    })
 }
 
 /// Why a file of secrets (named by its config `key`) cannot be used.
@@ -1301,6 +1319,8 @@ pub enum PrivateFileError {
         key: String,
         path: PathBuf,
         mode: u32,
+        /// Root owns it (some callers let root's files be read by their group).
+        by_root: bool,
     },
     #[error("{key} {}: {error}", path.display())]
     Read {

@@ -213,37 +213,19 @@ pub fn key_mode_allowed(mode: u32, owned_by_root: bool) -> bool {
 /// The private key of `sslkey` (PKCS#8, PKCS#1 or SEC1), refused when its
 /// file is open to others beyond [`key_mode_allowed`].
 fn client_key(path: &str) -> Result<PrivateKeyDer<'static>, ClientCertError> {
-    let private = |e: PrivateFileError| ClientCertError::KeyFile(e);
-    let meta = std::fs::metadata(path).map_err(|error| {
-        private(PrivateFileError::Missing {
-            key: "sslkey".into(),
-            path: path.into(),
-            error,
-            create: "Name the PEM file of the client certificate's key (chmod 600) in \
-                     sslkey=PATH"
-                .into(),
-        })
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let (mode, by_root) = (meta.mode() & 0o7777, meta.uid() == 0);
-        if !key_mode_allowed(mode, by_root) {
-            return Err(ClientCertError::KeyExposed {
-                path: path.to_string(),
-                mode: mode & 0o777,
-                by_root,
-            });
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = meta;
-    let pem = std::fs::read(path).map_err(|error| {
-        private(PrivateFileError::Read {
-            key: "sslkey".into(),
-            path: path.into(),
-            error,
-        })
+    let pem = crate::config::read_private_file(
+        std::path::Path::new(path),
+        "sslkey",
+        "Name the PEM file of the client certificate's key (chmod 600) in sslkey=PATH",
+        key_mode_allowed,
+    )
+    .map_err(|e| match e {
+        PrivateFileError::Exposed { mode, by_root, .. } => ClientCertError::KeyExposed {
+            path: path.to_string(),
+            mode,
+            by_root,
+        },
+        other => ClientCertError::KeyFile(other),
     })?;
     let no_key = |detail: String| ClientCertError::NoKey {
         path: path.to_string(),
