@@ -176,7 +176,7 @@ fn database(at: &Location, schema: &Result<Schema, StoreError>) -> Line {
     let schema = match schema {
         Ok(s) => s,
         Err(e) => {
-            let e = anyhow::anyhow!("cannot open the database {at}: {e}");
+            let e = super::send::cannot_open(at, e);
             return line("database", Err(Failure::Setup(e)));
         }
     };

@@ -32,8 +32,13 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
 /// Opens the database of the config, its schema brought up to date; the
 /// error names it without its password.
 pub fn open_backend(cfg: &Config) -> anyhow::Result<Arc<dyn Backend>> {
-    crate::store::open(cfg)
-        .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", cfg.database()))
+    crate::store::open(cfg).map_err(|e| cannot_open(&cfg.database(), e))
+}
+
+/// The error of a database that cannot be opened: where it is (its password
+/// hidden) and why.
+pub fn cannot_open(at: &crate::store::Location, why: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("cannot open the database {at}: {why}")
 }
 
 /// The database of the config if it exists already (a PostgreSQL database, or
@@ -50,7 +55,7 @@ pub fn existing_store(cfg: &Config) -> anyhow::Result<Option<Arc<dyn Store>>> {
     if matches!(at, Location::SqliteMemory) {
         return Ok(None);
     }
-    let cannot = |e| anyhow::anyhow!("cannot open the database {at}: {e}");
+    let cannot = |e| cannot_open(&at, e);
     Ok(match crate::store::schema_at(&at).map_err(cannot)? {
         Schema::NoFile(_) => None,
         Schema::Empty => Some(open_store(cfg)?),
@@ -223,7 +228,7 @@ pub fn email_for(
     // Only read: the database as it is, never migrated (see `existing_store`).
     let at = cfg.database();
     let store = crate::store::open_current_at(&at, crate::store::Access::ReadOnly)
-        .map_err(|e| anyhow::anyhow!("cannot open the database {at}: {e}"))?;
+        .map_err(|e| cannot_open(&at, e))?;
     let subscriber = store
         .subscriber_by_email(&address)
         .map_err(|e| anyhow::anyhow!("cannot read the subscribers: {e}"))?

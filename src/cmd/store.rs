@@ -42,9 +42,8 @@ fn copy(from: &str, to: &str) -> CmdResult {
             )));
         }
     }
-    let open = |at: &Location| {
-        crate::store::open_at(at).map_err(|e| anyhow::anyhow!("cannot open the database {at}: {e}"))
-    };
+    let open =
+        |at: &Location| crate::store::open_at(at).map_err(|e| super::send::cannot_open(at, e));
     let (source, target) = (open(&from)?, open(&to)?);
     let dump = crate::store::copy::copy(&*source, &*target)
         .map_err(|e| anyhow::anyhow!("cannot copy into {to}: {e}"))?;
